@@ -1,0 +1,1 @@
+"""The shipped network specs, installed as package data so `alexnetc train` finds its default anywhere."""
