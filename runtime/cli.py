@@ -1,2 +1,122 @@
-def main():
-    print("hi")
+"""The `alexnetc` command line: compile, train, eval, predict and the paper's figures.
+
+Each subcommand imports what it needs when it runs, so `alexnetc compile` never loads torch. Spec
+errors print as FILE:LINE:COL lines and exit with status 2; other user errors print one line naming
+the file or option at fault and exit with status 2 too.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+
+class UserError(Exception):
+    """A problem with the user's input (a path, an option): printed as one line, exit status 2."""
+
+
+def _compile(args) -> int:
+    from ..compiler import compile_spec
+    from ..compiler.report import as_dict, format_table, to_dot
+    from .specs import resolve_spec_path
+
+    t0 = time.perf_counter()
+    net = compile_spec(resolve_spec_path(args.spec), batch=args.batch)
+    table = format_table(net)
+    elapsed = time.perf_counter() - t0
+    if not args.quiet:
+        print(table)
+        print(f"compiled in {elapsed * 1000:.0f} ms")
+    if args.json:
+        graph = net.graph.with_attrs(spec_hash=net.hash, report=as_dict(net))
+        _write_text(args.json, graph.tojson())
+        if not args.quiet:
+            print(f"graph written to {args.json}")
+    if args.dot:
+        _write_text(args.dot, to_dot(net.graph, net.name))
+        if not args.quiet:
+            print(f"Graphviz written to {args.dot} (render: dot -Tpng {args.dot} -o graph.png)")
+    return 0
+
+
+def _write_text(path: str, text: str) -> None:
+    try:
+        d = os.path.dirname(os.path.abspath(path))
+        os.makedirs(d, exist_ok=True)
+        tmp = f"{path}.tmp{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write: {exc.strerror or exc}") from None
+
+
+def _specs(args) -> int:
+    from .specs import shipped_dir, shipped_specs
+
+    print(f"specs shipped in {shipped_dir()}:")
+    for s in shipped_specs():
+        print(f"  {s[:-5]}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="alexnetc",
+        description="Describe a convolutional network in YAML, compile it to a device-placed graph, "
+                    "train it on Triton kernels.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  alexnetc compile specs/alexnet.yaml --batch 128 --dot alexnet.dot\n"
+               "  alexnetc train                      # the embedded default: a two-tower net on Fashion-MNIST\n"
+               "  alexnetc train specs/alexnet.yaml --data /path/to/imagenet\n")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    c = sub.add_parser("compile", help="validate a spec and print its per-layer table",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="example:\n  alexnetc compile specs/alexnet.yaml --batch 128 --json alexnet.json")
+    c.add_argument("spec", help="a spec file, or a shipped spec name (alexnet, variants/tanh, ...)")
+    c.add_argument("--batch", type=int, default=1, help="batch size for activation memory (default 1)")
+    c.add_argument("--json", metavar="FILE", help="write the graph (with the report) as JSON")
+    c.add_argument("--dot", metavar="FILE", help="write a Graphviz picture, one cluster per device")
+    c.add_argument("-q", "--quiet", action="store_true", help="print nothing; exit status says valid or not")
+    c.set_defaults(func=_compile)
+
+    s = sub.add_parser("specs", help="list the specs shipped with alexnetc")
+    s.set_defaults(func=_specs)
+
+    from . import commands  # the runtime commands (train, eval, predict, figures) register themselves
+    commands.register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..compiler.errors import SpecErrors
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    if getattr(args, "batch", 1) is not None and getattr(args, "batch", 1) < 1:
+        print(f"alexnetc: error: --batch must be at least 1, got {args.batch}", file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except SpecErrors as exc:
+        for e in exc.errors:
+            print(e, file=sys.stderr)
+        n = len(exc.errors)
+        print(f"{n} error{'s' if n != 1 else ''}", file=sys.stderr)
+        return 2
+    except UserError as exc:
+        print(f"alexnetc: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("alexnetc: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

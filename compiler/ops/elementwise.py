@@ -1,0 +1,64 @@
+"""Standalone activations (relu, tanh, sigmoid) and dropout: shape-preserving ops and their gradients.
+
+Activations fused onto conv/fc are attributes of those ops (see conv.py's `activation_grad`); these
+are for specs that write the activation as its own layer. Dropout's mask comes from a counter-based
+RNG keyed by (run seed, step, this node's `seed_offset`), so the backward regenerates it instead of
+storing it. Kernels: ``alexnetc.kernels.activation``, ``alexnetc.kernels.dropout``.
+"""
+from __future__ import annotations
+
+from ..graph import Entry
+from .registry import OpDef, backward_node, need, register
+
+
+class _Activation(OpDef):
+    def infer(self, attrs, in_shapes):
+        x = need(in_shapes, 0, "data")
+        return [x], [x]
+
+    def gradient(self, node, ograds):
+        dy = ograds[0]
+        if dy is None:
+            return [None]
+        return [backward_node("act_backward", node, "bwd", [dy, Entry(node, 0)], {"act": self.name})]
+
+
+@register
+class ReLU(_Activation):
+    name = "relu"
+
+
+@register
+class Tanh(_Activation):
+    name = "tanh"
+
+
+@register
+class Sigmoid(_Activation):
+    name = "sigmoid"
+
+
+@register
+class Dropout(OpDef):
+    name = "dropout"
+
+    def infer(self, attrs, in_shapes):
+        x = need(in_shapes, 0, "data")
+        return [x], [x]
+
+    def gradient(self, node, ograds):
+        dy = ograds[0]
+        if dy is None:
+            return [None]
+        return [backward_node("dropout_backward", node, "bwd", [dy],
+                              {"p": node.attrs["p"], "seed_offset": node.attrs.get("seed_offset", 0)})]
+
+
+@register
+class DropoutBackward(OpDef):
+    name = "dropout_backward"
+    arguments = ("grad",)
+
+    def infer(self, attrs, in_shapes):
+        dy = need(in_shapes, 0, "grad")
+        return [dy], [dy]

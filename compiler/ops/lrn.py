@@ -1,0 +1,45 @@
+"""Local response normalisation across channels (the paper's section 3.3) and its backward.
+
+b_c = a_c / (k + alpha' * sum_{c' in window(c)} a_c'^2)^beta, window = [c - n//2, c + n//2] clipped,
+alpha' = alpha / n when `alpha_over_n` (cuda-convnet, Caffe, PyTorch) else alpha (the paper as printed).
+The forward saves the denominator base (`scale`) so the backward is a single pass.
+Kernels: ``alexnetc.kernels.lrn`` and the reference backend.
+"""
+from __future__ import annotations
+
+from ..errors import ShapeError
+from ..graph import Entry
+from .registry import OpDef, backward_node, need, register
+
+LRN_ATTRS = ("size", "k", "alpha", "beta", "alpha_over_n")
+
+
+@register
+class LRN(OpDef):
+    name = "lrn"
+    outputs = ("output", "scale")
+    visible = 1
+
+    def infer(self, attrs, in_shapes):
+        x = need(in_shapes, 0, "data")
+        if len(x) != 4:
+            raise ShapeError(f"lrn expects a 4-d input (N, C, H, W), got {x}")
+        return [x], [x, x]
+
+    def gradient(self, node, ograds):
+        dy = ograds[0]
+        if dy is None:
+            return [None]
+        attrs = {k: node.attrs[k] for k in LRN_ATTRS}
+        return [backward_node("lrn_backward", node, "bwd", [dy, node.inputs[0], Entry(node, 0), Entry(node, 1)],
+                              attrs)]
+
+
+@register
+class LRNBackward(OpDef):
+    name = "lrn_backward"
+    arguments = ("grad", "data", "output", "scale")
+
+    def infer(self, attrs, in_shapes):
+        dy = need(in_shapes, 0, "grad")
+        return [dy, dy, dy, dy], [dy]

@@ -1,0 +1,101 @@
+"""The op registry and the `OpDef` base class every operator implements."""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+from ..errors import ShapeError
+from ..graph import Entry, Node, Shape, make_node
+
+OPS: dict[str, "OpDef"] = {}
+
+
+def register(cls):
+    OPS[cls.name] = cls()
+    return cls
+
+
+def get_op(name: str) -> "OpDef":
+    try:
+        return OPS[name]
+    except KeyError:
+        raise KeyError(f"unknown op '{name}'") from None
+
+
+class OpDef:
+    """How the compiler sees one operator.
+
+    `arguments` names the inputs (None: any number, e.g. concat); `params` is the subset that are
+    learnable parameters, created as variables by the constructors when not given; `outputs` names
+    the outputs, of which the first `visible` are the op's results and the rest are saved for the
+    backward pass (LRN's scale, max-pool's argmax).
+    """
+
+    name = ""
+    arguments: tuple[str, ...] | None = ("data",)
+    params: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ("output",)
+    visible = 1
+    # dtype of each output when it is not the input's (e.g. argmax -> int8)
+    output_dtypes: Mapping[int, str] = {}
+
+    def arguments_for(self, attrs: Mapping[str, Any]) -> tuple[str, ...]:
+        """Argument names for these attrs (no bias -> no 'bias' argument)."""
+        return self.arguments or ()
+
+    def infer(self, attrs: Mapping[str, Any], in_shapes: Sequence[Shape | None]
+              ) -> tuple[list[Shape], list[Shape]]:
+        """Complete the input shapes (parameters from attrs) and return (input shapes, output shapes)."""
+        raise NotImplementedError
+
+    def macs(self, attrs: Mapping[str, Any], in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]) -> int:
+        return 0
+
+    def gradient(self, node: Node, ograds: Sequence[Entry | None]) -> list[Entry | None]:
+        """Input gradients as new backward nodes, given the gradient of each visible output."""
+        raise NotImplementedError(f"op '{self.name}' has no gradient")
+
+
+def backward_node(op: str, forward: Node, suffix: str, inputs: Sequence[Entry],
+                  attrs: Mapping[str, Any] | None = None, device: str | None = None) -> Entry:
+    """A backward node placed and attributed like its forward node."""
+    return Entry(make_node(op, f"{forward.name}_{suffix}", attrs or {}, inputs,
+                           device if device is not None else forward.device, forward.layer, forward.mark))
+
+
+def need(in_shapes: Sequence[Shape | None], i: int, what: str) -> Shape:
+    s = in_shapes[i] if i < len(in_shapes) else None
+    if s is None:
+        raise ShapeError(f"the shape of input '{what}' is unknown")
+    return tuple(s)
+
+
+def check_param(given: Shape | None, expected: Shape, what: str) -> Shape:
+    if given is not None and tuple(given) != tuple(expected):
+        raise ShapeError(f"{what} has shape {tuple(given)}, expected {tuple(expected)}")
+    return tuple(expected)
+
+
+def pair(v) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def window_out(n: int, k: int, s: int, p: int, rounding: str, what: str) -> int:
+    """Output length of a sliding window: the one rounding rule for conv and pooling.
+
+    span = n + 2p - k; out = floor(span / s) + 1 (floor), ceil(span / s) + 1 (ceil; as Caffe, a last
+    window that would start in the right padding is dropped), or span / s + 1 when that is exact.
+    """
+    span = n + 2 * p - k
+    if span < 0:
+        raise ShapeError(f"{what}: window {k} is larger than the padded input {n} + 2*{p} = {n + 2 * p}, "
+                         f"so the output size would be {span // s + 1 if span // s + 1 <= 0 else 0}")
+    if rounding == "exact" and span % s:
+        raise ShapeError(f"{what}: output size ({n} + 2*{p} - {k}) / {s} + 1 = {span / s + 1:g} is fractional "
+                         f"under rounding 'exact'")
+    out = (math.ceil(span / s) if rounding == "ceil" else span // s) + 1
+    if rounding == "ceil" and (out - 1) * s >= n + p:
+        out -= 1
+    if out <= 0:
+        raise ShapeError(f"{what}: output size would be {out}")
+    return out

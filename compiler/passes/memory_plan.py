@@ -1,0 +1,88 @@
+"""Pass: memory plan. Liveness over the execution order, buffer reuse per device, planned peak.
+
+Values are computed in `Graph.nodes()` order (the order the executor runs). Each op output gets a
+storage buffer on its node's device; a buffer returns to that device's free list after the value's
+last use and is reused only on the same device (as MXNet's PlanMemory), best fit by size. Graph
+outputs and variables (inputs, parameters) are never freed. The result, in ``attrs["memory_plan"]``:
+per device the planned peak of activation bytes, the pooled storage bytes and the parameter bytes; and
+``release_after``: for each step, the values whose last use it was (the executor frees them).
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+from ..graph import Graph
+from ..ops import get_op
+
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1, "int16": 2, "int64": 8}
+
+
+def _nbytes(shape, dtype: str) -> int:
+    return math.prod(shape) * DTYPE_BYTES[dtype]
+
+
+def plan_memory(graph: Graph, dtype: str = "float32") -> Graph:
+    nodes = graph.nodes()
+    if any(n.shapes is None for n in nodes):
+        raise ValueError("plan_memory() needs a shape-annotated graph: run infer_shapes first")
+    last_use: dict[tuple[int, int], int] = {}
+    for i, n in enumerate(nodes):
+        for e in n.inputs:
+            last_use[(id(e.node), e.index)] = i
+    keep = {(id(e.node), e.index) for e in graph.outputs}
+
+    free: dict[str, list[int]] = defaultdict(list)        # device -> sizes of free buffers
+    pool: dict[str, int] = defaultdict(int)               # device -> bytes of all buffers made
+    live: dict[str, int] = defaultdict(int)
+    peak: dict[str, int] = defaultdict(int)
+    params: dict[str, int] = defaultdict(int)
+    owned: dict[tuple[int, int], tuple[str, int, int]] = {}   # value -> (device, buffer size, live bytes)
+    release_after: list[list[str]] = [[] for _ in nodes]
+    reused = 0
+
+    for i, n in enumerate(nodes):
+        dev = n.device or "host"
+        if n.is_variable:
+            if n.attrs.get("kind") == "param":
+                params[dev] += _nbytes(n.shapes[0], dtype)
+            continue
+        op = get_op(n.op)
+        for k, shape in enumerate(n.shapes):
+            dt = op.output_dtypes.get(k, dtype)
+            if n.op.startswith("softmax_loss"):
+                dt = "float32"  # the loss and probabilities are always computed in fp32
+            size = _nbytes(shape, dt)
+            fits = [s for s in free[dev] if s >= size and s <= 2 * size]
+            if fits:
+                best = min(fits)
+                free[dev].remove(best)
+                reused += 1
+            else:
+                best = size
+                pool[dev] += size
+            owned[(id(n), k)] = (dev, best, size)
+            live[dev] += size
+            if (id(n), k) not in keep and (id(n), k) not in last_use:
+                last_use[(id(n), k)] = i  # never read (e.g. a saved output nobody needs): free at once
+        peak[dev] = max(peak[dev], live[dev])
+        # Values whose last reader is this step (its inputs, or its own outputs nobody reads) are freed.
+        touched = [(e.node, e.index) for e in n.inputs] + [(n, k) for k in range(len(n.shapes))]
+        for src, k in touched:
+            key = (id(src), k)
+            if key in owned and key not in keep and last_use.get(key) == i:
+                d, buf, size = owned.pop(key)
+                free[d].append(buf)
+                live[d] -= size
+                release_after[i].append(f"{src.name}:{k}")
+
+    devices = sorted(set(pool) | set(params))
+    plan = {
+        "dtype": dtype,
+        "devices": {d: {"peak_activation_bytes": peak.get(d, 0), "pooled_bytes": pool.get(d, 0),
+                        "param_bytes": params.get(d, 0)} for d in devices},
+        "buffers_reused": reused,
+        "release_after": release_after,
+        "steps": len(nodes),
+    }
+    return graph.with_attrs(memory_plan=plan)

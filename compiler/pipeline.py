@@ -1,0 +1,123 @@
+"""The compiler driver: spec file -> validated spec -> lowered graph -> passes. Pure Python (no torch).
+
+    net = compile_spec("specs/alexnet.yaml", batch=128)
+    net.graph          # forward graph: shapes at batch 128, devices placed, copy nodes inserted
+    net.train_graph()  # + gradient nodes + memory plan
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import SpecError, SpecErrors, ShapeError
+from .graph import Graph
+from .lower import LayerInfo, lower
+from .passes import fuse_activations, gradient, infer_shapes, place_devices, plan_memory
+from .source import SpecMap
+from .validate import semantic_errors
+from .variants import resolve
+
+
+def load_spec(path: str | os.PathLike) -> SpecMap:
+    """Read a spec file, follow `base:`, validate; raise SpecErrors with every problem found."""
+    spec = resolve(str(path))
+    from .validate import schema_errors
+    errors = schema_errors(spec) + semantic_errors(spec)
+    if errors:
+        raise SpecErrors(errors)
+    return spec
+
+
+def plain(value: Any) -> Any:
+    """The spec as plain JSON data (no source marks)."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
+def spec_hash(spec: SpecMap) -> str:
+    return hashlib.sha256(json.dumps(plain(spec), sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class CompiledNet:
+    spec: SpecMap
+    source: str
+    graph: Graph                     # forward, placed, shapes at `batch`
+    layers: list[LayerInfo]
+    batch: int
+    _train: Graph | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.get("name") or os.path.splitext(os.path.basename(self.source))[0]
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        i = self.spec["input"]
+        return (i["channels"], i["height"], i["width"])
+
+    @property
+    def classes(self) -> int:
+        return self.spec["classes"]
+
+    @property
+    def devices(self) -> list[str]:
+        return list(self.spec.get("devices") or ["gpu0"])
+
+    @property
+    def hash(self) -> str:
+        return spec_hash(self.spec)
+
+    def settings(self, section: str) -> dict:
+        return plain(self.spec.get(section) or {})
+
+    def at_batch(self, batch: int) -> "CompiledNet":
+        if batch == self.batch:
+            return self
+        g = infer_shapes(_strip_shapes(self.graph), data=(batch, *self.input_shape), label=(batch,))
+        return CompiledNet(self.spec, self.source, g, self.layers, batch)
+
+    def train_graph(self) -> Graph:
+        """Forward + backward graph (gradient pass) with a memory plan, at this batch size."""
+        if self._train is None:
+            self._train = plan_memory(gradient(self.graph))
+        return self._train
+
+
+def _strip_shapes(graph: Graph) -> Graph:
+    return graph.rewrite(lambda node, inputs: node.with_(inputs=inputs, shapes=None))
+
+
+def compile_loaded(spec: SpecMap, source: str, batch: int = 1) -> CompiledNet:
+    lowered = lower(spec)
+    if lowered.errors:
+        raise SpecErrors(lowered.errors)
+    g = place_devices(fuse_activations(_strip_shapes(lowered.graph)))
+    c, h, w = (spec["input"][k] for k in ("channels", "height", "width"))
+    try:
+        g = infer_shapes(g, data=(batch, c, h, w), label=(batch,))
+    except ShapeError as exc:  # lowering checked every layer at batch 1; this is a compiler bug guard
+        raise SpecErrors([SpecError(exc.mark or spec.mark, exc.reason, exc.layer)]) from None
+    return CompiledNet(spec, source, g, lowered.layers, batch)
+
+
+@functools.lru_cache(maxsize=32)
+def _compile_cached(path: str, mtime: float, batch: int) -> CompiledNet:
+    return compile_loaded(load_spec(path), path, batch)
+
+
+def compile_spec(path: str | os.PathLike, batch: int = 1) -> CompiledNet:
+    """Compile a spec file. Raises SpecErrors (every problem, located) when it is not valid."""
+    path = str(path)
+    try:
+        mtime = os.path.getmtime(path)
+    except OSError:
+        mtime = -1.0
+    return _compile_cached(path, mtime, batch)

@@ -1,0 +1,137 @@
+"""Frontend, step 2: resolve `base:` chains and apply a variant's edits, keeping every value's source mark.
+
+A variant is a small file that names a base spec and changes it:
+
+* top-level mappings (``train``, ``data``, ``defaults``, ``input``...) are merged key by key, the
+  variant winning; ``null`` deletes a key; lists and scalars are replaced;
+* ``layers:`` replaces the base's layer list wholesale;
+* ``modify_layers: {NAME: {key: value}}`` merges into the named layer (``null`` deletes a key);
+* ``remove_layers: [NAME, ...]`` drops layers;
+* ``insert_layers: [{after: NAME | before: NAME, layers: [...]}]`` adds layers.
+
+Edits are applied in that order (modify, remove, insert). Each file is schema-checked on its own before
+merging (see `validate.validate_file`), so errors point into the file that holds the mistake.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any
+
+from .errors import Mark, SpecError, SpecErrors, did_you_mean
+from .source import SpecList, SpecMap, read_yaml
+
+EDIT_KEYS = ("modify_layers", "remove_layers", "insert_layers")
+
+
+def _merge(base: Any, over: Any) -> Any:
+    """Deep-merge `over` into a copy of `base` (mappings merge; None deletes; everything else replaces)."""
+    if not (isinstance(base, SpecMap) and isinstance(over, SpecMap)):
+        return copy.deepcopy(over)
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if value is None:
+            out.pop(key, None)
+            out.key_marks.pop(key, None)
+            out.value_marks.pop(key, None)
+            continue
+        out[key] = _merge(out.get(key), value)
+        out.key_marks[key] = over.key_mark(key)
+        out.value_marks[key] = over.value_mark(key)
+    return out
+
+
+def _layer_index(layers: SpecList) -> dict[str, int]:
+    return {l.get("name"): i for i, l in enumerate(layers) if isinstance(l, dict) and isinstance(l.get("name"), str)}
+
+
+def apply_edits(base_layers: SpecList, variant: SpecMap, errors: list[SpecError]) -> SpecList:
+    layers = copy.deepcopy(base_layers)
+    names = list(_layer_index(layers))
+
+    modify = variant.get("modify_layers") or {}
+    for name, change in modify.items():
+        index = _layer_index(layers)
+        if name not in index:
+            errors.append(SpecError(modify.key_mark(name), f"modify_layers: no layer named '{name}' in the "
+                                    f"base spec{did_you_mean(name, names)}", layer=name))
+            continue
+        merged = _merge(layers[index[name]], change)
+        layers[index[name]] = merged
+        layers.item_marks[index[name]] = modify.value_mark(name)
+
+    remove = variant.get("remove_layers") or []
+    for i, name in enumerate(remove):
+        index = _layer_index(layers)
+        if name not in index:
+            errors.append(SpecError(remove.value_mark(i), f"remove_layers: no layer named '{name}' in the "
+                                    f"base spec{did_you_mean(name, names)}", layer=name))
+            continue
+        j = index[name]
+        del layers[j]
+        del layers.item_marks[j]
+
+    for i, ins in enumerate(variant.get("insert_layers") or []):
+        anchor_key = "after" if "after" in ins else "before"
+        anchor = ins[anchor_key]
+        index = _layer_index(layers)
+        if anchor not in index:
+            errors.append(SpecError(ins.value_mark(anchor_key), f"insert_layers: no layer named '{anchor}' to "
+                                    f"insert {anchor_key}{did_you_mean(anchor, list(index))}", layer=anchor))
+            continue
+        at = index[anchor] + (1 if anchor_key == "after" else 0)
+        new = ins["layers"]
+        for k, layer in enumerate(new):
+            layers.insert(at + k, copy.deepcopy(layer))
+            layers.item_marks.insert(at + k, new.value_mark(k))
+    return layers
+
+
+def resolve(path: str, _stack: tuple[str, ...] = (), _display: str | None = None,
+            _ref_mark: Mark | None = None) -> SpecMap:
+    """Load `path`, follow its `base:` chain and return the merged spec (edit keys consumed)."""
+    from .validate import validate_file  # local: validate imports this module's EDIT_KEYS
+
+    real = os.path.realpath(path)
+    display = _display or path
+    if real in _stack:
+        chain = " -> ".join(os.path.basename(p) for p in (*_stack, real))
+        raise SpecErrors([SpecError(_ref_mark or Mark(display, 1, 1), f"circular base spec: {chain}")])
+    if not os.path.exists(path) and _ref_mark is not None:
+        raise SpecErrors([SpecError(_ref_mark, f"base spec '{display}' not found")])
+    raw = read_yaml(path, display)
+    if not isinstance(raw, SpecMap):
+        raise SpecErrors([SpecError(getattr(raw, "mark", None) or Mark(display, 1, 1),
+                                    "a spec must be a mapping (keys such as input, devices, layers)")])
+    validate_file(raw)  # structural errors of this one file, located in it
+    if "base" not in raw:
+        return raw
+
+    base_ref = raw["base"]
+    base_path = os.path.join(os.path.dirname(path), base_ref)
+    base_display = os.path.normpath(os.path.join(os.path.dirname(display), base_ref))
+    base = resolve(base_path, (*_stack, real), base_display, raw.value_mark("base"))
+
+    errors: list[SpecError] = []
+    layers = base.get("layers", SpecList())
+    if "layers" in raw:
+        layers = raw["layers"]
+    layers = apply_edits(layers, raw, errors)
+    if errors:
+        raise SpecErrors(errors)
+
+    over = SpecMap(mark=raw.mark)
+    for key, value in raw.items():
+        if key in ("base", "layers", *EDIT_KEYS):
+            continue
+        over[key] = value
+        over.key_marks[key] = raw.key_mark(key)
+        over.value_marks[key] = raw.value_mark(key)
+    merged = _merge(base, over)
+    merged["layers"] = layers
+    merged.key_marks["layers"] = raw.key_mark("layers") if "layers" in raw else base.key_mark("layers")
+    merged.value_marks["layers"] = layers.mark
+    merged.mark = raw.mark
+    merged.key_marks.pop("base", None)
+    merged.pop("base", None)
+    return merged
