@@ -1,0 +1,425 @@
+"""Bind a compiled graph to real devices and execute it: MXNet's Executor, on our kernels.
+
+    ex = bind(net, {"gpu0": "cuda:0", "gpu1": "cuda:1"})      # or default_group2ctx(net)
+    ex.forward(data, label, is_train=True); ex.backward()
+    ex.outputs["loss"], ex.grads["conv1_g0_weight"]
+
+The executor runs the *symbolic* training graph (forward + the gradient pass's backward nodes) in its
+topological order; each op calls one kernel through the backend of the device it runs on
+(`alexnetc.kernels.backend.get_backend`). torch.autograd is not involved. Cross-device traffic happens
+only in the graph's `copy` nodes; a copy between two logical devices bound to the same real one is
+free. Logical devices sharing one CUDA device run on separate CUDA streams. Values are freed after their
+last use as the memory plan says. Gradients are written into one flat buffer per device, in parameter
+order, so data parallelism can all-reduce whole buckets (`grad_buckets()`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import torch
+
+from ..compiler import CompiledNet
+from ..compiler.graph import Graph, Node, topo_order
+from ..kernels.backend import get_backend
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def default_group2ctx(net: CompiledNet, prefer: str | None = None) -> dict[str, torch.device]:
+    """Logical devices onto real ones: one CUDA device each when there are enough, all on cuda:0
+    (separate streams) when there are fewer, the CPU when there is none (or prefer == 'cpu')."""
+    logical = net.devices
+    if prefer == "cpu" or not torch.cuda.is_available():
+        return {d: torch.device("cpu") for d in logical}
+    n = torch.cuda.device_count()
+    if n >= len(logical):
+        return {d: torch.device("cuda", i) for i, d in enumerate(logical)}
+    return {d: torch.device("cuda", 0) for d in logical}
+
+
+def describe_binding(group2ctx: Mapping[str, torch.device]) -> str:
+    real = {}
+    for logical, dev in group2ctx.items():
+        real.setdefault(str(dev), []).append(logical)
+    parts = []
+    for dev, logicals in real.items():
+        backend = get_backend(torch.device(dev)).name
+        streams = " (one CUDA stream each)" if dev.startswith("cuda") and len(logicals) > 1 else ""
+        parts.append(f"{'+'.join(logicals)} -> {dev}{streams} [{backend} kernels]")
+    return "; ".join(parts)
+
+
+@dataclass
+class _Step:
+    node: Node
+    fn: Callable
+    device: torch.device
+    backend: Any
+    stream: Any
+    inputs: list[tuple[int, int]]
+    release: list[tuple[int, int]]
+
+
+class Executor:
+    def __init__(self, net: CompiledNet, group2ctx: Mapping[str, Any], *, for_training: bool = True,
+                 params: Mapping[str, torch.Tensor] | None = None, backend: str | None = None):
+        self.net = net
+        self.group2ctx = {k: torch.device(v) for k, v in group2ctx.items()}
+        missing = [d for d in net.devices if d not in self.group2ctx]
+        if missing:
+            raise ValueError(f"group2ctx has no real device for logical device(s) {missing}")
+        self.for_training = for_training
+        self.graph: Graph = net.train_graph() if for_training else net.graph
+        self.backend_name = backend
+        self.seed, self.step_count = 0, 0
+        self._streams = self._make_streams()
+        nodes = self.graph.nodes()
+        self.param_nodes = [n for n in nodes if n.is_variable and n.attrs.get("kind") == "param"]
+        self.params: dict[str, torch.Tensor] = {}
+        for p in self.param_nodes:
+            dev = self.device_of(p)
+            if params is not None and p.name in params:
+                self.params[p.name] = params[p.name].detach().to(dev, torch.float32).contiguous()
+            else:
+                self.params[p.name] = torch.zeros(p.shapes[0], device=dev)
+        self._compile_steps(nodes)
+        self.grad_names: list[str] = list(self.graph.attrs.get("grad_of", [])) if for_training else []
+        self._make_grad_buckets()
+        self.outputs: dict[str, torch.Tensor] = {}
+        self._env: dict[tuple[int, int], torch.Tensor] = {}
+
+    # -- binding ---------------------------------------------------------------------------------------
+    def device_of(self, node: Node) -> torch.device:
+        if node.device is None:
+            return next(iter(self.group2ctx.values()))
+        return self.group2ctx[node.device]
+
+    def _make_streams(self) -> dict[str, Any]:
+        streams: dict[str, Any] = {}
+        by_real: dict[torch.device, list[str]] = {}
+        for logical, dev in self.group2ctx.items():
+            by_real.setdefault(dev, []).append(logical)
+        for dev, logicals in by_real.items():
+            for logical in logicals:
+                streams[logical] = (torch.cuda.Stream(device=dev)
+                                    if dev.type == "cuda" and len(logicals) > 1 else None)
+        return streams
+
+    def _compile_steps(self, nodes: list[Node]) -> None:
+        n_fwd = self.graph.attrs.get("num_forward_outputs", len(self.graph.outputs))
+        forward_ids = {id(n) for n in topo_order(self.graph.outputs[:n_fwd])}
+        plan = self.graph.attrs.get("memory_plan")
+        release_names = plan["release_after"] if plan else [[] for _ in nodes]
+        by_name = {n.name: n for n in nodes}
+        self._forward: list[_Step] = []
+        self._backward: list[_Step] = []
+        for i, node in enumerate(nodes):
+            if node.is_variable:
+                continue
+            dev = self.device_of(node)
+            release = []
+            for item in release_names[i]:
+                name, k = item.rsplit(":", 1)
+                release.append((id(by_name[name]), int(k)))
+            step = _Step(node, KERNELS[node.op], dev, get_backend(dev, self.backend_name),
+                         self._streams.get(node.device), [(id(e.node), e.index) for e in node.inputs], release)
+            (self._forward if id(node) in forward_ids else self._backward).append(step)
+        self._var_ids = {n.name: id(n) for n in nodes if n.is_variable}
+        self._heads = list(self.graph.outputs)
+
+    def _make_grad_buckets(self) -> None:
+        """One flat fp32 gradient buffer per real device; each parameter's gradient is a view into it."""
+        self.grads: dict[str, torch.Tensor] = {}
+        self.buckets: dict[torch.device, torch.Tensor] = {}
+        sizes: dict[torch.device, int] = {}
+        layout = []
+        for name in self.grad_names:
+            t = self.params[name]
+            off = sizes.get(t.device, 0)
+            layout.append((name, t.device, off, t.numel(), t.shape))
+            sizes[t.device] = off + t.numel()
+        for dev, size in sizes.items():
+            self.buckets[dev] = torch.zeros(size, device=dev)
+        for name, dev, off, numel, shape in layout:
+            self.grads[name] = self.buckets[dev][off:off + numel].view(shape)
+
+    def grad_buckets(self) -> list[torch.Tensor]:
+        """The flat gradient buffers (one per real device), ready for torch.distributed.all_reduce."""
+        return list(self.buckets.values())
+
+    # -- running ---------------------------------------------------------------------------------------
+    def _feed(self, name: str, value: torch.Tensor) -> None:
+        if name in self._var_ids:
+            self._env[(self._var_ids[name], 0)] = value
+
+    def _run(self, steps: list[_Step], is_train: bool) -> None:
+        env = self._env
+        for s in steps:
+            args = []
+            for key in s.inputs:
+                t = env[key]
+                if t.device != s.device and s.node.op != "copy":
+                    t = t.to(s.device, non_blocking=True)  # host-fed inputs (data, label) reach each device
+                args.append(t)
+            if s.stream is not None:
+                with torch.cuda.stream(s.stream):
+                    if s.node.op == "copy":
+                        s.stream.wait_stream(self._streams.get(s.node.attrs["src"]) or torch.cuda.current_stream(s.device))
+                    outs = s.fn(s, args, self, is_train)
+            else:
+                outs = s.fn(s, args, self, is_train)
+            for k, t in enumerate(outs):
+                env[(id(s.node), k)] = t
+            for key in s.release:
+                env.pop(key, None)
+
+    def _sync_streams(self) -> None:
+        for logical, stream in self._streams.items():
+            if stream is not None:
+                torch.cuda.current_stream(self.group2ctx[logical]).wait_stream(stream)
+
+    def _start_streams(self) -> None:
+        for logical, stream in self._streams.items():
+            if stream is not None:
+                stream.wait_stream(torch.cuda.current_stream(self.group2ctx[logical]))
+
+    def forward(self, data: torch.Tensor, label: torch.Tensor | None = None, *, is_train: bool = False
+                ) -> dict[str, torch.Tensor]:
+        """Run the forward nodes. Outputs: ``loss`` (scalar) and ``prob`` (N, classes)."""
+        if is_train and not self.for_training:
+            raise RuntimeError("this executor was bound for inference; bind with for_training=True to train")
+        if label is None:
+            label = torch.zeros(data.shape[0], dtype=torch.long)
+        self._env = {}
+        for name, t in self.params.items():
+            self._feed(name, t)
+        self._feed("data", data)
+        self._feed("label", label.long())
+        self._is_train = is_train
+        self._start_streams()
+        self._run(self._forward, is_train)
+        self._sync_streams()
+        n_fwd = self.graph.attrs.get("num_forward_outputs", len(self._heads))
+        heads = self._heads[:n_fwd]
+        self.outputs = {"loss": self._env[(id(heads[0].node), heads[0].index)],
+                        "prob": self._env[(id(heads[1].node), heads[1].index)]}
+        return self.outputs
+
+    def backward(self) -> dict[str, torch.Tensor]:
+        """Run the gradient nodes; fills `grads` (views into the per-device buckets)."""
+        if not self.for_training:
+            raise RuntimeError("this executor was bound for inference")
+        if not getattr(self, "_is_train", False):
+            raise RuntimeError("call forward(..., is_train=True) before backward()")
+        self._start_streams()
+        self._run(self._backward, True)
+        self._sync_streams()
+        n_fwd = self.graph.attrs["num_forward_outputs"]
+        for name, head in zip(self.grad_names, self._heads[n_fwd:]):
+            g = self._env[(id(head.node), head.index)]
+            self.grads[name].copy_(g)
+        self._env = {}
+        return self.grads
+
+
+def bind(net: CompiledNet, group2ctx: Mapping[str, Any] | None = None, **kw) -> Executor:
+    return Executor(net, group2ctx or default_group2ctx(net), **kw)
+
+
+# -- one function per op: (step, inputs, executor, is_train) -> outputs ----------------------------------
+def _hw(node: Node, k: int = 0) -> tuple[int, int]:
+    s = node.shapes[k]
+    return (s[2], s[3])
+
+
+def _conv(s, a, ex, tr):
+    at = s.node.attrs
+    b = a[2] if len(a) > 2 else None
+    return (s.backend.conv2d(a[0], a[1], b, stride=tuple(at["stride"]), pad=tuple(at["pad"]),
+                             groups=at["num_group"], out_size=_hw(s.node), act=at["act"]),)
+
+
+def _conv_bwd_data(s, a, ex, tr):
+    at = s.node.attrs
+    dy, w = a
+    x_shape = (dy.shape[0], at["channels"], *at["in_hw"])
+    return (s.backend.conv2d_backward_data(dy, w, x_shape=x_shape, stride=tuple(at["stride"]),
+                                           pad=tuple(at["pad"]), groups=at["num_group"]),)
+
+
+def _conv_bwd_weight(s, a, ex, tr):
+    at = s.node.attrs
+    return (s.backend.conv2d_backward_weight(a[0], a[1], w_shape=tuple(s.node.shapes[0]),
+                                             stride=tuple(at["stride"]), pad=tuple(at["pad"]),
+                                             groups=at["num_group"]),)
+
+
+def _fc(s, a, ex, tr):
+    b = a[2] if len(a) > 2 else None
+    return (s.backend.linear(a[0], a[1], b, s.node.attrs["act"]),)
+
+
+def _lrn(s, a, ex, tr):
+    at = s.node.attrs
+    y, scale = s.backend.lrn(a[0], size=at["size"], k=at["k"], alpha=at["alpha"], beta=at["beta"],
+                             alpha_over_n=at["alpha_over_n"])
+    return y, scale
+
+
+def _lrn_bwd(s, a, ex, tr):
+    at = s.node.attrs
+    return (s.backend.lrn_backward(*a, size=at["size"], k=at["k"], alpha=at["alpha"], beta=at["beta"],
+                                   alpha_over_n=at["alpha_over_n"]),)
+
+
+def _pool_kw(at):
+    return {"kernel": tuple(at["kernel"]), "stride": tuple(at["stride"]), "pad": tuple(at["pad"])}
+
+
+def _maxpool(s, a, ex, tr):
+    return s.backend.max_pool(a[0], out_size=_hw(s.node), **_pool_kw(s.node.attrs))
+
+
+def _maxpool_bwd(s, a, ex, tr):
+    dy, argmax = a
+    at = s.node.attrs
+    return (s.backend.max_pool_backward(dy, argmax, x_shape=(*dy.shape[:2], *at["in_hw"]), **_pool_kw(at)),)
+
+
+def _avgpool(s, a, ex, tr):
+    return (s.backend.avg_pool(a[0], out_size=_hw(s.node), **_pool_kw(s.node.attrs)),)
+
+
+def _avgpool_bwd(s, a, ex, tr):
+    dy = a[0]
+    at = s.node.attrs
+    return (s.backend.avg_pool_backward(dy, x_shape=(*dy.shape[:2], *at["in_hw"]), **_pool_kw(at)),)
+
+
+def _dropout_seed(ex, at) -> int:
+    return (ex.seed * 1_000_003 + at["seed_offset"]) % (2 ** 31 - 1)
+
+
+def _dropout(s, a, ex, tr):
+    if not tr:
+        return (a[0],)
+    at = s.node.attrs
+    return (s.backend.dropout(a[0], p=at["p"], seed=_dropout_seed(ex, at), step=ex.step_count),)
+
+
+def _dropout_bwd(s, a, ex, tr):
+    at = s.node.attrs
+    return (s.backend.dropout_backward(a[0], p=at["p"], seed=_dropout_seed(ex, at), step=ex.step_count),)
+
+
+def _act(s, a, ex, tr):
+    return (s.backend.act_forward(a[0], s.node.op),)
+
+
+def _act_bwd(s, a, ex, tr):
+    return (s.backend.act_backward(a[0], a[1], s.node.attrs["act"]),)
+
+
+def _flatten(s, a, ex, tr):
+    return (a[0].reshape(a[0].shape[0], -1),)
+
+
+def _reshape(s, a, ex, tr):
+    return (a[0].reshape(a[0].shape[0], *s.node.attrs["shape"]),)
+
+
+def _concat(s, a, ex, tr):
+    return (torch.cat(a, dim=1),)
+
+
+def _slice(s, a, ex, tr):
+    at = s.node.attrs
+    return (a[0][:, at["begin"]:at["end"]],)
+
+
+def _slice_bwd(s, a, ex, tr):
+    at = s.node.attrs
+    dy = a[0]
+    out = dy.new_zeros((dy.shape[0], at["channels"], *dy.shape[2:]))
+    out[:, at["begin"]:at["begin"] + dy.shape[1]] = dy
+    return (out,)
+
+
+def _add_n(s, a, ex, tr):
+    out = a[0].clone()
+    for t in a[1:]:
+        out += t
+    return (out,)
+
+
+def _copy(s, a, ex, tr):
+    x = a[0]
+    if x.device == s.device:
+        return (x,)  # two logical devices on one real device: nothing to move
+    return (x.to(s.device, non_blocking=True),)
+
+
+def _softmax_loss(s, a, ex, tr):
+    loss, prob = s.backend.softmax_cross_entropy(a[0], a[1])
+    return loss, prob
+
+
+def _softmax_loss_bwd(s, a, ex, tr):
+    prob, label = a
+    return (s.backend.softmax_cross_entropy_backward(prob, label, 1.0),)
+
+
+def _bias_bwd(s, a, ex, tr):
+    return (s.backend.bias_backward(a[0]),)
+
+
+def _linear_bwd_data(s, a, ex, tr):
+    return (s.backend.linear_backward_data(a[0], a[1]),)
+
+
+def _linear_bwd_weight(s, a, ex, tr):
+    return (s.backend.linear_backward_weight(a[0], a[1]),)
+
+
+# The one table from graph op to kernel call: every op the compiler can emit has an entry.
+KERNELS: dict[str, Callable] = {
+    "conv": _conv, "conv_backward_data": _conv_bwd_data, "conv_backward_weight": _conv_bwd_weight,
+    "bias_backward": _bias_bwd, "fc": _fc, "linear_backward_data": _linear_bwd_data,
+    "linear_backward_weight": _linear_bwd_weight, "lrn": _lrn, "lrn_backward": _lrn_bwd,
+    "maxpool": _maxpool, "maxpool_backward": _maxpool_bwd, "avgpool": _avgpool,
+    "avgpool_backward": _avgpool_bwd, "dropout": _dropout, "dropout_backward": _dropout_bwd,
+    "relu": _act, "tanh": _act, "sigmoid": _act, "act_backward": _act_bwd, "flatten": _flatten,
+    "reshape": _reshape, "concat": _concat, "slice": _slice, "slice_backward": _slice_bwd, "add_n": _add_n,
+    "copy": _copy, "softmax_loss": _softmax_loss, "softmax_loss_backward": _softmax_loss_bwd,
+}
+
+
+def init_params(net: CompiledNet, seed: int) -> dict[str, torch.Tensor]:
+    """Parameters drawn from the spec's initialisers (CPU, fp32), reproducible from `seed`.
+
+    Each parameter has its own generator seeded from (seed, name), so adding a layer does not change
+    the others' initial values, and towers get different draws.
+    """
+    import zlib
+
+    out = {}
+    for n in net.graph.variables():
+        if n.attrs.get("kind") != "param":
+            continue
+        shape = n.shapes[0]
+        init = dict(n.attrs.get("init") or {"type": "constant", "value": 0.0})
+        g = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(n.name.encode())) % (2 ** 63))
+        kind = init.get("type")
+        if kind == "gaussian":
+            t = torch.randn(shape, generator=g) * float(init["std"]) + float(init.get("mean", 0.0))
+        elif kind == "kaiming":
+            fan_in = math.prod(shape[1:]) if len(shape) > 1 else shape[0]
+            t = torch.randn(shape, generator=g) * math.sqrt(2.0 / fan_in)
+        elif kind == "uniform":
+            t = (torch.rand(shape, generator=g) * 2 - 1) * float(init["scale"])
+        else:
+            t = torch.full(shape, float(init.get("value", 0.0)))
+        out[n.name] = t
+    return out
