@@ -8,7 +8,9 @@ convolution, while the two-GPU spec yields one node per tower. A group reads eit
 the input channels (``connect: own``) or all of them (``connect: all``); slices and concatenations are
 built where the parts do not line up, and the placement pass later turns edges between devices into
 explicit copies. Shape-preserving layers (LRN, pooling, dropout, activations, flatten) run per part on
-the part's device, so LRN normalises within each tower's maps as in the paper's two-GPU net.
+the part's device. LRN normalises within each group of the layer that produced its input (each
+tower's maps, as in the paper's two-GPU net), wherever the groups are placed, so moving groups
+between devices never changes the network's function.
 
 Shapes are checked while lowering, and every problem is collected as a SpecError at the layer's line.
 """
@@ -35,6 +37,7 @@ class Part:
     device: str | None
     lo: int
     hi: int
+    groups: int = 1   # how many of the producing layer's groups this part holds (LRN stays within one)
 
 
 @dataclass
@@ -163,7 +166,7 @@ class _Lowerer:
         for k, part in enumerate(value.parts):
             nm = name if len(value.parts) == 1 else f"{name}_g{k}"
             node = self.node("flatten", [part.entry], name=nm, device=part.device or self.devices[0], layer=layer)
-            parts.append(Part(Entry(node, 0), node.device, part.lo * per, part.hi * per))
+            parts.append(Part(Entry(node, 0), node.device, part.lo * per, part.hi * per, part.groups))
         return Value((c * per,), parts)
 
     # -- layers ----------------------------------------------------------------------------------------
@@ -176,7 +179,7 @@ class _Lowerer:
             for v in inputs:
                 if v.shape[1:] != first.shape[1:] or len(v.shape) != len(first.shape):
                     raise ShapeError(f"concat inputs differ outside the channel axis: {first.shape} vs {v.shape}")
-                parts += [Part(p.entry, p.device, p.lo + offset, p.hi + offset) for p in v.parts]
+                parts += [Part(p.entry, p.device, p.lo + offset, p.hi + offset, p.groups) for p in v.parts]
                 offset += v.shape[0]
             return Value((offset, *first.shape[1:]), parts)
         value = inputs[0]
@@ -197,11 +200,13 @@ class _Lowerer:
             for k, part in enumerate(value.parts):
                 nm = name if len(value.parts) == 1 else f"{name}_g{k}"
                 a = dict(attrs)
+                if op == "lrn":
+                    a["groups"] = part.groups
                 if op == "dropout":
                     a["seed_offset"] = zlib.crc32(nm.encode())  # a stable, per-node RNG stream
                 node = self.node(op, [part.entry], name=nm, device=part.device or self.devices[0], layer=layer, **a)
                 out = self.shape_of(Entry(node, 0))
-                parts.append(Part(Entry(node, 0), node.device, part.lo, part.hi))
+                parts.append(Part(Entry(node, 0), node.device, part.lo, part.hi, part.groups))
                 shape = (shape[0], *out[2:])
             return Value(shape, parts)
         if op == "softmax_loss":
@@ -264,7 +269,7 @@ class _Lowerer:
                 node = self.node("fc", [x], units=per_out * r, **common)
             out = self.shape_of(Entry(node, 0))
             shape = (total, *out[2:])
-            parts.append(Part(Entry(node, 0), dev, first * per_out, (last + 1) * per_out))
+            parts.append(Part(Entry(node, 0), dev, first * per_out, (last + 1) * per_out, r))
         return Value(shape, parts)
 
     # -- driver ----------------------------------------------------------------------------------------

@@ -261,17 +261,31 @@ def _fc(s, a, ex, tr):
     return (s.backend.linear(a[0], a[1], b, s.node.attrs["act"]),)
 
 
+def _grouped(t: torch.Tensor, g: int) -> torch.Tensor:
+    """(N, C, H, W) -> (N*g, C/g, H, W): LRN groups become batch entries, so windows stay inside one."""
+    if g == 1:
+        return t
+    n, c, h, w = t.shape
+    return t.reshape(n * g, c // g, h, w)
+
+
+def _lrn_kw(at):
+    return {"size": at["size"], "k": at["k"], "alpha": at["alpha"], "beta": at["beta"],
+            "alpha_over_n": at["alpha_over_n"]}
+
+
 def _lrn(s, a, ex, tr):
-    at = s.node.attrs
-    y, scale = s.backend.lrn(a[0], size=at["size"], k=at["k"], alpha=at["alpha"], beta=at["beta"],
-                             alpha_over_n=at["alpha_over_n"])
-    return y, scale
+    at, x = s.node.attrs, a[0]
+    g = int(at.get("groups", 1))
+    y, scale = s.backend.lrn(_grouped(x, g), **_lrn_kw(at))
+    return y.reshape(x.shape), scale.reshape(x.shape)
 
 
 def _lrn_bwd(s, a, ex, tr):
-    at = s.node.attrs
-    return (s.backend.lrn_backward(*a, size=at["size"], k=at["k"], alpha=at["alpha"], beta=at["beta"],
-                                   alpha_over_n=at["alpha_over_n"]),)
+    at, dy = s.node.attrs, a[0]
+    g = int(at.get("groups", 1))
+    dx = s.backend.lrn_backward(*(_grouped(t, g) for t in a), **_lrn_kw(at))
+    return (dx.reshape(dy.shape),)
 
 
 def _pool_kw(at):
