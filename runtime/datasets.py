@@ -1,0 +1,314 @@
+"""Datasets for the runtime: ImageNet-style image folders and MNIST/Fashion-MNIST IDX files.
+
+Every dataset here returns ``(image, label)`` where ``image`` is a ``numpy.uint8`` array of shape
+``(H, W, C)`` (C = 3 for RGB, 1 for grey) and ``label`` an ``int``. An image that cannot be decoded
+comes back as a :class:`BadSample` instead (never an exception): the loader's collate function drops
+it and the loader reports the file names (see ``loader.py``), so one corrupt JPEG in ImageNet never
+stops a 90-epoch run.
+
+- :class:`ImageFolder`: ``SPLIT_DIR/<class>/<file>.jpg`` (class names sorted), decoded with Pillow.
+- :class:`IdxDataset`: the MNIST/Fashion-MNIST IDX files (``train-images-idx3-ubyte[.gz]`` …),
+  parsed with numpy from their big-endian header.
+- :func:`find_default_dataset`: ``$ALEXNETC_DATA``, else Debian's ``dataset-fashion-mnist`` package.
+- :func:`open_dataset`: detect which of the two layouts a directory holds and open one split.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".pbm", ".pnm",
+                              ".tif", ".tiff", ".webp", ".gif"})
+
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+MNIST_CLASSES = tuple(str(d) for d in range(10))
+
+DEFAULT_DATA_DIRS = ("/usr/share/datasets/fashion-mnist",)
+DATA_ENV = "ALEXNETC_DATA"
+
+# split name -> IDX file prefix
+_IDX_SPLITS = {"train": "train", "val": "t10k", "test": "t10k", "t10k": "t10k"}
+# IDX type codes (third magic byte) -> numpy big-endian dtype
+_IDX_DTYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
+               0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+class DatasetError(Exception):
+    """A dataset path or file is missing or malformed; the message names the path at fault."""
+
+
+@dataclass(frozen=True)
+class BadSample:
+    """Stands in for an image that could not be decoded. ``path``: the file; ``reason``: why."""
+    path: str
+    reason: str
+
+
+def is_bad(sample) -> bool:
+    return isinstance(sample, BadSample)
+
+
+# --------------------------------------------------------------------------- image folders
+
+class ImageFolder:
+    """One split of an ImageNet-style tree: ``split_dir/<class>/<image file>``.
+
+    ``mode``: "RGB" (3 channels) or "L" (1 channel). ``classes``: the class list to label with (pass
+    the training split's list when opening ``val`` so indices agree; a class folder not in it is an
+    error). Files are those with an image extension (case-insensitive), sorted per class.
+    """
+
+    def __init__(self, split_dir: str | os.PathLike, mode: str = "RGB",
+                 classes: Sequence[str] | None = None):
+        if mode not in ("RGB", "L"):
+            raise DatasetError(f"{split_dir}: image mode must be 'RGB' or 'L', not {mode!r}")
+        self.root = str(Path(split_dir).resolve())
+        self.mode = mode
+        self.channels = 3 if mode == "RGB" else 1
+        if not os.path.isdir(self.root):
+            raise DatasetError(f"{split_dir}: no such directory")
+        found = sorted(e.name for e in os.scandir(self.root) if e.is_dir() and not e.name.startswith("."))
+        if not found:
+            raise DatasetError(f"{split_dir}: no class folders (expected {split_dir}/<class>/<image>.jpg)")
+        if classes is None:
+            self.classes = found
+        else:
+            self.classes = list(classes)
+            unknown = sorted(set(found) - set(self.classes))
+            if unknown:
+                raise DatasetError(f"{split_dir}: class folder(s) {', '.join(unknown[:5])} are not among the "
+                                   f"{len(self.classes)} training classes")
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+        samples: list[tuple[str, int]] = []
+        for c in found:
+            cdir = os.path.join(self.root, c)
+            files = sorted(e.name for e in os.scandir(cdir)
+                           if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS)
+            samples.extend((os.path.join(cdir, f), self.class_to_idx[c]) for f in files)
+        if not samples:
+            raise DatasetError(f"{split_dir}: class folders hold no image files "
+                               f"({', '.join(sorted(IMAGE_EXTENSIONS))})")
+        self.samples = samples
+        self.targets = [lbl for _, lbl in samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        path, label = self.samples[index]
+        return load_image(path, self.mode), label
+
+    def __repr__(self) -> str:
+        return f"ImageFolder({self.root!r}, {len(self)} images, {len(self.classes)} classes, {self.mode})"
+
+
+def load_image(path: str, mode: str = "RGB"):
+    """Decode ``path`` to an ``(H, W, C)`` uint8 array, or a :class:`BadSample` if it cannot be read."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert(mode)  # convert() forces a full decode: truncated data raises here
+            arr = np.asarray(im, dtype=np.uint8)
+    except Exception as exc:  # noqa: BLE001 - any decoder failure makes the sample bad, never a crash
+        return BadSample(path, f"{type(exc).__name__}: {exc}")
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    if arr.size == 0:
+        return BadSample(path, "empty image")
+    return arr
+
+
+# --------------------------------------------------------------------------- IDX (MNIST)
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Parse one IDX file (raw or gzip, detected from the content) into a native-endian array."""
+    path = str(path)
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, ValueError) as exc:
+            raise DatasetError(f"{path}: corrupt gzip data: {exc}") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise DatasetError(f"{path}: not an IDX file (bad magic number {raw[:4].hex() or 'empty'})")
+    code, ndim = raw[2], raw[3]
+    if code not in _IDX_DTYPES:
+        raise DatasetError(f"{path}: unknown IDX data type 0x{code:02x}")
+    if ndim == 0 or len(raw) < 4 + 4 * ndim:
+        raise DatasetError(f"{path}: truncated IDX header ({ndim} dimensions)")
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    dtype = _IDX_DTYPES[code]
+    count = int(np.prod(dims, dtype=np.int64))
+    expected = 4 + 4 * ndim + count * dtype.itemsize
+    if len(raw) != expected:
+        raise DatasetError(f"{path}: IDX header says {'x'.join(map(str, dims))} "
+                           f"({expected} bytes) but the file holds {len(raw)} bytes")
+    data = np.frombuffer(raw, dtype=dtype, count=count, offset=4 + 4 * ndim).reshape(dims)
+    return data.astype(dtype.newbyteorder("="), copy=True)
+
+
+def _idx_file(directory: str, stem: str) -> str | None:
+    for name in (stem, stem + ".gz"):
+        p = os.path.join(directory, name)
+        if os.path.isfile(p):
+            return p
+    # also the dotted spelling some mirrors use (train-images.idx3-ubyte)
+    alt = stem.replace("-idx", ".idx")
+    for name in (alt, alt + ".gz"):
+        p = os.path.join(directory, name)
+        if os.path.isfile(p):
+            return p
+    return None
+
+
+def is_idx_dir(path: str | os.PathLike) -> bool:
+    return os.path.isdir(path) and _idx_file(str(path), "train-images-idx3-ubyte") is not None
+
+
+class IdxDataset:
+    """MNIST-family IDX files in ``directory``: ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]``.
+
+    ``split``: "train", or "val"/"test" (both the t10k files). ``classes``: names for the labels;
+    by default Fashion-MNIST's when the directory's path says "fashion" or the images look like
+    clothes (mean intensity ≈ 73 rather than MNIST's ≈ 33), else the digits. ``channels=3`` repeats
+    the grey channel (to feed an RGB network).
+    """
+
+    def __init__(self, directory: str | os.PathLike, split: str = "train",
+                 classes: Sequence[str] | None = None, channels: int = 1):
+        self.root = str(Path(directory).resolve())
+        if split not in _IDX_SPLITS:
+            raise DatasetError(f"{directory}: unknown split {split!r} (use train, val or test)")
+        if channels not in (1, 3):
+            raise DatasetError(f"{directory}: channels must be 1 or 3, not {channels}")
+        prefix = _IDX_SPLITS[split]
+        img_path = _idx_file(self.root, f"{prefix}-images-idx3-ubyte")
+        lbl_path = _idx_file(self.root, f"{prefix}-labels-idx1-ubyte")
+        if img_path is None or lbl_path is None:
+            missing = f"{prefix}-images-idx3-ubyte" if img_path is None else f"{prefix}-labels-idx1-ubyte"
+            raise DatasetError(f"{directory}: no {missing}[.gz] for split {split!r}")
+        images, labels = read_idx(img_path), read_idx(lbl_path)
+        if images.ndim != 3:
+            raise DatasetError(f"{img_path}: expected N x H x W images, got shape {images.shape}")
+        if labels.ndim != 1 or len(labels) != len(images):
+            raise DatasetError(f"{lbl_path}: {labels.shape[0] if labels.ndim else 0} labels for "
+                               f"{len(images)} images in {img_path}")
+        self.split = split
+        self.image_file, self.label_file = img_path, lbl_path
+        self.images = np.ascontiguousarray(images.astype(np.uint8, copy=False))
+        self.labels = labels.astype(np.int64)
+        self.channels = channels
+        self.mode = "RGB" if channels == 3 else "L"
+        n_classes = int(self.labels.max()) + 1 if len(self.labels) else 0
+        if classes is not None:
+            self.classes = list(classes)
+            if n_classes > len(self.classes):
+                raise DatasetError(f"{lbl_path}: label {n_classes - 1} but only {len(self.classes)} class names")
+            self.kind = "custom"
+        elif n_classes <= 10 and self._looks_fashion():
+            self.classes, self.kind = list(FASHION_MNIST_CLASSES), "fashion-mnist"
+        elif n_classes <= 10:
+            self.classes, self.kind = list(MNIST_CLASSES), "mnist"
+        else:
+            self.classes, self.kind = [str(i) for i in range(n_classes)], "idx"
+        self.targets = self.labels.tolist()
+
+    def _looks_fashion(self) -> bool:
+        if "fashion" in self.root.lower():
+            return True
+        if "mnist" in os.path.basename(self.root).lower():
+            return False
+        sample = self.images[: min(len(self.images), 2000)]
+        return bool(sample.size) and float(sample.mean()) > 50.0
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        img = self.images[index][:, :, None]
+        if self.channels == 3:
+            img = np.repeat(img, 3, axis=2)
+        return img, int(self.labels[index])
+
+    def __repr__(self) -> str:
+        return f"IdxDataset({self.root!r}, split={self.split!r}, {len(self)} images, {self.kind})"
+
+
+# --------------------------------------------------------------------------- discovery
+
+def find_default_dataset() -> str:
+    """The directory to train on when the user passed no ``--data``.
+
+    ``$ALEXNETC_DATA`` if set (it must then be a dataset directory), else Fashion-MNIST as installed
+    by Debian/Ubuntu's ``dataset-fashion-mnist`` package. Raises :class:`DatasetError` saying how to
+    get one otherwise.
+    """
+    env = os.environ.get(DATA_ENV)
+    if env:
+        if not os.path.isdir(env):
+            raise DatasetError(f"{DATA_ENV}={env}: no such directory")
+        detect_layout(env)  # raises naming the path if it is neither layout
+        return env
+    for d in DEFAULT_DATA_DIRS:
+        if is_idx_dir(d) and _idx_file(d, "t10k-images-idx3-ubyte"):
+            return d
+    raise DatasetError(
+        "no dataset found: looked for Fashion-MNIST in " + ", ".join(DEFAULT_DATA_DIRS)
+        + f" and ${DATA_ENV} is unset. Install it with `sudo apt-get install dataset-fashion-mnist`, "
+        f"set {DATA_ENV}=DIR, or pass --data DIR (an MNIST-style IDX directory, or an ImageNet-style "
+        "root with train/<class>/*.jpg and val/<class>/*)")
+
+
+def detect_layout(path: str | os.PathLike) -> str:
+    """"idx" or "imagefolder" for ``path``; :class:`DatasetError` naming it when it is neither."""
+    p = str(path)
+    if not os.path.exists(p):
+        raise DatasetError(f"{p}: no such directory")
+    if not os.path.isdir(p):
+        raise DatasetError(f"{p}: not a directory (pass the folder holding the dataset)")
+    if is_idx_dir(p):
+        return "idx"
+    train = os.path.join(p, "train")
+    if os.path.isdir(train) and any(e.is_dir() for e in os.scandir(train)):
+        return "imagefolder"
+    raise DatasetError(
+        f"{p}: not a dataset directory: expected MNIST-style IDX files (train-images-idx3-ubyte[.gz], "
+        f"train-labels-idx1-ubyte[.gz], t10k-…) or an ImageNet-style tree ({p}/train/<class>/*.jpg, "
+        f"{p}/val/<class>/*)")
+
+
+def open_dataset(path: str | os.PathLike, split: str = "train", channels: int | None = None,
+                 classes: Sequence[str] | None = None):
+    """Open one split ("train" or "val") of the dataset in ``path``, detecting its layout.
+
+    ``channels``: 1 or 3 to decode to (default: 1 for IDX, 3 for image folders). For an image folder's
+    "val" split the class list is taken from ``path/train`` (unless ``classes`` is given) so that
+    labels agree between splits.
+    """
+    layout = detect_layout(path)
+    if layout == "idx":
+        return IdxDataset(path, "train" if split == "train" else "test", classes=classes,
+                          channels=channels or 1)
+    if split not in ("train", "val", "test"):
+        raise DatasetError(f"{path}: unknown split {split!r} (use train or val)")
+    mode = "L" if channels == 1 else "RGB"
+    if channels not in (None, 1, 3):
+        raise DatasetError(f"{path}: channels must be 1 or 3, not {channels}")
+    split_dir = os.path.join(str(path), split)
+    if not os.path.isdir(split_dir):
+        raise DatasetError(f"{path}: no {split!r} folder (expected {split_dir}/<class>/<image>)")
+    if classes is None and split != "train":
+        classes = sorted(e.name for e in os.scandir(os.path.join(str(path), "train"))
+                         if e.is_dir() and not e.name.startswith("."))
+    return ImageFolder(split_dir, mode=mode, classes=classes)
