@@ -97,6 +97,11 @@ class ImageFolder:
         self.samples = samples
         self.targets = [lbl for _, lbl in samples]
 
+    @property
+    def class_names(self) -> list[str]:
+        """The class names, label order (same list as ``classes``)."""
+        return self.classes
+
     def __len__(self) -> int:
         return len(self.samples)
 
@@ -231,6 +236,11 @@ class IdxDataset:
             return False
         sample = self.images[: min(len(self.images), 2000)]
         return bool(sample.size) and float(sample.mean()) > 50.0
+
+    @property
+    def class_names(self) -> list[str]:
+        """The class names, label order (same list as ``classes``)."""
+        return self.classes
 
     def __len__(self) -> int:
         return len(self.images)

@@ -23,8 +23,9 @@ class MetricsError(Exception):
 
 # --------------------------------------------------------------------------- top-k
 
-def topk_correct(scores, labels, ks: Iterable[int] = (1, 5)) -> dict[int, int]:
-    """How many rows of ``scores`` (N, K) (logits or probabilities) have their label in the top k.
+def topk_correct(scores, labels, ks: Iterable[int] = (1, 5)) -> tuple[int, ...]:
+    """How many rows of ``scores`` (N, K) (logits or probabilities) have their label in the top k,
+    one count per k in ``ks`` order (``c1, c5 = topk_correct(...)``).
 
     k larger than K counts every row as correct. Use this to accumulate over batches.
     """
@@ -40,21 +41,21 @@ def topk_correct(scores, labels, ks: Iterable[int] = (1, 5)) -> dict[int, int]:
         raise ValueError(f"topk: ks must be positive, got {ks}")
     n, classes = scores.shape
     if n == 0:
-        return {k: 0 for k in ks}
+        return tuple(0 for _ in ks)
     kmax = min(max(ks), classes)
     top = scores.float().topk(kmax, dim=1).indices              # (N, kmax), best first
     hit = top.eq(labels.long().unsqueeze(1))                    # (N, kmax)
     cum = hit.cumsum(dim=1).clamp_(max=1)                       # hit within the first j+1
-    return {k: int(cum[:, min(k, classes) - 1].sum().item()) for k in ks}
+    return tuple(int(cum[:, min(k, classes) - 1].sum().item()) for k in ks)
 
 
-def topk_errors(scores, labels, ks: Iterable[int] = (1, 5)) -> dict[int, float]:
-    """Top-k error rates (fractions in [0, 1]) of ``scores`` (N, K) against ``labels`` (N,)."""
+def topk_errors(scores, labels, ks: Iterable[int] = (1, 5)) -> tuple[float, ...]:
+    """Top-k error rates (fractions in [0, 1]) of ``scores`` (N, K) against ``labels`` (N,), one per k
+    in ``ks`` order: ``top1, top5 = topk_errors(logits, labels)``. NaN for an empty batch."""
     import torch
 
     n = int(torch.as_tensor(labels).numel())
-    correct = topk_correct(scores, labels, ks)
-    return {k: (1.0 - c / n) if n else float("nan") for k, c in correct.items()}
+    return tuple((1.0 - c / n) if n else float("nan") for c in topk_correct(scores, labels, ks))
 
 
 def crop_average_probs(logits, ncrops: int):

@@ -83,7 +83,7 @@ def test_fashion_class_names(tmp_path):
     d2 = tmp_path / "clothes"          # no name hint: told apart by brightness
     make_idx_dir(d2, bright=True)
     assert D.IdxDataset(d2).kind == "fashion-mnist"
-    assert D.IdxDataset(d2).classes[9] == "Ankle boot"
+    assert D.IdxDataset(d2).classes[9] == "Ankle boot" == D.IdxDataset(d2).class_names[9]
 
 
 def test_find_default_dataset_env_and_errors(tmp_path, monkeypatch):
@@ -135,7 +135,7 @@ def test_image_folder_layout_and_bad_files(tmp_path):
     root = make_image_folder(tmp_path / "imnet")
     assert D.detect_layout(root) == "imagefolder"
     ds = D.open_dataset(root, "train")
-    assert ds.classes == ["cat", "dog", "emu"]
+    assert ds.classes == ds.class_names == ["cat", "dog", "emu"]
     assert len(ds) == 3 * 3 + 3            # + corrupt.jpg, whole.png, truncated.png; no .txt
     bad = [ds.samples[i][0] for i in range(len(ds)) if D.is_bad(ds[i][0])]
     assert sorted(os.path.basename(p) for p in bad) == ["corrupt.jpg", "truncated.png"]

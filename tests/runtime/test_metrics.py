@@ -56,12 +56,12 @@ def test_topk_hand_computed():
         [0.3, 0.2, 0.9, 0.1, 0.0, 0.0],   # order 2,0,1,3,.. ; label 1 -> top5 hit only
     ])
     labels = torch.tensor([3, 4, 0, 1])
-    assert M.topk_correct(logits, labels, (1, 5)) == {1: 1, 5: 3}
-    err = M.topk_errors(logits, labels)
-    assert err == {1: 0.75, 5: 0.25}
+    assert M.topk_correct(logits, labels, (1, 5)) == (1, 3)
+    top1, top5 = M.topk_errors(logits, labels)
+    assert (top1, top5) == (0.75, 0.25)
     probs = torch.softmax(logits, 1).numpy()          # probabilities and numpy work the same
-    assert M.topk_errors(probs, labels.numpy(), ks=(1, 2, 5)) == {1: 0.75, 2: 0.75, 5: 0.25}
-    assert M.topk_errors(logits[:, :3], torch.tensor([1, 0, 0, 1]), ks=(5,)) == {5: 0.0}   # k > classes
+    assert M.topk_errors(probs, labels.numpy(), ks=(1, 2, 5)) == (0.75, 0.75, 0.25)
+    assert M.topk_errors(logits[:, :3], torch.tensor([1, 0, 0, 1]), ks=(5,)) == (0.0,)   # k > classes
     with pytest.raises(ValueError, match="expected scores"):
         M.topk_errors(logits, labels[:3])
 
