@@ -121,3 +121,17 @@ def compile_spec(path: str | os.PathLike, batch: int = 1) -> CompiledNet:
     except OSError:
         mtime = -1.0
     return _compile_cached(path, mtime, batch)
+
+
+def compile_dict(spec: dict, source: str = "<spec>", batch: int = 1) -> CompiledNet:
+    """Compile a resolved spec given as plain data (e.g. the copy a checkpoint carries)."""
+    import yaml
+
+    from .source import parse_yaml
+    from .validate import schema_errors, semantic_errors
+
+    doc = parse_yaml(yaml.safe_dump(spec, sort_keys=False), source)
+    errors = schema_errors(doc) + semantic_errors(doc)
+    if errors:
+        raise SpecErrors(errors)
+    return compile_loaded(doc, source, batch)

@@ -1,6 +1,161 @@
-"""Registers the runtime subcommands (train, eval, predict, ...) on the CLI parser."""
+"""The runtime subcommands of `alexnetc`: train, eval, predict (and the figures, in `figures`).
+
+Heavy imports (torch, the kernels) happen inside each command, never at parser construction.
+"""
 from __future__ import annotations
+
+import argparse
+import os
+
+EPILOG_TRAIN = """examples:
+  alexnetc train                                   # embedded default: two-tower mini AlexNet, Fashion-MNIST
+  alexnetc train specs/alexnet.yaml --data /data/imagenet --out runs/alexnet
+  alexnetc train specs/alexnet.yaml --synthetic 2560 --epochs 1   # timing without a dataset
+  alexnetc train --resume --out runs/alexnetc      # continue a stopped run exactly where it stopped
+
+Data: --data DIR takes MNIST-style IDX files or an ImageNet-style tree (DIR/train/<class>/*.jpg,
+DIR/val/<class>/*). Without --data: $ALEXNETC_DATA, else Fashion-MNIST from Debian's
+dataset-fashion-mnist package (/usr/share/datasets/fashion-mnist)."""
+
+
+def _user_error(msg: str):
+    from .cli import UserError
+
+    return UserError(msg)
+
+
+def _train(args) -> int:
+    from ..compiler.errors import SpecErrors  # noqa: F401  (raised through)
+    from .checkpoint import CheckpointError
+    from .datasets import DatasetError
+    from .specs import resolve_spec_path
+    from .train import TrainingError, TrainOptions, Trainer
+
+    spec = resolve_spec_path(args.spec)
+    opts = TrainOptions(spec=spec, data=args.data, out=args.out, epochs=args.epochs, batch_size=args.batch,
+                        lr=args.lr, device=args.device, workers=args.workers, resume=args.resume,
+                        limit_train_batches=args.limit_train_batches, limit_val_batches=args.limit_val_batches,
+                        seed=args.seed, synthetic=args.synthetic, progress=not args.no_progress)
+    if args.spec is None:
+        print(f"alexnetc train: no spec given, using the embedded default {spec}")
+    try:
+        Trainer(opts).run()
+    except (DatasetError, CheckpointError, TrainingError) as exc:
+        raise _user_error(str(exc)) from None
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _eval(args) -> int:
+    import torch
+
+    from .checkpoint import CheckpointError
+    from .datasets import DatasetError, open_dataset
+    from .loader import make_loader
+    from .model import load_model
+    from .train import evaluate_loader
+
+    try:
+        model = load_model(args.checkpoint, args.device, args.batch)
+        c = model.net.input_shape[0]
+        ds = open_dataset(args.data, args.split, channels=c, classes=model.class_names)
+        tf = model.eval_transform(args.crops)
+        loader = make_loader(ds, tf, args.batch, num_workers=args.workers, limit_batches=args.limit_batches)
+        with torch.no_grad():
+            r = evaluate_loader(model.executor, loader, model.net.classes)
+    except (DatasetError, CheckpointError) as exc:
+        raise _user_error(str(exc)) from None
+    crops = args.crops or (model.state.get("data_config") or {}).get("test_crops", "center")
+    print(f"{model.net.name} on {args.data} ({args.split}, {r['n']} images, {crops} crop"
+          f"{'s' if crops == 'ten' else ''}): loss {r['loss']:.4f}  top-1 error {r['top1']:.2%}  "
+          f"top-5 error {r['top5']:.2%}  (accuracy {1 - r['top1']:.2%})")
+    if loader.skipped:
+        print(loader.skipped_message())
+    return 0
+
+
+def _predict(args) -> int:
+    import torch
+
+    from .checkpoint import CheckpointError
+    from .datasets import load_image
+    from .model import load_model
+
+    try:
+        model = load_model(args.checkpoint, args.device)
+    except CheckpointError as exc:
+        raise _user_error(str(exc)) from None
+    tf = model.eval_transform(args.crops)
+    mode = "L" if model.net.input_shape[0] == 1 else "RGB"
+    images, names = [], []
+    for path in args.images:
+        if not os.path.isfile(path):
+            raise _user_error(f"{path}: no such image file")
+        img = load_image(path, mode)
+        if not hasattr(img, "shape"):
+            raise _user_error(f"{path}: cannot read this image ({getattr(img, 'reason', 'unreadable')})")
+        images.append(tf(img))
+        names.append(path)
+    with torch.no_grad():
+        probs = model.probs(torch.stack(images))
+    k = min(5, model.net.classes)
+    results = []
+    for path, p in zip(names, probs):
+        top = torch.topk(p, k)
+        print(path)
+        rows = []
+        for prob, idx in zip(top.values.tolist(), top.indices.tolist()):
+            print(f"  {prob:7.2%}  {model.class_names[idx]}")
+            rows.append((model.class_names[idx], prob))
+        results.append((path, rows))
+    if getattr(args, "gallery", None):
+        from .figures import draw_gallery
+
+        draw_gallery(results, args.gallery, truth=args.truth, image_mode=mode)
+        print(f"gallery written to {args.gallery}")
+    return 0
 
 
 def register(sub) -> None:
-    return None
+    t = sub.add_parser("train", help="train a spec (default: the embedded two-tower net on Fashion-MNIST)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_TRAIN)
+    t.add_argument("spec", nargs="?", default=None, help="spec file or shipped name (default: variants/mini)")
+    t.add_argument("--data", metavar="DIR", help="dataset directory (IDX files or train/ and val/ folders)")
+    t.add_argument("--out", metavar="DIR", default="runs/alexnetc", help="run directory (default runs/alexnetc)")
+    t.add_argument("--epochs", type=int, help="override train.epochs")
+    t.add_argument("--batch", type=int, help="override train.batch_size")
+    t.add_argument("--lr", type=float, help="override train.lr")
+    t.add_argument("--seed", type=int, help="override train.seed")
+    t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    t.add_argument("--workers", type=int, help="data loading processes (default: min(4, cores))")
+    t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    t.add_argument("--limit-train-batches", type=int, help="at most this many batches per epoch")
+    t.add_argument("--limit-val-batches", type=int, help="at most this many validation batches")
+    t.add_argument("--synthetic", type=int, metavar="N", help="N random images per epoch instead of data")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("eval", help="top-1/top-5 error of a checkpoint on a dataset split",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="example:\n  alexnetc eval runs/alexnetc --data /usr/share/datasets/fashion-mnist")
+    e.add_argument("checkpoint", help="a checkpoint (.json/.safetensors) or a run or checkpoints directory")
+    e.add_argument("--data", required=True, metavar="DIR", help="dataset directory")
+    e.add_argument("--split", default="val", choices=("train", "val"), help="which split (default val)")
+    e.add_argument("--crops", choices=("center", "ten"), help="centre crop or the paper's 10 patches")
+    e.add_argument("--batch", type=int, default=64)
+    e.add_argument("--workers", type=int, default=2)
+    e.add_argument("--limit-batches", type=int)
+    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    e.set_defaults(func=_eval)
+
+    p = sub.add_parser("predict", help="top-5 classes with probabilities for images",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="example:\n  alexnetc predict runs/alexnetc shoe.png shirt.png --gallery top5.png")
+    p.add_argument("checkpoint", help="a checkpoint or run directory")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--crops", choices=("center", "ten"))
+    p.add_argument("--gallery", metavar="FILE.png", help="also draw each image with its top-5 bars")
+    p.add_argument("--truth", nargs="*", metavar="LABEL", help="true labels, one per image (marked)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.set_defaults(func=_predict)

@@ -1,0 +1,62 @@
+"""A trained model from a checkpoint: the compiled spec it carries, bound for inference, with the
+class names and the evaluation transform it was trained with. Used by eval, predict and the figures.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from ..compiler import CompiledNet
+from ..compiler.pipeline import compile_dict
+from .checkpoint import CheckpointError, load_checkpoint
+from .executor import Executor, default_group2ctx
+
+
+@dataclass
+class Model:
+    path: str
+    net: CompiledNet
+    executor: Executor
+    class_names: list[str]
+    state: dict
+
+    def eval_transform(self, test_crops: str | None = None):
+        from .augment import DataStats, build_transforms
+
+        cfg = dict(self.state.get("data_config") or {})
+        if test_crops:
+            cfg["test_crops"] = test_crops
+        stats = DataStats.from_json(self.state["data_stats"]) if self.state.get("data_stats") else None
+
+        class _Shape:
+            channels = self.net.input_shape[0]
+
+        if stats is None and cfg.get("mean") is None:
+            cfg["mean"], cfg["std"] = [127.5] * _Shape.channels, [64.0] * _Shape.channels
+        cfg["pca_lighting"] = 0
+        return build_transforms(cfg, _Shape(), input_shape=self.net.input_shape, stats=stats)[1]
+
+    @torch.no_grad()
+    def probs(self, images: torch.Tensor) -> torch.Tensor:
+        from .train import predict_probs
+
+        return predict_probs(self.executor, images)
+
+
+def load_model(path: str, device: str = "auto", batch: int = 64) -> Model:
+    """Load a checkpoint (file or run/checkpoint directory) and bind it for inference."""
+    if os.path.isdir(path) and os.path.isdir(os.path.join(path, "checkpoints")):
+        path = os.path.join(path, "checkpoints")
+    tensors, state = load_checkpoint(path)
+    if "spec" not in state or "classes" not in state:
+        raise CheckpointError(f"{path}: not an alexnetc training checkpoint (no spec or class names in it)")
+    net = compile_dict(state["spec"], f"<spec in {os.path.basename(str(path))}>", batch)
+    params = {k[len("param/"):]: v for k, v in tensors.items() if k.startswith("param/")}
+    missing = [n.name for n in net.graph.variables() if n.attrs.get("kind") == "param" and n.name not in params]
+    if missing:
+        raise CheckpointError(f"{path}: missing parameters {missing[:5]}")
+    g2c = default_group2ctx(net, "cpu" if device == "cpu" else None)
+    ex = Executor(net, g2c, for_training=False, params=params)
+    return Model(str(path), net, ex, list(state["classes"]), state)

@@ -1,0 +1,124 @@
+"""The executor's forward and gradient pass against torch.autograd (the oracle: tests/runtime/
+autograd_oracle.py, plain ATen ops differentiated by autograd, in float64), on the reference backend."""
+from __future__ import annotations
+
+import torch
+import pytest
+
+from alexnetc.compiler import compile_spec
+from alexnetc.compiler.pipeline import compile_dict, plain
+from alexnetc.runtime.executor import Executor, bind, init_params
+
+from .autograd_oracle import forward as oracle_forward
+
+CPU2 = {"gpu0": "cpu", "gpu1": "cpu"}
+
+
+def _mini(specs_dir, tmp_path, extra: str = "", batch: int = 3):
+    """The mini two-tower spec without dropout (its masks are not the oracle's business)."""
+    p = tmp_path / "mini-nodrop.yaml"
+    p.write_text(f"base: {specs_dir / 'variants' / 'mini.yaml'}\nremove_layers: [drop6, drop7]\n{extra}")
+    return compile_spec(p, batch=batch)
+
+
+def _batch(net, n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    c, h, w = net.input_shape
+    return torch.randn(n, c, h, w, generator=g), torch.randint(0, net.classes, (n,), generator=g)
+
+
+def test_whole_network_gradients_match_autograd(specs_dir, tmp_path):
+    net = _mini(specs_dir, tmp_path)
+    params = init_params(net, seed=1)
+    x, y = _batch(net, 3)
+    ex = bind(net, CPU2, params=params)
+    out = ex.forward(x, y, is_train=True)
+    grads = ex.backward()
+
+    p64 = {k: v.double().requires_grad_(True) for k, v in params.items()}
+    loss, prob = oracle_forward(net.graph, p64, x.double(), y)
+    loss.backward()
+    loss = loss.detach()
+    # fp32 kernels against a float64 oracle: loss to 1e-5 relative, each gradient to 1e-3 of its scale.
+    assert abs(float(out["loss"]) - loss.item()) <= 1e-5 * abs(loss.item())
+    torch.testing.assert_close(out["prob"].double(), prob.detach(), rtol=1e-4, atol=1e-6)
+    assert set(grads) == set(params)
+    for name, g in grads.items():
+        ref = p64[name].grad
+        scale = ref.abs().max().item() + 1e-12
+        err = (g.double() - ref).abs().max().item()
+        assert err <= 1e-3 * scale, f"{name}: max error {err:.3g} vs scale {scale:.3g}"
+
+
+def test_every_gradient_lives_on_its_parameters_device(specs_dir, tmp_path):
+    net = _mini(specs_dir, tmp_path)
+    ex = bind(net, CPU2, params=init_params(net, 0))
+    x, y = _batch(net, 2)
+    ex.forward(x, y, is_train=True)
+    grads = ex.backward()
+    tg = net.train_graph()
+    nf = tg.attrs["num_forward_outputs"]
+    for name, head in zip(tg.attrs["grad_of"], tg.outputs[nf:]):
+        assert head.node.device == tg.node(name).device, name
+        assert grads[name].device == ex.params[name].device
+
+
+def _merge_towers(two: dict[str, torch.Tensor], one_names: list[str]) -> dict[str, torch.Tensor]:
+    """Two-tower parameters (NAME_g0_weight, NAME_g1_weight) as one device's (NAME_weight): tower i's
+    kernels are rows i*K/2 .. (i+1)*K/2 of the merged tensor, for grouped and full connections alike."""
+    out = {}
+    for name in one_names:
+        if name in two:
+            out[name] = two[name]
+            continue
+        layer, kind = name.rsplit("_", 1)
+        out[name] = torch.cat([two[f"{layer}_g0_{kind}"], two[f"{layer}_g1_{kind}"]], 0)
+    return out
+
+
+def test_two_towers_on_two_devices_equal_one_device(specs_dir, tmp_path):
+    two = _mini(specs_dir, tmp_path, batch=4)
+    one_spec = plain(two.spec)
+    one_spec["devices"] = ["gpu0"]
+    for layer in one_spec["layers"]:
+        if "groups" in layer:
+            layer["groups"].pop("devices", None)
+    one = compile_dict(one_spec, "one-device", batch=4)
+    assert not [n for n in one.graph.nodes() if n.op == "copy"]
+
+    p2 = init_params(two, 3)
+    one_names = [n.name for n in one.graph.variables() if n.attrs.get("kind") == "param"]
+    p1 = _merge_towers(p2, one_names)
+    x, y = _batch(two, 4, seed=5)
+    ex2, ex1 = bind(two, CPU2, params=p2), bind(one, {"gpu0": "cpu"}, params=p1)
+    o2, o1 = ex2.forward(x, y, is_train=True), ex1.forward(x, y, is_train=True)
+    torch.testing.assert_close(o2["prob"], o1["prob"], rtol=1e-5, atol=1e-6)
+    g2, g1 = ex2.backward(), ex1.backward()
+    merged = _merge_towers(g2, one_names)
+    for name in one_names:
+        torch.testing.assert_close(merged[name], g1[name], rtol=1e-4, atol=1e-6)
+
+
+def test_inference_executor_rejects_backward(specs_dir, tmp_path):
+    net = _mini(specs_dir, tmp_path)
+    ex = Executor(net, CPU2, for_training=False, params=init_params(net, 0))
+    x, _ = _batch(net, 2)
+    prob = ex.forward(x)["prob"]
+    assert prob.shape == (2, 10)
+    torch.testing.assert_close(prob.sum(1), torch.ones(2))
+    with pytest.raises(RuntimeError, match="inference"):
+        ex.backward()
+
+
+def test_grad_buckets_are_flat_views(specs_dir, tmp_path):
+    net = _mini(specs_dir, tmp_path)
+    ex = bind(net, CPU2, params=init_params(net, 0))
+    buckets = ex.grad_buckets()
+    assert len(buckets) == 1  # both logical devices on the one CPU
+    total = sum(p.numel() for p in ex.params.values())
+    assert buckets[0].numel() == total
+    x, y = _batch(net, 2)
+    ex.forward(x, y, is_train=True)
+    ex.backward()
+    flat = torch.cat([ex.grads[n].reshape(-1) for n in ex.grad_names])
+    torch.testing.assert_close(flat, buckets[0])
