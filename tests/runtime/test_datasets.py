@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 from alexnetc.runtime import datasets as D
 from alexnetc.runtime.loader import epoch_order, make_loader
@@ -194,7 +195,7 @@ def test_loader_workers_drop_and_report_bad_images(tmp_path):
     loader = make_loader(sub, _ident, batch_size=4, shuffle=True, seed=3, num_workers=2)
     seen = 0
     for x, y in loader:
-        assert x.shape[1:] == (3, 8, 8) and x.dtype.is_floating_point and y.dtype == __import__("torch").int64
+        assert x.shape[1:] == (3, 8, 8) and x.dtype.is_floating_point and y.dtype == torch.int64
         seen += len(y)
     assert seen == len(good) == 9
     assert len(loader.skipped) == 2
