@@ -110,8 +110,15 @@ def parse_yaml(text: str, file: str) -> Any:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         m = exc.problem_mark or exc.context_mark
-        mark = Mark(file, m.line + 1, m.column + 1) if m else Mark(file, 1, 1)
         problem = exc.problem or exc.context or "invalid YAML"
+        if exc.context_mark is not None and m is not None and m.index >= len(text):
+            # "unexpected end of stream": point at what was left open (a quote, a bracket), not past the end.
+            m = exc.context_mark
+            problem = f"{problem} {exc.context}" if exc.context and exc.context != problem else problem
+        mark = Mark(file, m.line + 1, m.column + 1) if m else Mark(file, 1, 1)
+        lines = text.splitlines() or [""]
+        if mark.line > len(lines):  # still at the end: the end of the last line
+            mark = Mark(file, len(lines), len(lines[-1]) + 1)
         raise SpecErrors([SpecError(mark, f"YAML syntax error: {problem}")]) from None
     except yaml.YAMLError as exc:  # non-positional reader errors (e.g. bad characters)
         raise SpecErrors([SpecError(Mark(file, 1, 1), f"YAML error: {exc}")]) from None

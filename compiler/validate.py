@@ -98,9 +98,13 @@ def schema_errors(doc: SpecMap) -> list[SpecError]:
         v = err.validator
         if v in ("additionalProperties", "unevaluatedProperties"):
             container = err.instance if isinstance(err.instance, dict) else {}
+            if len(path) == 2 and path[0] == "layers" and container.get("op") not in OPS:
+                continue  # the unknown (or missing) op is the error; its keys cannot be judged
             allowed = _allowed_keys(doc, path) or list((err.schema.get("properties") or {}))
             known = set(allowed)
-            bad = [k for k in container if k not in known] or list(container)
+            # unevaluatedProperties also fires for known keys when another key's value is invalid
+            # (annotations of a failing subschema are dropped): only keys the op does not know are unknown.
+            bad = [k for k in container if k not in known]
             for key in bad:
                 what = f"{container.get('op')} layer" if len(path) == 2 and path[0] == "layers" else where
                 out.append(SpecError(_locate(doc, [*path, key], key=True),
@@ -160,7 +164,8 @@ def validate_file(doc: SpecMap) -> None:
 
 
 def _layers(spec: SpecMap) -> list[SpecMap]:
-    return [l for l in spec.get("layers", []) if isinstance(l, SpecMap)]
+    layers = spec.get("layers")
+    return [l for l in layers if isinstance(l, SpecMap)] if isinstance(layers, list) else []
 
 
 def layer_inputs(spec: SpecMap, i: int) -> list[tuple[str, Mark | None]]:
@@ -177,11 +182,32 @@ def layer_inputs(spec: SpecMap, i: int) -> list[tuple[str, Mark | None]]:
     return [(prev, layer.mark)]
 
 
+def _str_refs(spec: SpecMap, i: int) -> list[tuple[str, Mark | None]]:
+    """`layer_inputs` restricted to well-formed names (malformed ones are schema errors already)."""
+    layer, layers = spec["layers"][i], spec["layers"]
+    if i > 0 and "input" not in layer and "inputs" not in layer and not isinstance(layers[i - 1], SpecMap):
+        return []
+    if "inputs" in layer and not isinstance(layer["inputs"], SpecList):
+        return []
+    return [(r, m) for r, m in layer_inputs(spec, i) if isinstance(r, str)]
+
+
+def _int(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def semantic_errors(spec: SpecMap) -> list[SpecError]:
-    """Checks that need no shapes: names, references, cycles, devices, group settings."""
+    """Checks that need no shapes: names, references, cycles, devices, group settings.
+
+    Safe on a spec that also has schema errors: malformed parts are skipped (the schema reports them),
+    so both kinds of error are reported together.
+    """
     errors: list[SpecError] = []
-    layers = _layers(spec)
-    devices = list(spec.get("devices") or ["gpu0"])
+    raw = spec.get("layers") if isinstance(spec.get("layers"), list) else []
+    indexed = [(i, l) for i, l in enumerate(raw) if isinstance(l, SpecMap) and isinstance(l.get("name"), str)]
+    layers = [l for _, l in indexed]
+    declared = spec.get("devices")
+    devices = [d for d in declared if isinstance(d, str)] if isinstance(declared, list) and declared else ["gpu0"]
     seen: dict[str, Mark] = {}
     for layer in layers:
         name = layer["name"]
@@ -196,47 +222,50 @@ def semantic_errors(spec: SpecMap) -> list[SpecError]:
 
     names = set(seen) | {"data"}
     graph: dict[str, list[str]] = {}
-    for i, layer in enumerate(layers):
-        name = layer["name"]
-        refs = layer_inputs(spec, i)
+    for i, layer in indexed:
+        name, op = layer["name"], layer.get("op")
+        refs = _str_refs(spec, i)
+        explicit = "input" in layer or "inputs" in layer  # an implicit self-read is a duplicate name
         for ref, mark in refs:
-            if ref == name:
+            if ref == name and explicit:
                 errors.append(SpecError(mark, f"layer reads its own output (a cycle: {name} -> {name})", name))
             elif ref not in names:
-                errors.append(SpecError(mark, f"input '{ref}' is not a layer{did_you_mean(ref, sorted(names))}",
-                                        name))
+                errors.append(SpecError(mark, f"input '{ref}' is not a layer"
+                                        f"{did_you_mean(ref, sorted(names - {name}))}", name))
         graph.setdefault(name, [r for r, _ in refs if r in names and r != name])
-        if layer["op"] == "concat" and len(refs) < 2:
+        n_refs = len(layer["inputs"]) if isinstance(layer.get("inputs"), list) else 1
+        if op == "concat" and n_refs < 2:
             errors.append(SpecError(layer.value_mark("inputs") if "inputs" in layer else layer.mark,
                                     "concat needs at least two inputs", name))
-        if layer["op"] != "concat" and "inputs" in layer and len(layer["inputs"]) != 1:
-            errors.append(SpecError(layer.value_mark("inputs"), f"a {layer['op']} layer reads exactly one input; "
+        if op != "concat" and isinstance(layer.get("inputs"), list) and n_refs != 1:
+            errors.append(SpecError(layer.value_mark("inputs"), f"a {op} layer reads exactly one input; "
                                     f"use 'input: NAME'", name))
         if "input" in layer and "inputs" in layer:
             errors.append(SpecError(layer.key_mark("inputs"), "give either 'input' or 'inputs', not both", name))
 
         dev = layer.get("device")
-        if dev is not None and dev not in devices:
+        if isinstance(dev, str) and dev not in devices:
             errors.append(SpecError(layer.value_mark("device"), f"device '{dev}' is not declared in devices "
                                     f"{devices}{did_you_mean(dev, devices)}", name))
         groups = layer.get("groups")
-        if groups is not None:
-            count = groups["count"]
+        if isinstance(groups, SpecMap):
+            count = _int(groups.get("count"))
             gdevs = groups.get("devices")
-            if gdevs is not None:
-                if len(gdevs) != count:
+            if isinstance(gdevs, SpecList):
+                if count is not None and len(gdevs) != count:
                     errors.append(SpecError(groups.value_mark("devices"), f"groups.devices lists {len(gdevs)} "
                                             f"device(s) for {count} group(s); give one per group", name))
                 for k, d in enumerate(gdevs):
-                    if d not in devices:
+                    if isinstance(d, str) and d not in devices:
                         errors.append(SpecError(gdevs.value_mark(k), f"device '{d}' is not declared in devices "
                                                 f"{devices}{did_you_mean(d, devices)}", name))
-            if dev is not None and gdevs is not None:
-                errors.append(SpecError(layer.key_mark("device"), "give either 'device' or 'groups.devices', "
-                                        "not both", name))
-        if layer["op"] == "lrn" and layer.get("size", 1) % 2 == 0:
+                if dev is not None:
+                    errors.append(SpecError(layer.key_mark("device"), "give either 'device' or 'groups.devices', "
+                                            "not both", name))
+        size = _int(layer.get("size"))
+        if op == "lrn" and size is not None and size % 2 == 0:
             errors.append(SpecError(layer.value_mark("size"), f"LRN size must be odd (a window centred on the "
-                                    f"channel), got {layer['size']}", name))
+                                    f"channel), got {size}", name))
 
     # Cycles through named inputs: depth-first search, report each cycle once at its first layer.
     state: dict[str, int] = {}
@@ -260,23 +289,25 @@ def semantic_errors(spec: SpecMap) -> list[SpecError]:
         if n not in state:
             visit(n, [n])
 
-    losses = [l for l in layers if l["op"] == "softmax_loss"]
-    if layers and not losses:
+    losses = [l for l in layers if l.get("op") == "softmax_loss"]
+    if layers and not losses and all(l.get("op") in OPS for l in layers):
         errors.append(SpecError(spec.value_mark("layers"), "the network has no softmax_loss layer (the output)"))
     for extra in losses[1:]:
         errors.append(SpecError(extra.value_mark("op"), "only one softmax_loss layer is supported",
                                 extra["name"]))
 
-    tr, data = spec.get("train") or {}, spec.get("data") or {}
-    inp = spec.get("input") or {}
-    crop = data.get("crop")
+    def section(key: str) -> SpecMap:
+        value = spec.get(key)
+        return value if isinstance(value, SpecMap) else SpecMap()
+
+    tr, data, inp = section("train"), section("data"), section("input")
+    crop, resize = _int(data.get("crop")), _int(data.get("resize"))
     if crop is not None and inp and (crop != inp.get("height") or crop != inp.get("width")):
         errors.append(SpecError(data.value_mark("crop"), f"data.crop {crop} must equal the input size "
                                 f"{inp.get('height')}x{inp.get('width')}"))
-    resize = data.get("resize")
     if resize is not None and crop is not None and resize < crop:
         errors.append(SpecError(data.value_mark("resize"), f"data.resize {resize} is smaller than data.crop {crop}"))
-    sched = tr.get("schedule") or {}
-    if sched.get("type") == "step" and "every" not in sched:
+    sched = tr.get("schedule")
+    if isinstance(sched, SpecMap) and sched.get("type") == "step" and "every" not in sched:
         errors.append(SpecError(sched.mark, "train.schedule: type step needs 'every'"))
     return errors

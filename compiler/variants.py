@@ -103,7 +103,9 @@ def resolve(path: str, _stack: tuple[str, ...] = (), _display: str | None = None
     if not isinstance(raw, SpecMap):
         raise SpecErrors([SpecError(getattr(raw, "mark", None) or Mark(display, 1, 1),
                                     "a spec must be a mapping (keys such as input, devices, layers)")])
-    validate_file(raw)  # structural errors of this one file, located in it
+    if "base" not in raw and not _stack:
+        return raw  # a plain spec: load_spec reports its schema and semantic errors together
+    validate_file(raw)  # structural errors of this one file, located in it, before merging
     if "base" not in raw:
         return raw
 
