@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
+from typing import Iterable
 
 from .errors import Mark, ShapeError, SpecError
 from .graph import Entry, Graph, Node, Shape
@@ -83,8 +84,9 @@ def _pair(v) -> tuple[int, int]:
 
 
 class _Lowerer:
-    def __init__(self, spec: SpecMap):
+    def __init__(self, spec: SpecMap, skip: frozenset[str] = frozenset()):
         self.spec = spec
+        self.skip = skip
         self.devices = list(spec.get("devices") or ["gpu0"])
         self.defaults = spec.get("defaults") or {}
         self.rounding = spec.get("rounding", "floor")
@@ -299,7 +301,7 @@ class _Lowerer:
             ins = [self.values.get(r) for r in refs]
             info = LayerInfo(layer["name"], layer["op"], layer.value_mark("name"))
             self.infos.append(info)
-            if any(v is None for v in ins):
+            if layer["name"] in self.skip or any(v is None for v in ins):
                 self.values[layer["name"]] = None  # an input failed: reported there, don't cascade
                 continue
             try:
@@ -315,7 +317,7 @@ class _Lowerer:
             if layer["op"] == "softmax_loss":
                 node = value.parts[0].entry.node
                 loss_entries = [Entry(node, 0), Entry(node, 1)]
-        if not loss_entries and not self.errors:
+        if not loss_entries and not self.errors and not self.skip:
             self.errors.append(SpecError(spec.mark, "the network has no softmax_loss layer"))
         return Lowered(Graph(tuple(loss_entries)), self.infos, self.errors)
 
@@ -341,5 +343,7 @@ def _topological(spec: SpecMap) -> list[int]:
     return done
 
 
-def lower(spec: SpecMap) -> Lowered:
-    return _Lowerer(spec).run()
+def lower(spec: SpecMap, skip: Iterable[str] = ()) -> Lowered:
+    """Lower a validated spec. `skip`: layers already reported as wrong (they and their dependents are
+    left out), so a spec's shape errors can be reported together with its semantic ones."""
+    return _Lowerer(spec, frozenset(skip)).run()

@@ -26,9 +26,12 @@ def load_spec(path: str | os.PathLike) -> SpecMap:
     """Read a spec file, follow `base:`, validate; raise SpecErrors with every problem found."""
     spec = resolve(str(path))
     from .validate import schema_errors
-    errors = schema_errors(spec) + semantic_errors(spec)
+    errors = schema_errors(spec)
     if errors:
-        raise SpecErrors(errors)
+        raise SpecErrors(errors + semantic_errors(spec))
+    errors = semantic_errors(spec)
+    if errors:  # add the shape errors of the layers that are otherwise fine: all reported together
+        raise SpecErrors(errors + lower(spec, skip={e.layer for e in errors if e.layer}).errors)
     return spec
 
 
