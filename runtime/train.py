@@ -114,11 +114,16 @@ class Trainer:
             train = open_dataset(root, "train", channels=c)
             val = open_dataset(root, "val", channels=c, classes=getattr(train, "class_names", None))
             data_cfg = self.net.settings("data")
-        n_classes = len(getattr(train, "class_names", []) or [])
-        if n_classes and n_classes != self.net.classes:
-            raise TrainingError(f"the dataset at {self.data_root} has {n_classes} classes but the spec "
-                                f"{self.opts.spec} has classes: {self.net.classes}")
-        self.class_names = list(getattr(train, "class_names", [str(i) for i in range(self.net.classes)]))
+        names = list(getattr(train, "class_names", None) or [str(i) for i in range(self.net.classes)])
+        if len(names) != self.net.classes:
+            # IDX files carry no class list: their labels decide whether they fit the spec.
+            labels = getattr(train, "labels", None)
+            top = int(np.max(labels)) + 1 if labels is not None and len(labels) else len(names)
+            if top > self.net.classes or len(names) < self.net.classes:
+                raise TrainingError(f"the dataset at {self.data_root} has {max(top, len(names))} classes but "
+                                    f"the spec {self.opts.spec} has classes: {self.net.classes}")
+            names = names[:self.net.classes]
+        self.class_names = names
         self.data_cfg = dict(data_cfg)
         self.stats = None
         if data_cfg.get("mean") is None or (data_cfg.get("pca_lighting", 0) > 0 and c == 3):
@@ -251,9 +256,9 @@ class Trainer:
                 record = {
                     "epoch": epoch + 1, "step": step, "lr": self.schedule.lr,
                     "train_loss": running["loss"] / max(running["n"], 1),
-                    "train_top1_error": running["top1"] / max(running["n"], 1),
-                    "train_top5_error": running["top5"] / max(running["n"], 1),
-                    "val_loss": val["loss"], "val_top1_error": val["top1"], "val_top5_error": val["top5"],
+                    "train_top1_err": running["top1"] / max(running["n"], 1),
+                    "train_top5_err": running["top5"] / max(running["n"], 1),
+                    "val_loss": val["loss"], "val_top1_err": val["top1"], "val_top5_err": val["top5"],
                     "images_per_second": seen / max(train_time, 1e-9), "train_seconds": train_time,
                     "skipped_images": len(loader.skipped),
                 }
@@ -265,7 +270,7 @@ class Trainer:
                 except Exception as exc:  # a plotting problem must never cost a training run
                     self.log(f"warning: could not draw {self.curves_path}: {exc}")
                 self.log(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} top-1 err "
-                         f"{record['train_top1_error']:.2%} | val loss {val['loss']:.4f} top-1 err "
+                         f"{record['train_top1_err']:.2%} | val loss {val['loss']:.4f} top-1 err "
                          f"{val['top1']:.2%} top-5 err {val['top5']:.2%} | {record['images_per_second']:.0f} img/s"
                          + (f" | lr -> {self.schedule.lr:g}" if changed else ""))
                 last_good = self.save(epoch + 1, 0, step, history, _fresh_running(), tag=f"epoch{epoch + 1:04d}")

@@ -1,0 +1,183 @@
+"""Training end to end on the CPU: the loss falls, resuming equals not stopping, a NaN stops cleanly,
+corrupt images are skipped and counted, a killed run's checkpoint always loads."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from alexnetc.runtime import checkpoint as ckpt
+from alexnetc.runtime.train import Trainer, TrainOptions, TrainingError
+
+from .test_datasets import write_idx
+
+# A two-tower net of AlexNet's shape for 28x28 grey images, small enough for tests.
+TINY = """
+name: tiny
+input: {channels: 1, height: 28, width: 28}
+classes: 4
+devices: [gpu0, gpu1]
+defaults: {act: relu, weight_init: {type: kaiming}}
+layers:
+  - {name: conv1, op: conv, filters: 8, kernel: 5, stride: 2, pad: 2,
+     groups: {count: 2, devices: [gpu0, gpu1], connect: all}}
+  - {name: norm1, op: lrn, size: 3, k: 2, alpha: 1.0e-4, beta: 0.75, alpha_over_n: false}
+  - {name: pool1, op: maxpool, kernel: 3, stride: 2}
+  - {name: conv2, op: conv, filters: 16, kernel: 3, pad: 1,
+     groups: {count: 2, devices: [gpu0, gpu1], connect: own}}
+  - {name: pool2, op: maxpool, kernel: 3, stride: 2}
+  - {name: fc3, op: fc, units: 32, groups: {count: 2, devices: [gpu0, gpu1], connect: all}}
+  - {name: drop3, op: dropout, p: 0.5}
+  - {name: fc4, op: fc, units: 4, act: none, device: gpu0}
+  - {name: loss, op: softmax_loss}
+train: {batch_size: 32, epochs: 2, lr: 0.05, momentum: 0.9, weight_decay: 0.0005, seed: 7,
+        schedule: {type: step, every: 1, factor: 0.5}}
+data: {mirror: false}
+"""
+
+
+def _pattern_dataset(d, n_train=256, n_val=64, seed=0):
+    """4 classes: a bright 8x8 square in one of the four quadrants, on noise. Learnable in an epoch."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(d, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_val)):
+        labels = rng.integers(0, 4, n).astype(np.uint8)
+        imgs = rng.integers(0, 60, (n, 28, 28)).astype(np.uint8)
+        for i, c in enumerate(labels):
+            r, q = divmod(int(c), 2)
+            imgs[i, 3 + 14 * r:11 + 14 * r, 3 + 14 * q:11 + 14 * q] = 230
+        write_idx(os.path.join(d, f"{prefix}-images-idx3-ubyte"), imgs, False)
+        write_idx(os.path.join(d, f"{prefix}-labels-idx1-ubyte"), labels, False)
+    return str(d)
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY)
+    return str(spec), _pattern_dataset(tmp_path / "data")
+
+
+def _opts(spec, data, out, **kw):
+    kw.setdefault("workers", 0)
+    return TrainOptions(spec=spec, data=data, out=str(out), progress=False, log=lambda s: None, **kw)
+
+
+def test_loss_falls_and_artifacts_are_written(tiny, tmp_path):
+    spec, data = tiny
+    out = tmp_path / "run"
+    final = Trainer(_opts(spec, data, out, epochs=2)).run()
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    import json
+    first, last = json.loads(lines[0]), json.loads(lines[-1])
+    assert len(lines) == 2
+    assert last["train_loss"] < first["train_loss"] < np.log(4) + 0.5
+    assert final["val_top1_err"] < 0.5            # chance is 0.75
+    assert last["lr"] == pytest.approx(0.05 * 0.5)  # step schedule: halved after epoch 1
+    png = Image.open(out / "curves.png")
+    assert png.size[0] > 400 and png.size[1] > 200
+    tensors, state = ckpt.load_checkpoint(str(out / "checkpoints"))
+    assert state["epoch"] == 2 and state["classes"] == ["0", "1", "2", "3"]
+    assert any(k.startswith("momentum/") for k in tensors)
+
+
+def _final_params(out):
+    tensors, state = ckpt.load_checkpoint(str(out / "checkpoints"))
+    return {k: v for k, v in tensors.items() if k.startswith(("param/", "momentum/"))}, state
+
+
+def test_resume_after_interrupt_equals_uninterrupted(tiny, tmp_path, monkeypatch):
+    spec, data = tiny
+    straight = tmp_path / "straight"
+    Trainer(_opts(spec, data, straight, epochs=2)).run()
+
+    stopped = tmp_path / "stopped"
+    real_step = Trainer.train_step
+    calls = {"n": 0}
+
+    def interrupt_at_11(self, images, labels, step):
+        calls["n"] += 1
+        if calls["n"] == 11:               # mid-epoch 2 (8 batches per epoch)
+            raise KeyboardInterrupt
+        return real_step(self, images, labels, step)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupt_at_11)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(_opts(spec, data, stopped, epochs=2)).run()
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    _, state = ckpt.load_checkpoint(str(stopped / "checkpoints"))
+    assert (state["epoch"], state["batch"], state["step"]) == (1, 2, 10)
+
+    Trainer(_opts(spec, data, stopped, epochs=2, resume=True)).run()
+    a, sa = _final_params(straight)
+    b, sb = _final_params(stopped)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert sa["history"][-1]["train_loss"] == pytest.approx(sb["history"][-1]["train_loss"], rel=1e-12)
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny, tmp_path, monkeypatch):
+    spec, data = tiny
+    out = tmp_path / "nan"
+    real_step = Trainer.train_step
+
+    def nan_in_epoch_2(self, images, labels, step):
+        loss, probs = real_step(self, images, labels, step)
+        return (float("nan"), probs) if step == 9 else (loss, probs)
+
+    monkeypatch.setattr(Trainer, "train_step", nan_in_epoch_2)
+    with pytest.raises(TrainingError, match=r"loss became nan at epoch 2, batch 2 .*last good checkpoint is .*epoch0001"):
+        Trainer(_opts(spec, data, out, epochs=2)).run()
+    _, state = ckpt.load_checkpoint(str(out / "checkpoints"))
+    assert state["epoch"] == 1
+
+
+def test_corrupt_images_are_counted_and_skipped(tmp_path):
+    root = tmp_path / "imgs"
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("val", 4)):
+        for c in ("a", "b"):
+            os.makedirs(root / split / c)
+            for i in range(n // 2):
+                Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(root / split / c / f"{i}.png")
+    (root / "train" / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    spec = tmp_path / "rgb.yaml"
+    spec.write_text(TINY.replace("channels: 1", "channels: 3").replace("height: 28, width: 28", "height: 16, width: 16")
+                    .replace("classes: 4", "classes: 2").replace("units: 4,", "units: 2,")
+                    .replace("data: {mirror: false}", "data: {resize: 18, crop: 16, mirror: true, pca_lighting: 0.1}"))
+    logs = []
+    opts = _opts(str(spec), str(root), tmp_path / "run", epochs=1, batch_size=4)
+    opts.log = logs.append
+    final = Trainer(opts).run()
+    assert final["skipped_images"] == 1
+    assert any("skipped 1 unreadable image: broken.jpg" in line for line in logs)
+
+
+def test_killed_run_leaves_a_loadable_checkpoint_and_resumes(tiny, tmp_path):
+    spec, data = tiny
+    out = tmp_path / "killed"
+    base = [sys.executable, "-m", "alexnetc.runtime.cli", "train", spec, "--data", data, "--out", str(out),
+            "--workers", "0", "--no-progress"]
+    proc = subprocess.Popen(base + ["--epochs", "40"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / "checkpoints").glob("*.json")) if (out / "checkpoints").exists() else []) < 2:
+        time.sleep(0.05)
+    time.sleep(float(np.random.default_rng().uniform(0, 0.5)))  # somewhere inside an epoch or a save
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    path = ckpt.latest_checkpoint(str(out / "checkpoints"))
+    assert path is not None
+    tensors, state = ckpt.load_checkpoint(path)
+    assert state["epoch"] >= 2 and tensors
+    r = subprocess.run(base + ["--epochs", str(state["epoch"] + 1), "--resume"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert f"resumed from {path}" in r.stdout
