@@ -15,6 +15,7 @@ order, so data parallelism can all-reduce whole buckets (`grad_buckets()`).
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -127,6 +128,7 @@ class Executor:
                          self._streams.get(node.device), [(id(e.node), e.index) for e in node.inputs], release)
             (self._forward if id(node) in forward_ids else self._backward).append(step)
         self._var_ids = {n.name: id(n) for n in nodes if n.is_variable}
+        self._node_ids = defaultdict(lambda: None, {n.name: id(n) for n in nodes})
         self._heads = list(self.graph.outputs)
 
     def _make_grad_buckets(self) -> None:
@@ -154,8 +156,9 @@ class Executor:
         if name in self._var_ids:
             self._env[(self._var_ids[name], 0)] = value
 
-    def _run(self, steps: list[_Step], is_train: bool) -> None:
+    def _run(self, steps: list[_Step], is_train: bool, keep: dict | None = None) -> None:
         env = self._env
+        self._kept = {}
         for s in steps:
             args = []
             for key in s.inputs:
@@ -172,6 +175,8 @@ class Executor:
                 outs = s.fn(s, args, self, is_train)
             for k, t in enumerate(outs):
                 env[(id(s.node), k)] = t
+            if keep and (id(s.node), 0) in keep:
+                self._kept[keep[(id(s.node), 0)]] = outs[0]
             for key in s.release:
                 env.pop(key, None)
 
@@ -185,9 +190,10 @@ class Executor:
             if stream is not None:
                 stream.wait_stream(torch.cuda.current_stream(self.group2ctx[logical]))
 
-    def forward(self, data: torch.Tensor, label: torch.Tensor | None = None, *, is_train: bool = False
-                ) -> dict[str, torch.Tensor]:
-        """Run the forward nodes. Outputs: ``loss`` (scalar) and ``prob`` (N, classes)."""
+    def forward(self, data: torch.Tensor, label: torch.Tensor | None = None, *, is_train: bool = False,
+                keep: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+        """Run the forward nodes. Outputs: ``loss`` (scalar) and ``prob`` (N, classes), plus the first
+        output of every node named in `keep` (internal activations, e.g. features for retrieval)."""
         if is_train and not self.for_training:
             raise RuntimeError("this executor was bound for inference; bind with for_training=True to train")
         if label is None:
@@ -199,12 +205,17 @@ class Executor:
         self._feed("label", label.long())
         self._is_train = is_train
         self._start_streams()
-        self._run(self._forward, is_train)
+        kept = {name: self._node_ids[name] for name in keep}
+        unknown = [n for n, i in kept.items() if i is None]
+        if unknown:
+            raise KeyError(f"no node named {unknown[0]!r} in the graph")
+        self._run(self._forward, is_train, {(i, 0): n for n, i in kept.items()})
         self._sync_streams()
         n_fwd = self.graph.attrs.get("num_forward_outputs", len(self._heads))
         heads = self._heads[:n_fwd]
         self.outputs = {"loss": self._env[(id(heads[0].node), heads[0].index)],
                         "prob": self._env[(id(heads[1].node), heads[1].index)]}
+        self.outputs.update(self._kept)
         return self.outputs
 
     def backward(self) -> dict[str, torch.Tensor]:

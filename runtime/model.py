@@ -38,6 +38,28 @@ class Model:
         cfg["pca_lighting"] = 0
         return build_transforms(cfg, _Shape(), input_shape=self.net.input_shape, stats=stats)[1]
 
+    def layer_nodes(self, layer: str) -> list[str]:
+        """The graph nodes holding a spec layer's output, one per group run, in channel order."""
+        for info in self.net.layers:
+            if info.name == layer:
+                return [name for name, _, _ in info.outputs]
+        raise KeyError(f"no layer named '{layer}' in {self.net.name} "
+                       f"(layers: {', '.join(i.name for i in self.net.layers)})")
+
+    def last_hidden_layer(self) -> str:
+        """The last fc layer before the one that produces the class scores (fc7 in alexnet.yaml)."""
+        fcs = [i.name for i in self.net.layers if i.op == "fc"]
+        if len(fcs) < 2:
+            raise KeyError(f"{self.net.name} has no hidden fully connected layer")
+        return fcs[-2]
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor, layer: str | None = None) -> torch.Tensor:
+        """A layer's output (N, features), towers concatenated in channel order, on the CPU."""
+        names = self.layer_nodes(layer or self.last_hidden_layer())
+        out = self.executor.forward(images, is_train=False, keep=tuple(names))
+        return torch.cat([out[n].reshape(out[n].shape[0], -1).float().cpu() for n in names], 1)
+
     @torch.no_grad()
     def probs(self, images: torch.Tensor) -> torch.Tensor:
         from .train import predict_probs
