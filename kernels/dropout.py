@@ -1,0 +1,76 @@
+"""Triton dropout with a counter-based mask: a pure function of (seed, step, flat NCHW element index).
+
+Nothing is saved between forward and backward: the backward recomputes the same hash. The hash is
+the one specified in `reference.py` (two rounds of the lowbias32 finaliser keyed by
+`reference.dropout_keys(seed, step)`), computed here in uint32, so both backends drop exactly the
+same elements. The keys are passed as int32 bit patterns and reinterpreted, which keeps Triton's
+argument specialisation (i32 vs i64 by value) from changing the kernel's integer types.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .reference import GOLDEN, HI_MUL, MIX1, MIX2, dropout_keys, dropout_threshold
+
+BLOCK = 1024
+# Module-level constexprs the jitted code reads as uint32 constants.
+MIX1_C = tl.constexpr(MIX1)
+MIX2_C = tl.constexpr(MIX2)
+GOLDEN_C = tl.constexpr(GOLDEN)
+HI_MUL_C = tl.constexpr(HI_MUL)
+
+
+@triton.jit
+def _mix32(x):
+    x = x ^ (x >> 16)
+    x = x * MIX1_C
+    x = x ^ (x >> 15)
+    x = x * MIX2_C
+    return x ^ (x >> 16)
+
+
+@triton.jit(do_not_specialize=["key_a", "key_b", "thr"])
+def _dropout_kernel(x_ptr, y_ptr, n, key_a, key_b, thr, scale, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < n
+    lo = (offs & 0xFFFFFFFF).to(tl.uint32)
+    hi = (offs >> 32).to(tl.uint32)
+    ka = key_a.to(tl.uint32, bitcast=True)
+    kb = key_b.to(tl.uint32, bitcast=True)
+    h = _mix32(lo * GOLDEN_C + ka)
+    h = _mix32(h ^ kb ^ (hi * HI_MUL_C))
+    keep = (h >> 8).to(tl.int32) >= thr
+    x = tl.load(x_ptr + offs, mask=m, other=0.0).to(tl.float32)
+    tl.store(y_ptr + offs, tl.where(keep, x * scale, 0.0).to(y_ptr.dtype.element_ty), mask=m)
+
+
+def _as_i32(v: int) -> int:
+    return v - (1 << 32) if v >= (1 << 31) else v
+
+
+def _apply(t: torch.Tensor, p: float, seed: int, step: int) -> torch.Tensor:
+    p = float(p)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability {p} is outside [0, 1]")
+    if p == 0.0:
+        return t.clone()
+    if p == 1.0:
+        return torch.zeros_like(t)
+    t = t.contiguous()  # the mask is indexed by the logical (NCHW, row-major) position
+    out = torch.empty_like(t)
+    n = t.numel()
+    if n:
+        a, b = dropout_keys(seed, step)
+        _dropout_kernel[(triton.cdiv(n, BLOCK),)](t, out, n, _as_i32(a), _as_i32(b), dropout_threshold(p),
+                                                  1.0 / (1.0 - p), BLOCK=BLOCK)
+    return out
+
+
+def dropout(x, *, p, seed, step):
+    return _apply(x, p, seed, step)
+
+
+def dropout_backward(dy, *, p, seed, step):
+    return _apply(dy, p, seed, step)
