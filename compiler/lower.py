@@ -84,9 +84,10 @@ def _pair(v) -> tuple[int, int]:
 
 
 class _Lowerer:
-    def __init__(self, spec: SpecMap, skip: frozenset[str] = frozenset()):
+    def __init__(self, spec: SpecMap, skip: frozenset[str] | None = None):
         self.spec = spec
-        self.skip = skip
+        self.partial = skip is not None  # collecting shape errors next to semantic ones already reported
+        self.skip = skip or frozenset()
         self.devices = list(spec.get("devices") or ["gpu0"])
         self.defaults = spec.get("defaults") or {}
         self.rounding = spec.get("rounding", "floor")
@@ -317,7 +318,7 @@ class _Lowerer:
             if layer["op"] == "softmax_loss":
                 node = value.parts[0].entry.node
                 loss_entries = [Entry(node, 0), Entry(node, 1)]
-        if not loss_entries and not self.errors and not self.skip:
+        if not loss_entries and not self.errors and not self.partial:
             self.errors.append(SpecError(spec.mark, "the network has no softmax_loss layer"))
         return Lowered(Graph(tuple(loss_entries)), self.infos, self.errors)
 
@@ -343,7 +344,7 @@ def _topological(spec: SpecMap) -> list[int]:
     return done
 
 
-def lower(spec: SpecMap, skip: Iterable[str] = ()) -> Lowered:
+def lower(spec: SpecMap, skip: Iterable[str] | None = None) -> Lowered:
     """Lower a validated spec. `skip`: layers already reported as wrong (they and their dependents are
     left out), so a spec's shape errors can be reported together with its semantic ones."""
-    return _Lowerer(spec, frozenset(skip)).run()
+    return _Lowerer(spec, None if skip is None else frozenset(skip)).run()
