@@ -107,6 +107,9 @@ def conv2d_backward_weight(dy, x, *, w_shape, stride, pad, groups):
     P, Q = dy.shape[2], dy.shape[3]
     H, W = x.shape[2], x.shape[3]
     xp = F.pad(_f(x), (pw, pw + _extra(W, Q, S, sw, pw), ph, ph + _extra(H, P, R, sh, ph)))
+    # out_size may be below the floor size (a ceil-rounded last window that would start in the
+    # padding is dropped): keep exactly the rows/columns the P x Q windows read
+    xp = xp[:, :, :(P - 1) * sh + R, :(Q - 1) * sw + S]
     return torch.nn.grad.conv2d_weight(xp, tuple(w_shape), _f(dy), stride=(sh, sw), padding=0,
                                        groups=groups)
 
@@ -278,13 +281,17 @@ def _mix32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
-def dropout_hash(numel: int, seed: int, step: int, device=None) -> torch.Tensor:
-    """The 32-bit hash of every flat index in [0, numel), as int64."""
+def dropout_hash_of(idx: torch.Tensor, seed: int, step: int) -> torch.Tensor:
+    """The 32-bit hash (as int64) of each flat element index in `idx` (int64, >= 0)."""
     a, b = dropout_keys(seed, step)
-    idx = torch.arange(numel, dtype=torch.int64, device=device)
     lo, hi = idx & M32, idx >> 32
     h = _mix32((_mul32(lo, GOLDEN) + a) & M32)
     return _mix32(h ^ b ^ _mul32(hi, HI_MUL))
+
+
+def dropout_hash(numel: int, seed: int, step: int, device=None) -> torch.Tensor:
+    """The hash of every flat index in [0, numel)."""
+    return dropout_hash_of(torch.arange(numel, dtype=torch.int64, device=device), seed, step)
 
 
 def dropout_mask(shape, seed: int, step: int, p: float, device=None) -> torch.Tensor:
