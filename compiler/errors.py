@@ -49,7 +49,10 @@ class ShapeError(Exception):
                  mark: Mark | None = None):
         self.node_name, self.layer, self.mark, self.reason = node_name, layer, mark, message
         where = f"{mark}: " if mark else ""
-        who = f"layer {layer}: " if layer else (f"node {node_name}: " if node_name else "")
+        if layer and node_name and node_name != layer:
+            who = f"layer {layer} (node {node_name}): "
+        else:
+            who = f"layer {layer}: " if layer else (f"node {node_name}: " if node_name else "")
         super().__init__(f"{where}{who}{message}")
 
 

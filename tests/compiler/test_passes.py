@@ -1,0 +1,117 @@
+"""Passes: gradients on their parameter's device, placement check, memory plan per device, fusion."""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from alexnetc.compiler import Graph, sym
+from alexnetc.compiler import compile_spec
+from alexnetc.compiler.passes import check_placement, fuse_activations, gradient, infer_shapes, plan_memory
+
+SPECS = Path(__file__).resolve().parents[2] / "specs"
+ALL = ["alexnet.yaml", "alexnet-1gpu.yaml", "variants/mini.yaml", "variants/one-gpu-half.yaml",
+       "variants/no-lrn.yaml", "variants/no-dropout.yaml", "variants/pool-2x2.yaml", "variants/tanh.yaml"]
+
+
+@pytest.mark.parametrize("spec", ALL)
+def test_every_parameter_has_one_gradient_on_its_device(spec):
+    net = compile_spec(SPECS / spec, batch=2)
+    train = net.train_graph()
+    params = {n.name: n for n in net.graph.nodes() if n.is_variable and n.attrs["kind"] == "param"}
+    names = train.attrs["grad_of"]
+    assert sorted(names) == sorted(params) and len(names) == len(set(names))
+    k = train.attrs["num_forward_outputs"]
+    assert k == 2 and len(train.outputs) == k + len(names)
+    for name, e in zip(names, train.outputs[k:]):
+        assert e.node.device == params[name].device, (name, e.node.device, params[name].device)
+        assert e.shape == params[name].shapes[0]
+
+
+def test_alexnet_gradient_devices_per_tower():
+    train = compile_spec(SPECS / "alexnet.yaml", batch=2).train_graph()
+    k = train.attrs["num_forward_outputs"]
+    devs = {name: e.node.device for name, e in zip(train.attrs["grad_of"], train.outputs[k:])}
+    assert devs["conv3_g1_weight"] == "gpu1" and devs["fc8_weight"] == "gpu0"
+    assert Counter(devs.values()) == Counter({"gpu0": 16, "gpu1": 14})  # fc8's two on gpu0
+
+
+@pytest.mark.parametrize("spec", ["alexnet.yaml", "alexnet-1gpu.yaml", "variants/mini.yaml"])
+def test_placement_is_clean_forward_and_training(spec):
+    net = compile_spec(SPECS / spec, batch=2)
+    assert check_placement(net.graph) == []
+    assert check_placement(net.train_graph()) == []
+
+
+def test_check_placement_finds_a_missing_copy():
+    x = sym.relu(sym.var("data"), name="a", device="gpu0")
+    y = sym.relu(x, name="b", device="gpu1")
+    assert check_placement(y.graph()) == ["b on gpu1 reads a on gpu0 without a copy"]
+
+
+def test_backward_copies_go_back():
+    train = compile_spec(SPECS / "alexnet.yaml", batch=2).train_graph()
+    back = Counter((n.layer, n.attrs["src"], n.device) for n in train.nodes()
+                   if n.op == "copy" and n.name.endswith("_bwd"))
+    assert back == Counter({("conv3", "gpu1", "gpu0"): 1, ("conv3", "gpu0", "gpu1"): 1,
+                            ("fc6", "gpu1", "gpu0"): 1, ("fc6", "gpu0", "gpu1"): 1,
+                            ("fc7", "gpu1", "gpu0"): 1, ("fc7", "gpu0", "gpu1"): 1,
+                            ("fc8", "gpu0", "gpu1"): 1})
+
+
+def test_memory_plan_per_device():
+    net = compile_spec(SPECS / "alexnet.yaml", batch=128)
+    plan = net.train_graph().attrs["memory_plan"]
+    assert sorted(plan["devices"]) == ["gpu0", "gpu1"]
+    # Parameters as fp32 bytes: gpu1 holds one tower (half of conv1..fc7), gpu0 the other plus fc8.
+    tower = (34944 + 307456 + 885120 + 663936 + 442624 + 37752832 + 16781312) // 2
+    assert plan["devices"]["gpu1"]["param_bytes"] == 4 * tower
+    assert plan["devices"]["gpu0"]["param_bytes"] == 4 * (tower + 4097000)
+    for d in plan["devices"].values():
+        assert 0 < d["peak_activation_bytes"] <= d["pooled_bytes"]
+    assert plan["buffers_reused"] > 0
+    assert len(plan["release_after"]) == plan["steps"]
+    freed = [v for step in plan["release_after"] for v in step]
+    assert len(freed) == len(set(freed)) and "conv1_g0:0" in freed
+
+
+def test_memory_plan_reuses_only_on_the_same_device():
+    a = sym.relu(sym.var("data", shape=(1, 1000)), name="a", device="gpu0")
+    b = sym.relu(a, name="b", device="gpu0")
+    c = sym.copy(b, name="c", device="gpu1", src="gpu0")
+    d = sym.relu(c, name="d", device="gpu1")
+    g = plan_memory(infer_shapes(sym.relu(d, name="e", device="gpu1").graph()))
+    devs = g.attrs["memory_plan"]["devices"]
+    # gpu0: a then b (a freed after b): pool 2 buffers; gpu1: c, d, then e reuses c's buffer.
+    assert devs["gpu0"]["pooled_bytes"] == 8000 and devs["gpu1"]["pooled_bytes"] == 8000
+    assert devs["gpu1"]["peak_activation_bytes"] == 8000
+    assert g.attrs["memory_plan"]["buffers_reused"] == 1
+
+
+def test_fusion_of_a_standalone_relu():
+    x = sym.conv(sym.var("data"), filters=4, kernel=3, name="c")
+    g = fuse_activations(sym.relu(x, name="r").graph())
+    ops = [(n.op, n.name, n.attrs.get("act")) for n in g.nodes() if not n.is_variable]
+    assert ops == [("conv", "c", "relu")]
+
+
+def test_no_fusion_when_the_conv_output_has_another_reader():
+    x = sym.conv(sym.var("data"), filters=4, kernel=3, name="c")
+    g = fuse_activations(sym.Group([sym.relu(x, name="r"), x]).graph())
+    assert sorted(n.op for n in g.nodes() if not n.is_variable) == ["conv", "relu"]
+    assert g.node("c").attrs["act"] == "none"
+
+
+def test_fusion_in_a_spec(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("input: {channels: 3, height: 8, width: 8}\nclasses: 2\nlayers:\n"
+                    "  - {name: c, op: conv, filters: 4, kernel: 3}\n  - {name: r, op: relu}\n"
+                    "  - {name: f, op: fc, units: 2}\n  - {name: loss, op: softmax_loss}\n")
+    g = compile_spec(path).graph
+    assert "relu" not in {n.op for n in g.nodes()} and g.node("c").attrs["act"] == "relu"
+
+
+def test_gradient_needs_shapes():
+    with pytest.raises(ValueError, match="shape-annotated"):
+        gradient(Graph(sym.softmax_loss(sym.var("x"), sym.var("label")).outputs))
