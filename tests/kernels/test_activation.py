@@ -1,0 +1,62 @@
+"""Triton relu/tanh/sigmoid forward and backward-from-output (kernels/activation.py).
+
+Oracle: torch.relu / tanh / sigmoid in float64 and the contract's backward formulas evaluated in
+float64 on the same y. Tolerance: rtol 1e-5 / atol 1e-6 fp32 (tanh and sigmoid via exp2);
+1e-2 for fp16/bf16 on the GPU.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alexnetc.kernels import activation as T
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+ORACLE = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
+GRAD = {"relu": lambda dy, y: dy * (y > 0), "tanh": lambda dy, y: dy * (1 - y * y),
+        "sigmoid": lambda dy, y: dy * y * (1 - y)}
+
+
+def _check(x, act, tol=(1e-5, 1e-6)):
+    y = T.act_forward(x, act)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    torch.testing.assert_close(y.double(), ORACLE[act](x.double()), rtol=tol[0], atol=tol[1])
+    dy = torch.randn(x.shape, device=x.device).to(x.dtype)
+    dx = T.act_backward(dy, y, act)
+    torch.testing.assert_close(dx.double(), GRAD[act](dy.double(), y.double()), rtol=tol[0], atol=tol[1])
+    return y
+
+
+@settings(max_examples=15, deadline=None)
+@given(shape=st.sampled_from([(1,), (5, 3), (2, 3, 5, 7), (1, 4, 1, 9), (3000,)]),
+       act=st.sampled_from(["relu", "tanh", "sigmoid"]), scale=st.sampled_from([0.1, 3.0, 60.0]),
+       layout=st.sampled_from(["contiguous", "channels_last", "transposed"]))
+def test_activation_matches_formulas(shape, act, scale, layout):
+    """oracle: float64 torch activations; large |x| checks exp2 never overflows into NaN."""
+    x = torch.randn(shape, device=DEVICE) * scale
+    if layout == "channels_last" and x.dim() == 4:
+        x = x.to(memory_format=torch.channels_last)
+    elif layout == "transposed" and x.dim() >= 2:
+        x = x.transpose(0, 1)
+    y = _check(x, act)
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
+        assert y.stride() == x.stride()
+
+
+def test_none_is_identity_and_unknown_rejected():
+    """oracle: the contract ('none' passes tensors through; other names are errors)."""
+    x = torch.randn(4, device=DEVICE)
+    assert T.act_forward(x, "none") is x
+    assert T.act_backward(x, x, "none") is x
+    with pytest.raises(ValueError):
+        T.act_forward(x, "gelu")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("act", ["relu", "tanh", "sigmoid"])
+def test_activation_half_precision(dtype, act):
+    """oracle: float64 formulas on the same 16-bit inputs; tolerance 1e-2."""
+    _check((torch.randn(128, 4096, device="cuda") * 3).to(dtype), act, tol=(1e-2, 1e-2))

@@ -1,0 +1,59 @@
+"""Triton dropout (kernels/dropout.py): the mask must be bit-identical to the reference backend's.
+
+Oracle: reference.dropout / dropout_backward (whose hash test_reference.py checks against Python
+integers). Tolerance: exact equality of outputs in fp32 (same mask, same single multiply by 1/(1-p)).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alexnetc.kernels import dropout as T
+from alexnetc.kernels import reference as R
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@settings(max_examples=15, deadline=None)
+@given(shape=st.sampled_from([(1,), (7,), (3, 1000), (2, 3, 5, 7), (1025,)]),
+       p=st.sampled_from([0.1, 0.5, 0.9, 1e-7]), seed=st.integers(0, 2**31 - 2), step=st.integers(0, 2**40))
+def test_dropout_bit_identical_to_reference(shape, p, seed, step):
+    """oracle: reference.dropout on the same (seed, step): equal element for element."""
+    x = torch.randn(shape, device=DEVICE)
+    y = T.dropout(x, p=p, seed=seed, step=step)
+    assert torch.equal(y.cpu(), R.dropout(x.cpu(), p=p, seed=seed, step=step))
+    dx = T.dropout_backward(x, p=p, seed=seed, step=step)
+    assert torch.equal(dx, y)
+
+
+def test_dropout_indexes_logical_positions():
+    """oracle: reference mask on the contiguous tensor: a transposed view drops its own logical elements."""
+    x = torch.randn(40, 30, device=DEVICE).t()
+    y = T.dropout(x, p=0.5, seed=3, step=9)
+    assert torch.equal(y.cpu(), R.dropout(x.contiguous().cpu(), p=0.5, seed=3, step=9))
+
+
+def test_dropout_rate_steps_and_edges():
+    """oracle: Binomial keep rate within 5 sigma; p = 0 is identity, p = 1 zeros; steps give new masks."""
+    n = 100_000
+    x = torch.ones(n, device=DEVICE)
+    y = T.dropout(x, p=0.5, seed=1, step=0)
+    kept = (y != 0).double().mean().item()
+    assert abs(kept - 0.5) < 5 * (0.25 / n) ** 0.5
+    assert torch.equal(y[y != 0], torch.full_like(y[y != 0], 2.0))
+    assert ((T.dropout(x, p=0.5, seed=1, step=1) != 0) != (y != 0)).double().mean().item() > 0.4
+    assert torch.equal(T.dropout(x, p=0.0, seed=1, step=0), x)
+    assert T.dropout(x, p=1.0, seed=1, step=0).eq(0).all()
+    with pytest.raises(ValueError):
+        T.dropout(x, p=1.5, seed=1, step=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_dropout_half_precision_same_mask(dtype):
+    """oracle: reference mask; values: x * 2 rounded to the dtype (exact for p = 0.5)."""
+    x = torch.randn(128, 4096, device="cuda").to(dtype)
+    y = T.dropout(x, p=0.5, seed=11, step=5)
+    assert torch.equal(y.cpu(), R.dropout(x.cpu(), p=0.5, seed=11, step=5))
