@@ -49,7 +49,7 @@ def test_bad_spec_exits_2_with_located_errors(tmp_path):
     assert r.stderr.splitlines() == [
         f"{bad}:4:5: layer c1: missing required key 'kernel'",
         f"{bad}:4:38: layer c1: unknown key 'kernal' in conv layer (did you mean 'kernel'?)",
-        f"{bad}:5:42: layer f1: input 'c9' is not a layer (did you mean 'c1'?)",
+        f"{bad}:5:42: layer f1: input 'c9' is not a layer",
         f"{bad}:5:54: layer f1: device 'gpu3' is not declared in devices ['gpu0'] (did you mean 'gpu0'?)",
         "4 errors",
     ]
