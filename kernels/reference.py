@@ -130,7 +130,10 @@ def linear_backward_weight(dy, x):
 
 # -- local response normalisation --------------------------------------------------------------------------
 def _channel_window_sum(t: torch.Tensor, size: int) -> torch.Tensor:
-    """sum over c' in [c - size//2, c + size//2] (clipped) along dim 1: `size` shifted adds, exact."""
+    """sum over c' in [c - size//2, c + size//2] (clipped) along dim 1: shifted adds, exact.
+
+    The window is the contract's, 2*(size//2) + 1 wide: `size` itself for the odd sizes every spec
+    uses; an even size gets the symmetric window one wider (ATen instead drops the last channel)."""
     half = size // 2
     tp = F.pad(t, (0, 0, 0, 0, half, half))
     C = t.shape[1]

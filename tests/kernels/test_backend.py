@@ -1,7 +1,8 @@
 """Backend dispatch (kernels/backend.py): which backend a device gets, overrides, and contract coverage.
 
 Oracle: the rules in backend.py's docstring and docs/kernel-interface.md's function table; the
-end-to-end check runs one small layer stack through both backends and compares (rtol/atol 1e-5).
+end-to-end check runs one small layer stack through both backends and compares (rtol/atol 1e-5 on
+the CPU, 2e-2 on a GPU where the conv may use TF32).
 """
 from __future__ import annotations
 
@@ -85,8 +86,10 @@ def test_backends_agree_on_a_small_layer_stack():
         z = be.linear(h, fw, None, "none")
         loss, probs = be.softmax_cross_entropy(z, lab)
         outs.append((h, z, loss, probs))
+    # on a GPU the Triton conv may multiply in TF32 (tl.dot's default for fp32): 10-bit mantissas
+    tol = 1e-5 if dev == "cpu" else 2e-2
     for a, b in zip(*outs):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
 
 
 def test_package_import_is_light():
