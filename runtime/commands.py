@@ -159,3 +159,4 @@ def register(sub) -> None:
     p.add_argument("--truth", nargs="*", metavar="LABEL", help="true labels, one per image (marked)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.set_defaults(func=_predict)
+    from . import figure_commands; figure_commands.register(sub)  # filters, neighbors, compare

@@ -1,0 +1,473 @@
+"""The figure subcommands of `alexnetc`: filters (Figure 3), neighbors (Figure 4, right) and compare
+(Figure 1). `predict --gallery` (Figure 4, left) lives with predict in `commands.py`.
+
+The drawing is in `figures.py`; here: loading checkpoints and datasets, extracting and caching
+features, training the variants of a comparison. Heavy imports happen inside each command.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import sys
+
+FEATURES_VERSION = 1
+
+EPILOG_FILTERS = """example:
+  alexnetc filters runs/alexnetc -o filters.png
+
+Draws the first convolution layer's kernels (each min-max normalised; RGB for colour input, grey
+for one channel), one block per device: with the two-tower AlexNet, the paper's Figure 3 (one GPU's
+kernels mostly colour-agnostic, the other's mostly colour-specific)."""
+
+EPILOG_NEIGHBORS = """examples:
+  alexnetc neighbors runs/alexnetc --data /usr/share/datasets/fashion-mnist --query shoe.png shirt.png -o nn.png
+  alexnetc neighbors runs/alexnet --data /data/imagenet --query q.jpg --k 8 --limit 20000 -o nn.png
+
+The training images whose last-hidden-layer features (fc7 in alexnet.yaml; --layer to choose) are
+nearest in Euclidean distance to each query's (the paper's Figure 4, right). The dataset's features
+are computed once (centre crop) and cached beside the checkpoint (RUN/cache/, or $ALEXNETC_CACHE),
+keyed by checkpoint, dataset, split, size, layer and transform; later queries reuse them."""
+
+EPILOG_COMPARE = """examples:
+  alexnetc compare specs/alexnet.yaml variants/tanh --data /data/cifar --target-error 0.25 --out runs/relu-vs-tanh
+  alexnetc compare variants/mini variants/no-lrn --epochs 3 --limit-train-batches 50
+
+Trains each spec with the same seed, data and epoch budget (each in OUT/<name>/, checkpointed), plots
+their training error per epoch on one PNG (OUT/compare.png unless --png) and prints how many epochs
+each took to reach the target training error, and the ratio to the fastest (the paper's Figure 1:
+ReLU reaches 25% error six times faster than tanh). Re-running the same command resumes an
+interrupted comparison; finished runs are not retrained."""
+
+
+def _user_error(msg: str):
+    from .cli import UserError
+
+    return UserError(msg)
+
+
+def _load_model(path: str, device: str, batch: int = 64):
+    from .checkpoint import CheckpointError
+    from .model import load_model
+
+    try:
+        return load_model(path, device, batch)
+    except CheckpointError as exc:
+        raise _user_error(str(exc)) from None
+
+
+def _check_output(path: str, option: str = "-o") -> None:
+    if not path.lower().endswith(".png"):
+        raise _user_error(f"{option} {path}: the figure is a PNG; give a file name ending in .png")
+    if os.path.isdir(path):
+        raise _user_error(f"{option} {path}: is a directory; give a file name ending in .png")
+
+
+# --------------------------------------------------------------------------- filters
+
+def first_conv_kernels(model, layer: str | None = None) -> tuple[str, list[tuple[str, "object"]]]:
+    """``(layer, [(device, weights (K, C, kh, kw) numpy), ...])`` for the first conv layer (or
+    ``layer``): the layer's kernels grouped by the device each group runs on, devices in the net's
+    order, groups in group order within a device."""
+    import numpy as np
+
+    convs = [i.name for i in model.net.layers if i.op == "conv"]
+    if not convs:
+        raise _user_error(f"{model.path}: the network {model.net.name} has no convolution layer")
+    name = layer or convs[0]
+    if name not in convs:
+        raise _user_error(f"--layer {name}: not a convolution layer of {model.net.name} "
+                          f"(convolutions: {', '.join(convs)})")
+    params = [n for n in model.net.graph.variables()
+              if n.attrs.get("kind") == "param" and n.layer == name and len(n.shapes[0]) == 4]
+
+    def group_no(node) -> int:
+        m = re.search(r"_g(\d+)_", node.name)
+        return int(m.group(1)) if m else 0
+
+    order = list(model.net.devices or [])
+    by_dev: dict[str, list] = {}
+    for n in sorted(params, key=group_no):
+        dev = n.device or (order[0] if order else "cpu")
+        by_dev.setdefault(dev, []).append(model.executor.params[n.name].detach().float().cpu().numpy())
+    devs = [d for d in order if d in by_dev] + [d for d in by_dev if d not in order]
+    return name, [(d, np.concatenate(by_dev[d], 0)) for d in devs]
+
+
+def _filters(args) -> int:
+    from .figures import draw_filters
+
+    _check_output(args.output)
+    model = _load_model(args.checkpoint, "cpu")
+    layer, blocks = first_conv_kernels(model, args.layer)
+    titled = []
+    for dev, w in blocks:
+        k, c, kh, kw = w.shape
+        kind = "RGB" if c == 3 else ("grey" if c == 1 else f"mean of {c} channels")
+        titled.append((f"{dev}: {layer}, {k} kernels {kh}x{kw} ({kind})", w))
+    draw_filters(titled, args.output)
+    print(f"{layer} kernels of {model.net.name} ({', '.join(f'{d}: {len(w)}' for d, w in blocks)}) "
+          f"written to {args.output}")
+    return 0
+
+
+# --------------------------------------------------------------------------- neighbours
+
+class _Indexed:
+    """``dataset`` restricted to ``indices``, labelled by dataset index (so dropped bad images keep
+    every feature row tied to its image)."""
+
+    def __init__(self, dataset, indices):
+        self.dataset, self.indices = dataset, [int(i) for i in indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, j: int):
+        i = self.indices[j]
+        return self.dataset[i][0], i
+
+
+def subset_indices(n: int, limit: int | None):
+    """Indices of the images used: all, or ``limit`` evenly spaced ones (every class of a folder tree)."""
+    import numpy as np
+
+    if limit is None or limit >= n:
+        return np.arange(n, dtype=np.int64)
+    return np.unique(np.linspace(0, n - 1, limit).round().astype(np.int64))
+
+
+def resolve_checkpoint_file(path: str) -> str:
+    """The checkpoint JSON a path means (a run directory, its checkpoints/, a .json or .safetensors);
+    ``path`` unchanged when none is found (loading then says why)."""
+    from .checkpoint import latest_checkpoint
+
+    if os.path.isdir(path) and os.path.isdir(os.path.join(path, "checkpoints")):
+        path = os.path.join(path, "checkpoints")
+    if os.path.isdir(path):
+        return latest_checkpoint(path) or path
+    if path.endswith(".safetensors"):
+        return path[: -len(".safetensors")] + ".json"
+    return path
+
+
+def features_cache_dir(ckpt_json: str) -> str:
+    """$ALEXNETC_CACHE, else RUN/cache beside the checkpoint's run, else the user cache directory."""
+    from .augment import CACHE_ENV, default_cache_dir
+
+    if os.environ.get(CACHE_ENV):
+        return os.environ[CACHE_ENV]
+    d = os.path.dirname(os.path.abspath(ckpt_json))
+    run = os.path.dirname(d) if os.path.basename(d) == "checkpoints" else d
+    cache = os.path.join(run, "cache")
+    try:
+        os.makedirs(cache, exist_ok=True)
+        if os.access(cache, os.W_OK):
+            return cache
+    except OSError:
+        pass
+    return default_cache_dir()
+
+
+def features_key(ckpt_json: str, model, dataset, split: str, indices, layer: str) -> dict:
+    from .checkpoint import checkpoint_record
+
+    try:
+        ident = checkpoint_record(ckpt_json)["tensors_sha256"]
+    except Exception:  # noqa: BLE001 - fall back to path and modification time
+        st = os.stat(ckpt_json)
+        ident = f"{os.path.abspath(ckpt_json)}@{st.st_mtime_ns}:{st.st_size}"
+    idx_digest = hashlib.sha256(bytes(memoryview(indices))).hexdigest()[:16]
+    return {"version": FEATURES_VERSION, "checkpoint": ident,
+            "dataset": str(getattr(dataset, "root", "")), "split": split, "dataset_size": len(dataset),
+            "images": int(len(indices)), "indices": idx_digest, "layer": layer,
+            "transform": {"crops": "center", "data_config": model.state.get("data_config"),
+                          "data_stats": model.state.get("data_stats"),
+                          "input_shape": list(model.net.input_shape)}}
+
+
+def dataset_features(model, dataset, indices, layer: str, cache_path: str, key: dict, *,
+                     batch: int = 64, workers: int = 0, log=print):
+    """``(features (N, D) float32, indices (N,) int64)``: from ``cache_path`` when it holds ``key``,
+    else extracted with the eval transform (centre crop) and written there atomically."""
+    import numpy as np
+    import torch
+
+    from .loader import make_loader
+
+    key_json = json.dumps(key, sort_keys=True)
+    if os.path.isfile(cache_path):
+        try:
+            with np.load(cache_path, allow_pickle=False) as z:
+                if str(z["key"]) == key_json and len(z["features"]) == len(z["indices"]):
+                    log(f"features of {len(z['indices'])} images from the cache {cache_path}")
+                    return z["features"], z["indices"]
+        except (OSError, ValueError, KeyError):
+            pass  # unreadable or stale: recompute and overwrite
+    log(f"extracting {layer} features of {len(indices)} images (once: cached in {cache_path})")
+    loader = make_loader(_Indexed(dataset, indices), model.eval_transform("center"), batch, num_workers=workers)
+    feats, idx = [], []
+    with torch.no_grad():
+        for images, ids in loader:
+            feats.append(model.features(images, layer).numpy().astype(np.float32, copy=False))
+            idx.append(ids.numpy())
+    if loader.skipped:
+        log(loader.skipped_message())
+    if not feats:
+        raise _user_error(f"{getattr(dataset, 'root', 'the dataset')}: no readable images to search")
+    f, i = np.concatenate(feats), np.concatenate(idx).astype(np.int64)
+    tmp = f"{cache_path}.tmp{os.getpid()}.npz"
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
+        np.savez(tmp, features=f, indices=i, key=np.array(key_json))
+        os.replace(tmp, cache_path)
+    except OSError as exc:
+        log(f"warning: could not cache features in {cache_path}: {exc.strerror or exc}")
+    return f, i
+
+
+def nearest(query_feats, feats, k: int, chunk: int = 65536):
+    """``(distances, rows)`` (Q, k) of the ``k`` rows of ``feats`` nearest each query (Euclidean)."""
+    import torch
+
+    q = torch.as_tensor(query_feats, dtype=torch.float32)
+    best_d = best_i = None
+    for s in range(0, len(feats), chunk):
+        f = torch.as_tensor(feats[s:s + chunk], dtype=torch.float32)
+        d = torch.cdist(q, f)
+        i = torch.arange(s, s + len(f)).expand_as(d)
+        if best_d is not None:
+            d, i = torch.cat([best_d, d], 1), torch.cat([best_i, i], 1)
+        kk = min(k, d.shape[1])
+        best_d, pos = torch.topk(d, kk, dim=1, largest=False)
+        best_i = torch.gather(i, 1, pos)
+    return best_d.numpy(), best_i.numpy()
+
+
+def _image_name(dataset, split: str, i: int) -> str:
+    samples = getattr(dataset, "samples", None)
+    if samples is not None:
+        return samples[i][0]
+    return f"{split}[{i}]"
+
+
+def _neighbors(args) -> int:
+    import numpy as np
+    import torch
+
+    from .datasets import DatasetError, load_image, open_dataset
+    from .figures import draw_neighbors
+
+    _check_output(args.output)
+    if args.k < 1:
+        raise _user_error(f"--k {args.k}: must be at least 1")
+    if args.limit is not None and args.limit < 1:
+        raise _user_error(f"--limit {args.limit}: must be at least 1")
+    for q in args.query:
+        if not os.path.isfile(q):
+            raise _user_error(f"{q}: no such image file")
+    ckpt_json = resolve_checkpoint_file(args.checkpoint)
+    model = _load_model(ckpt_json, args.device, args.batch)
+    try:
+        layer = args.layer or model.last_hidden_layer()
+        model.layer_nodes(layer)
+    except KeyError as exc:
+        raise _user_error(f"--layer: {exc.args[0]}") from None
+    c = model.net.input_shape[0]
+    mode = "L" if c == 1 else "RGB"
+    try:
+        ds = open_dataset(args.data, args.split, channels=c, classes=model.class_names)
+    except DatasetError as exc:
+        raise _user_error(str(exc)) from None
+    indices = subset_indices(len(ds), args.limit)
+    key = features_key(ckpt_json, model, ds, args.split, indices, layer)
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    cache_path = os.path.join(features_cache_dir(ckpt_json), f"features-{digest}.npz")
+    feats, rows = dataset_features(model, ds, indices, layer, cache_path, key, batch=args.batch,
+                                   workers=args.workers)
+
+    tf = model.eval_transform("center")
+    q_imgs = []
+    for q in args.query:
+        img = load_image(q, mode)
+        if not hasattr(img, "shape"):
+            raise _user_error(f"{q}: cannot read this image ({getattr(img, 'reason', 'unreadable')})")
+        q_imgs.append(img)
+    with torch.no_grad():
+        q_feats = model.features(torch.stack([tf(i) for i in q_imgs]), layer).numpy()
+    k = args.k
+    if k > len(feats):
+        print(f"note: only {len(feats)} images to search; showing {len(feats)} neighbours, not {k}")
+        k = len(feats)
+    dist, pos = nearest(q_feats, feats, k)
+    targets = getattr(ds, "targets", None)
+    names = model.class_names
+    fig_rows = []
+    for qi, q in enumerate(args.query):
+        print(f"{q}: nearest {k} of {len(feats)} {args.split} images by {layer} features")
+        neigh = []
+        for d, p in zip(dist[qi], pos[qi]):
+            i = int(rows[p])
+            label = int(targets[i]) if targets is not None else int(ds[i][1])
+            cls = names[label] if 0 <= label < len(names) else str(label)
+            print(f"  {d:10.4f}  {cls:<16} {_image_name(ds, args.split, i)}")
+            neigh.append((ds[i][0], f"{cls}\nd={d:.3g}"))
+        fig_rows.append((q_imgs[qi], f"query\n{os.path.basename(q)}", neigh))
+    title = (f"{model.net.name}: nearest {args.split} images by {layer} features "
+             f"(Euclidean, {len(feats)} images)")
+    draw_neighbors(fig_rows, args.output, title=title)
+    print(f"neighbours written to {args.output}")
+    return 0
+
+
+# --------------------------------------------------------------------------- compare
+
+def run_names(specs: list[str]) -> list[str]:
+    """A sub-directory name per spec: the file's stem, with its index where stems repeat."""
+    stems = [os.path.splitext(os.path.basename(s))[0] or "spec" for s in specs]
+    return [s if stems.count(s) == 1 else f"{s}-{i + 1}" for i, s in enumerate(stems)]
+
+
+def epochs_to_target(records: list[dict], target: float, key: str = "train_top1_err") -> int | None:
+    """The first epoch whose ``key`` is at or below ``target`` (None: never)."""
+    for r in records:
+        v = r.get(key)
+        if isinstance(v, (int, float)) and v <= target:
+            return int(r["epoch"])
+    return None
+
+
+def epoch_records(metrics_path: str) -> list[dict]:
+    """A run's per-epoch records, one per epoch (the last written wins: a resumed epoch replaces a
+    record whose checkpoint was lost), in epoch order."""
+    from .metrics import read_metrics
+
+    if not os.path.isfile(metrics_path):
+        return []
+    last: dict[int, dict] = {}
+    for r in read_metrics(metrics_path):
+        e = r.get("epoch")
+        if isinstance(e, (int, float)) and not isinstance(e, bool):
+            last[int(e)] = r
+    return [last[e] for e in sorted(last)]
+
+
+def format_table(rows: list[tuple[str, int | None, int]], target: float) -> str:
+    """The comparison table: per ``(name, epochs or None, epochs run)``, the epochs to the target
+    and the ratio to the fastest (a lower bound, '>', for a run that did not reach it)."""
+    reached = [e for _, e, _ in rows if e is not None]
+    fastest = min(reached) if reached else None
+    head = f"epochs to {target:.1%} training error"
+    w = max([len("variant")] + [len(n) for n, _, _ in rows])
+    lines = [f"{'variant':<{w}}  {head:<34}  ratio to fastest"]
+    for name, e, ran in rows:
+        if e is not None:
+            col, ratio = str(e), f"{e / fastest:.2f}x"
+        else:
+            col = f"not reached (in {ran} epoch{'s' if ran != 1 else ''})"
+            ratio = f">{ran / fastest:.2f}x" if fastest and ran else "-"
+        lines.append(f"{name:<{w}}  {col:<34}  {ratio}")
+    return "\n".join(lines)
+
+
+def _compare(args) -> int:
+    from ..compiler import compile_spec
+    from .checkpoint import CheckpointError
+    from .datasets import DatasetError
+    from .figures import draw_compare
+    from .specs import resolve_spec_path
+    from .train import TrainingError, TrainOptions, Trainer
+
+    if len(args.specs) < 2:
+        raise _user_error("compare: give at least two specs to compare")
+    if not 0 < args.target_error < 1:
+        raise _user_error(f"--target-error {args.target_error}: must be between 0 and 1 (0.25 is 25%)")
+    if args.epochs is not None and args.epochs < 1:
+        raise _user_error(f"--epochs {args.epochs}: must be at least 1")
+    png = args.png or os.path.join(args.out, "compare.png")
+    _check_output(png, "--png")
+    paths = [resolve_spec_path(s) for s in args.specs]
+    nets = [compile_spec(p) for p in paths]      # every spec error before any training
+    first = nets[0].settings("train")
+    epochs = args.epochs or first.get("epochs", 90)
+    seed = args.seed if args.seed is not None else first.get("seed", 0)
+    names = run_names(args.specs)
+    print(f"comparing {len(paths)} specs: {epochs} epochs each, seed {seed}, "
+          f"data {args.data or 'default'}; runs in {args.out}/")
+    for name, path in zip(names, paths):
+        out = os.path.join(args.out, name)
+        print(f"[{name}] {path} -> {out}")
+        opts = TrainOptions(spec=path, data=args.data, out=out, epochs=epochs, batch_size=args.batch,
+                            device=args.device, workers=args.workers, seed=seed,
+                            resume=os.path.isdir(os.path.join(out, "checkpoints")),  # a re-run resumes
+                            limit_train_batches=args.limit_train_batches,
+                            limit_val_batches=args.limit_val_batches, progress=not args.no_progress,
+                            log=lambda s, n=name: print(f"[{n}] {s}", flush=True))
+        try:
+            Trainer(opts).run()
+        except (DatasetError, CheckpointError, TrainingError) as exc:
+            raise _user_error(f"{args.specs[paths.index(path)]}: {exc}") from None
+        except KeyboardInterrupt:
+            print("comparison interrupted; run the same command again to resume it", file=sys.stderr)
+            return 130
+    curves, rows = [], []
+    for name in names:
+        recs = [r for r in epoch_records(os.path.join(args.out, name, "metrics.jsonl"))
+                if r["epoch"] <= epochs]
+        xs = [r["epoch"] for r in recs if isinstance(r.get("train_top1_err"), (int, float))]
+        ys = [r["train_top1_err"] for r in recs if isinstance(r.get("train_top1_err"), (int, float))]
+        curves.append((name, xs, ys))
+        rows.append((name, epochs_to_target(recs, args.target_error), len(recs)))
+    draw_compare(curves, png, target=args.target_error,
+                 title=f"training error to {args.target_error:.0%}: {' vs '.join(names)}")
+    print(format_table(rows, args.target_error))
+    print(f"curves written to {png}")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+def register(sub) -> None:
+    f = sub.add_parser("filters", help="draw the first convolution layer's kernels, one block per device "
+                                       "(the paper's Figure 3)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_FILTERS)
+    f.add_argument("checkpoint", help="a checkpoint (.json/.safetensors) or a run or checkpoints directory")
+    f.add_argument("-o", "--output", required=True, metavar="FILE.png", help="the picture to write")
+    f.add_argument("--layer", help="another convolution layer (default: the first)")
+    f.set_defaults(func=_filters)
+
+    n = sub.add_parser("neighbors", help="training images nearest to query images in feature space "
+                                         "(the paper's Figure 4, right)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_NEIGHBORS)
+    n.add_argument("checkpoint", help="a checkpoint or run directory")
+    n.add_argument("--data", required=True, metavar="DIR", help="dataset directory to search")
+    n.add_argument("--query", required=True, nargs="+", metavar="IMAGE", help="query image files")
+    n.add_argument("-o", "--output", required=True, metavar="FILE.png", help="the picture to write")
+    n.add_argument("--k", type=int, default=6, help="neighbours per query (default 6)")
+    n.add_argument("--split", default="train", choices=("train", "val"), help="which split to search (default train)")
+    n.add_argument("--layer", help="feature layer (default: the last hidden layer, fc7 in alexnet.yaml)")
+    n.add_argument("--limit", type=int, metavar="N", help="search only N evenly spaced images of the split")
+    n.add_argument("--batch", type=int, default=64)
+    n.add_argument("--workers", type=int, default=2)
+    n.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    n.set_defaults(func=_neighbors)
+
+    c = sub.add_parser("compare", help="train variants alike and compare epochs to a training error "
+                                       "(the paper's Figure 1)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_COMPARE)
+    c.add_argument("specs", nargs="+", metavar="SPEC", help="spec files or shipped names (two or more)")
+    c.add_argument("--data", metavar="DIR", help="dataset directory (default: as for train)")
+    c.add_argument("--epochs", type=int, help="epoch budget for every run (default: the first spec's)")
+    c.add_argument("--target-error", type=float, default=0.25, help="training top-1 error to reach (default 0.25)")
+    c.add_argument("--out", metavar="DIR", default="runs/compare", help="runs go in DIR/<name> (default runs/compare)")
+    c.add_argument("--png", metavar="FILE.png", help="the curves (default OUT/compare.png)")
+    c.add_argument("--seed", type=int, help="seed for every run (default: the first spec's)")
+    c.add_argument("--batch", type=int, help="batch size for every run (default: each spec's)")
+    c.add_argument("--limit-train-batches", type=int, help="at most this many batches per epoch")
+    c.add_argument("--limit-val-batches", type=int, help="at most this many validation batches")
+    c.add_argument("--workers", type=int, help="data loading processes (default: min(4, cores))")
+    c.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    c.add_argument("--no-progress", action="store_true", help="no progress bars")
+    c.set_defaults(func=_compare)
