@@ -269,32 +269,42 @@ def dropout_threshold(p: float) -> int:
     return min(1 << 24, max(0, int(round(float(p) * (1 << 24)))))
 
 
-def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
-    """(x * c) mod 2^32 for int64 x in [0, 2^32): split c in 16-bit halves so nothing passes 2^63."""
-    lo = x * (c & 0xFFFF)
-    hi = ((x * (c >> 16)) & 0xFFFF) << 16
-    return (lo + hi) & M32
+def _mul32_(x: torch.Tensor, c: int) -> torch.Tensor:
+    """x <- (x * c) mod 2^32 for int64 x in [0, 2^32), in place: c is split in 16-bit halves so no
+    product passes 2^63 (int64 overflow is not something to rely on)."""
+    hi = x * (c >> 16)
+    hi.bitwise_and_(0xFFFF).bitwise_left_shift_(16)
+    return x.mul_(c & 0xFFFF).add_(hi).bitwise_and_(M32)
 
 
-def _mix32(x: torch.Tensor) -> torch.Tensor:
-    x = x ^ (x >> 16)
-    x = _mul32(x, MIX1)
-    x = x ^ (x >> 15)
-    x = _mul32(x, MIX2)
-    return x ^ (x >> 16)
+def _mix32_(x: torch.Tensor) -> torch.Tensor:
+    """lowbias32 in place (in-place ops: at fc6's 0.5M elements fresh temporaries cost more than the math)."""
+    x.bitwise_xor_(x >> 16)
+    _mul32_(x, MIX1)
+    x.bitwise_xor_(x >> 15)
+    _mul32_(x, MIX2)
+    return x.bitwise_xor_(x >> 16)
 
 
 def dropout_hash_of(idx: torch.Tensor, seed: int, step: int) -> torch.Tensor:
     """The 32-bit hash (as int64) of each flat element index in `idx` (int64, >= 0)."""
     a, b = dropout_keys(seed, step)
-    lo, hi = idx & M32, idx >> 32
-    h = _mix32((_mul32(lo, GOLDEN) + a) & M32)
-    return _mix32(h ^ b ^ _mul32(hi, HI_MUL))
+    h = _mix32_(_mul32_(idx & M32, GOLDEN).add_(a).bitwise_and_(M32))
+    h.bitwise_xor_(b)
+    hi = idx >> 32
+    if bool(hi.any()):  # indices past 2^32 only: below, hi * HI_MUL is 0
+        h.bitwise_xor_(_mul32_(hi, HI_MUL))
+    return _mix32_(h)
 
 
 def dropout_hash(numel: int, seed: int, step: int, device=None) -> torch.Tensor:
     """The hash of every flat index in [0, numel)."""
-    return dropout_hash_of(torch.arange(numel, dtype=torch.int64, device=device), seed, step)
+    idx = torch.arange(numel, dtype=torch.int64, device=device)
+    if numel > (1 << 32):
+        return dropout_hash_of(idx, seed, step)
+    a, b = dropout_keys(seed, step)
+    h = _mix32_(_mul32_(idx, GOLDEN).add_(a).bitwise_and_(M32))  # arange is fresh: hash it in place
+    return _mix32_(h.bitwise_xor_(b))
 
 
 def dropout_mask(shape, seed: int, step: int, p: float, device=None) -> torch.Tensor:
