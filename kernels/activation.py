@@ -11,7 +11,6 @@ import triton
 import triton.language as tl
 
 ACT_CODES = {"none": 0, "relu": 1, "tanh": 2, "sigmoid": 3}
-_LOG2E = 1.4426950408889634
 BLOCK = 1024
 
 
