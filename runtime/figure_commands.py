@@ -296,7 +296,8 @@ def _neighbors(args) -> int:
             raise _user_error(f"{q}: cannot read this image ({getattr(img, 'reason', 'unreadable')})")
         q_imgs.append(img)
     with torch.no_grad():
-        q_feats = model.features(torch.stack([tf(i) for i in q_imgs]), layer).numpy()
+        q_feats = np.concatenate([model.features(torch.stack([tf(i) for i in q_imgs[s:s + args.batch]]), layer).numpy()
+                                  for s in range(0, len(q_imgs), args.batch)])
     k = args.k
     if k > len(feats):
         print(f"note: only {len(feats)} images to search; showing {len(feats)} neighbours, not {k}")
