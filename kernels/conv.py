@@ -70,6 +70,7 @@ _GEMM_CONFIGS = _configs([
     (64, 64, 64, 4, 3),
     (256, 64, 32, 8, 3),
     (128, 64, 64, 4, 3),
+    (128, 128, 16, 8, 4),  # conv2: 48 channels per group are exactly 3 x 16
 ])
 # Backward weight: BLOCK_M over output channels, BLOCK_N over C*R*S, BLOCK_K over the N*P*Q reduction.
 _WGRAD_CONFIGS = _configs([
