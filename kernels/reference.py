@@ -85,8 +85,13 @@ def conv2d(x, w, b, *, stride, pad, groups, out_size, act):
     (sh, sw), (ph, pw), (P, Q) = _pair(stride), _pair(pad), _pair(out_size)
     K, _, R, S = w.shape
     H, W = x.shape[2], x.shape[3]
-    xp = F.pad(_up(x), (pw, pw + _extra(W, Q, S, sw, pw), ph, ph + _extra(H, P, R, sh, ph)))
-    y = F.conv2d(xp, _up(w), None if b is None else _up(b).to(xp.dtype), stride=(sh, sw), groups=groups)
+    xu = _up(x)
+    bias = None if b is None else _up(b).to(xu.dtype)
+    eh, ew = _extra(H, P, R, sh, ph), _extra(W, Q, S, sw, pw)
+    if eh == 0 and ew == 0:  # the usual (floor) case: let ATen pad, no padded copy of the input
+        y = F.conv2d(xu, _up(w), bias, stride=(sh, sw), padding=(ph, pw), groups=groups)
+    else:
+        y = F.conv2d(F.pad(xu, (pw, pw + ew, ph, ph + eh)), _up(w), bias, stride=(sh, sw), groups=groups)
     y = y[:, :, :P, :Q]
     return act_forward(y, act).to(x.dtype)
 
@@ -94,6 +99,12 @@ def conv2d(x, w, b, *, stride, pad, groups, out_size, act):
 def conv2d_backward_data(dy, w, *, x_shape, stride, pad, groups):
     (sh, sw), (ph, pw) = _pair(stride), _pair(pad)
     H, W = x_shape[2], x_shape[3]
+    P, Q = dy.shape[2], dy.shape[3]
+    R, S = w.shape[2], w.shape[3]
+    if P == (H + 2 * ph - R) // sh + 1 and Q == (W + 2 * pw - S) // sw + 1:
+        # floor-sized output: ATen's own input gradient, no padded intermediate
+        return torch.nn.grad.conv2d_input(tuple(x_shape), _up(w), _up(dy), stride=(sh, sw), padding=(ph, pw),
+                                          groups=groups).to(dy.dtype)
     # Gradient w.r.t. the padded (and ceil-extended) input, then cut out the real input.
     full = F.conv_transpose2d(_up(dy), _up(w), stride=(sh, sw), groups=groups)
     fh, fw = full.shape[2], full.shape[3]
@@ -106,6 +117,10 @@ def conv2d_backward_weight(dy, x, *, w_shape, stride, pad, groups):
     R, S = w_shape[2], w_shape[3]
     P, Q = dy.shape[2], dy.shape[3]
     H, W = x.shape[2], x.shape[3]
+    if P == (H + 2 * ph - R) // sh + 1 and Q == (W + 2 * pw - S) // sw + 1:
+        # floor-sized output: ATen pads internally
+        return torch.nn.grad.conv2d_weight(_f(x), tuple(w_shape), _f(dy), stride=(sh, sw), padding=(ph, pw),
+                                           groups=groups)
     xp = F.pad(_f(x), (pw, pw + _extra(W, Q, S, sw, pw), ph, ph + _extra(H, P, R, sh, ph)))
     # out_size may be below the floor size (a ceil-rounded last window that would start in the
     # padding is dropped): keep exactly the rows/columns the P x Q windows read
