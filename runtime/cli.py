@@ -7,7 +7,6 @@ the file or option at fault and exit with status 2 too.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time

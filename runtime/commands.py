@@ -25,7 +25,6 @@ def _user_error(msg: str):
 
 
 def _train(args) -> int:
-    from ..compiler.errors import SpecErrors  # noqa: F401  (raised through)
     from .checkpoint import CheckpointError
     from .datasets import DatasetError
     from .specs import resolve_spec_path

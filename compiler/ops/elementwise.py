@@ -1,6 +1,6 @@
 """Standalone activations (relu, tanh, sigmoid) and dropout: shape-preserving ops and their gradients.
 
-Activations fused onto conv/fc are attributes of those ops (see conv.py's `activation_grad`); these
+Activations fused onto conv/fc are attributes of those ops (see registry.py's `activation_grad`); these
 are for specs that write the activation as its own layer. Dropout's mask comes from a counter-based
 RNG keyed by (run seed, step, this node's `seed_offset`), so the backward regenerates it instead of
 storing it. Kernels: ``alexnetc.kernels.activation``, ``alexnetc.kernels.dropout``.
@@ -8,14 +8,10 @@ storing it. Kernels: ``alexnetc.kernels.activation``, ``alexnetc.kernels.dropout
 from __future__ import annotations
 
 from ..graph import Entry
-from .registry import OpDef, backward_node, need, register
+from .registry import SameShape, backward_node, register
 
 
-class _Activation(OpDef):
-    def infer(self, attrs, in_shapes):
-        x = need(in_shapes, 0, "data")
-        return [x], [x]
-
+class _Activation(SameShape):
     def gradient(self, node, ograds):
         dy = ograds[0]
         if dy is None:
@@ -39,12 +35,8 @@ class Sigmoid(_Activation):
 
 
 @register
-class Dropout(OpDef):
+class Dropout(SameShape):
     name = "dropout"
-
-    def infer(self, attrs, in_shapes):
-        x = need(in_shapes, 0, "data")
-        return [x], [x]
 
     def gradient(self, node, ograds):
         dy = ograds[0]
@@ -55,10 +47,6 @@ class Dropout(OpDef):
 
 
 @register
-class DropoutBackward(OpDef):
+class DropoutBackward(SameShape):
     name = "dropout_backward"
     arguments = ("grad",)
-
-    def infer(self, attrs, in_shapes):
-        dy = need(in_shapes, 0, "grad")
-        return [dy], [dy]

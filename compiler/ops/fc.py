@@ -5,44 +5,24 @@ Kernels: ``alexnetc.kernels.linear`` (cuBLAS through torch.matmul) and the refer
 from __future__ import annotations
 
 from ..errors import ShapeError
-from ..graph import Entry
-from .conv import activation_grad
-from .registry import OpDef, backward_node, check_param, need, register
+from .registry import OpDef, WeightedLayer, need, register
 
 
 @register
-class FullyConnected(OpDef):
+class FullyConnected(WeightedLayer):
     name = "fc"
-    arguments = ("data", "weight", "bias")
-    params = ("weight", "bias")
-
-    def arguments_for(self, attrs):
-        return ("data", "weight") if attrs.get("no_bias") else self.arguments
+    backward_data_op = "linear_backward_data"
+    backward_weight_op = "linear_backward_weight"
 
     def infer(self, attrs, in_shapes):
         x = need(in_shapes, 0, "data")
         if len(x) != 2:
             raise ShapeError(f"fc expects a 2-d input (N, features), got {x}; flatten first")
         u = int(attrs["units"])
-        shapes = [x, check_param(in_shapes[1] if len(in_shapes) > 1 else None, (u, x[1]), "weight")]
-        if not attrs.get("no_bias"):
-            shapes.append(check_param(in_shapes[2] if len(in_shapes) > 2 else None, (u,), "bias"))
-        return shapes, [(x[0], u)]
+        return self.complete(attrs, in_shapes, x, (u, x[1]), u), [(x[0], u)]
 
     def macs(self, attrs, in_shapes, out_shapes):
         return in_shapes[0][0] * in_shapes[0][1] * out_shapes[0][1]
-
-    def gradient(self, node, ograds):
-        dy = ograds[0]
-        if dy is None:
-            return [None] * len(node.inputs)
-        dz = activation_grad(node, dy)
-        x, w = node.inputs[0], node.inputs[1]
-        grads = [backward_node("linear_backward_data", node, "bwd_data", [dz, w]),
-                 backward_node("linear_backward_weight", node, "bwd_weight", [dz, x])]
-        if not node.attrs.get("no_bias"):
-            grads.append(backward_node("bias_backward", node, "bwd_bias", [dz]))
-        return grads
 
 
 @register

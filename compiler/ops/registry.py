@@ -99,3 +99,59 @@ def window_out(n: int, k: int, s: int, p: int, rounding: str, what: str) -> int:
     if out <= 0:
         raise ShapeError(f"{what}: output size would be {out}")
     return out
+
+
+class SameShape(OpDef):
+    """An op whose one output has the shape of its first input (activations, dropout, copies...)."""
+
+    def infer(self, attrs, in_shapes):
+        x = need(in_shapes, 0, (self.arguments or ("data",))[0])
+        return [x] + [tuple(s) if s is not None else x for s in in_shapes[1:]], [x]
+
+
+class WeightedLayer(OpDef):
+    """conv and fc: data, weight and (unless ``no_bias``) bias; bias + activation fused on the output.
+
+    Subclasses give `param_shapes` and the names of their two backward ops; the gradient rule (through
+    the fused activation, then data / weight / bias gradients) is shared.
+    """
+
+    arguments = ("data", "weight", "bias")
+    params = ("weight", "bias")
+    backward_data_op = ""
+    backward_weight_op = ""
+
+    def arguments_for(self, attrs):
+        return ("data", "weight") if attrs.get("no_bias") else self.arguments
+
+    def complete(self, attrs, in_shapes, x: Shape, weight: Shape, units: int) -> list[Shape]:
+        """The full input shape list: data, the checked weight and (unless no_bias) the bias."""
+        shapes = [x, check_param(in_shapes[1] if len(in_shapes) > 1 else None, weight, "weight")]
+        if not attrs.get("no_bias"):
+            shapes.append(check_param(in_shapes[2] if len(in_shapes) > 2 else None, (units,), "bias"))
+        return shapes
+
+    def backward_attrs(self, node) -> tuple[dict, dict]:
+        """Attributes of the (data, weight) backward nodes."""
+        return {}, {}
+
+    def gradient(self, node, ograds):
+        dy = ograds[0]
+        if dy is None:
+            return [None] * len(node.inputs)
+        dz = activation_grad(node, dy)
+        x, w = node.inputs[0], node.inputs[1]
+        data_attrs, weight_attrs = self.backward_attrs(node)
+        grads = [backward_node(self.backward_data_op, node, "bwd_data", [dz, w], data_attrs),
+                 backward_node(self.backward_weight_op, node, "bwd_weight", [dz, x], weight_attrs)]
+        if not node.attrs.get("no_bias"):
+            grads.append(backward_node("bias_backward", node, "bwd_bias", [dz]))
+        return grads
+
+
+def activation_grad(node: Node, dy: Entry) -> Entry:
+    """Gradient through an activation fused onto `node`'s output 0 (identity when there is none)."""
+    act = node.attrs.get("act", "none")
+    if act == "none":
+        return dy
+    return backward_node("act_backward", node, "act_bwd", [dy, Entry(node, 0)], {"act": act})

@@ -9,16 +9,11 @@ from __future__ import annotations
 import math
 
 from ..errors import ShapeError
-from .registry import OpDef, backward_node, need, register
+from .registry import OpDef, SameShape, backward_node, need, register
 
 
-@register
-class Flatten(OpDef):
-    name = "flatten"
-
-    def infer(self, attrs, in_shapes):
-        x = need(in_shapes, 0, "data")
-        return [x], [(x[0], math.prod(x[1:]))]
+class _Reshaping(OpDef):
+    """A reshape keeping the batch dimension; its gradient reshapes back to the input's shape."""
 
     def gradient(self, node, ograds):
         dy = ograds[0]
@@ -29,8 +24,17 @@ class Flatten(OpDef):
 
 
 @register
-class Reshape(OpDef):
-    """Reshape keeping the batch dimension: `shape` is the per-sample shape."""
+class Flatten(_Reshaping):
+    name = "flatten"
+
+    def infer(self, attrs, in_shapes):
+        x = need(in_shapes, 0, "data")
+        return [x], [(x[0], math.prod(x[1:]))]
+
+
+@register
+class Reshape(_Reshaping):
+    """`shape` is the per-sample shape."""
 
     name = "reshape"
 
@@ -40,13 +44,6 @@ class Reshape(OpDef):
         if math.prod(shape) != math.prod(x[1:]):
             raise ShapeError(f"cannot reshape {x[1:]} to {shape}")
         return [x], [(x[0], *shape)]
-
-    def gradient(self, node, ograds):
-        dy = ograds[0]
-        if dy is None:
-            return [None]
-        x = node.inputs[0]
-        return [backward_node("reshape", node, "bwd", [dy], {"shape": tuple(x.shape[1:]) if x.shape else None})]
 
 
 @register
@@ -125,14 +122,10 @@ class AddN(OpDef):
 
 
 @register
-class Copy(OpDef):
+class Copy(SameShape):
     """Cross-device copy: runs on (and its output lives on) the destination device."""
 
     name = "copy"
-
-    def infer(self, attrs, in_shapes):
-        x = need(in_shapes, 0, "data")
-        return [x], [x]
 
     def gradient(self, node, ograds):
         dy = ograds[0]

@@ -1,12 +1,10 @@
 """`alexnetc compile` in a subprocess: totals, exit status 2 with located errors, --json, --dot, no torch."""
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from alexnetc.compiler import Graph
