@@ -111,6 +111,10 @@ class Trainer:
         else:
             root = self.opts.data or find_default_dataset()
             self.data_root = root
+            if not self.opts.data:
+                self.log(f"no --data given: using {root}. To train on your own data pass --data DIR: "
+                         "MNIST-style IDX files, or an ImageNet-style tree DIR/train/<class>/*.jpg and "
+                         "DIR/val/<class>/* (with a spec whose input and classes fit it)")
             train = open_dataset(root, "train", channels=c)
             val = open_dataset(root, "val", channels=c, classes=getattr(train, "class_names", None))
             data_cfg = self.net.settings("data")

@@ -181,3 +181,19 @@ def test_killed_run_leaves_a_loadable_checkpoint_and_resumes(tiny, tmp_path):
                        timeout=120)
     assert r.returncode == 0, r.stderr
     assert f"resumed from {path}" in r.stdout
+
+
+@pytest.mark.slow
+def test_embedded_default_reaches_90_percent_on_fashion_mnist(tmp_path):
+    """The README's promise: `alexnetc train` with no arguments reaches >= 90% test accuracy on
+    Fashion-MNIST (about 10 minutes on 2 cores; run with -m slow)."""
+    from alexnetc.runtime.datasets import DatasetError, find_default_dataset
+    from alexnetc.runtime.specs import resolve_spec_path
+
+    try:
+        find_default_dataset()
+    except DatasetError as exc:
+        pytest.skip(str(exc))
+    final = Trainer(TrainOptions(spec=resolve_spec_path(None), out=str(tmp_path / "run"), progress=False,
+                                 log=lambda s: None)).run()
+    assert 1 - final["val_top1_err"] >= 0.90
