@@ -164,7 +164,11 @@ class Executor:
             for key in s.inputs:
                 t = env[key]
                 if t.device != s.device and s.node.op != "copy":
-                    t = t.to(s.device, non_blocking=True)  # host-fed inputs (data, label) reach each device
+                    # Host-fed inputs (data, label) are uploaded once per real device and step.
+                    up = (key, s.device)
+                    if up not in self._uploads:
+                        self._uploads[up] = t.to(s.device, non_blocking=True)
+                    t = self._uploads[up]
                 args.append(t)
             if s.stream is not None:
                 with torch.cuda.stream(s.stream):
@@ -199,6 +203,7 @@ class Executor:
         if label is None:
             label = torch.zeros(data.shape[0], dtype=torch.long)
         self._env = {}
+        self._uploads = {}
         for name, t in self.params.items():
             self._feed(name, t)
         self._feed("data", data)
@@ -232,6 +237,7 @@ class Executor:
             g = self._env[(id(head.node), head.index)]
             self.grads[name].copy_(g)
         self._env = {}
+        self._uploads = {}
         return self.grads
 
 
@@ -382,7 +388,11 @@ def _add_n(s, a, ex, tr):
 def _copy(s, a, ex, tr):
     x = a[0]
     if x.device == s.device:
-        return (x,)  # two logical devices on one real device: nothing to move
+        # Two logical devices on one real device: nothing moves. The value now also lives on this
+        # logical device's stream, so the allocator must not recycle it before that stream is done.
+        if s.stream is not None:
+            x.record_stream(s.stream)
+        return (x,)
     return (x.to(s.device, non_blocking=True),)
 
 
