@@ -122,3 +122,41 @@ def test_grad_buckets_are_flat_views(specs_dir, tmp_path):
     ex.backward()
     flat = torch.cat([ex.grads[n].reshape(-1) for n in ex.grad_names])
     torch.testing.assert_close(flat, buckets[0])
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_triton_kernels_on_one_gpu_with_two_streams_match_reference(specs_dir, tmp_path):
+    """Both towers on cuda:0 (a stream each) with the Triton kernels against the CPU reference backend.
+    Tolerance 2e-2 of each gradient's scale: the GPU convolutions may use TF32."""
+    net = _mini(specs_dir, tmp_path, batch=8)
+    params = init_params(net, 4)
+    x, y = _batch(net, 8, seed=2)
+    cpu = bind(net, CPU2, params=params)
+    gpu = bind(net, {"gpu0": "cuda:0", "gpu1": "cuda:0"}, params=params, backend="triton")
+    assert all(s is not None for s in gpu._streams.values())
+    oc, og = cpu.forward(x, y, is_train=True), gpu.forward(x, y, is_train=True)
+    torch.testing.assert_close(og["prob"].cpu(), oc["prob"], rtol=2e-2, atol=2e-3)
+    gc, gg = cpu.backward(), gpu.backward()
+    for name in gc:
+        assert gg[name].device.type == "cuda"
+        scale = gc[name].abs().max().item() + 1e-12
+        assert (gg[name].cpu() - gc[name]).abs().max().item() <= 2e-2 * scale, name
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_two_gpus_equal_one_gpu(specs_dir, tmp_path):
+    net = _mini(specs_dir, tmp_path, batch=8)
+    params = init_params(net, 4)
+    x, y = _batch(net, 8, seed=2)
+    one = bind(net, {"gpu0": "cuda:0", "gpu1": "cuda:0"}, params=params)
+    two = bind(net, {"gpu0": "cuda:0", "gpu1": "cuda:1"}, params=params)
+    torch.testing.assert_close(one.forward(x, y, is_train=True)["prob"], two.forward(x, y, is_train=True)["prob"])
+    g1, g2 = one.backward(), two.backward()
+    for name in g1:
+        assert g2[name].device == two.params[name].device
+        torch.testing.assert_close(g1[name], g2[name].to(g1[name].device))
