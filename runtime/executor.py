@@ -23,6 +23,7 @@ import torch
 
 from ..compiler import CompiledNet
 from ..compiler.graph import Graph, Node, topo_order
+from ..compiler.passes import plan_memory
 from ..kernels.backend import get_backend
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -72,7 +73,8 @@ class Executor:
         if missing:
             raise ValueError(f"group2ctx has no real device for logical device(s) {missing}")
         self.for_training = for_training
-        self.graph: Graph = net.train_graph() if for_training else net.graph
+        # Inference runs the forward graph with its own memory plan, so activations are freed there too.
+        self.graph: Graph = net.train_graph() if for_training else plan_memory(net.graph)
         self.backend_name = backend
         self.seed, self.step_count = 0, 0
         self._streams = self._make_streams()
