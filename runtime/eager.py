@@ -73,9 +73,15 @@ class EagerNet(nn.Module):
             x = [env[(id(e.node), e.index)] for e in node.inputs]
             a, op = node.attrs, node.op
             if op == "conv":
-                y = F.conv2d(x[0], x[1], x[2] if len(x) > 2 else None, stride=tuple(a["stride"]),
-                             padding=tuple(a["pad"]), groups=a["num_group"])
-                outs = [_act(y[:, :, :node.shapes[0][2], :node.shapes[0][3]], a["act"])]
+                (sh, sw), (ph, pw) = tuple(a["stride"]), tuple(a["pad"])
+                (P, Q), (R, S) = node.shapes[0][2:], x[1].shape[2:]
+                # rounding: ceil can ask for a last window reaching past the padding: more zeros there
+                eh = max(0, (P - 1) * sh + R - (x[0].shape[2] + 2 * ph))
+                ew = max(0, (Q - 1) * sw + S - (x[0].shape[3] + 2 * pw))
+                xin = F.pad(x[0], (0, ew, 0, eh)) if eh or ew else x[0]
+                y = F.conv2d(xin, x[1], x[2] if len(x) > 2 else None, stride=(sh, sw),
+                             padding=(ph, pw), groups=a["num_group"])
+                outs = [_act(y[:, :, :P, :Q], a["act"])]
             elif op == "fc":
                 outs = [_act(F.linear(x[0], x[1], x[2] if len(x) > 2 else None), a["act"])]
             elif op == "lrn":

@@ -50,6 +50,57 @@ def test_whole_network_gradients_match_autograd(specs_dir, tmp_path):
         assert err <= 1e-3 * scale, f"{name}: max error {err:.3g} vs scale {scale:.3g}"
 
 
+# A graph spec off the paper's path: ceil-rounded conv and pooling, standalone activations (fused and
+# not), a value read by three layers, a concat of branches on different devices, avgpool, no bias.
+GRAPH_SPEC = """
+name: graph
+input: {channels: 3, height: 17, width: 17}
+classes: 5
+devices: [gpu0, gpu1]
+layers:
+  - {name: conv1, op: conv, filters: 8, kernel: 4, stride: 2, rounding: ceil, pad: 1,
+     groups: {count: 2, devices: [gpu0, gpu1], connect: all}}
+  - {name: t1, op: tanh}
+  - {name: n1, op: lrn, size: 3, k: 2, alpha: 1.0e-2, beta: 0.75, alpha_over_n: true}
+  - {name: p1, op: maxpool, kernel: 3, stride: 2, rounding: ceil, pad: 1}
+  - {name: r1, op: relu}
+  - {name: s1, op: sigmoid, input: p1}
+  - {name: c2, op: conv, filters: 6, kernel: 3, pad: 1, input: r1, device: gpu1}
+  - {name: c3, op: conv, filters: 6, kernel: 3, pad: 1, input: s1, groups: {count: 2, devices: [gpu1, gpu0]}}
+  - {name: cat, op: concat, inputs: [c2, c3, r1]}
+  - {name: ap, op: avgpool, kernel: 2, stride: 2, rounding: ceil}
+  - {name: fc1, op: fc, units: 12, bias: false, act: sigmoid,
+     groups: {count: 2, devices: [gpu0, gpu1], connect: own}}
+  - {name: fc2, op: fc, units: 5}
+  - {name: loss, op: softmax_loss}
+"""
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_graph_spec_gradients_match_autograd(tmp_path, batch):
+    p = tmp_path / "graph.yaml"
+    p.write_text(GRAPH_SPEC)
+    net = compile_spec(p, batch=batch)
+    conv1 = net.graph.node("conv1_g0")
+    assert conv1.shapes[0][2] == 9  # ceil: (17 + 2 - 4) / 2 + 1 = 8.5 -> 9, one window past the padding
+    params = {k: v + 0.05 * torch.randn(v.shape, generator=torch.Generator().manual_seed(7))
+              for k, v in init_params(net, seed=1).items()}
+    x, y = _batch(net, batch)
+    ex = bind(net, CPU2, params=params)
+    out = ex.forward(x, y, is_train=True)
+    grads = ex.backward()
+    loss, prob, model = oracle_forward(net, {k: v.double() for k, v in params.items()}, x.double(), y)
+    loss.backward()
+    assert abs(float(out["loss"]) - loss.item()) <= 1e-5 * abs(loss.item())
+    torch.testing.assert_close(out["prob"].double(), prob.detach(), rtol=1e-4, atol=1e-6)
+    assert set(grads) == set(params)
+    for name, g in grads.items():
+        ref = model.param(name).grad
+        scale = ref.abs().max().item() + 1e-12
+        err = (g.double() - ref).abs().max().item()
+        assert err <= 1e-3 * scale, f"{name}: max error {err:.3g} vs scale {scale:.3g}"
+
+
 def test_every_gradient_lives_on_its_parameters_device(specs_dir, tmp_path):
     net = _mini(specs_dir, tmp_path)
     ex = bind(net, CPU2, params=init_params(net, 0))
