@@ -10,7 +10,7 @@ import functools
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import SpecError, SpecErrors, ShapeError
@@ -102,13 +102,31 @@ def compile_loaded(spec: SpecMap, source: str, batch: int = 1) -> CompiledNet:
     lowered = lower(spec)
     if lowered.errors:
         raise SpecErrors(lowered.errors)
-    g = place_devices(fuse_activations(_strip_shapes(lowered.graph)))
+    fused = fuse_activations(_strip_shapes(lowered.graph))
+    g = place_devices(fused)
     c, h, w = (spec["input"][k] for k in ("channels", "height", "width"))
     try:
         g = infer_shapes(g, data=(batch, c, h, w), label=(batch,))
     except ShapeError as exc:  # lowering checked every layer at batch 1; this is a compiler bug guard
         raise SpecErrors([SpecError(exc.mark or spec.mark, exc.reason, exc.layer)]) from None
-    return CompiledNet(spec, source, g, lowered.layers, batch)
+    return CompiledNet(spec, source, g, _after_fusion(lowered.layers, lowered.graph, fused), batch)
+
+
+def _after_fusion(layers: list[LayerInfo], before: Graph, after: Graph) -> list[LayerInfo]:
+    """A standalone activation fused into its conv/fc has no node left: its layer's outputs are the
+    fused node's (which keeps the producer's name)."""
+    kept = {n.name for n in after.nodes()}
+    old = {n.name: n for n in before.nodes()}
+    out = []
+    for info in layers:
+        outputs = []
+        for name, dev, shape in info.outputs:
+            node = old.get(name)
+            if name not in kept and node is not None and node.inputs:
+                name = node.inputs[0].node.name
+            outputs.append((name, dev, shape))
+        out.append(replace(info, outputs=outputs))
+    return out
 
 
 @functools.lru_cache(maxsize=32)

@@ -112,6 +112,23 @@ def test_fusion_in_a_spec(tmp_path):
     assert "relu" not in {n.op for n in g.nodes()} and g.node("c").attrs["act"] == "relu"
 
 
+def test_fused_activation_layer_names_the_node_holding_its_output(tmp_path):
+    # A fused standalone activation has no node of its own: its layer must name the conv/fc that now
+    # produces its output (features of that layer, `neighbors --layer r`), never a node that is gone.
+    path = tmp_path / "s.yaml"
+    path.write_text("input: {channels: 3, height: 8, width: 8}\nclasses: 2\ndevices: [gpu0, gpu1]\nlayers:\n"
+                    "  - {name: c, op: conv, filters: 4, kernel: 3, groups: {count: 2, devices: [gpu0, gpu1], connect: all}}\n"
+                    "  - {name: r, op: relu}\n  - {name: f, op: fc, units: 2}\n  - {name: loss, op: softmax_loss}\n")
+    net = compile_spec(path)
+    names = {n.name for n in net.graph.nodes()}
+    for info in net.layers:
+        for node, _, _ in info.outputs:
+            assert node in names, (info.name, node)
+    r = next(i for i in net.layers if i.name == "r")
+    assert [(n, d) for n, d, _ in r.outputs] == [("c_g0", "gpu0"), ("c_g1", "gpu1")]
+    assert all(net.graph.node(n).attrs["act"] == "relu" for n, _, _ in r.outputs)
+
+
 def test_gradient_needs_shapes():
     with pytest.raises(ValueError, match="shape-annotated"):
         gradient(Graph(sym.softmax_loss(sym.var("x"), sym.var("label")).outputs))
