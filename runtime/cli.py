@@ -90,6 +90,23 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Numeric options shared by several subcommands, with their smallest valid value.
+_MINIMA = {"epochs": 1, "workers": 0, "limit_batches": 1, "limit_train_batches": 1, "limit_val_batches": 1,
+           "synthetic": 1}
+
+
+def _bad_number(args) -> str | None:
+    """The first numeric option out of range, as a message naming it (None when all are fine)."""
+    for dest, lo in _MINIMA.items():
+        v = getattr(args, dest, None)
+        if v is not None and v < lo:
+            return f"--{dest.replace('_', '-')} {v}: must be at least {lo}"
+    lr = getattr(args, "lr", None)
+    if lr is not None and not (0 < lr < float("inf")):
+        return f"--lr {lr:g}: must be a positive number"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     from ..compiler.errors import SpecErrors
 
@@ -100,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if getattr(args, "batch", 1) is not None and getattr(args, "batch", 1) < 1:
         print(f"alexnetc: error: --batch must be at least 1, got {args.batch}", file=sys.stderr)
+        return 2
+    problem = _bad_number(args)
+    if problem:
+        print(f"alexnetc: error: {problem}", file=sys.stderr)
         return 2
     try:
         return int(args.func(args) or 0)

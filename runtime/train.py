@@ -52,6 +52,17 @@ class TrainOptions:
     log: Callable[[str], None] = field(default=lambda s: print(s, flush=True))
 
 
+def _check_options(opts: TrainOptions) -> None:
+    """Options out of range are errors (0 is not "use the spec's value")."""
+    for name, lo in (("batch_size", 1), ("epochs", 1), ("workers", 0), ("limit_train_batches", 1),
+                     ("limit_val_batches", 1), ("synthetic", 1)):
+        v = getattr(opts, name)
+        if v is not None and v < lo:
+            raise TrainingError(f"{name} {v}: must be at least {lo}")
+    if opts.lr is not None and not (0 < opts.lr < float("inf")):
+        raise TrainingError(f"lr {opts.lr:g}: must be a positive number")
+
+
 def _data_seed(seed: int) -> int:
     return seed % (2 ** 32)
 
@@ -79,6 +90,7 @@ class Trainer:
         self.log = opts.log
         spec_net = compile_spec(opts.spec)
         tr = spec_net.settings("train")
+        _check_options(opts)
         self.batch_size = opts.batch_size or tr.get("batch_size", 128)
         self.net: CompiledNet = spec_net.at_batch(self.batch_size)
         self.epochs = opts.epochs or tr.get("epochs", 90)
@@ -193,6 +205,9 @@ class Trainer:
     # -- loop ------------------------------------------------------------------------------------------
     def run(self) -> dict:
         self._datasets()
+        if len(self.train_set) < self.batch_size:
+            raise TrainingError(f"{len(self.train_set)} training images make no full batch of {self.batch_size}: "
+                                f"lower the batch size (--batch) or give more data")
         start_epoch, start_batch, step, history, running = 0, 0, 0, [], _fresh_running()
         params = None
         resumed = None

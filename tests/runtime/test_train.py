@@ -161,6 +161,41 @@ def test_corrupt_images_are_counted_and_skipped(tmp_path):
     assert any("skipped 1 unreadable image: broken.jpg" in line for line in logs)
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["train", "{spec}", "--synthetic", "64", "--epochs", "0"], "--epochs 0: must be at least 1"),
+    (["train", "{spec}", "--synthetic", "64", "--epochs", "-2"], "--epochs -2: must be at least 1"),
+    (["train", "{spec}", "--synthetic", "64", "--workers", "-1"], "--workers -1: must be at least 0"),
+    (["train", "{spec}", "--synthetic", "64", "--limit-train-batches", "-1"], "--limit-train-batches -1"),
+    (["train", "{spec}", "--synthetic", "64", "--limit-val-batches", "0"], "--limit-val-batches 0"),
+    (["train", "{spec}", "--synthetic", "-5"], "--synthetic -5: must be at least 1"),
+    (["train", "{spec}", "--synthetic", "64", "--lr", "0"], "--lr 0"),
+    (["train", "{spec}", "--synthetic", "64", "--lr", "-1"], "--lr -1"),
+    (["train", "{spec}", "--synthetic", "64", "--lr", "nan"], "--lr nan"),
+    (["train", "{spec}", "--synthetic", "20"], "20 training images make no full batch of 32"),
+    (["eval", "{out}", "--data", "{data}", "--workers", "-1"], "--workers -1"),
+    (["eval", "{out}", "--data", "{data}", "--limit-batches", "-1"], "--limit-batches -1"),
+    (["neighbors", "{out}", "--data", "{data}", "--query", "q.png", "-o", "n.png", "--workers", "-3"], "--workers -3"),
+])
+def test_bad_options_are_one_line_errors(tiny, tmp_path, capsys, argv, message):
+    from alexnetc.runtime.cli import main
+
+    spec, data = tiny
+    out = tmp_path / "run"
+    fill = {"spec": spec, "data": data, "out": str(out)}
+    rc = main([a.format(**fill) for a in argv] + (["--out", str(out), "--no-progress"] if argv[0] == "train" else []))
+    err = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert rc == 2 and len(err) == 1 and err[0].startswith("alexnetc: error: ") and message in err[0], err
+    assert not (out / "metrics.jsonl").exists()  # nothing was trained
+
+
+def test_options_are_checked_when_not_from_the_command_line(tiny, tmp_path):
+    spec, data = tiny
+    for kw, message in ((dict(epochs=0), "epochs"), (dict(limit_val_batches=0), "limit_val_batches"),
+                        (dict(lr=0.0), "lr"), (dict(workers=-1), "workers")):
+        with pytest.raises(TrainingError, match=message):
+            Trainer(_opts(spec, data, tmp_path / "api", **kw)).run()
+
+
 def test_killed_run_leaves_a_loadable_checkpoint_and_resumes(tiny, tmp_path):
     spec, data = tiny
     out = tmp_path / "killed"
