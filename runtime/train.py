@@ -282,7 +282,7 @@ class Trainer:
                     "skipped_images": len(loader.skipped),
                 }
                 changed = self.schedule.end_epoch(epoch + 1, val["top1"])
-                history.append(record)
+                history.append(record)  # from here on the epoch counts as done (see the interrupt below)
                 append_metrics(self.metrics_path, record)
                 try:
                     plot_curves(self.metrics_path, self.curves_path)
@@ -295,7 +295,16 @@ class Trainer:
                 last_good = self.save(epoch + 1, 0, step, history, _fresh_running(), tag=f"epoch{epoch + 1:04d}")
                 start_batch = 0
         except KeyboardInterrupt:
-            path = self.save(epoch, batch_i, step, history, running, tag=f"interrupt-e{epoch + 1:04d}-b{batch_i:06d}")
+            if history and history[-1]["epoch"] == epoch + 1:
+                # Stopped after the epoch was evaluated and its schedule step taken: resume at the next
+                # epoch, or the resumed run would evaluate it and step the schedule a second time.
+                if not _logged(self.metrics_path, epoch + 1):
+                    append_metrics(self.metrics_path, history[-1])
+                path = self.save(epoch + 1, 0, step, history, _fresh_running(),
+                                 tag=f"interrupt-e{epoch + 2:04d}-b000000")
+            else:
+                path = self.save(epoch, batch_i, step, history, running,
+                                 tag=f"interrupt-e{epoch + 1:04d}-b{batch_i:06d}")
             self.log(f"\ninterrupted: saved {path}; continue with --resume")
             raise
         final = history[-1] if history else {}
@@ -343,6 +352,16 @@ def predict_probs(executor: Executor, images: torch.Tensor) -> torch.Tensor:
         probs = executor.forward(images.reshape(n * k, *images.shape[2:]), is_train=False)["prob"]
         return probs.float().cpu().reshape(n, k, -1).mean(1)
     return executor.forward(images, is_train=False)["prob"].float().cpu()
+
+
+def _logged(metrics_path: str, epoch: int) -> bool:
+    """Whether metrics.jsonl already has the record of `epoch`."""
+    from .metrics import MetricsError, read_metrics
+
+    try:
+        return any(r.get("epoch") == epoch for r in read_metrics(metrics_path))
+    except MetricsError:
+        return False
 
 
 def _fresh_running() -> dict:

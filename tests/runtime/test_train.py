@@ -124,6 +124,35 @@ def test_resume_after_interrupt_equals_uninterrupted(tiny, tmp_path, monkeypatch
     assert sa["history"][-1]["train_loss"] == pytest.approx(sb["history"][-1]["train_loss"], rel=1e-12)
 
 
+def test_resume_after_interrupt_at_the_end_of_an_epoch_equals_uninterrupted(tiny, tmp_path, monkeypatch):
+    # Ctrl-C while the epoch's curves are drawn: the epoch is evaluated and its schedule step taken, so
+    # resuming must neither redo them (a second lr step, a duplicate history record) nor lose them.
+    from alexnetc.runtime import train as train_mod
+
+    spec, data = tiny
+    straight = tmp_path / "straight"
+    Trainer(_opts(spec, data, straight, epochs=2)).run()
+
+    stopped = tmp_path / "stopped"
+    real_plot = train_mod.plot_curves
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_mod, "plot_curves", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(_opts(spec, data, stopped, epochs=2)).run()
+    monkeypatch.setattr(train_mod, "plot_curves", real_plot)
+    Trainer(_opts(spec, data, stopped, epochs=2, resume=True)).run()
+    a, sa = _final_params(straight)
+    b, sb = _final_params(stopped)
+    assert [r["epoch"] for r in sb["history"]] == [1, 2]
+    assert [r["lr"] for r in sb["history"]] == [r["lr"] for r in sa["history"]]
+    assert sb["schedule"] == sa["schedule"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny, tmp_path, monkeypatch):
     spec, data = tiny
     out = tmp_path / "nan"
