@@ -25,6 +25,7 @@ def _user_error(msg: str):
 
 
 def _train(args) -> int:
+    from .augment import AugmentError
     from .checkpoint import CheckpointError
     from .datasets import DatasetError
     from .specs import resolve_spec_path
@@ -39,7 +40,7 @@ def _train(args) -> int:
         print(f"alexnetc train: no spec given, using the embedded default {spec}")
     try:
         Trainer(opts).run()
-    except (DatasetError, CheckpointError, TrainingError) as exc:
+    except (AugmentError, DatasetError, CheckpointError, TrainingError) as exc:
         raise _user_error(str(exc)) from None
     except KeyboardInterrupt:
         return 130
@@ -49,6 +50,7 @@ def _train(args) -> int:
 def _eval(args) -> int:
     import torch
 
+    from .augment import AugmentError
     from .checkpoint import CheckpointError
     from .datasets import DatasetError, open_dataset
     from .loader import make_loader
@@ -63,7 +65,7 @@ def _eval(args) -> int:
         loader = make_loader(ds, tf, args.batch, num_workers=args.workers, limit_batches=args.limit_batches)
         with torch.no_grad():
             r = evaluate_loader(model.executor, loader, model.net.classes)
-    except (DatasetError, CheckpointError) as exc:
+    except (AugmentError, DatasetError, CheckpointError) as exc:
         raise _user_error(str(exc)) from None
     crops = args.crops or (model.state.get("data_config") or {}).get("test_crops", "center")
     print(f"{model.net.name} on {args.data} ({args.split}, {r['n']} images, {crops} crop"
@@ -77,15 +79,16 @@ def _eval(args) -> int:
 def _predict(args) -> int:
     import torch
 
+    from .augment import AugmentError
     from .checkpoint import CheckpointError
     from .datasets import load_image
     from .model import load_model
 
     try:
         model = load_model(args.checkpoint, args.device)
-    except CheckpointError as exc:
+        tf = model.eval_transform(args.crops)
+    except (AugmentError, CheckpointError) as exc:
         raise _user_error(str(exc)) from None
-    tf = model.eval_transform(args.crops)
     mode = "L" if model.net.input_shape[0] == 1 else "RGB"
     images, names = [], []
     for path in args.images:

@@ -375,6 +375,7 @@ def format_table(rows: list[tuple[str, int | None, int]], target: float) -> str:
 
 def _compare(args) -> int:
     from ..compiler import compile_spec
+    from .augment import AugmentError
     from .checkpoint import CheckpointError
     from .datasets import DatasetError
     from .figures import draw_compare
@@ -408,7 +409,7 @@ def _compare(args) -> int:
                             log=lambda s, n=name: print(f"[{n}] {s}", flush=True))
         try:
             Trainer(opts).run()
-        except (DatasetError, CheckpointError, TrainingError) as exc:
+        except (AugmentError, DatasetError, CheckpointError, TrainingError) as exc:
             raise _user_error(f"{args.specs[paths.index(path)]}: {exc}") from None
         except KeyboardInterrupt:
             print("comparison interrupted; run the same command again to resume it", file=sys.stderr)

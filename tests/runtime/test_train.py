@@ -217,6 +217,26 @@ def test_bad_options_are_one_line_errors(tiny, tmp_path, capsys, argv, message):
     assert not (out / "metrics.jsonl").exists()  # nothing was trained
 
 
+def test_bad_data_options_are_one_line_errors(tiny, tmp_path, capsys):
+    # The tiny spec has no data.crop: ten-crop evaluation cannot work, whether the spec or --crops asks.
+    from alexnetc.runtime.cli import main
+
+    spec, data = tiny
+    run = tmp_path / "run"
+    Trainer(_opts(spec, data, run, epochs=1, limit_train_batches=1, limit_val_batches=1)).run()
+    ten = tmp_path / "ten.yaml"
+    ten.write_text(open(spec).read().replace("data: {mirror: false}", "data: {mirror: false, test_crops: ten}"))
+    q = tmp_path / "q.png"
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(q)
+    for argv in (["eval", str(run), "--data", data, "--crops", "ten", "--workers", "0"],
+                 ["predict", str(run), str(q), "--crops", "ten"],
+                 ["train", str(ten), "--data", data, "--out", str(tmp_path / "ten"), "--workers", "0",
+                  "--no-progress"]):
+        assert main(argv) == 2, argv
+        err = [line for line in capsys.readouterr().err.splitlines() if line]
+        assert len(err) == 1 and err[0].startswith("alexnetc: error: ") and "test_crops" in err[0], (argv, err)
+
+
 def test_options_are_checked_when_not_from_the_command_line(tiny, tmp_path):
     spec, data = tiny
     for kw, message in ((dict(epochs=0), "epochs"), (dict(limit_val_batches=0), "limit_val_batches"),
