@@ -204,10 +204,6 @@ class Trainer:
 
     # -- loop ------------------------------------------------------------------------------------------
     def run(self) -> dict:
-        self._datasets()
-        if len(self.train_set) < self.batch_size:
-            raise TrainingError(f"{len(self.train_set)} training images make no full batch of {self.batch_size}: "
-                                f"lower the batch size (--batch) or give more data")
         start_epoch, start_batch, step, history, running = 0, 0, 0, [], _fresh_running()
         params = None
         resumed = None
@@ -220,10 +216,15 @@ class Trainer:
                 if state.get("spec_hash") != self.net.hash:
                     raise TrainingError(f"{path}: this checkpoint was written for a different spec "
                                         f"({state.get('spec_name')}); refusing to resume {self.opts.spec}")
+                self._continue_run(path, state)
                 params = {k[len("param/"):]: v for k, v in tensors.items() if k.startswith("param/")}
                 resumed = (path, tensors, state)
                 start_epoch, start_batch, step = state["epoch"], state["batch"], state["step"]
                 history, running = state.get("history", []), state.get("running") or _fresh_running()
+        self._datasets()
+        if len(self.train_set) < self.batch_size:
+            raise TrainingError(f"{len(self.train_set)} training images make no full batch of {self.batch_size}: "
+                                f"lower the batch size (--batch) or give more data")
         self._bind(params)
         if resumed:
             path, tensors, state = resumed
@@ -311,6 +312,21 @@ class Trainer:
         self.log(f"done: {len(history)} epochs; checkpoint {last_good or ckpt.latest_checkpoint(self.ckpt_dir)}; "
                  f"metrics {self.metrics_path}; curves {self.curves_path}")
         return final
+
+    def _continue_run(self, path: str, state: dict) -> None:
+        """Resume with the seed, batch size and epoch count the run was started with, unless given; a
+        different seed or batch size would not continue the run (other data order, other batches)."""
+        for key, given in (("seed", self.opts.seed), ("batch_size", self.opts.batch_size)):
+            saved = state.get(key)
+            if saved is None:
+                continue
+            if given is not None and given != saved:
+                raise TrainingError(f"{path}: this run was trained with {key} {saved}; cannot resume it with "
+                                    f"{key} {given} (leave the option out to resume)")
+            setattr(self, key, saved)
+        self.net = self.net.at_batch(self.batch_size)
+        if self.opts.epochs is None and state.get("epochs"):
+            self.epochs = state["epochs"]
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor, step: int) -> tuple[float, torch.Tensor]:
         ex = self.executor

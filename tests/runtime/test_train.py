@@ -124,6 +124,38 @@ def test_resume_after_interrupt_equals_uninterrupted(tiny, tmp_path, monkeypatch
     assert sa["history"][-1]["train_loss"] == pytest.approx(sb["history"][-1]["train_loss"], rel=1e-12)
 
 
+def test_resume_without_repeating_the_options_continues_the_same_run(tiny, tmp_path, monkeypatch):
+    # `alexnetc train --resume --out RUN` (the README's line) must continue the run that was started,
+    # with its seed, batch size and epoch count, not the spec's defaults; a conflicting value is an error.
+    spec, data = tiny
+    straight = tmp_path / "straight"
+    Trainer(_opts(spec, data, straight, epochs=3, seed=3, batch_size=16)).run()
+
+    stopped = tmp_path / "stopped"
+    real_step = Trainer.train_step
+    calls = {"n": 0}
+
+    def interrupt_at_20(self, images, labels, step):
+        calls["n"] += 1
+        if calls["n"] == 20:               # mid-epoch 2 (16 batches per epoch)
+            raise KeyboardInterrupt
+        return real_step(self, images, labels, step)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupt_at_20)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(_opts(spec, data, stopped, epochs=3, seed=3, batch_size=16)).run()
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    for kw in (dict(seed=4), dict(batch_size=32)):
+        with pytest.raises(TrainingError, match="resume"):
+            Trainer(_opts(spec, data, stopped, resume=True, **kw)).run()
+    Trainer(_opts(spec, data, stopped, resume=True)).run()
+    a, sa = _final_params(straight)
+    b, sb = _final_params(stopped)
+    assert (sb["epoch"], sb["seed"], sb["batch_size"]) == (3, 3, 16)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
 def test_resume_after_interrupt_at_the_end_of_an_epoch_equals_uninterrupted(tiny, tmp_path, monkeypatch):
     # Ctrl-C while the epoch's curves are drawn: the epoch is evaluated and its schedule step taken, so
     # resuming must neither redo them (a second lr step, a duplicate history record) nor lose them.
