@@ -114,18 +114,14 @@ class Executor:
         n_fwd = self.graph.attrs.get("num_forward_outputs", len(self.graph.outputs))
         forward_ids = {id(n) for n in topo_order(self.graph.outputs[:n_fwd])}
         plan = self.graph.attrs.get("memory_plan")
-        release_names = plan["release_after"] if plan else [[] for _ in nodes]
-        by_name = {n.name: n for n in nodes}
+        release_after = plan["release_after"] if plan else [[] for _ in nodes]
         self._forward: list[_Step] = []
         self._backward: list[_Step] = []
         for i, node in enumerate(nodes):
             if node.is_variable:
                 continue
             dev = self.device_of(node)
-            release = []
-            for item in release_names[i]:
-                name, k = item.rsplit(":", 1)
-                release.append((id(by_name[name]), int(k)))
+            release = [(id(nodes[j]), k) for j, k in release_after[i]]
             step = _Step(node, KERNELS[node.op], dev, get_backend(dev, self.backend_name),
                          self._streams.get(node.device), [(id(e.node), e.index) for e in node.inputs], release)
             (self._forward if id(node) in forward_ids else self._backward).append(step)
@@ -229,8 +225,8 @@ class Executor:
         """Run the gradient nodes; fills `grads` (views into the per-device buckets)."""
         if not self.for_training:
             raise RuntimeError("this executor was bound for inference")
-        if not getattr(self, "_is_train", False):
-            raise RuntimeError("call forward(..., is_train=True) before backward()")
+        if not getattr(self, "_is_train", False) or not self._env:
+            raise RuntimeError("call forward(..., is_train=True) before each backward()")
         self._start_streams()
         self._run(self._backward, True)
         self._sync_streams()

@@ -184,6 +184,7 @@ class Trainer:
         return {
             "epoch": epoch, "batch": batch, "step": step,
             "schedule": self.schedule.state(), "seed": self.seed, "batch_size": self.batch_size,
+            "limit_train_batches": self.limit_train,
             "spec_hash": self.net.hash, "spec_name": self.net.name, "spec_path": os.path.abspath(self.opts.spec),
             "spec": _plain(self.net.spec), "classes": self.class_names, "data": str(self.data_root),
             "history": history, "running": running, "epochs": self.epochs,
@@ -325,6 +326,8 @@ class Trainer:
                                     f"{key} {given} (leave the option out to resume)")
             setattr(self, key, saved)
         self.net = self.net.at_batch(self.batch_size)
+        if self.opts.limit_train_batches is None and state.get("limit_train_batches"):
+            self.limit_train = state["limit_train_batches"]  # epochs must end where they ended before
         if self.opts.epochs is None and state.get("epochs"):
             self.epochs = state["epochs"]
 

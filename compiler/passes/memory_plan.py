@@ -5,7 +5,8 @@ storage buffer on its node's device; a buffer returns to that device's free list
 last use and is reused only on the same device (as MXNet's PlanMemory), best fit by size. Graph
 outputs and variables (inputs, parameters) are never freed. The result, in ``attrs["memory_plan"]``:
 per device the planned peak of activation bytes, the pooled storage bytes and the parameter bytes; and
-``release_after``: for each step, the values whose last use it was (the executor frees them).
+``release_after``: for each step, the values whose last use it was, as ``[step of the producing node,
+output index]`` pairs in `Graph.nodes()` order (indices, not names: names are the user's and may clash).
 """
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def plan_memory(graph: Graph, dtype: str = "float32") -> Graph:
     peak: dict[str, int] = defaultdict(int)
     params: dict[str, int] = defaultdict(int)
     owned: dict[tuple[int, int], tuple[str, int, int]] = {}   # value -> (device, buffer size, live bytes)
-    release_after: list[list[str]] = [[] for _ in nodes]
+    release_after: list[list[list[int]]] = [[] for _ in nodes]
+    step_of = {id(n): i for i, n in enumerate(nodes)}
     reused = 0
 
     for i, n in enumerate(nodes):
@@ -74,7 +76,7 @@ def plan_memory(graph: Graph, dtype: str = "float32") -> Graph:
                 d, buf, size = owned.pop(key)
                 free[d].append(buf)
                 live[d] -= size
-                release_after[i].append(f"{src.name}:{k}")
+                release_after[i].append([step_of[id(src)], k])
 
     devices = sorted(set(pool) | set(params))
     plan = {

@@ -62,7 +62,8 @@ def test_backward_copies_go_back():
 
 def test_memory_plan_per_device():
     net = compile_spec(SPECS / "alexnet.yaml", batch=128)
-    plan = net.train_graph().attrs["memory_plan"]
+    tg = net.train_graph()
+    plan = tg.attrs["memory_plan"]
     assert sorted(plan["devices"]) == ["gpu0", "gpu1"]
     # Parameters as fp32 bytes: gpu1 holds one tower (half of conv1..fc7), gpu0 the other plus fc8.
     tower = (34944 + 307456 + 885120 + 663936 + 442624 + 37752832 + 16781312) // 2
@@ -72,8 +73,11 @@ def test_memory_plan_per_device():
         assert 0 < d["peak_activation_bytes"] <= d["pooled_bytes"]
     assert plan["buffers_reused"] > 0
     assert len(plan["release_after"]) == plan["steps"]
-    freed = [v for step in plan["release_after"] for v in step]
-    assert len(freed) == len(set(freed)) and "conv1_g0:0" in freed
+    freed = [tuple(v) for step in plan["release_after"] for v in step]
+    nodes = tg.nodes()
+    assert len(freed) == len(set(freed)) and (nodes.index(tg.node("conv1_g0")), 0) in freed
+    for i, step in enumerate(plan["release_after"]):  # freed only after its producer ran
+        assert all(j <= i for j, _ in step)
 
 
 def test_memory_plan_reuses_only_on_the_same_device():

@@ -161,6 +161,18 @@ def test_inference_executor_rejects_backward(specs_dir, tmp_path):
         ex.backward()
 
 
+def test_backward_needs_a_forward_each_time(specs_dir, tmp_path):
+    net = _mini(specs_dir, tmp_path)
+    ex = bind(net, CPU2, params=init_params(net, 0))
+    x, y = _batch(net, 2)
+    with pytest.raises(RuntimeError, match="before each backward"):
+        ex.backward()
+    ex.forward(x, y, is_train=True)
+    ex.backward()
+    with pytest.raises(RuntimeError, match="before each backward"):
+        ex.backward()
+
+
 def test_grad_buckets_are_flat_views(specs_dir, tmp_path):
     net = _mini(specs_dir, tmp_path)
     ex = bind(net, CPU2, params=init_params(net, 0))
