@@ -98,12 +98,36 @@ def _strip_shapes(graph: Graph) -> Graph:
     return graph.rewrite(lambda node, inputs: node.with_(inputs=inputs, shapes=None))
 
 
+def _name_clashes(graph: Graph, spec: SpecMap) -> list[SpecError]:
+    """Node names must be unique (parameters are found by name): a layer named like a node the compiler
+    generates for another layer (``conv1_g0``, ``fc6_weight`` ...) is an error at that layer's name."""
+    by_name: dict[str, list] = {}
+    for n in graph.nodes():
+        by_name.setdefault(n.name, []).append(n)
+    marks = {l["name"]: l.value_mark("name") for l in spec["layers"]}
+    clashes: dict[tuple[str, str], list[str]] = {}
+    for name, nodes in by_name.items():
+        layers = sorted({n.layer for n in nodes if n.layer}, key=lambda l: (marks[l].line, marks[l].col))
+        if len(nodes) < 2 or len(layers) < 2:
+            continue
+        # The layer whose own name is a prefix of the clash generated it; the other one is renamed.
+        source = next((l for l in layers if name.startswith(l + "_")), layers[0])
+        victim = next(l for l in reversed(layers) if l != source)
+        clashes.setdefault((victim, source), []).append(name)
+    return [SpecError(marks[victim], f"names generated for layer {source} ({', '.join(sorted(names))}) clash "
+                                     f"with this layer's; rename layer {victim}", victim)
+            for (victim, source), names in clashes.items()]
+
+
 def compile_loaded(spec: SpecMap, source: str, batch: int = 1) -> CompiledNet:
     lowered = lower(spec)
     if lowered.errors:
         raise SpecErrors(lowered.errors)
     fused = fuse_activations(_strip_shapes(lowered.graph))
     g = place_devices(fused)
+    clashes = _name_clashes(g, spec)
+    if clashes:
+        raise SpecErrors(clashes)
     c, h, w = (spec["input"][k] for k in ("channels", "height", "width"))
     try:
         g = infer_shapes(g, data=(batch, c, h, w), label=(batch,))

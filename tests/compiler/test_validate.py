@@ -299,3 +299,22 @@ def test_error_in_inherited_layer_points_into_the_variant(tmp_path):
     (tmp_path / "base.yaml").write_text(HEAD + "  - {name: fc1, op: fc, units: 10}\n  - {name: loss, op: softmax_loss}\n")
     errs = errors_of(tmp_path, "", head="base: base.yaml\nmodify_layers:\n  fc1: {units: 0}\n", name="v.yaml")
     assert errs == ["F:3:16: layer fc1: layers.units: must be at least 1, got 0"]
+
+
+def test_layer_named_like_a_generated_node_is_an_error(tmp_path):
+    p = tmp_path / "clash.yaml"
+    p.write_text(
+        "input: {channels: 1, height: 28, width: 28}\n"
+        "classes: 10\n"
+        "devices: [gpu0, gpu1]\n"
+        "layers:\n"
+        "  - {name: conv1, op: conv, filters: 8, kernel: 3, groups: {count: 2, devices: [gpu0, gpu1], connect: all}}\n"
+        "  - {name: conv1_g0, op: conv, filters: 8, kernel: 3}\n"
+        "  - {name: fc, op: fc, units: 10}\n"
+        "  - {name: loss, op: softmax_loss}\n")
+    from alexnetc.compiler import SpecErrors, compile_spec
+    with pytest.raises(SpecErrors) as exc:
+        compile_spec(p)
+    assert [str(e) for e in exc.value.errors] == [
+        f"{p}:6:12: layer conv1_g0: names generated for layer conv1 (conv1_g0, conv1_g0_bias, conv1_g0_weight) "
+        f"clash with this layer's; rename layer conv1_g0"]
