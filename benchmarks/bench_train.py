@@ -20,6 +20,15 @@ import sys
 import time
 
 
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            model = next((l.split(":", 1)[1].strip() for l in fh if l.startswith("model name")), "")
+    except OSError:
+        model = platform.processor()
+    return f"cpu: {model or 'unknown'}, {os.cpu_count()} cores"
+
+
 def _sync(device):
     import torch
 
@@ -118,7 +127,7 @@ def run(argv=None) -> dict:
         triton_version = None
     result = {
         "benchmark": "train_step", "spec": net.name, "batch": args.batch, "steps": args.steps,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
         "torch": torch.__version__, "triton": triton_version, "python": platform.python_version(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "rows": rows,
     }
