@@ -297,9 +297,22 @@ def _check_dtype(t: torch.Tensor, what: str) -> None:
 
 def _precision(dtype: torch.dtype) -> str:
     """tl.dot input precision: TF32 for fp32 operands unless cuDNN-style TF32 is switched off."""
-    if dtype == torch.float32 and not torch.backends.cudnn.allow_tf32:
+    if dtype == torch.float32 and not _cudnn_conv_tf32():
         return "ieee"
     return "tf32"  # ignored by tl.dot for fp16/bf16 operands; it is the compiler default there
+
+
+def _cudnn_conv_tf32() -> bool:
+    try:
+        return bool(torch.backends.cudnn.allow_tf32)
+    except RuntimeError:
+        # torch >= 2.9 refuses to read the legacy flag once the new per-backend API has set conv and
+        # rnn apart; resolve the conv setting itself (the first level that is not "none" decides).
+        for prec in (torch.backends.cudnn.conv.fp32_precision, torch.backends.cudnn.fp32_precision,
+                     torch.backends.fp32_precision):
+            if prec != "none":
+                return prec == "tf32"
+        return False
 
 
 def _check_groups(C: int, K: int, Cg: int, groups: int) -> None:

@@ -33,6 +33,18 @@ ACTS = ("none", "relu", "tanh", "sigmoid")
 _ACT64 = {"none": lambda v: v, "relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _ieee_fp32_products():
+    """On a GPU, fp32 tl.dot follows cuDNN's TF32 flag, which is on by default; the fp32 tolerances here
+    (1e-4) assume IEEE products, as the interpreter computes them. So the module runs with the flag off;
+    the GPU tests that want TF32 set it themselves. (Module scope: hypothesis rejects function-scoped
+    fixtures on @given tests.)"""
+    saved = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32 = saved
+
+
 # -- oracle ------------------------------------------------------------------------------------------
 def _oracle(x, w, b, *, stride, pad, groups, out_size, act="none"):
     """float64 F.conv2d over x padded by `pad` and extended (or cut) to what out_size windows read."""
