@@ -200,6 +200,10 @@ class Executor:
             raise RuntimeError("this executor was bound for inference; bind with for_training=True to train")
         if label is None:
             label = torch.zeros(data.shape[0], dtype=torch.long)
+        elif label.device.type == "cpu" and label.numel() and (int(label.min()) < 0 or
+                                                               int(label.max()) >= self.net.classes):
+            # A GPU kernel would read out of bounds on such a label; say what is wrong instead.
+            raise ValueError(f"labels must be in [0, {self.net.classes}), got {int(label.min())}..{int(label.max())}")
         self._env = {}
         self._uploads = {}
         for name, t in self.params.items():

@@ -171,6 +171,8 @@ def test_backward_needs_a_forward_each_time(specs_dir, tmp_path):
     ex.backward()
     with pytest.raises(RuntimeError, match="before each backward"):
         ex.backward()
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 10\)"):
+        ex.forward(x, torch.tensor([3, 10]), is_train=True)
 
 
 def test_grad_buckets_are_flat_views(specs_dir, tmp_path):
