@@ -55,6 +55,7 @@ class LayerInfo:
     op: str
     mark: Mark | None
     outputs: list[tuple[str, str | None, Shape]] = field(default_factory=list)  # (node, device, shape/sample)
+    groups: list[int] = field(default_factory=list)  # how many of the layer's groups each output holds
     shape: Shape = ()
 
 
@@ -315,6 +316,7 @@ class _Lowerer:
             info.shape = value.shape
             for part in value.parts:
                 info.outputs.append((part.entry.node.name, part.device, self.shape_of(part.entry)[1:]))
+                info.groups.append(part.groups)
             if layer["op"] == "softmax_loss":
                 node = value.parts[0].entry.node
                 loss_entries = [Entry(node, 0), Entry(node, 1)]

@@ -61,7 +61,10 @@ def rows(net: CompiledNet) -> tuple[list[Row], dict]:
             copy_bytes += math.prod(n.shapes[0]) * 4
     out = []
     for info in net.layers:
-        out.append(Row(info.name, info.op, [_shape(s) for _, _, s in info.outputs],
+        # One node may hold several groups (merged onto one device): show each group's shape, g times.
+        shapes = [_shape(s) if g == 1 else f"{g}×{_shape((s[0] // g, *s[1:]))}"
+                  for (_, _, s), g in zip(info.outputs, info.groups or [1] * len(info.outputs))]
+        out.append(Row(info.name, info.op, shapes,
                        [d or "host" for _, d, _ in info.outputs], by_layer_params[info.name],
                        by_layer_macs[info.name], by_layer_act[info.name] * net.batch))
     plan = net.train_graph().attrs["memory_plan"]
