@@ -84,6 +84,7 @@ EXPECTED = {
     "variants/pool-2x2.yaml": (ALEXNET_PARAMS, ALEXNET_MACS),
     "variants/one-gpu-half.yaml": (HALF_PARAMS, HALF_MACS),
     "variants/mini.yaml": (MINI_PARAMS, MINI_MACS),
+    "variants/mini-tanh.yaml": (MINI_PARAMS, MINI_MACS),   # only the activation differs
 }
 
 
