@@ -403,7 +403,8 @@ class _progress:
         if enabled:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=initial, desc=desc, unit="batch", dynamic_ncols=True,
+            # disable=None: no bar when stderr is not a terminal (logs, CI), only the per-epoch lines
+            self.bar = tqdm(total=total, initial=initial, desc=desc, unit="batch", dynamic_ncols=True, disable=None,
                             file=sys.stderr, leave=False, mininterval=0.5)
 
     def update(self, loss: float, ips: float) -> None:
