@@ -36,20 +36,21 @@ def test_whole_network_gradients_match_autograd(specs_dir, tmp_path):
 
 def _check_against_autograd(net, params, x, y):
     """Executor (fp32, reference kernels) vs autograd of the eager graph in float64: the loss to 1e-5
-    relative, probabilities to 1e-4, each gradient to 1e-3 of its largest magnitude."""
+    relative, probabilities to 1e-4, each gradient to 1e-3 of its largest magnitude; plus 1e-6 absolute
+    for the loss and the gradients, where fp32 sums that cancel to near zero keep that much error."""
     ex = bind(net, CPU2, params=params)
     out = ex.forward(x, y, is_train=True)
     grads = ex.backward()
     loss, prob, model = oracle_forward(net, {k: v.double() for k, v in params.items()}, x.double(), y)
     loss.backward()
-    assert abs(float(out["loss"]) - loss.item()) <= 1e-5 * abs(loss.item())
+    assert abs(float(out["loss"]) - loss.item()) <= 1e-5 * abs(loss.item()) + 1e-6
     torch.testing.assert_close(out["prob"].double(), prob.detach(), rtol=1e-4, atol=1e-6)
     assert set(grads) == set(params)
     for name, g in grads.items():
         ref = model.param(name).grad
         scale = ref.abs().max().item() + 1e-12
         err = (g.double() - ref).abs().max().item()
-        assert err <= 1e-3 * scale, f"{name}: max error {err:.3g} vs scale {scale:.3g}"
+        assert err <= 1e-3 * scale + 1e-6, f"{name}: max error {err:.3g} vs scale {scale:.3g}"
 
 
 # A graph spec off the paper's path: ceil-rounded conv and pooling, standalone activations (fused and
