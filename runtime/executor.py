@@ -111,8 +111,8 @@ class Executor:
         return streams
 
     def _compile_steps(self, nodes: list[Node]) -> None:
-        n_fwd = self.graph.attrs.get("num_forward_outputs", len(self.graph.outputs))
-        forward_ids = {id(n) for n in topo_order(self.graph.outputs[:n_fwd])}
+        self._n_fwd = self.graph.attrs.get("num_forward_outputs", len(self.graph.outputs))
+        forward_ids = {id(n) for n in topo_order(self.graph.outputs[:self._n_fwd])}
         plan = self.graph.attrs.get("memory_plan")
         release_after = plan["release_after"] if plan else [[] for _ in nodes]
         self._forward: list[_Step] = []
@@ -218,8 +218,7 @@ class Executor:
             raise KeyError(f"no node named {unknown[0]!r} in the graph")
         self._run(self._forward, is_train, {(i, 0): n for n, i in kept.items()})
         self._sync_streams()
-        n_fwd = self.graph.attrs.get("num_forward_outputs", len(self._heads))
-        heads = self._heads[:n_fwd]
+        heads = self._heads[:self._n_fwd]
         self.outputs = {"loss": self._env[(id(heads[0].node), heads[0].index)],
                         "prob": self._env[(id(heads[1].node), heads[1].index)]}
         self.outputs.update(self._kept)
@@ -234,8 +233,7 @@ class Executor:
         self._start_streams()
         self._run(self._backward, True)
         self._sync_streams()
-        n_fwd = self.graph.attrs["num_forward_outputs"]
-        for name, head in zip(self.grad_names, self._heads[n_fwd:]):
+        for name, head in zip(self.grad_names, self._heads[self._n_fwd:]):
             g = self._env[(id(head.node), head.index)]
             self.grads[name].copy_(g)
         self._env = {}

@@ -12,6 +12,7 @@ from ..compiler import CompiledNet
 from ..compiler.pipeline import compile_dict
 from .checkpoint import CheckpointError, load_checkpoint
 from .executor import Executor, default_group2ctx
+from .train import params_from
 
 
 @dataclass
@@ -75,7 +76,7 @@ def load_model(path: str, device: str = "auto", batch: int = 64) -> Model:
     if "spec" not in state or "classes" not in state:
         raise CheckpointError(f"{path}: not an alexnetc training checkpoint (no spec or class names in it)")
     net = compile_dict(state["spec"], f"<spec in {os.path.basename(str(path))}>", batch)
-    params = {k[len("param/"):]: v for k, v in tensors.items() if k.startswith("param/")}
+    params = params_from(tensors)
     missing = [n.name for n in net.graph.variables() if n.attrs.get("kind") == "param" and n.name not in params]
     if missing:
         raise CheckpointError(f"{path}: missing parameters {missing[:5]}")

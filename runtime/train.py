@@ -16,16 +16,25 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
 
 from ..compiler import CompiledNet, compile_spec
+from ..compiler.pipeline import plain
 from . import checkpoint as ckpt
 from .executor import Executor, default_group2ctx, describe_binding, init_params
 from .metrics import append_metrics, plot_curves, topk_errors
 from .optim import SGD, LRSchedule
+
+
+PARAM_PREFIX = "param/"  # checkpoint tensor names of the weights; momentum is "momentum/<name>"
+
+
+def params_from(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The network's parameters among a checkpoint's tensors, by parameter name."""
+    return {k[len(PARAM_PREFIX):]: v for k, v in tensors.items() if k.startswith(PARAM_PREFIX)}
 
 
 class TrainingError(Exception):
@@ -151,7 +160,7 @@ class Trainer:
         from .loader import make_loader
 
         workers = self.opts.workers if self.opts.workers is not None else min(4, os.cpu_count() or 1)
-        return make_loader(dataset, transform, self.batch_size if train else self.eval_batch, shuffle=train,
+        return make_loader(dataset, transform, self.batch_size, shuffle=train,
                            seed=_data_seed(self.seed), epoch=epoch, num_workers=workers, drop_last=train,
                            start_batch=start_batch,
                            limit_batches=self.limit_train if train else self.limit_val,
@@ -167,7 +176,6 @@ class Trainer:
             params = init_params(self.net, self.seed)
         self.executor = Executor(self.net, g2c, for_training=True, params=params)
         # The inference executor shares the parameter tensors: evaluation always sees current weights.
-        self.eval_batch = self.batch_size
         self.eval_executor = Executor(self.net, g2c, for_training=False, params=self.executor.params)
         mults = {n.name: (float(n.attrs.get("lr_mult", 1.0)), float(n.attrs.get("decay_mult", 1.0)))
                  for n in self.executor.param_nodes}
@@ -180,27 +188,29 @@ class Trainer:
             self.log(f"running on {where}")
 
     # -- checkpoints -----------------------------------------------------------------------------------
-    def _state(self, epoch: int, batch: int, step: int, history: list, running: dict) -> dict:
+    def _state(self, epoch: int, batch: int, step: int, history: list, running: dict, rng: dict) -> dict:
         return {
             "epoch": epoch, "batch": batch, "step": step,
             "schedule": self.schedule.state(), "seed": self.seed, "batch_size": self.batch_size,
             "limit_train_batches": self.limit_train,
             "spec_hash": self.net.hash, "spec_name": self.net.name, "spec_path": os.path.abspath(self.opts.spec),
-            "spec": _plain(self.net.spec), "classes": self.class_names, "data": str(self.data_root),
+            "spec": plain(self.net.spec), "classes": self.class_names, "data": str(self.data_root),
             "history": history, "running": running, "epochs": self.epochs,
             "data_config": self.data_cfg, "data_stats": self.stats.to_json() if self.stats else None,
             "input_shape": list(self.net.input_shape),
-            "rng": ckpt.rng_state()[1],
+            "rng": rng,
         }
 
-    def _tensors(self) -> dict[str, torch.Tensor]:
-        t = {f"param/{k}": v for k, v in self.executor.params.items()}
+    def _tensors(self, rng: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        t = {PARAM_PREFIX + k: v for k, v in self.executor.params.items()}
         t.update(self.opt.state_tensors())
-        t.update(ckpt.rng_state()[0])
+        t.update(rng)
         return t
 
     def save(self, epoch: int, batch: int, step: int, history: list, running: dict, tag: str) -> str:
-        return ckpt.save_checkpoint(self.ckpt_dir, self._tensors(), self._state(epoch, batch, step, history, running),
+        rng_tensors, rng_state = ckpt.rng_state()
+        return ckpt.save_checkpoint(self.ckpt_dir, self._tensors(rng_tensors),
+                                    self._state(epoch, batch, step, history, running, rng_state),
                                     tag=tag, keep=self.opts.keep)
 
     # -- loop ------------------------------------------------------------------------------------------
@@ -218,7 +228,7 @@ class Trainer:
                     raise TrainingError(f"{path}: this checkpoint was written for a different spec "
                                         f"({state.get('spec_name')}); refusing to resume {self.opts.spec}")
                 self._continue_run(path, state)
-                params = {k[len("param/"):]: v for k, v in tensors.items() if k.startswith("param/")}
+                params = params_from(tensors)
                 resumed = (path, tensors, state)
                 start_epoch, start_batch, step = state["epoch"], state["batch"], state["step"]
                 history, running = state.get("history", []), state.get("running") or _fresh_running()
@@ -385,14 +395,6 @@ def _logged(metrics_path: str, epoch: int) -> bool:
 
 def _fresh_running() -> dict:
     return {"loss": 0.0, "top1": 0.0, "top5": 0.0, "n": 0}
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_plain(x) for x in v]
-    return v
 
 
 class _progress:
