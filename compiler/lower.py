@@ -16,6 +16,7 @@ Shapes are checked while lowering, and every problem is collected as a SpecError
 """
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass, field
 from typing import Iterable
@@ -23,6 +24,7 @@ from typing import Iterable
 from .errors import Mark, ShapeError, SpecError
 from .graph import Entry, Graph, Node, Shape
 from .ops import get_op
+from .ops.registry import pair
 from .source import SpecMap
 from .symbol import Symbol, apply, var
 from .validate import layer_inputs
@@ -78,10 +80,6 @@ def _mult(value) -> tuple[float, float]:
     if isinstance(value, (int, float)):
         return float(value), float(value)
     return float(value.get("weight", 1.0)), float(value.get("bias", 1.0))
-
-
-def _pair(v) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
 class _Lowerer:
@@ -163,9 +161,7 @@ class _Lowerer:
         if len(value.shape) == 1:
             return value
         c = value.shape[0]
-        per = 1
-        for s in value.shape[1:]:
-            per *= s
+        per = math.prod(value.shape[1:])
         parts = []
         for k, part in enumerate(value.parts):
             nm = name if len(value.parts) == 1 else f"{name}_g{k}"
@@ -196,8 +192,8 @@ class _Lowerer:
             if op == "lrn":
                 attrs = {k: layer[k] for k in ("size", "k", "alpha", "beta", "alpha_over_n")}
             elif op in ("maxpool", "avgpool"):
-                attrs = {"kernel": _pair(layer["kernel"]), "stride": _pair(layer.get("stride", layer["kernel"])),
-                         "pad": _pair(layer.get("pad", 0)), "rounding": layer.get("rounding", self.rounding)}
+                attrs = {"kernel": pair(layer["kernel"]), "stride": pair(layer.get("stride", layer["kernel"])),
+                         "pad": pair(layer.get("pad", 0)), "rounding": layer.get("rounding", self.rounding)}
             elif op == "dropout":
                 attrs = {"p": float(layer["p"])}
             parts, shape = [], value.shape
@@ -262,8 +258,8 @@ class _Lowerer:
             common = dict(name=nm, device=dev, layer=layer, param_attrs=pattrs, act=act,
                           no_bias=not layer.get("bias", True))
             if op == "conv":
-                node = self.node("conv", [x], filters=per_out * r, kernel=_pair(layer["kernel"]),
-                                 stride=_pair(layer.get("stride", 1)), pad=_pair(layer.get("pad", 0)),
+                node = self.node("conv", [x], filters=per_out * r, kernel=pair(layer["kernel"]),
+                                 stride=pair(layer.get("stride", 1)), pad=pair(layer.get("pad", 0)),
                                  num_group=r if connect == "own" else 1,
                                  rounding=layer.get("rounding", self.rounding), **common)
             else:

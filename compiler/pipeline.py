@@ -18,14 +18,17 @@ from .graph import Graph
 from .lower import LayerInfo, lower
 from .passes import fuse_activations, gradient, infer_shapes, place_devices, plan_memory
 from .source import SpecMap
-from .validate import semantic_errors
+from .validate import schema_errors, semantic_errors
 from .variants import resolve
 
 
 def load_spec(path: str | os.PathLike) -> SpecMap:
     """Read a spec file, follow `base:`, validate; raise SpecErrors with every problem found."""
-    spec = resolve(str(path))
-    from .validate import schema_errors
+    return validate_spec(resolve(str(path)))
+
+
+def validate_spec(spec: SpecMap) -> SpecMap:
+    """Schema and semantic checks of a resolved spec; raise SpecErrors with every problem found."""
     errors = schema_errors(spec)
     if errors:
         raise SpecErrors(errors + semantic_errors(spec))
@@ -173,10 +176,6 @@ def compile_dict(spec: dict, source: str = "<spec>", batch: int = 1) -> Compiled
     import yaml
 
     from .source import parse_yaml
-    from .validate import schema_errors, semantic_errors
 
     doc = parse_yaml(yaml.safe_dump(spec, sort_keys=False), source)
-    errors = schema_errors(doc) + semantic_errors(doc)
-    if errors:
-        raise SpecErrors(errors)
-    return compile_loaded(doc, source, batch)
+    return compile_loaded(validate_spec(doc), source, batch)

@@ -41,8 +41,8 @@ class Conv(WeightedLayer):
 
     def backward_attrs(self, node):
         a, xs = node.attrs, node.inputs[0].shape
-        geo = {"kernel": pair(a["kernel"]), "stride": pair(a.get("stride", 1)), "pad": pair(a.get("pad", 0)),
-               "num_group": int(a.get("num_group", 1))}
+        kernel, stride, pad = _geometry(a)
+        geo = {"kernel": kernel, "stride": stride, "pad": pad, "num_group": int(a.get("num_group", 1))}
         data = {**geo, "in_hw": (xs[2], xs[3]) if xs else None, "channels": xs[1] if xs else None}
         return data, {**geo, "filters": a["filters"]}
 

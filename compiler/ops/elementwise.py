@@ -12,11 +12,8 @@ from .registry import SameShape, backward_node, register
 
 
 class _Activation(SameShape):
-    def gradient(self, node, ograds):
-        dy = ograds[0]
-        if dy is None:
-            return [None]
-        return [backward_node("act_backward", node, "bwd", [dy, Entry(node, 0)], {"act": self.name})]
+    def input_grad(self, node, dy):
+        return backward_node("act_backward", node, "bwd", [dy, Entry(node, 0)], {"act": self.name})
 
 
 @register
@@ -38,12 +35,9 @@ class Sigmoid(_Activation):
 class Dropout(SameShape):
     name = "dropout"
 
-    def gradient(self, node, ograds):
-        dy = ograds[0]
-        if dy is None:
-            return [None]
-        return [backward_node("dropout_backward", node, "bwd", [dy],
-                              {"p": node.attrs["p"], "seed_offset": node.attrs.get("seed_offset", 0)})]
+    def input_grad(self, node, dy):
+        return backward_node("dropout_backward", node, "bwd", [dy],
+                             {"p": node.attrs["p"], "seed_offset": node.attrs.get("seed_offset", 0)})
 
 
 @register

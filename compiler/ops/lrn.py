@@ -30,13 +30,10 @@ class LRN(OpDef):
             raise ShapeError(f"{x[1]} channels are not divisible into {attrs['groups']} LRN groups")
         return [x], [x, x]
 
-    def gradient(self, node, ograds):
-        dy = ograds[0]
-        if dy is None:
-            return [None]
+    def input_grad(self, node, dy):
         attrs = {k: node.attrs[k] for k in LRN_ATTRS if k in node.attrs}
-        return [backward_node("lrn_backward", node, "bwd", [dy, node.inputs[0], Entry(node, 0), Entry(node, 1)],
-                              attrs)]
+        return backward_node("lrn_backward", node, "bwd", [dy, node.inputs[0], Entry(node, 0), Entry(node, 1)],
+                             attrs)
 
 
 @register

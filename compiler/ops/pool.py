@@ -43,13 +43,10 @@ class MaxPool(OpDef):
         x, y = _pool_infer("maxpool", attrs, in_shapes)
         return [x], [y, y]
 
-    def gradient(self, node, ograds):
-        dy = ograds[0]
-        if dy is None:
-            return [None]
+    def input_grad(self, node, dy):
         x = node.inputs[0]
-        return [backward_node("maxpool_backward", node, "bwd", [dy, Entry(node, 1)],
-                              {**_geometry(node.attrs), "in_hw": tuple(x.shape[2:]) if x.shape else None})]
+        return backward_node("maxpool_backward", node, "bwd", [dy, Entry(node, 1)],
+                             {**_geometry(node.attrs), "in_hw": tuple(x.shape[2:]) if x.shape else None})
 
 
 @register
@@ -71,13 +68,10 @@ class AvgPool(OpDef):
         x, y = _pool_infer("avgpool", attrs, in_shapes)
         return [x], [y]
 
-    def gradient(self, node, ograds):
-        dy = ograds[0]
-        if dy is None:
-            return [None]
+    def input_grad(self, node, dy):
         x = node.inputs[0]
-        return [backward_node("avgpool_backward", node, "bwd", [dy],
-                              {**_geometry(node.attrs), "in_hw": tuple(x.shape[2:]) if x.shape else None})]
+        return backward_node("avgpool_backward", node, "bwd", [dy],
+                             {**_geometry(node.attrs), "in_hw": tuple(x.shape[2:]) if x.shape else None})
 
 
 @register

@@ -52,7 +52,17 @@ class OpDef:
         return 0
 
     def gradient(self, node: Node, ograds: Sequence[Entry | None]) -> list[Entry | None]:
-        """Input gradients as new backward nodes, given the gradient of each visible output."""
+        """Input gradients as new backward nodes, given the gradient of each visible output.
+
+        The default serves ops with one differentiable input and one visible output: no gradient in,
+        none out; otherwise `input_grad` builds it. Ops with several inputs or outputs override this."""
+        dy = ograds[0] if ograds else None
+        if dy is None:
+            return [None] * len(node.inputs)
+        return [self.input_grad(node, dy)]
+
+    def input_grad(self, node: Node, dy: Entry) -> Entry:
+        """The gradient of the one input, given that of the output (see `gradient`)."""
         raise NotImplementedError(f"op '{self.name}' has no gradient")
 
 

@@ -15,12 +15,9 @@ from .registry import OpDef, SameShape, backward_node, need, register
 class _Reshaping(OpDef):
     """A reshape keeping the batch dimension; its gradient reshapes back to the input's shape."""
 
-    def gradient(self, node, ograds):
-        dy = ograds[0]
-        if dy is None:
-            return [None]
+    def input_grad(self, node, dy):
         x = node.inputs[0]
-        return [backward_node("reshape", node, "bwd", [dy], {"shape": tuple(x.shape[1:]) if x.shape else None})]
+        return backward_node("reshape", node, "bwd", [dy], {"shape": tuple(x.shape[1:]) if x.shape else None})
 
 
 @register
@@ -86,13 +83,10 @@ class Slice(OpDef):
             raise ShapeError(f"slice [{b}, {e}) is outside the {x[1]} channels of the input")
         return [x], [(x[0], e - b, *x[2:])]
 
-    def gradient(self, node, ograds):
-        dy = ograds[0]
-        if dy is None:
-            return [None]
+    def input_grad(self, node, dy):
         x = node.inputs[0]
-        return [backward_node("slice_backward", node, "bwd", [dy],
-                              {"begin": node.attrs["begin"], "channels": x.shape[1] if x.shape else None})]
+        return backward_node("slice_backward", node, "bwd", [dy],
+                             {"begin": node.attrs["begin"], "channels": x.shape[1] if x.shape else None})
 
 
 @register
@@ -127,8 +121,5 @@ class Copy(SameShape):
 
     name = "copy"
 
-    def gradient(self, node, ograds):
-        dy = ograds[0]
-        if dy is None:
-            return [None]
-        return [backward_node("copy", node, "bwd", [dy], {"src": node.device}, device=node.attrs["src"])]
+    def input_grad(self, node, dy):
+        return backward_node("copy", node, "bwd", [dy], {"src": node.device}, device=node.attrs["src"])
