@@ -26,11 +26,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
+
+from .atomic import replacing
 
 DATA_KEYS = ("resize", "crop", "mirror", "pca_lighting", "test_crops", "mean", "std")
 CACHE_ENV = "ALEXNETC_CACHE"
@@ -158,12 +159,9 @@ def dataset_stats(dataset, cache_dir: str | os.PathLike | None = None, max_image
             pass  # recompute below
     stats = compute_stats(dataset, max_images=max_images)
     try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".stats-", suffix=".tmp", dir=os.path.dirname(path))
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with replacing(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
             json.dump(dict(key, version=STATS_VERSION, max_images=max_images, stats=stats.to_json()),
                       fh, indent=1)
-        os.replace(tmp, path)
     except OSError:
         pass
     return stats

@@ -7,7 +7,6 @@ the file or option at fault and exit with status 2 too.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
@@ -41,13 +40,11 @@ def _compile(args) -> int:
 
 
 def _write_text(path: str, text: str) -> None:
+    from .atomic import replacing
+
     try:
-        d = os.path.dirname(os.path.abspath(path))
-        os.makedirs(d, exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as fh:
+        with replacing(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
-        os.replace(tmp, path)
     except OSError as exc:
         raise UserError(f"{path}: cannot write: {exc.strerror or exc}") from None
 

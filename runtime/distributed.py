@@ -7,7 +7,6 @@ device, not one per parameter.
 """
 from __future__ import annotations
 
-import torch
 import torch.distributed as dist
 
 from .executor import Executor

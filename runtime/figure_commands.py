@@ -195,6 +195,7 @@ def dataset_features(model, dataset, indices, layer: str, cache_path: str, key: 
     import numpy as np
     import torch
 
+    from .atomic import replacing
     from .loader import make_loader
 
     key_json = json.dumps(key, sort_keys=True)
@@ -218,11 +219,9 @@ def dataset_features(model, dataset, indices, layer: str, cache_path: str, key: 
     if not feats:
         raise _user_error(f"{getattr(dataset, 'root', 'the dataset')}: no readable images to search")
     f, i = np.concatenate(feats), np.concatenate(idx).astype(np.int64)
-    tmp = f"{cache_path}.tmp{os.getpid()}.npz"
     try:
-        os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
-        np.savez(tmp, features=f, indices=i, key=np.array(key_json))
-        os.replace(tmp, cache_path)
+        with replacing(cache_path, ".npz") as tmp:  # .npz: np.savez would append it
+            np.savez(tmp, features=f, indices=i, key=np.array(key_json))
     except OSError as exc:
         log(f"warning: could not cache features in {cache_path}: {exc.strerror or exc}")
     return f, i

@@ -24,6 +24,7 @@ from typing import Sequence
 import numpy as np
 
 from .cli import UserError
+from .atomic import replacing
 
 BG = (255, 255, 255)             # page background (gaps between cells are exactly this)
 PANEL_BG = (238, 238, 238)       # a gallery panel's fill
@@ -107,16 +108,10 @@ def save_png(image, path: str | os.PathLike) -> str:
     path = str(path)
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image, "RGB")
-    tmp = f"{path}.tmp{os.getpid()}.png"
     try:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        image.save(tmp, format="PNG")
-        os.replace(tmp, path)
+        with replacing(path, ".png") as tmp:
+            image.save(tmp, format="PNG")
     except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise FigureError(f"{path}: cannot write: {exc.strerror or exc}") from None
     return path
 
@@ -451,11 +446,9 @@ def draw_compare(curves: Sequence[tuple[str, Sequence[float], Sequence[float]]],
         ax.legend(fontsize="small")
     fig.tight_layout()
     path = str(path)
-    tmp = f"{path}.tmp{os.getpid()}.png"
     try:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        fig.savefig(tmp, dpi=_COMPARE_DPI, format="png")
-        os.replace(tmp, path)
+        with replacing(path, ".png") as tmp:
+            fig.savefig(tmp, dpi=_COMPARE_DPI, format="png")
     except OSError as exc:
         raise FigureError(f"{path}: cannot write: {exc.strerror or exc}") from None
     return path

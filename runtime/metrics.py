@@ -13,6 +13,8 @@ import math
 import os
 from typing import Any, Iterable, Mapping
 
+from .atomic import replacing
+
 PLOT_SIZE_PX = (1200, 450)   # width, height of the PNG plot_curves writes
 _PLOT_DPI = 100
 
@@ -206,10 +208,8 @@ def plot_curves(jsonl_path: str | os.PathLike, png_path: str | os.PathLike, titl
     fig.tight_layout()
     png_path = str(png_path)
     try:
-        os.makedirs(os.path.dirname(os.path.abspath(png_path)), exist_ok=True)
-        tmp = f"{png_path}.tmp{os.getpid()}.png"
-        fig.savefig(tmp, dpi=_PLOT_DPI, format="png")
-        os.replace(tmp, png_path)
+        with replacing(png_path, ".png") as tmp:
+            fig.savefig(tmp, dpi=_PLOT_DPI, format="png")
     except OSError as exc:
         raise MetricsError(f"{png_path}: cannot write plot: {exc.strerror or exc}") from None
     return png_path
