@@ -27,7 +27,7 @@ from .ops import get_op
 from .ops.registry import pair
 from .source import SpecMap
 from .symbol import Symbol, apply, var
-from .validate import layer_inputs
+from .validate import DEFAULT_DEVICES, layer_inputs
 
 DEFAULT_WEIGHT_INIT = {"type": "gaussian", "std": 0.01}  # the paper: N(0, 0.01)
 DEFAULT_BIAS_INIT = {"type": "constant", "value": 0}
@@ -87,7 +87,7 @@ class _Lowerer:
         self.spec = spec
         self.partial = skip is not None  # collecting shape errors next to semantic ones already reported
         self.skip = skip or frozenset()
-        self.devices = list(spec.get("devices") or ["gpu0"])
+        self.devices = list(spec.get("devices") or DEFAULT_DEVICES)
         self.defaults = spec.get("defaults") or {}
         self.rounding = spec.get("rounding", "floor")
         self.errors: list[SpecError] = []

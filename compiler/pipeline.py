@@ -18,7 +18,7 @@ from .graph import Graph
 from .lower import LayerInfo, lower
 from .passes import fuse_activations, gradient, infer_shapes, place_devices, plan_memory
 from .source import SpecMap
-from .validate import schema_errors, semantic_errors
+from .validate import DEFAULT_DEVICES, schema_errors, semantic_errors
 from .variants import resolve
 
 
@@ -75,7 +75,7 @@ class CompiledNet:
 
     @property
     def devices(self) -> list[str]:
-        return list(self.spec.get("devices") or ["gpu0"])
+        return list(self.spec.get("devices") or DEFAULT_DEVICES)
 
     @property
     def hash(self) -> str:

@@ -19,6 +19,7 @@ from .schema.build import OP_PROPS, OPS
 from .source import SpecList, SpecMap
 
 RESERVED = ("data", "label")
+DEFAULT_DEVICES = ("gpu0",)  # a spec without `devices:` runs on one logical device
 PARAM_OPS = ("conv", "fc")
 
 
@@ -207,7 +208,7 @@ def semantic_errors(spec: SpecMap) -> list[SpecError]:
     indexed = [(i, l) for i, l in enumerate(raw) if isinstance(l, SpecMap) and isinstance(l.get("name"), str)]
     layers = [l for _, l in indexed]
     declared = spec.get("devices")
-    devices = [d for d in declared if isinstance(d, str)] if isinstance(declared, list) and declared else ["gpu0"]
+    devices = [d for d in declared if isinstance(d, str)] if isinstance(declared, list) and declared else list(DEFAULT_DEVICES)
     seen: dict[str, Mark] = {}
     for layer in layers:
         name = layer["name"]
