@@ -1,6 +1,8 @@
 """alexnetc's runtime: bind a compiled graph to devices, train, evaluate and predict.
 
-`executor` (bind + forward/backward over the symbolic graph), `train` (the paper's SGD loop),
-`datasets`/`augment`/`loader` (data), `checkpoint` (atomic safetensors + JSON), `metrics`, and `cli`
-(the `alexnetc` command). Modules import torch lazily where they can, so `alexnetc compile` stays light.
+Four parts, each a subpackage: `execution` (executor, optimizer, parameters, all-reduce, eager
+oracle), `training` (loop, checkpoints, metrics), `data` (datasets, augmentation, loader) and `app`
+(the `alexnetc` command line and figures); `atomic` is the one file-replacement helper they share.
+Dependencies point one way: app -> training -> data, execution -> compiler, kernels. Modules import
+torch lazily where they can, so `alexnetc compile` stays light.
 """

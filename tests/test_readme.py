@@ -25,6 +25,6 @@ def test_main_job_command_trains_the_embedded_default():
     main = _blocks()[0].strip()
     assert main.endswith("alexnetc train")
     assert "apt-get install -y dataset-fashion-mnist" in main and "pip install torch==2.13.0 -e ." in main
-    from alexnetc.runtime.specs import resolve_spec_path
+    from alexnetc.runtime.app.specs import resolve_spec_path
 
     assert Path(resolve_spec_path(None)).is_file()

@@ -2,7 +2,7 @@
 
 Where to look for an op ``X``: its `OpDef` in this package (shape rule `infer`, multiply-adds `macs`,
 gradient rule `gradient`, or `input_grad` for one-input ops), its kernels in ``alexnetc.kernels`` (the
-contract: docs/kernel-interface.md), and the runtime's call in ``alexnetc.runtime.executor`` (one
+contract: docs/kernel-interface.md), and the runtime's call in ``alexnetc.runtime.execution.executor`` (one
 dispatch table). Importing this package
 registers every op.
 """

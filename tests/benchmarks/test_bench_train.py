@@ -8,8 +8,8 @@ from pathlib import Path
 import torch
 
 from alexnetc.compiler import compile_spec
-from alexnetc.runtime.eager import EagerNet, lrn_formula, lrn_torch
-from alexnetc.runtime.executor import init_params
+from alexnetc.runtime.execution.eager import EagerNet, lrn_formula, lrn_torch
+from alexnetc.runtime.execution.params import init_params
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,7 +14,7 @@ ALEXNET = ROOT / "specs" / "alexnet.yaml"
 
 
 def run(*args, code: str | None = None) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-c", code] if code else [sys.executable, "-m", "alexnetc.runtime.cli", "compile", *args]
+    cmd = [sys.executable, "-c", code] if code else [sys.executable, "-m", "alexnetc.runtime.app.cli", "compile", *args]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=60,
                           env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
 
@@ -85,7 +85,7 @@ def test_one_cluster_for_one_device(tmp_path):
 
 
 def test_compile_imports_neither_torch_nor_triton():
-    code = ("import sys\nfrom alexnetc.runtime.cli import main\n"
+    code = ("import sys\nfrom alexnetc.runtime.app.cli import main\n"
             f"rc = main(['compile', {str(ALEXNET)!r}, '--batch', '128', '-q'])\n"
             "print(rc, sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'triton')))\n")
     r = run(code=code)
@@ -94,7 +94,7 @@ def test_compile_imports_neither_torch_nor_triton():
 
 
 def test_compile_is_fast():
-    code = ("import time\nt0 = time.perf_counter()\nfrom alexnetc.runtime.cli import main\n"
+    code = ("import time\nt0 = time.perf_counter()\nfrom alexnetc.runtime.app.cli import main\n"
             f"rc = main(['compile', {str(ALEXNET)!r}, '--batch', '128', '-q'])\n"
             "print(rc, time.perf_counter() - t0)\n")
     r = run(code=code)

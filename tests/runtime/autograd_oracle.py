@@ -1,10 +1,10 @@
 """The oracle for the executor's gradients: the compiled forward graph as plain ATen ops (the paper's
-LRN formula written out), differentiated by torch.autograd. See alexnetc.runtime.eager."""
+LRN formula written out), differentiated by torch.autograd. See alexnetc.runtime.execution.eager."""
 from __future__ import annotations
 
 import torch
 
-from alexnetc.runtime.eager import EagerNet
+from alexnetc.runtime.execution.eager import EagerNet
 
 
 def forward(net, params: dict[str, torch.Tensor], data: torch.Tensor, label: torch.Tensor):

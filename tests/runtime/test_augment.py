@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from alexnetc.runtime import augment as A
+from alexnetc.runtime.data import augment as A
 
 
 class ArrayDataset:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from alexnetc.runtime import checkpoint as C
+from alexnetc.runtime.training import checkpoint as C
 
 
 def sample_tensors(i: int = 0) -> dict:
@@ -176,7 +176,7 @@ def test_rng_state_round_trip(tmp_path):
 
 WRITER = textwrap.dedent("""
     import sys, torch
-    from alexnetc.runtime.checkpoint import save_checkpoint
+    from alexnetc.runtime.training.checkpoint import save_checkpoint
     d, start = sys.argv[1], int(sys.argv[2])
     print("ready", flush=True)
     i = start

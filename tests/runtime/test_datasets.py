@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from alexnetc.runtime import datasets as D
-from alexnetc.runtime.loader import epoch_order, make_loader
+from alexnetc.runtime.data import datasets as D
+from alexnetc.runtime.data.loader import epoch_order, make_loader
 
 
 def write_idx(path, arr: np.ndarray, compress: bool) -> None:

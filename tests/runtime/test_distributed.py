@@ -10,8 +10,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from alexnetc.compiler import compile_spec
-from alexnetc.runtime.distributed import allreduce_gradients, shard
-from alexnetc.runtime.executor import bind, init_params
+from alexnetc.runtime.execution.distributed import allreduce_gradients, shard
+from alexnetc.runtime.execution.executor import bind
+from alexnetc.runtime.execution.params import init_params
 
 CPU2 = {"gpu0": "cpu", "gpu1": "cpu"}
 

@@ -7,7 +7,8 @@ import pytest
 
 from alexnetc.compiler import compile_spec
 from alexnetc.compiler.pipeline import compile_dict, plain
-from alexnetc.runtime.executor import Executor, bind, init_params
+from alexnetc.runtime.execution.executor import Executor, bind
+from alexnetc.runtime.execution.params import init_params
 
 from .autograd_oracle import forward as oracle_forward
 

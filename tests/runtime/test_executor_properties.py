@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from alexnetc.compiler import SpecErrors, compile_spec
-from alexnetc.runtime.executor import init_params
+from alexnetc.runtime.execution.params import init_params
 
 from .test_executor import _batch, _check_against_autograd
 

@@ -13,11 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnetc.runtime import figures
-from alexnetc.runtime.cli import main
-from alexnetc.runtime.figures import (BAR, BAR_TRUE, BG, MARGIN, PANEL_BG, FilterLayout, GalleryLayout,
+from alexnetc.runtime.app import figures
+from alexnetc.runtime.app.cli import main
+from alexnetc.runtime.app.figures import (BAR, BAR_TRUE, BG, MARGIN, PANEL_BG, FilterLayout, GalleryLayout,
                                       NeighborLayout)
-from alexnetc.runtime.train import Trainer, TrainOptions
+from alexnetc.runtime.training.loop import Trainer, TrainOptions
 
 from .test_train import TINY, _pattern_dataset
 
@@ -41,7 +41,7 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("figures")
     data = _pattern_dataset(root / "data", n_train=64, n_val=32)
     _, run = _train(TINY, root, "tiny")
-    from alexnetc.runtime.datasets import IdxDataset
+    from alexnetc.runtime.data.datasets import IdxDataset
 
     ds = IdxDataset(data, "train")
     queries = []
@@ -66,7 +66,7 @@ def _box(img, box):
 
 
 def _params(run):
-    from alexnetc.runtime import checkpoint as ckpt
+    from alexnetc.runtime.training import checkpoint as ckpt
 
     tensors, _ = ckpt.load_checkpoint(os.path.join(run, "checkpoints"))
     return {k[len("param/"):]: v.numpy() for k, v in tensors.items() if k.startswith("param/")}
@@ -138,8 +138,8 @@ def test_kernel_images_rgb_and_constant_kernels():
 # --------------------------------------------------------------------------- gallery (Figure 4, left)
 
 def test_predict_gallery_one_panel_per_image_bars_match_probabilities(world, tmp_path):
-    from alexnetc.runtime.datasets import load_image
-    from alexnetc.runtime.model import load_model
+    from alexnetc.runtime.data.datasets import load_image
+    from alexnetc.runtime.app.model import load_model
 
     model = load_model(world["run"], "cpu")
     tf = model.eval_transform()
@@ -196,7 +196,7 @@ def test_gallery_grid_wraps_and_checks_truth(world, tmp_path):
 # --------------------------------------------------------------------------- neighbours (Figure 4, right)
 
 def test_neighbors_rows_of_query_and_k_cells_features_cached(world, tmp_path, monkeypatch):
-    from alexnetc.runtime.model import Model
+    from alexnetc.runtime.app.model import Model
 
     monkeypatch.delenv("ALEXNETC_CACHE", raising=False)
     seen = []
@@ -331,7 +331,7 @@ def test_compare_trains_alike_plots_and_tabulates_then_resumes(world, tmp_path, 
 
 
 def test_compare_table_ratios():
-    from alexnetc.runtime.figure_commands import epochs_to_target, format_table, run_names
+    from alexnetc.runtime.app.figure_commands import epochs_to_target, format_table, run_names
 
     recs = [{"epoch": 1, "train_top1_err": 0.5}, {"epoch": 2, "train_top1_err": 0.2}]
     assert epochs_to_target(recs, 0.25) == 2 and epochs_to_target(recs, 0.1) is None

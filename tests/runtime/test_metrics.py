@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from alexnetc.runtime import metrics as M
+from alexnetc.runtime.training import metrics as M
 
 
 def test_jsonl_append_and_read(tmp_path):

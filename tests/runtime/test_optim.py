@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from alexnetc.runtime.optim import SGD, LRSchedule
+from alexnetc.runtime.execution.optim import SGD, LRSchedule
 
 
 def test_sgd_is_the_papers_update_with_multipliers():

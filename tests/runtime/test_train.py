@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnetc.runtime import checkpoint as ckpt
-from alexnetc.runtime.train import Trainer, TrainOptions, TrainingError
+from alexnetc.runtime.training import checkpoint as ckpt
+from alexnetc.runtime.training.loop import Trainer, TrainOptions, TrainingError
 
 from .test_datasets import write_idx
 
@@ -159,7 +159,7 @@ def test_resume_without_repeating_the_options_continues_the_same_run(tiny, tmp_p
 def test_resume_after_interrupt_at_the_end_of_an_epoch_equals_uninterrupted(tiny, tmp_path, monkeypatch):
     # Ctrl-C while the epoch's curves are drawn: the epoch is evaluated and its schedule step taken, so
     # resuming must neither redo them (a second lr step, a duplicate history record) nor lose them.
-    from alexnetc.runtime import train as train_mod
+    from alexnetc.runtime.training import loop as train_mod
 
     spec, data = tiny
     straight = tmp_path / "straight"
@@ -238,7 +238,7 @@ def test_corrupt_images_are_counted_and_skipped(tmp_path):
     (["neighbors", "{out}", "--data", "{data}", "--query", "q.png", "-o", "n.png", "--workers", "-3"], "--workers -3"),
 ])
 def test_bad_options_are_one_line_errors(tiny, tmp_path, capsys, argv, message):
-    from alexnetc.runtime.cli import main
+    from alexnetc.runtime.app.cli import main
 
     spec, data = tiny
     out = tmp_path / "run"
@@ -251,7 +251,7 @@ def test_bad_options_are_one_line_errors(tiny, tmp_path, capsys, argv, message):
 
 def test_bad_data_options_are_one_line_errors(tiny, tmp_path, capsys):
     # The tiny spec has no data.crop: ten-crop evaluation cannot work, whether the spec or --crops asks.
-    from alexnetc.runtime.cli import main
+    from alexnetc.runtime.app.cli import main
 
     spec, data = tiny
     run = tmp_path / "run"
@@ -280,7 +280,7 @@ def test_options_are_checked_when_not_from_the_command_line(tiny, tmp_path):
 def test_killed_run_leaves_a_loadable_checkpoint_and_resumes(tiny, tmp_path):
     spec, data = tiny
     out = tmp_path / "killed"
-    base = [sys.executable, "-m", "alexnetc.runtime.cli", "train", spec, "--data", data, "--out", str(out),
+    base = [sys.executable, "-m", "alexnetc.runtime.app.cli", "train", spec, "--data", data, "--out", str(out),
             "--workers", "0", "--no-progress"]
     proc = subprocess.Popen(base + ["--epochs", "40"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -303,8 +303,8 @@ def test_killed_run_leaves_a_loadable_checkpoint_and_resumes(tiny, tmp_path):
 def test_embedded_default_reaches_90_percent_on_fashion_mnist(tmp_path):
     """The README's promise: `alexnetc train` with no arguments reaches >= 90% test accuracy on
     Fashion-MNIST (about 10 minutes on 2 cores; run with -m slow)."""
-    from alexnetc.runtime.datasets import DatasetError, find_default_dataset
-    from alexnetc.runtime.specs import resolve_spec_path
+    from alexnetc.runtime.data.datasets import DatasetError, find_default_dataset
+    from alexnetc.runtime.app.specs import resolve_spec_path
 
     try:
         find_default_dataset()

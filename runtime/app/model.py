@@ -8,11 +8,10 @@ from dataclasses import dataclass
 
 import torch
 
-from ..compiler import CompiledNet
-from ..compiler.pipeline import compile_dict
-from .checkpoint import CheckpointError, load_checkpoint
-from .executor import Executor, default_group2ctx
-from .train import params_from
+from ...compiler import CompiledNet
+from ...compiler.pipeline import compile_dict
+from ..training.checkpoint import CheckpointError, load_checkpoint, params_from
+from ..execution.executor import Executor, default_group2ctx
 
 
 @dataclass
@@ -24,7 +23,7 @@ class Model:
     state: dict
 
     def eval_transform(self, test_crops: str | None = None):
-        from .augment import DataStats, build_transforms
+        from ..data.augment import DataStats, build_transforms
 
         cfg = dict(self.state.get("data_config") or {})
         if test_crops:
@@ -63,7 +62,7 @@ class Model:
 
     @torch.no_grad()
     def probs(self, images: torch.Tensor) -> torch.Tensor:
-        from .train import predict_probs
+        from ..training.loop import predict_probs
 
         return predict_probs(self.executor, images)
 

@@ -11,13 +11,12 @@ import sys
 import time
 
 
-class UserError(Exception):
-    """A problem with the user's input (a path, an option): printed as one line, exit status 2."""
+from .errors import UserError  # noqa: F401  (re-exported: cli.UserError is what main() catches)
 
 
 def _compile(args) -> int:
-    from ..compiler import compile_spec
-    from ..compiler.report import as_dict, format_table, to_dot
+    from ...compiler import compile_spec
+    from ...compiler.report import as_dict, format_table, to_dot
     from .specs import resolve_spec_path
 
     t0 = time.perf_counter()
@@ -40,7 +39,7 @@ def _compile(args) -> int:
 
 
 def _write_text(path: str, text: str) -> None:
-    from .atomic import replacing
+    from ..atomic import replacing
 
     try:
         with replacing(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
@@ -105,7 +104,7 @@ def _bad_number(args) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..compiler.errors import SpecErrors
+    from ...compiler.errors import SpecErrors
 
     parser = build_parser()
     args = parser.parse_args(argv)

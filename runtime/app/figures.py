@@ -23,8 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .cli import UserError
-from .atomic import replacing
+from .errors import UserError
+from ..atomic import replacing
 
 BG = (255, 255, 255)             # page background (gaps between cells are exactly this)
 PANEL_BG = (238, 238, 238)       # a gallery panel's fill
@@ -295,7 +295,7 @@ def draw_gallery(results, path: str | os.PathLike, truth: Sequence[str] | None =
     """
     from PIL import Image, ImageDraw
 
-    from .datasets import load_image
+    from ..data.datasets import load_image
 
     results = list(results)
     if not results:

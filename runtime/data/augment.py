@@ -31,7 +31,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from .atomic import replacing
+from ..atomic import replacing
 
 DATA_KEYS = ("resize", "crop", "mirror", "pca_lighting", "test_crops", "mean", "std")
 CACHE_ENV = "ALEXNETC_CACHE"

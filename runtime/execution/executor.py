@@ -21,10 +21,10 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from ..compiler import CompiledNet
-from ..compiler.graph import Graph, Node, topo_order
-from ..compiler.passes import plan_memory
-from ..kernels.backend import get_backend
+from ...compiler import CompiledNet
+from ...compiler.graph import Graph, Node, topo_order
+from ...compiler.passes import plan_memory
+from ...kernels.backend import get_backend
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -429,32 +429,3 @@ KERNELS: dict[str, Callable] = {
     "reshape": _reshape, "concat": _concat, "slice": _slice, "slice_backward": _slice_bwd, "add_n": _add_n,
     "copy": _copy, "softmax_loss": _softmax_loss, "softmax_loss_backward": _softmax_loss_bwd,
 }
-
-
-def init_params(net: CompiledNet, seed: int) -> dict[str, torch.Tensor]:
-    """Parameters drawn from the spec's initialisers (CPU, fp32), reproducible from `seed`.
-
-    Each parameter has its own generator seeded from (seed, name), so adding a layer does not change
-    the others' initial values, and towers get different draws.
-    """
-    import zlib
-
-    out = {}
-    for n in net.graph.variables():
-        if n.attrs.get("kind") != "param":
-            continue
-        shape = n.shapes[0]
-        init = dict(n.attrs.get("init") or {"type": "constant", "value": 0.0})
-        g = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(n.name.encode())) % (2 ** 63))
-        kind = init.get("type")
-        if kind == "gaussian":
-            t = torch.randn(shape, generator=g) * float(init["std"]) + float(init.get("mean", 0.0))
-        elif kind == "kaiming":
-            fan_in = math.prod(shape[1:]) if len(shape) > 1 else shape[0]
-            t = torch.randn(shape, generator=g) * math.sqrt(2.0 / fan_in)
-        elif kind == "uniform":
-            t = (torch.rand(shape, generator=g) * 2 - 1) * float(init["scale"])
-        else:
-            t = torch.full(shape, float(init.get("value", 0.0)))
-        out[n.name] = t
-    return out

@@ -43,13 +43,13 @@ interrupted comparison; finished runs are not retrained."""
 
 
 def _user_error(msg: str):
-    from .cli import UserError
+    from .errors import UserError
 
     return UserError(msg)
 
 
 def _load_model(path: str, device: str, batch: int = 64):
-    from .checkpoint import CheckpointError
+    from ..training.checkpoint import CheckpointError
     from .model import load_model
 
     try:
@@ -142,7 +142,7 @@ def subset_indices(n: int, limit: int | None):
 def resolve_checkpoint_file(path: str) -> str:
     """The checkpoint JSON a path means (a run directory, its checkpoints/, a .json or .safetensors);
     ``path`` unchanged when none is found (loading then says why)."""
-    from .checkpoint import latest_checkpoint
+    from ..training.checkpoint import latest_checkpoint
 
     if os.path.isdir(path) and os.path.isdir(os.path.join(path, "checkpoints")):
         path = os.path.join(path, "checkpoints")
@@ -155,7 +155,7 @@ def resolve_checkpoint_file(path: str) -> str:
 
 def features_cache_dir(ckpt_json: str) -> str:
     """$ALEXNETC_CACHE, else RUN/cache beside the checkpoint's run, else the user cache directory."""
-    from .augment import CACHE_ENV, default_cache_dir
+    from ..data.augment import CACHE_ENV, default_cache_dir
 
     if os.environ.get(CACHE_ENV):
         return os.environ[CACHE_ENV]
@@ -172,7 +172,7 @@ def features_cache_dir(ckpt_json: str) -> str:
 
 
 def features_key(ckpt_json: str, model, dataset, split: str, indices, layer: str) -> dict:
-    from .checkpoint import checkpoint_record
+    from ..training.checkpoint import checkpoint_record
 
     try:
         ident = checkpoint_record(ckpt_json)["tensors_sha256"]
@@ -195,8 +195,8 @@ def dataset_features(model, dataset, indices, layer: str, cache_path: str, key: 
     import numpy as np
     import torch
 
-    from .atomic import replacing
-    from .loader import make_loader
+    from ..atomic import replacing
+    from ..data.loader import make_loader
 
     key_json = json.dumps(key, sort_keys=True)
     if os.path.isfile(cache_path):
@@ -256,7 +256,7 @@ def _neighbors(args) -> int:
     import numpy as np
     import torch
 
-    from .datasets import DatasetError, load_image, open_dataset
+    from ..data.datasets import DatasetError, load_image, open_dataset
     from .figures import draw_neighbors
 
     _check_output(args.output)
@@ -342,7 +342,7 @@ def epochs_to_target(records: list[dict], target: float, key: str = "train_top1_
 def epoch_records(metrics_path: str) -> list[dict]:
     """A run's per-epoch records, one per epoch (the last written wins: a resumed epoch replaces a
     record whose checkpoint was lost), in epoch order."""
-    from .metrics import read_metrics
+    from ..training.metrics import read_metrics
 
     if not os.path.isfile(metrics_path):
         return []
@@ -373,13 +373,13 @@ def format_table(rows: list[tuple[str, int | None, int]], target: float) -> str:
 
 
 def _compare(args) -> int:
-    from ..compiler import compile_spec
-    from .augment import AugmentError
-    from .checkpoint import CheckpointError
-    from .datasets import DatasetError
+    from ...compiler import compile_spec
+    from ..data.augment import AugmentError
+    from ..training.checkpoint import CheckpointError
+    from ..data.datasets import DatasetError
     from .figures import draw_compare
     from .specs import resolve_spec_path
-    from .train import TrainingError, TrainOptions, Trainer
+    from ..training.loop import TrainingError, TrainOptions, Trainer
 
     if len(args.specs) < 2:
         raise _user_error("compare: give at least two specs to compare")

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..compiler import CompiledNet
+from ...compiler import CompiledNet
 
 
 def _act(x, act):

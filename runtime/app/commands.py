@@ -19,17 +19,17 @@ dataset-fashion-mnist package (/usr/share/datasets/fashion-mnist)."""
 
 
 def _user_error(msg: str):
-    from .cli import UserError
+    from .errors import UserError
 
     return UserError(msg)
 
 
 def _train(args) -> int:
-    from .augment import AugmentError
-    from .checkpoint import CheckpointError
-    from .datasets import DatasetError
+    from ..data.augment import AugmentError
+    from ..training.checkpoint import CheckpointError
+    from ..data.datasets import DatasetError
     from .specs import resolve_spec_path
-    from .train import TrainingError, TrainOptions, Trainer
+    from ..training.loop import TrainingError, TrainOptions, Trainer
 
     spec = resolve_spec_path(args.spec)
     opts = TrainOptions(spec=spec, data=args.data, out=args.out, epochs=args.epochs, batch_size=args.batch,
@@ -50,12 +50,12 @@ def _train(args) -> int:
 def _eval(args) -> int:
     import torch
 
-    from .augment import AugmentError
-    from .checkpoint import CheckpointError
-    from .datasets import DatasetError, open_dataset
-    from .loader import make_loader
+    from ..data.augment import AugmentError
+    from ..training.checkpoint import CheckpointError
+    from ..data.datasets import DatasetError, open_dataset
+    from ..data.loader import make_loader
     from .model import load_model
-    from .train import evaluate_loader
+    from ..training.loop import evaluate_loader
 
     try:
         model = load_model(args.checkpoint, args.device, args.batch)
@@ -79,9 +79,9 @@ def _eval(args) -> int:
 def _predict(args) -> int:
     import torch
 
-    from .augment import AugmentError
-    from .checkpoint import CheckpointError
-    from .datasets import load_image
+    from ..data.augment import AugmentError
+    from ..training.checkpoint import CheckpointError
+    from ..data.datasets import load_image
     from .model import load_model
 
     try:

@@ -21,20 +21,15 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from ..compiler import CompiledNet, compile_spec
-from ..compiler.pipeline import plain
+from ...compiler import CompiledNet, compile_spec
+from ...compiler.pipeline import plain
 from . import checkpoint as ckpt
-from .executor import Executor, default_group2ctx, describe_binding, init_params
+from ..execution.executor import Executor, default_group2ctx, describe_binding
+from ..execution.params import init_params
 from .metrics import append_metrics, plot_curves, topk_errors
-from .optim import SGD, LRSchedule
+from ..execution.optim import SGD, LRSchedule
 
 
-PARAM_PREFIX = "param/"  # checkpoint tensor names of the weights; momentum is "momentum/<name>"
-
-
-def params_from(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The network's parameters among a checkpoint's tensors, by parameter name."""
-    return {k[len(PARAM_PREFIX):]: v for k, v in tensors.items() if k.startswith(PARAM_PREFIX)}
 
 
 class TrainingError(Exception):
@@ -118,8 +113,8 @@ class Trainer:
 
     # -- setup -----------------------------------------------------------------------------------------
     def _datasets(self):
-        from .augment import build_transforms, dataset_stats
-        from .datasets import find_default_dataset, open_dataset
+        from ..data.augment import build_transforms, dataset_stats
+        from ..data.datasets import find_default_dataset, open_dataset
 
         c, h, w = self.net.input_shape
         if self.opts.synthetic:
@@ -157,7 +152,7 @@ class Trainer:
         self.train_set, self.val_set = train, val
 
     def _loader(self, dataset, transform, *, train: bool, epoch: int, start_batch: int = 0):
-        from .loader import make_loader
+        from ..data.loader import make_loader
 
         workers = self.opts.workers if self.opts.workers is not None else min(4, os.cpu_count() or 1)
         return make_loader(dataset, transform, self.batch_size, shuffle=train,
@@ -202,7 +197,7 @@ class Trainer:
         }
 
     def _tensors(self, rng: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        t = {PARAM_PREFIX + k: v for k, v in self.executor.params.items()}
+        t = {ckpt.PARAM_PREFIX + k: v for k, v in self.executor.params.items()}
         t.update(self.opt.state_tensors())
         t.update(rng)
         return t
@@ -228,7 +223,7 @@ class Trainer:
                     raise TrainingError(f"{path}: this checkpoint was written for a different spec "
                                         f"({state.get('spec_name')}); refusing to resume {self.opts.spec}")
                 self._continue_run(path, state)
-                params = params_from(tensors)
+                params = ckpt.params_from(tensors)
                 resumed = (path, tensors, state)
                 start_epoch, start_batch, step = state["epoch"], state["batch"], state["step"]
                 history, running = state.get("history", []), state.get("running") or _fresh_running()

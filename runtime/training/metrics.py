@@ -13,7 +13,7 @@ import math
 import os
 from typing import Any, Iterable, Mapping
 
-from .atomic import replacing
+from ..atomic import replacing
 
 PLOT_SIZE_PX = (1200, 450)   # width, height of the PNG plot_curves writes
 _PLOT_DPI = 100

@@ -35,6 +35,14 @@ _TMP_PREFIX = ".tmp-ckpt-"
 _CHUNK = 1 << 22
 
 
+PARAM_PREFIX = "param/"  # tensor names of the network's weights; momentum is "momentum/<name>"
+
+
+def params_from(tensors: Mapping[str, Any]) -> dict[str, Any]:
+    """The network's parameters among a checkpoint's tensors, by parameter name."""
+    return {k[len(PARAM_PREFIX):]: v for k, v in tensors.items() if k.startswith(PARAM_PREFIX)}
+
+
 class CheckpointError(Exception):
     """A checkpoint cannot be written, found, verified or read; the message names the file."""
 

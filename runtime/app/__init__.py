@@ -1,0 +1,4 @@
+"""The `alexnetc` command-line application: argument parsing (`cli`), the runtime commands
+(`commands`, `figure_commands`), figure drawing (`figures`), a trained model for inference (`model`),
+shipped spec lookup (`specs`) and the user-facing error type (`errors`).
+"""
