@@ -3,7 +3,8 @@
 For every conv, LRN and max-pool layer of the one-tower AlexNet at batch 128 (convnet-benchmarks'
 setting), in fp32 (TF32 allowed) and bf16, forward alone and forward+backward:
 
-  ours     the backend's functions (alexnetc.kernels.backend.get_backend(device)): Triton on CUDA
+  ours     the backend's entries (alexnetc.kernels.backend.get_backend(device), named as in
+           docs/kernel-interface.md): Triton on CUDA
   aten     F.conv2d (cuDNN, channels-last), F.local_response_norm, F.max_pool2d, backward by autograd
   compile  torch.compile of the aten op (skipped, with the reason in the row, when it fails)
 
@@ -22,8 +23,8 @@ import re
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +40,10 @@ POOLS = [("pool1", 96, 55), ("pool2", 256, 27), ("pool5", 256, 13)]
 TINY_CONVS = [("conv1", 3, 19, 8, 5, 2, 2), ("conv2", 8, 7, 12, 3, 1, 1)]
 TINY_LRNS = [("norm1", 8, 9)]
 TINY_POOLS = [("pool1", 8, 9)]
-LRN_ARGS = dict(size=5, k=2.0, alpha=1e-4, beta=0.75)
+# The paper's LRN with alpha_over_n (as F.local_response_norm, which always divides alpha by size);
+# our entries take the effective coefficient alpha' = alpha / size, as the compiler passes it.
+LRN_SPEC = {"size": 5, "k": 2.0, "alpha": 1e-4, "beta": 0.75}
+LRN_ARGS = {**LRN_SPEC, "alpha": LRN_SPEC["alpha"] / LRN_SPEC["size"]}
 
 
 def _out(n: int, k: int, s: int, p: int) -> int:
@@ -98,15 +102,15 @@ def _cases(backend, device, dtype, tiny):
         w = (torch.randn(k, c, r, r, device=device, dtype=dtype) * 0.01).to(memory_format=cl)
         b = torch.zeros(k, device=device, dtype=dtype)
         dy = torch.randn(n, k, P, P, device=device, dtype=dtype).to(memory_format=cl)
-        geo = dict(stride=(s, s), pad=(p, p), groups=1)
+        geo = {"stride": (s, s), "pad": (p, p), "num_group": 1}
 
         def ours_fwd(x=x, w=w, b=b, geo=geo, P=P):
-            return backend.conv2d(x, w, b, out_size=(P, P), act="none", **geo)
+            return backend.conv(x, w, b, out_size=(P, P), act="none", **geo)
 
         def ours_step(x=x, w=w, dy=dy, geo=geo, fwd=ours_fwd):
             fwd()
-            backend.conv2d_backward_data(dy, w, x_shape=tuple(x.shape), **geo)
-            backend.conv2d_backward_weight(dy, x, w_shape=tuple(w.shape), **geo)
+            backend.conv_backward_data(dy, w, in_hw=tuple(x.shape[2:]), **geo)
+            backend.conv_backward_weight(dy, x, kernel=tuple(w.shape[2:]), **geo)
             backend.bias_backward(dy)
 
         def aten(x, w, b, s=s, p=p):
@@ -120,14 +124,14 @@ def _cases(backend, device, dtype, tiny):
         dy = torch.randn_like(x)
 
         def ours_fwd(x=x):
-            return backend.lrn(x, alpha_over_n=True, **LRN_ARGS)
+            return backend.lrn(x, **LRN_ARGS)
 
         def ours_step(x=x, dy=dy):
-            y, scale = backend.lrn(x, alpha_over_n=True, **LRN_ARGS)
-            backend.lrn_backward(dy, x, y, scale, alpha_over_n=True, **LRN_ARGS)
+            y, scale = backend.lrn(x, **LRN_ARGS)
+            backend.lrn_backward(dy, x, y, scale, **LRN_ARGS)
 
         def aten(x):
-            return F.local_response_norm(x, LRN_ARGS["size"], LRN_ARGS["alpha"], LRN_ARGS["beta"], LRN_ARGS["k"])
+            return F.local_response_norm(x, LRN_SPEC["size"], LRN_SPEC["alpha"], LRN_SPEC["beta"], LRN_SPEC["k"])
 
         yield "lrn", name, f"x{tuple(x.shape)} n5", {"ours": (ours_fwd, ours_step)}, aten, [x], dy
 
@@ -135,14 +139,14 @@ def _cases(backend, device, dtype, tiny):
         P = _out(h, 3, 2, 0)
         x = torch.relu(torch.randn(n, c, h, h, device=device, dtype=dtype)).to(memory_format=cl)
         dy = torch.randn(n, c, P, P, device=device, dtype=dtype).to(memory_format=cl)
-        geo = dict(kernel=(3, 3), stride=(2, 2), pad=(0, 0))
+        geo = {"kernel": (3, 3), "stride": (2, 2), "pad": (0, 0)}
 
         def ours_fwd(x=x, geo=geo, P=P):
-            return backend.max_pool(x, out_size=(P, P), **geo)
+            return backend.maxpool(x, out_size=(P, P), **geo)
 
         def ours_step(x=x, dy=dy, geo=geo, P=P):
-            _, a = backend.max_pool(x, out_size=(P, P), **geo)
-            backend.max_pool_backward(dy, a, x_shape=tuple(x.shape), **geo)
+            _, a = backend.maxpool(x, out_size=(P, P), **geo)
+            backend.maxpool_backward(dy, a, in_hw=tuple(x.shape[2:]), **geo)
 
         def aten(x):
             return F.max_pool2d(x, 3, 2)
@@ -170,7 +174,9 @@ def run(tiny: bool, reps: int, use_compile: bool, dtypes: list[str], device: tor
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
         try:
             for op, layer, shape, impls, aten, inputs, dy in _cases(backend, device, dtype, tiny):
-                aten_fwd = (lambda f=aten, i=inputs: f(*i))  # inputs do not require grad: no graph kept
+                def aten_fwd(f=aten, i=inputs):
+                    return f(*i)  # inputs do not require grad: no graph kept
+
                 grads = [t.detach().clone().requires_grad_(t.is_floating_point()) for t in inputs]
                 comp = _compiled(aten, use_compile)
                 for mode in ("fwd", "fwd+bwd"):

@@ -51,11 +51,11 @@ def run(argv=None) -> dict:
     import torch
 
     from alexnetc.compiler import compile_spec
+    from alexnetc.runtime.app.specs import resolve_spec_path
     from alexnetc.runtime.execution.eager import EagerNet
     from alexnetc.runtime.execution.executor import Executor, default_group2ctx, describe_binding
-    from alexnetc.runtime.execution.params import init_params
     from alexnetc.runtime.execution.optim import SGD
-    from alexnetc.runtime.app.specs import resolve_spec_path
+    from alexnetc.runtime.execution.params import init_params
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("spec", nargs="?", default="alexnet")

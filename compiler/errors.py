@@ -6,8 +6,8 @@ which the CLI prints (one per line) before exiting with status 2.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 import difflib
+from dataclasses import dataclass
 from typing import Iterable, NamedTuple
 
 
@@ -43,11 +43,14 @@ class SpecErrors(Exception):
 
 
 class ShapeError(Exception):
-    """Shape inference failed at a node; names the node, its layer and spec position when known."""
+    """Shape inference failed at a node; names the node, its layer and spec position when known.
+
+    `key`: the spec attribute (or attributes, first present wins) a located error should point at."""
 
     def __init__(self, message: str, *, node_name: str | None = None, layer: str | None = None,
-                 mark: Mark | None = None):
+                 mark: Mark | None = None, key: str | tuple[str, ...] | None = None):
         self.node_name, self.layer, self.mark, self.reason = node_name, layer, mark, message
+        self.keys: tuple[str, ...] = (key,) if isinstance(key, str) else tuple(key or ())
         where = f"{mark}: " if mark else ""
         if layer and node_name and node_name != layer:
             who = f"layer {layer} (node {node_name}): "

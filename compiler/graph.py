@@ -1,7 +1,9 @@
 """The IR: immutable nodes, entries (node, output index) and a Graph of output entries plus attributes.
 
 A `Node` is an operator application (or a variable when ``op == "null"``) tagged with the logical
-device it runs on, the spec layer that produced it and that layer's source mark. Nodes never change:
+device it runs on, the spec layer that produced it, that layer's source mark, the index of the layer's
+first group it computes (`group`), and for a variable its `role`: ``data`` or ``label`` (fed by the
+caller), ``param`` (learned) or ``state`` (not learned, updated by the op itself). Nodes never change:
 a pass that rewrites the graph builds new nodes (`Graph.rewrite`). `Graph.attrs` carries whole-graph
 results of passes (e.g. the memory plan). JSON (de)serialisation lives here so a graph round-trips
 exactly.
@@ -36,6 +38,8 @@ class Node:
     layer: str | None = None
     mark: Mark | None = None
     shapes: tuple[Shape, ...] | None = None  # output shapes, set by infer_shapes
+    role: str | None = None    # variables only: data | label | param | state
+    group: int | None = None   # the first of its layer's groups this node computes (None: not grouped)
 
     @property
     def attrs(self) -> Mapping[str, Any]:
@@ -45,7 +49,11 @@ class Node:
     def is_variable(self) -> bool:
         return self.op == "null"
 
-    def with_(self, **changes) -> "Node":
+    @property
+    def is_param(self) -> bool:
+        return self.role == "param"
+
+    def with_(self, **changes: Any) -> "Node":
         if "attrs" in changes:
             changes["attrs_items"] = _freeze(changes.pop("attrs"))
         return replace(self, **changes)
@@ -54,9 +62,15 @@ class Node:
         return f"Node({self.op}, {self.name!r}, device={self.device})"
 
 
+ROLES = ("data", "label", "param", "state")
+
+
 def make_node(op: str, name: str, attrs: Mapping[str, Any] | None = None, inputs: Iterable["Entry"] = (),
-              device: str | None = None, layer: str | None = None, mark: Mark | None = None) -> Node:
-    return Node(op, name, _freeze(dict(attrs or {})), tuple(inputs), device, layer, mark)
+              device: str | None = None, layer: str | None = None, mark: Mark | None = None, *,
+              role: str | None = None, group: int | None = None) -> Node:
+    if role is not None and role not in ROLES:
+        raise ValueError(f"variable role {role!r}: expected one of {ROLES}")
+    return Node(op, name, _freeze(dict(attrs or {})), tuple(inputs), device, layer, mark, None, role, group)
 
 
 class Entry(NamedTuple):
@@ -101,13 +115,16 @@ class Graph:
     def variables(self) -> list[Node]:
         return [n for n in self.nodes() if n.is_variable]
 
+    def params(self) -> list[Node]:
+        return [n for n in self.nodes() if n.is_param]
+
     def node(self, name: str) -> Node:
         for n in self.nodes():
             if n.name == name:
                 return n
         raise KeyError(name)
 
-    def with_attrs(self, **attrs) -> "Graph":
+    def with_attrs(self, **attrs: Any) -> "Graph":
         return Graph(self.outputs, {**self.attrs, **attrs})
 
     def rewrite(self, fn: Callable[[Node, tuple[Entry, ...]], Node | None]) -> "Graph":
@@ -133,6 +150,7 @@ class Graph:
                 "device": n.device, "layer": n.layer,
                 "mark": str(n.mark) if n.mark else None,
                 "shapes": [list(s) for s in n.shapes] if n.shapes is not None else None,
+                "role": n.role, "group": n.group,
             } for n in nodes],
             "heads": [[index[id(e.node)], e.index] for e in self.outputs],
             "attrs": _jsonable(dict(self.attrs)),
@@ -154,7 +172,8 @@ class Graph:
             built.append(Node(nd["op"], nd["name"], _freeze(nd.get("attrs") or {}),
                               tuple(Entry(built[i], k) for i, k in nd["inputs"]), nd.get("device"),
                               nd.get("layer"), mark,
-                              tuple(tuple(s) for s in nd["shapes"]) if nd.get("shapes") is not None else None))
+                              tuple(tuple(s) for s in nd["shapes"]) if nd.get("shapes") is not None else None,
+                              nd.get("role"), nd.get("group")))
         return Graph(tuple(Entry(built[i], k) for i, k in d["heads"]), dict(d.get("attrs") or {}))
 
     @staticmethod

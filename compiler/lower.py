@@ -7,31 +7,31 @@ when ``connect: own``), so the one-GPU spec with two groups on ``gpu0`` yields C
 convolution, while the two-GPU spec yields one node per tower. A group reads either its own slice of
 the input channels (``connect: own``) or all of them (``connect: all``); slices and concatenations are
 built where the parts do not line up, and the placement pass later turns edges between devices into
-explicit copies. Shape-preserving layers (LRN, pooling, dropout, activations, flatten) run per part on
-the part's device. LRN normalises within each group of the layer that produced its input (each
-tower's maps, as in the paper's two-GPU net), wherever the groups are placed, so moving groups
-between devices never changes the network's function.
+explicit copies. Shape-preserving layers (LRN, pooling, dropout, activations) run per part on the
+part's device. LRN normalises within each group of the layer that produced its input (each tower's
+maps, as in the paper's two-GPU net), wherever the groups are placed, so moving groups between
+devices never changes the network's function.
 
-Shapes are checked while lowering, and every problem is collected as a SpecError at the layer's line.
+Which strategy lowers a layer is the op's choice (`OpDef.lower`): `Lowerer.per_part` (the default),
+`weighted` (conv, fc), `concat`, `flatten_value` and `loss`; the op's descriptor supplies the
+attributes. Shapes are checked while lowering, and every problem is collected as a SpecError at the
+layer's line (the key a `ShapeError` names, else the layer's op).
 """
 from __future__ import annotations
 
 import math
-import zlib
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, Iterable, Mapping
 
 from .errors import Mark, ShapeError, SpecError
 from .graph import Entry, Graph, Node, Shape
 from .ops import get_op
-from .ops.registry import pair
+from .ops.registry import OpDef
+from .ops.weighted import DEVICE, GROUPS, WeightedLayer, divide
+from .ops.window import ROUNDING
 from .source import SpecMap
 from .symbol import Symbol, apply, var
 from .validate import DEFAULT_DEVICES, layer_inputs
-
-DEFAULT_WEIGHT_INIT = {"type": "gaussian", "std": 0.01}  # the paper: N(0, 0.01)
-DEFAULT_BIAS_INIT = {"type": "constant", "value": 0}
-PER_PART_OPS = ("lrn", "maxpool", "avgpool", "dropout", "relu", "tanh", "sigmoid", "flatten")
 
 
 @dataclass
@@ -40,7 +40,8 @@ class Part:
     device: str | None
     lo: int
     hi: int
-    groups: int = 1   # how many of the producing layer's groups this part holds (LRN stays within one)
+    groups: int = 1          # how many of the producing layer's groups this part holds (LRN stays within one)
+    group: int | None = None  # the first of them (None: the layer is not grouped)
 
 
 @dataclass
@@ -68,28 +69,17 @@ class Lowered:
     errors: list[SpecError]
 
 
-def _init(value) -> dict:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return {"type": "constant", "value": float(value)}
-    return {k: v for k, v in dict(value).items()}
+class Lowerer:
+    """Lowers one spec; the strategies below are what `OpDef.lower` implementations call."""
 
-
-def _mult(value) -> tuple[float, float]:
-    if value is None:
-        return 1.0, 1.0
-    if isinstance(value, (int, float)):
-        return float(value), float(value)
-    return float(value.get("weight", 1.0)), float(value.get("bias", 1.0))
-
-
-class _Lowerer:
     def __init__(self, spec: SpecMap, skip: frozenset[str] | None = None):
         self.spec = spec
         self.partial = skip is not None  # collecting shape errors next to semantic ones already reported
         self.skip = skip or frozenset()
         self.devices = list(spec.get("devices") or DEFAULT_DEVICES)
-        self.defaults = spec.get("defaults") or {}
-        self.rounding = spec.get("rounding", "floor")
+        # What a layer's attribute defaults may depend on: the spec's `defaults:` and its `rounding`.
+        self.defaults: dict[str, Any] = {**(spec.get("defaults") or {}),
+                                         ROUNDING.name: spec.get(ROUNDING.name, "floor")}
         self.errors: list[SpecError] = []
         self.shapes: dict[int, tuple[Shape, ...]] = {}
         self.values: dict[str, Value | None] = {}
@@ -101,10 +91,10 @@ class _Lowerer:
         return self.shapes[id(e.node)][e.index]
 
     def node(self, op: str, inputs: list[Entry], *, name: str, device: str | None, layer: SpecMap,
-             params: dict | None = None, param_attrs: dict | None = None, **attrs) -> Node:
+             group: int | None = None, param_attrs: dict | None = None, **attrs: Any) -> Node:
         """Create a node and infer its shapes now (batch 1), so errors surface at the layer's line."""
         sym = apply(op, [Symbol([e]) for e in inputs], name=name, device=device, layer=layer["name"],
-                    mark=layer.mark, params=params, param_attrs=param_attrs, **attrs)
+                    mark=layer.mark, group=group, param_attrs=param_attrs, **attrs)
         node = sym.node
         in_shapes = [self.shapes[id(e.node)][e.index] if id(e.node) in self.shapes else None
                      for e in node.inputs]
@@ -126,7 +116,8 @@ class _Lowerer:
             else:
                 self.slice_count += 1
                 node = self.node("slice", [part.entry], name=f"{name}_slice{self.slice_count}",
-                                 device=part.device or device, layer=layer, begin=a - part.lo, end=b - part.lo)
+                                 device=part.device or device, layer=layer, group=part.group,
+                                 begin=a - part.lo, end=b - part.lo)
                 pieces.append(Entry(node, 0))
         if len(pieces) == 1:
             return pieces[0]
@@ -134,9 +125,9 @@ class _Lowerer:
 
     def group_runs(self, layer: SpecMap) -> list[tuple[int, int, str]]:
         """(first group, last group, device) for each run of consecutive groups on one device."""
-        groups = layer.get("groups") or {}
+        groups = layer.get(GROUPS.name) or {}
         count = groups.get("count", 1)
-        default = layer.get("device") or self.devices[0]
+        default = layer.get(DEVICE.name) or self.devices[0]
         devs = list(groups.get("devices") or [default] * count)
         runs: list[tuple[int, int, str]] = []
         for g, d in enumerate(devs):
@@ -146,18 +137,24 @@ class _Lowerer:
                 runs.append((g, g, d))
         return runs
 
-    def param_attrs(self, layer: SpecMap) -> dict:
-        d = self.defaults
-        wl, bl = _mult(layer.get("lr_mult", d.get("lr_mult")))
-        wd, bd = _mult(layer.get("decay_mult", d.get("decay_mult")))
-        return {
-            "weight": {"init": _init(layer.get("weight_init", d.get("weight_init", DEFAULT_WEIGHT_INIT))),
-                       "lr_mult": wl, "decay_mult": wd},
-            "bias": {"init": _init(layer.get("bias_init", d.get("bias_init", DEFAULT_BIAS_INIT))),
-                     "lr_mult": bl, "decay_mult": bd},
-        }
+    # -- strategies ------------------------------------------------------------------------------------
+    def per_part(self, op: OpDef, layer: SpecMap, value: Value, attrs: Mapping[str, Any]) -> Value:
+        """One node per part of the input, on the part's device (shape-preserving layers)."""
+        name = layer["name"]
+        if op.maps_only and len(value.shape) != 3:
+            raise ShapeError(f"{op.name} needs feature maps (C, H, W) but its input has shape {value.shape}")
+        parts, shape = [], value.shape
+        for k, part in enumerate(value.parts):
+            nm = name if len(value.parts) == 1 else f"{name}_g{k}"
+            node = self.node(op.name, [part.entry], name=nm, device=part.device or self.devices[0], layer=layer,
+                             group=part.group, **attrs, **op.part_attrs(nm, part.groups))
+            out = self.shape_of(Entry(node, 0))
+            parts.append(Part(Entry(node, 0), node.device, part.lo, part.hi, part.groups, part.group))
+            shape = (shape[0], *out[2:])
+        return Value(shape, parts)
 
     def flatten_value(self, value: Value, layer: SpecMap, name: str) -> Value:
+        """Each part flattened to (features,); a value that is already flat is returned as is."""
         if len(value.shape) == 1:
             return value
         c = value.shape[0]
@@ -165,89 +162,38 @@ class _Lowerer:
         parts = []
         for k, part in enumerate(value.parts):
             nm = name if len(value.parts) == 1 else f"{name}_g{k}"
-            node = self.node("flatten", [part.entry], name=nm, device=part.device or self.devices[0], layer=layer)
-            parts.append(Part(Entry(node, 0), node.device, part.lo * per, part.hi * per, part.groups))
+            node = self.node("flatten", [part.entry], name=nm, device=part.device or self.devices[0], layer=layer,
+                             group=part.group)
+            parts.append(Part(Entry(node, 0), node.device, part.lo * per, part.hi * per, part.groups, part.group))
         return Value((c * per,), parts)
 
-    # -- layers ----------------------------------------------------------------------------------------
-    def lower_layer(self, layer: SpecMap, inputs: list[Value]) -> Value:
-        op, name = layer["op"], layer["name"]
-        act = layer.get("act", self.defaults.get("act", "none"))
-        if op == "concat":
-            first = inputs[0]
-            parts, offset = [], 0
-            for v in inputs:
-                if v.shape[1:] != first.shape[1:] or len(v.shape) != len(first.shape):
-                    raise ShapeError(f"concat inputs differ outside the channel axis: {first.shape} vs {v.shape}")
-                parts += [Part(p.entry, p.device, p.lo + offset, p.hi + offset, p.groups) for p in v.parts]
-                offset += v.shape[0]
-            return Value((offset, *first.shape[1:]), parts)
-        value = inputs[0]
-        if op == "flatten":
-            return self.flatten_value(value, layer, name)
-        if op in PER_PART_OPS:
-            if len(value.shape) != 3 and op in ("lrn", "maxpool", "avgpool"):
-                raise ShapeError(f"{op} needs feature maps (C, H, W) but its input has shape {value.shape}")
-            attrs: dict = {}
-            if op == "lrn":
-                attrs = {k: layer[k] for k in ("size", "k", "alpha", "beta", "alpha_over_n")}
-            elif op in ("maxpool", "avgpool"):
-                attrs = {"kernel": pair(layer["kernel"]), "stride": pair(layer.get("stride", layer["kernel"])),
-                         "pad": pair(layer.get("pad", 0)), "rounding": layer.get("rounding", self.rounding)}
-            elif op == "dropout":
-                attrs = {"p": float(layer["p"])}
-            parts, shape = [], value.shape
-            for k, part in enumerate(value.parts):
-                nm = name if len(value.parts) == 1 else f"{name}_g{k}"
-                a = dict(attrs)
-                if op == "lrn":
-                    a["groups"] = part.groups
-                if op == "dropout":
-                    a["seed_offset"] = zlib.crc32(nm.encode())  # a stable, per-node RNG stream
-                node = self.node(op, [part.entry], name=nm, device=part.device or self.devices[0], layer=layer, **a)
-                out = self.shape_of(Entry(node, 0))
-                parts.append(Part(Entry(node, 0), node.device, part.lo, part.hi, part.groups))
-                shape = (shape[0], *out[2:])
-            return Value(shape, parts)
-        if op == "softmax_loss":
-            if len(value.shape) != 1:
-                value = self.flatten_value(value, layer, f"{name}_flatten")
-            classes = self.spec["classes"]
-            if value.shape[0] != classes:
-                raise ShapeError(f"the scores reaching the loss have {value.shape[0]} features but the spec "
-                                 f"has classes: {classes}")
-            dev = value.parts[0].device or self.devices[0]
-            scores = self.gather(value, 0, value.shape[0], dev, layer, name)
-            node = self.node("softmax_loss", [scores, self.label], name=name, device=dev, layer=layer)
-            return Value((classes,), [Part(Entry(node, 1), dev, 0, classes)])
-        if op in ("conv", "fc"):
-            return self.lower_param_layer(layer, value, act)
-        raise ShapeError(f"op '{op}' cannot be lowered")  # unreachable after schema validation
+    def concat(self, inputs: list[Value]) -> Value:
+        """The inputs' parts side by side along the channel axis (no node: consumers gather)."""
+        first = inputs[0]
+        parts, offset = [], 0
+        for v in inputs:
+            if v.shape[1:] != first.shape[1:] or len(v.shape) != len(first.shape):
+                raise ShapeError(f"concat inputs differ outside the channel axis: {first.shape} vs {v.shape}",
+                                 key="inputs")
+            parts += [Part(p.entry, p.device, p.lo + offset, p.hi + offset, p.groups, p.group) for p in v.parts]
+            offset += v.shape[0]
+        return Value((offset, *first.shape[1:]), parts)
 
-    def lower_param_layer(self, layer: SpecMap, value: Value, act: str) -> Value:
-        op, name = layer["op"], layer["name"]
-        groups = layer.get("groups") or {}
+    def weighted(self, op: WeightedLayer, layer: SpecMap, value: Value) -> Value:
+        """conv / fc: one node per run of consecutive groups on one device, with its parameters."""
+        name = layer["name"]
+        groups = layer.get(GROUPS.name) or {}
         count = groups.get("count", 1)
         connect = groups.get("connect", "own")
-        if op == "fc":
-            value = self.flatten_value(value, layer, f"{name}_flatten")
-            if "in_features" in layer and layer["in_features"] != value.shape[0]:
-                raise ShapeError(f"in_features is {layer['in_features']} but the input has {value.shape[0]} "
-                                 f"features")
-            total = layer["units"]
-        else:
-            if len(value.shape) != 3:
-                raise ShapeError(f"conv needs feature maps (C, H, W) but its input has shape {value.shape}")
-            total = layer["filters"]
-        c = value.shape[0]
-        what = "units" if op == "fc" else "filters"
-        if total % count:
-            raise ShapeError(f"{total} {what} are not divisible into {count} groups")
+        value = op.prepare_input(self, layer, value)
+        total, c = layer[op.out_attr], value.shape[0]
+        per_out = divide(total, count, op.out_attr)
         if connect == "own" and c % count:
             raise ShapeError(f"the input's {c} channels are not divisible into {count} groups "
-                             f"(connect: own gives each group its own slice)")
-        per_out, per_in = total // count, c // count
-        pattrs = self.param_attrs(layer)
+                             f"(connect: own gives each group its own slice)", key=GROUPS.name)
+        per_in = c // count
+        attrs = op.node_attrs(layer, self.defaults)
+        pattrs = op.param_attrs(layer, self.defaults)
         runs = self.group_runs(layer)
         parts, shape = [], None
         for first, last, dev in runs:
@@ -255,45 +201,49 @@ class _Lowerer:
             nm = name if len(runs) == 1 else f"{name}_g{first}"
             lo, hi = (first * per_in, (last + 1) * per_in) if connect == "own" else (0, c)
             x = self.gather(value, lo, hi, dev, layer, nm)
-            common = dict(name=nm, device=dev, layer=layer, param_attrs=pattrs, act=act,
-                          no_bias=not layer.get("bias", True))
-            if op == "conv":
-                node = self.node("conv", [x], filters=per_out * r, kernel=pair(layer["kernel"]),
-                                 stride=pair(layer.get("stride", 1)), pad=pair(layer.get("pad", 0)),
-                                 num_group=r if connect == "own" else 1,
-                                 rounding=layer.get("rounding", self.rounding), **common)
-            else:
-                if connect == "own" and r > 1:
-                    raise ShapeError("fc with connect: own needs one group per device run; give each group "
-                                     "its own device or use connect: all")
-                node = self.node("fc", [x], units=per_out * r, **common)
+            group = first if count > 1 else None
+            node = self.node(op.name, [x], name=nm, device=dev, layer=layer, group=group, param_attrs=pattrs,
+                             **op.run_attrs(attrs, per_out * r, r, connect))
             out = self.shape_of(Entry(node, 0))
             shape = (total, *out[2:])
-            parts.append(Part(Entry(node, 0), dev, first * per_out, (last + 1) * per_out, r))
+            parts.append(Part(Entry(node, 0), dev, first * per_out, (last + 1) * per_out, r, group))
         return Value(shape, parts)
 
+    def loss(self, op: OpDef, layer: SpecMap, value: Value) -> Value:
+        """The loss head: scores flattened, checked against `classes`, gathered onto one device."""
+        name = layer["name"]
+        if len(value.shape) != 1:
+            value = self.flatten_value(value, layer, f"{name}_flatten")
+        classes = self.spec["classes"]
+        if value.shape[0] != classes:
+            raise ShapeError(f"the scores reaching the loss have {value.shape[0]} features but the spec "
+                             f"has classes: {classes}")
+        dev = value.parts[0].device or self.devices[0]
+        scores = self.gather(value, 0, value.shape[0], dev, layer, name)
+        node = self.node(op.name, [scores, self.label], name=name, device=dev, layer=layer,
+                         **op.node_attrs(layer, self.defaults))
+        return Value((classes,), [Part(Entry(node, 1), dev, 0, classes)])
+
     # -- driver ----------------------------------------------------------------------------------------
-    def error_mark(self, layer: SpecMap, reason: str) -> Mark:
-        for key, words in (("in_features", ("in_features",)), ("groups", ("groups", "group")),
-                           ("kernel", ("window", "output size", "fractional", "padding")),
-                           ("filters", ("filters",)), ("units", ("units",)), ("inputs", ("concat",))):
-            if key in layer and any(w in reason for w in words):
+    def error_mark(self, layer: SpecMap, exc: ShapeError) -> Mark:
+        """Where a layer's shape error points: the first key it names that the layer writes, else its op."""
+        for key in exc.keys:
+            if key in layer:
                 return layer.value_mark(key)
         return layer.value_mark("op") if "op" in layer else layer.mark
 
     def run(self) -> Lowered:
         spec = self.spec
         inp = spec["input"]
-        data = var("data", kind="input")
-        self.label = var("label", kind="label").outputs[0]
+        data = var("data", role="data")
+        self.label = var("label", role="label").outputs[0]
         self.shapes[id(data.node)] = ((1, inp["channels"], inp["height"], inp["width"]),)
         self.shapes[id(self.label.node)] = ((1,),)
         self.values["data"] = Value((inp["channels"], inp["height"], inp["width"]),
                                     [Part(data.outputs[0], None, 0, inp["channels"])])
         layers = spec["layers"]
-        order = _topological(spec)
         loss_entries: list[Entry] = []
-        for i in order:
+        for i in _topological(spec):
             layer = layers[i]
             refs = [r for r, _ in layer_inputs(spec, i)]
             ins = [self.values.get(r) for r in refs]
@@ -302,10 +252,11 @@ class _Lowerer:
             if layer["name"] in self.skip or any(v is None for v in ins):
                 self.values[layer["name"]] = None  # an input failed: reported there, don't cascade
                 continue
+            op = get_op(layer["op"])
             try:
-                value = self.lower_layer(layer, ins)
+                value = op.lower(self, layer, ins)
             except ShapeError as exc:
-                self.errors.append(SpecError(self.error_mark(layer, exc.reason), exc.reason, layer["name"]))
+                self.errors.append(SpecError(self.error_mark(layer, exc), exc.reason, layer["name"]))
                 self.values[layer["name"]] = None
                 continue
             self.values[layer["name"]] = value
@@ -313,9 +264,9 @@ class _Lowerer:
             for part in value.parts:
                 info.outputs.append((part.entry.node.name, part.device, self.shape_of(part.entry)[1:]))
                 info.groups.append(part.groups)
-            if layer["op"] == "softmax_loss":
+            if op.role == "loss":
                 node = value.parts[0].entry.node
-                loss_entries = [Entry(node, 0), Entry(node, 1)]
+                loss_entries = [Entry(node, k) for k in range(op.visible)]
         if not loss_entries and not self.errors and not self.partial:
             self.errors.append(SpecError(spec.mark, "the network has no softmax_loss layer"))
         return Lowered(Graph(tuple(loss_entries)), self.infos, self.errors)
@@ -345,4 +296,4 @@ def _topological(spec: SpecMap) -> list[int]:
 def lower(spec: SpecMap, skip: Iterable[str] | None = None) -> Lowered:
     """Lower a validated spec. `skip`: layers already reported as wrong (they and their dependents are
     left out), so a spec's shape errors can be reported together with its semantic ones."""
-    return _Lowerer(spec, None if skip is None else frozenset(skip)).run()
+    return Lowerer(spec, None if skip is None else frozenset(skip)).run()

@@ -2,7 +2,8 @@
 
     net = compile_spec("specs/alexnet.yaml", batch=128)
     net.graph          # forward graph: shapes at batch 128, devices placed, copy nodes inserted
-    net.train_graph()  # + gradient nodes + memory plan
+    net.training()     # Program: + gradient nodes, which output is which gradient, memory plan
+    net.inference()    # Program: the forward graph with its own memory plan
 """
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .errors import SpecError, SpecErrors, ShapeError
+from .errors import ShapeError, SpecError, SpecErrors
 from .graph import Graph
 from .lower import LayerInfo, lower
 from .passes import fuse_activations, gradient, infer_shapes, place_devices, plan_memory
+from .program import Program
 from .source import SpecMap
 from .validate import DEFAULT_DEVICES, schema_errors, semantic_errors
 from .variants import resolve
@@ -58,7 +60,7 @@ class CompiledNet:
     graph: Graph                     # forward, placed, shapes at `batch`
     layers: list[LayerInfo]
     batch: int
-    _train: Graph | None = field(default=None, repr=False)
+    _programs: dict[str, Program] = field(default_factory=dict, repr=False)
 
     @property
     def name(self) -> str:
@@ -90,11 +92,19 @@ class CompiledNet:
         g = infer_shapes(_strip_shapes(self.graph), data=(batch, *self.input_shape), label=(batch,))
         return CompiledNet(self.spec, self.source, g, self.layers, batch)
 
-    def train_graph(self) -> Graph:
-        """Forward + backward graph (gradient pass) with a memory plan, at this batch size."""
-        if self._train is None:
-            self._train = plan_memory(gradient(self.graph))
-        return self._train
+    def training(self) -> Program:
+        """Forward + backward graph (gradient pass) with its memory plan, at this batch size."""
+        if "training" not in self._programs:
+            program = gradient(self.graph)
+            self._programs["training"] = replace(program, memory=plan_memory(program.graph))
+        return self._programs["training"]
+
+    def inference(self) -> Program:
+        """The forward graph alone, with its own memory plan (activations freed after their last use)."""
+        if "inference" not in self._programs:
+            self._programs["inference"] = Program(self.graph, len(self.graph.outputs), (),
+                                                  plan_memory(self.graph))
+        return self._programs["inference"]
 
 
 def _strip_shapes(graph: Graph) -> Graph:

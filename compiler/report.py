@@ -49,7 +49,7 @@ def rows(net: CompiledNet) -> tuple[list[Row], dict]:
     copy_bytes = 0
     for n in one.nodes():
         if n.is_variable:
-            if n.attrs.get("kind") == "param":
+            if n.is_param:
                 by_layer_params[n.layer] += math.prod(n.shapes[0])
             continue
         op = get_op(n.op)
@@ -67,14 +67,14 @@ def rows(net: CompiledNet) -> tuple[list[Row], dict]:
         out.append(Row(info.name, info.op, shapes,
                        [d or "host" for _, d, _ in info.outputs], by_layer_params[info.name],
                        by_layer_macs[info.name], by_layer_act[info.name] * net.batch))
-    plan = net.train_graph().attrs["memory_plan"]
+    plan = net.training().memory
     totals = {
         "params": sum(r.params for r in out),
         "macs_per_image": sum(r.macs for r in out),
         "cross_device_bytes_per_image": copy_bytes,
         "copies": sorted({n.layer for n in one.nodes() if n.op == "copy"}),
         "batch": net.batch,
-        "memory_plan": plan["devices"],
+        "memory_plan": {d: m.as_dict() for d, m in plan.devices.items()},
     }
     return out, totals
 
@@ -118,7 +118,7 @@ def to_dot(graph: Graph, title: str = "alexnetc") -> str:
     clusters: dict[str, list[str]] = defaultdict(list)
     lines = [f'digraph "{title}" {{', "  rankdir=TB;", '  node [shape=box, fontname="Helvetica", fontsize=10];']
     for n in nodes:
-        if n.is_variable and n.attrs.get("kind") == "param":
+        if n.is_param:
             continue
         shape = f"\\n{_shape(n.shapes[0][1:])}" if n.shapes and n.shapes[0] else ""
         style = ', color=red, penwidth=2' if n.op == "copy" else (', shape=ellipse' if n.is_variable else "")
@@ -131,9 +131,7 @@ def to_dot(graph: Graph, title: str = "alexnetc") -> str:
         lines += [f"  subgraph cluster_{i} {{", f'    label="{dev}"; style=rounded; color=gray40;', *items, "  }"]
     for n in nodes:
         for e in n.inputs:
-            if e.node.is_variable and e.node.attrs.get("kind") == "param":
-                continue
-            if n.is_variable or (e.node.is_variable and e.node.attrs.get("kind") == "param"):
+            if n.is_variable or e.node.is_param:
                 continue
             lines.append(f"  {ids[id(e.node)]} -> {ids[id(n)]};")
     lines.append("}")

@@ -25,23 +25,23 @@ _SCALAR_TAGS = {
 class SpecMap(dict):
     """A dict that remembers the source mark of itself, of each key and of each value."""
 
-    def __init__(self, *args, mark: Mark | None = None, **kw):
+    def __init__(self, *args: Any, mark: Mark | None = None, **kw: Any):
         super().__init__(*args, **kw)
         self.mark = mark
         self.key_marks: dict[str, Mark] = {}
         self.value_marks: dict[str, Mark] = {}
 
-    def key_mark(self, key) -> Mark | None:
+    def key_mark(self, key: str) -> Mark | None:
         return self.key_marks.get(key, self.mark)
 
-    def value_mark(self, key) -> Mark | None:
+    def value_mark(self, key: str) -> Mark | None:
         return self.value_marks.get(key, self.key_marks.get(key, self.mark))
 
 
 class SpecList(list):
     """A list that remembers the source mark of itself and of each item."""
 
-    def __init__(self, *args, mark: Mark | None = None):
+    def __init__(self, *args: Any, mark: Mark | None = None):
         super().__init__(*args)
         self.mark = mark
         self.item_marks: list[Mark | None] = [None] * len(self)

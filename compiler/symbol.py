@@ -7,8 +7,10 @@
     net.list_arguments()      # ['data', 'conv1_weight', 'conv1_bias', 'fc_weight', 'fc_bias', 'label']
     net.infer_shape(data=(8, 3, 224, 224))
 
-Op constructors create the parameter variables they need (``NAME_weight``, ``NAME_bias``) unless given.
-The YAML lowering (`lower.py`) builds graphs through the same constructors.
+There is one constructor per registered op (``sym.conv``, ``sym.lrn``, ``sym.softmax_loss`` ...), made from
+its descriptor: keyword attributes are checked against the op's declared attributes and defaults filled
+in (`OpDef.construct_attrs`). Constructors create the parameter variables they need (``NAME_weight``,
+``NAME_bias``) unless given. The YAML lowering (`lower.py`) builds graphs through the same `apply`.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from typing import Any, Iterable, Sequence
 
 from .errors import Mark
 from .graph import Entry, Graph, Node, Shape, make_node, topo_order
-from .ops import get_op
+from .ops import OPS, get_op
 
 _counter = itertools.count()
 
@@ -112,13 +114,14 @@ def Group(symbols: Sequence[Symbol]) -> Symbol:
     return Symbol([e for s in symbols for e in s.outputs])
 
 
-def var(name: str, shape: Shape | None = None, *, device: str | None = None, kind: str = "input",
-        layer: str | None = None, mark: Mark | None = None, **attrs: Any) -> Symbol:
-    """A variable: a network input (``kind="input"``/``"label"``) or a parameter (``kind="param"``)."""
-    a = {"kind": kind, **attrs}
+def var(name: str, shape: Shape | None = None, *, device: str | None = None, role: str = "data",
+        layer: str | None = None, mark: Mark | None = None, group: int | None = None, **attrs: Any) -> Symbol:
+    """A variable: a network input (``role="data"``/``"label"``), a learned parameter (``"param"``) or
+    state an op updates itself (``"state"``)."""
+    a = dict(attrs)
     if shape is not None:
         a["shape"] = tuple(shape)
-    return Symbol([Entry(make_node("null", name, a, (), device, layer, mark))])
+    return Symbol([Entry(make_node("null", name, a, (), device, layer, mark, role=role, group=group))])
 
 
 def _entry(x: Symbol) -> Entry:
@@ -128,9 +131,12 @@ def _entry(x: Symbol) -> Entry:
 
 
 def apply(op_name: str, inputs: Sequence[Symbol], *, name: str | None = None, device: str | None = None,
-          layer: str | None = None, mark: Mark | None = None, params: dict[str, Symbol] | None = None,
-          param_attrs: dict[str, dict] | None = None, **attrs: Any) -> Symbol:
-    """Apply a registered op. Missing learnable parameters become variables named NAME_PARAM."""
+          layer: str | None = None, mark: Mark | None = None, group: int | None = None,
+          params: dict[str, Symbol] | None = None, param_attrs: dict[str, dict] | None = None,
+          **attrs: Any) -> Symbol:
+    """Apply a registered op with these node attributes as given (the lowering fills them from the
+    spec; the op constructors check and complete them first). Missing learnable parameters become
+    variables named NAME_PARAM."""
     op = get_op(op_name)
     name = name or f"{op_name}{next(_counter)}"
     entries = [_entry(x) for x in inputs]
@@ -139,73 +145,36 @@ def apply(op_name: str, inputs: Sequence[Symbol], *, name: str | None = None, de
         if pname not in op.arguments_for(attrs):
             continue
         if pname not in params:
-            params[pname] = var(f"{name}_{pname}", device=device, kind="param", layer=layer, mark=mark,
-                                **(param_attrs or {}).get(pname, {}))
+            params[pname] = var(f"{name}_{pname}", device=device, role="param", layer=layer, mark=mark,
+                                group=group, **(param_attrs or {}).get(pname, {}))
         entries.append(_entry(params[pname]))
-    node = make_node(op_name, name, attrs, entries, device, layer, mark)
+    node = make_node(op_name, name, attrs, entries, device, layer, mark, group=group)
     return Symbol([Entry(node, i) for i in range(op.visible)])
 
 
-def _op_constructor(op_name: str, n_inputs: int | None = 1):
-    def construct(*inputs: Symbol, name: str | None = None, device: str | None = None, **attrs) -> Symbol:
-        if n_inputs is not None and len(inputs) != n_inputs:
-            raise TypeError(f"{op_name}() takes {n_inputs} input symbol(s), got {len(inputs)}")
-        return apply(op_name, inputs, name=name, device=device, **attrs)
-    construct.__name__ = op_name
-    construct.__doc__ = f"Apply the '{op_name}' op (see alexnetc.compiler.ops)."
+def _constructor(op_name: str):
+    op = get_op(op_name)
+    fixed = None if op.arguments is None else len([a for a in op.arguments if a not in op.params])
+
+    def construct(*inputs: Symbol, name: str | None = None, device: str | None = None,
+                  params: dict[str, Symbol] | None = None, param_attrs: dict[str, dict] | None = None,
+                  layer: str | None = None, mark: Mark | None = None, **attrs: Any) -> Symbol:
+        if fixed is not None and len(inputs) != fixed:
+            raise TypeError(f"{op_name}() takes {fixed} input symbol(s), got {len(inputs)}")
+        if fixed is None and not inputs:
+            raise TypeError(f"{op_name}() needs at least one input symbol")
+        return apply(op_name, inputs, name=name, device=device, layer=layer, mark=mark, params=params,
+                     param_attrs=param_attrs, **op.construct_attrs(attrs))
+
+    node_attrs = [a for a in op.attrs if a.node]
+    described = "; ".join(f"{a.name}" + ("" if a.required else f"={a.default!r}" if not callable(a.default)
+                                          else " (default: from the spec or layer)") for a in node_attrs)
+    construct.__name__ = construct.__qualname__ = op_name
+    construct.__doc__ = (f"{op.doc or 'Apply the ' + repr(op_name) + ' op.'}\n\nAttributes: {described or 'none'}. "
+                         f"Descriptor: alexnetc.compiler.ops.{op.family}.")
     return construct
 
 
-def conv(data: Symbol, *, filters: int, kernel, stride=1, pad=0, num_group: int = 1, act: str = "none",
-         no_bias: bool = False, rounding: str = "floor", name: str | None = None, device: str | None = None,
-         **kw) -> Symbol:
-    """Grouped 2-d convolution with bias and a fused activation."""
-    return apply("conv", [data], name=name, device=device, filters=filters, kernel=kernel, stride=stride,
-                 pad=pad, num_group=num_group, act=act, no_bias=no_bias, rounding=rounding, **kw)
-
-
-def fc(data: Symbol, *, units: int, act: str = "none", no_bias: bool = False, name: str | None = None,
-       device: str | None = None, **kw) -> Symbol:
-    """Fully connected layer with bias and a fused activation; input (N, features)."""
-    return apply("fc", [data], name=name, device=device, units=units, act=act, no_bias=no_bias, **kw)
-
-
-def lrn(data: Symbol, *, size: int = 5, k: float = 2.0, alpha: float = 1e-4, beta: float = 0.75,
-        alpha_over_n: bool = False, name: str | None = None, device: str | None = None, **kw) -> Symbol:
-    """Local response normalisation across channels (defaults: the paper's values, alpha as written)."""
-    return apply("lrn", [data], name=name, device=device, size=size, k=k, alpha=alpha, beta=beta,
-                 alpha_over_n=alpha_over_n, **kw)
-
-
-def maxpool(data: Symbol, *, kernel, stride=None, pad=0, rounding: str = "floor", name=None, device=None,
-            **kw) -> Symbol:
-    return apply("maxpool", [data], name=name, device=device, kernel=kernel,
-                 stride=kernel if stride is None else stride, pad=pad, rounding=rounding, **kw)
-
-
-def avgpool(data: Symbol, *, kernel, stride=None, pad=0, rounding: str = "floor", name=None, device=None,
-            **kw) -> Symbol:
-    return apply("avgpool", [data], name=name, device=device, kernel=kernel,
-                 stride=kernel if stride is None else stride, pad=pad, rounding=rounding, **kw)
-
-
-def dropout(data: Symbol, *, p: float = 0.5, name=None, device=None, **kw) -> Symbol:
-    return apply("dropout", [data], name=name, device=device, p=p, **kw)
-
-
-def concat(*inputs: Symbol, name=None, device=None, **kw) -> Symbol:
-    return apply("concat", inputs, name=name, device=device, **kw)
-
-
-def softmax_loss(data: Symbol, label: Symbol, *, name=None, device=None, **kw) -> Symbol:
-    """Softmax over classes with mean cross-entropy; outputs (loss, prob)."""
-    return apply("softmax_loss", [data, label], name=name, device=device, **kw)
-
-
-flatten = _op_constructor("flatten")
-relu = _op_constructor("relu")
-tanh = _op_constructor("tanh")
-sigmoid = _op_constructor("sigmoid")
-copy = _op_constructor("copy")
-slice = _op_constructor("slice")  # noqa: A001  (MXNet's name)
-add_n = _op_constructor("add_n", None)
+# One constructor per registered op: sym.conv, sym.fc, sym.lrn, sym.maxpool, sym.softmax_loss ...
+for _name in OPS:
+    globals()[_name] = _constructor(_name)

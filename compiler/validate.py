@@ -14,13 +14,13 @@ import jsonschema
 from jsonschema import Draft202012Validator
 
 from .errors import Mark, SpecError, SpecErrors, did_you_mean
+from .ops import OPS, spec_ops
+from .ops.weighted import DEVICE, GROUPS
 from .schema import spec_schema
-from .schema.build import OP_PROPS, OPS
 from .source import SpecList, SpecMap
 
 RESERVED = ("data", "label")
 DEFAULT_DEVICES = ("gpu0",)  # a spec without `devices:` runs on one logical device
-PARAM_OPS = ("conv", "fc")
 
 
 @functools.lru_cache(maxsize=1)
@@ -62,7 +62,7 @@ def _allowed_keys(root: Any, path: list) -> list[str]:
         layer = root["layers"][path[1]]
         op = layer.get("op") if isinstance(layer, dict) else None
         common = list(spec_schema()["$defs"]["layer"]["properties"])
-        return common + list(OP_PROPS.get(op, {}).get("properties", {}))
+        return common + ([a.name for a in OPS[op].spec_attrs()] if op in spec_ops() else [])
     return []
 
 
@@ -99,7 +99,7 @@ def schema_errors(doc: SpecMap) -> list[SpecError]:
         v = err.validator
         if v in ("additionalProperties", "unevaluatedProperties"):
             container = err.instance if isinstance(err.instance, dict) else {}
-            if len(path) == 2 and path[0] == "layers" and container.get("op") not in OPS:
+            if len(path) == 2 and path[0] == "layers" and container.get("op") not in spec_ops():
                 continue  # the unknown (or missing) op is the error; its keys cannot be judged
             allowed = _allowed_keys(doc, path) or list((err.schema.get("properties") or {}))
             known = set(allowed)
@@ -116,7 +116,8 @@ def schema_errors(doc: SpecMap) -> list[SpecError]:
             missing = err.message.split("'")[1] if "'" in err.message else err.message
             msg = f"missing required key '{missing}'" + (f" in {where}" if where != "spec" and not layer else "")
         elif v == "enum" and path and path[-1] == "op":
-            msg = f"unknown op {_describe(err.instance)}{did_you_mean(err.instance, OPS)}; known ops: {', '.join(OPS)}"
+            known = spec_ops()
+            msg = f"unknown op {_describe(err.instance)}{did_you_mean(err.instance, known)}; known ops: {', '.join(known)}"
         elif v == "enum":
             msg = f"{where}: {_describe(err.instance)} is not one of {', '.join(map(str, err.validator_value))}" \
                   f"{did_you_mean(err.instance, err.validator_value)}"
@@ -193,6 +194,10 @@ def _str_refs(spec: SpecMap, i: int) -> list[tuple[str, Mark | None]]:
     return [(r, m) for r, m in layer_inputs(spec, i) if isinstance(r, str)]
 
 
+def _count(n: int) -> str:
+    return {2: "two", 3: "three"}.get(n, str(n))
+
+
 def _int(value) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -234,21 +239,24 @@ def semantic_errors(spec: SpecMap) -> list[SpecError]:
                 errors.append(SpecError(mark, f"input '{ref}' is not a layer"
                                         f"{did_you_mean(ref, sorted(names - {name}))}", name))
         graph.setdefault(name, [r for r, _ in refs if r in names and r != name])
+        desc = OPS[op] if isinstance(op, str) and op in spec_ops() else None
         n_refs = len(layer["inputs"]) if isinstance(layer.get("inputs"), list) else 1
-        if op == "concat" and n_refs < 2:
+        if desc is not None and n_refs < desc.inputs[0]:
             errors.append(SpecError(layer.value_mark("inputs") if "inputs" in layer else layer.mark,
-                                    "concat needs at least two inputs", name))
-        if op != "concat" and isinstance(layer.get("inputs"), list) and n_refs != 1:
+                                    f"{op} needs at least {_count(desc.inputs[0])} inputs", name))
+        if (desc is not None and desc.inputs[1] is not None and isinstance(layer.get("inputs"), list)
+                and n_refs > desc.inputs[1]):
             errors.append(SpecError(layer.value_mark("inputs"), f"a {op} layer reads exactly one input; "
-                                    f"use 'input: NAME'", name))
+                                    f"use 'input: NAME'" if desc.inputs[1] == 1 else
+                                    f"a {op} layer reads at most {desc.inputs[1]} inputs", name))
         if "input" in layer and "inputs" in layer:
             errors.append(SpecError(layer.key_mark("inputs"), "give either 'input' or 'inputs', not both", name))
 
-        dev = layer.get("device")
+        dev = layer.get(DEVICE.name)
         if isinstance(dev, str) and dev not in devices:
-            errors.append(SpecError(layer.value_mark("device"), f"device '{dev}' is not declared in devices "
+            errors.append(SpecError(layer.value_mark(DEVICE.name), f"device '{dev}' is not declared in devices "
                                     f"{devices}{did_you_mean(dev, devices)}", name))
-        groups = layer.get("groups")
+        groups = layer.get(GROUPS.name)
         if isinstance(groups, SpecMap):
             count = _int(groups.get("count"))
             gdevs = groups.get("devices")
@@ -261,12 +269,11 @@ def semantic_errors(spec: SpecMap) -> list[SpecError]:
                         errors.append(SpecError(gdevs.value_mark(k), f"device '{d}' is not declared in devices "
                                                 f"{devices}{did_you_mean(d, devices)}", name))
                 if dev is not None:
-                    errors.append(SpecError(layer.key_mark("device"), "give either 'device' or 'groups.devices', "
+                    errors.append(SpecError(layer.key_mark(DEVICE.name), "give either 'device' or 'groups.devices', "
                                             "not both", name))
-        size = _int(layer.get("size"))
-        if op == "lrn" and size is not None and size % 2 == 0:
-            errors.append(SpecError(layer.value_mark("size"), f"LRN size must be odd (a window centred on the "
-                                    f"channel), got {size}", name))
+        if desc is not None:  # the op's own checks that need no shapes (LRN: an odd window)
+            for key, message in desc.check(layer):
+                errors.append(SpecError(layer.value_mark(key) if key in layer else layer.mark, message, name))
 
     # Cycles through named inputs: depth-first search, report each cycle once at its first layer.
     state: dict[str, int] = {}
@@ -290,8 +297,9 @@ def semantic_errors(spec: SpecMap) -> list[SpecError]:
         if n not in state:
             visit(n, [n])
 
-    losses = [l for l in layers if l.get("op") == "softmax_loss"]
-    if layers and not losses and all(l.get("op") in OPS for l in layers):
+    known = spec_ops()
+    losses = [l for l in layers if l.get("op") in known and OPS[l["op"]].role == "loss"]
+    if layers and not losses and all(l.get("op") in known for l in layers):
         errors.append(SpecError(spec.value_mark("layers"), "the network has no softmax_loss layer (the output)"))
     for extra in losses[1:]:
         errors.append(SpecError(extra.value_mark("op"), "only one softmax_loss layer is supported",

@@ -20,6 +20,7 @@ from typing import Any
 
 from .errors import Mark, SpecError, SpecErrors, did_you_mean
 from .source import SpecList, SpecMap, read_yaml
+from .validate import validate_file
 
 EDIT_KEYS = ("modify_layers", "remove_layers", "insert_layers")
 
@@ -71,7 +72,7 @@ def apply_edits(base_layers: SpecList, variant: SpecMap, errors: list[SpecError]
         del layers[j]
         del layers.item_marks[j]
 
-    for i, ins in enumerate(variant.get("insert_layers") or []):
+    for ins in variant.get("insert_layers") or []:
         anchor_key = "after" if "after" in ins else "before"
         anchor = ins[anchor_key]
         index = _layer_index(layers)
@@ -90,8 +91,6 @@ def apply_edits(base_layers: SpecList, variant: SpecMap, errors: list[SpecError]
 def resolve(path: str, _stack: tuple[str, ...] = (), _display: str | None = None,
             _ref_mark: Mark | None = None) -> SpecMap:
     """Load `path`, follow its `base:` chain and return the merged spec (edit keys consumed)."""
-    from .validate import validate_file  # local: validate imports this module's EDIT_KEYS
-
     real = os.path.realpath(path)
     display = _display or path
     if real in _stack:

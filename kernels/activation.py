@@ -1,8 +1,9 @@
-"""Triton kernels for relu / tanh / sigmoid, forward and backward (backward from the output y).
+"""Triton relu / tanh / sigmoid, forward and backward (the backward from the output y).
 
 Elementwise over the tensor's storage when it is dense (NCHW or channels-last alike: the output keeps
 the input's layout), over a contiguous copy otherwise. Math is fp32 whatever the storage dtype.
-`apply_act` / `act_grad_from_y` are @triton.jit helpers other kernels can call in their epilogues.
+`apply_act` / `act_grad_from_y` are @triton.jit helpers other kernels call in their epilogues (conv);
+`act_in_place` is the host-side epilogue of a layer that has already written its output (fc).
 """
 from __future__ import annotations
 
@@ -74,22 +75,32 @@ def _dense_or_contiguous(t: torch.Tensor) -> torch.Tensor:
     return t if _dense(t) else t.contiguous()
 
 
-def act_forward(x: torch.Tensor, act: str, out: torch.Tensor | None = None) -> torch.Tensor:
-    """`out` (same shape and strides as x, may be x itself) lets a caller apply the activation in place."""
-    code = act_code(act)
-    if code == 0 and out is None:
-        return x
-    x = _dense_or_contiguous(x)
-    y = torch.empty_like(x) if out is None else out
-    if y.stride() != x.stride():
-        raise ValueError("act_forward: `out` must have the input's strides")
+def _launch(x: torch.Tensor, y: torch.Tensor, code: int) -> torch.Tensor:
     n = x.numel()
     if n:
         _act_fwd_kernel[(triton.cdiv(n, BLOCK),)](x, y, n, ACT=code, BLOCK=BLOCK)
     return y
 
 
-def act_backward(dy: torch.Tensor, y: torch.Tensor, act: str) -> torch.Tensor:
+def act(x: torch.Tensor, *, act: str) -> torch.Tensor:
+    code = act_code(act)
+    if code == 0:
+        return x
+    x = _dense_or_contiguous(x)
+    return _launch(x, torch.empty_like(x), code)
+
+
+def act_in_place(t: torch.Tensor, *, act: str) -> torch.Tensor:
+    """The activation written over t's own storage (t dense, e.g. a fresh GEMM output): no second buffer."""
+    code = act_code(act)
+    if code == 0:
+        return t
+    if not _dense(t):
+        raise ValueError("act_in_place: the tensor must be dense (contiguous or channels-last)")
+    return _launch(t, t, code)
+
+
+def act_backward(dy: torch.Tensor, y: torch.Tensor, *, act: str) -> torch.Tensor:
     code = act_code(act)
     if code == 0:
         return dy

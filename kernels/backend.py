@@ -1,56 +1,114 @@
 """The one dispatch point between the runtime and the kernels: `get_backend(device, name)`.
 
-A backend is an object carrying every function of docs/kernel-interface.md as an attribute, plus
-`name` ("triton" or "reference") and `describe()` for a one-line "running on ..." message.
+A backend is an object carrying every kernel entry point the op registry names (`OpDef.kernel.entry`,
+see compiler/ops/) as an attribute, plus `name` ("triton" or "reference") and `describe()` for a
+one-line "running on ..." message. Where an entry lives follows from its op's family F: the Triton
+backend takes it from ``alexnetc.kernels.F``, the reference backend from ``alexnetc.kernels.reference.F``;
+data-movement entries (`Kernel.shared`) have one implementation, ``alexnetc.kernels.F``, for both.
+
+At import this module checks, without importing triton, that both backends define every entry point
+the registry names (it reads the modules' top-level definitions), so a missing kernel is an import
+error naming the op, not a crash in the middle of a training step.
 
 Choice, first match wins: the `name` argument; the ALEXNETC_BACKEND environment variable; "triton"
-for a CUDA device, "reference" otherwise. The Triton backend is assembled lazily on first request,
-so the reference path never imports triton nor `alexnetc.kernels.conv` (which another module owns).
-If that conv module is absent, the Triton backend runs convolutions on ATen (cuDNN) and says so in
-`describe()`.
+for a CUDA device, "reference" otherwise. The Triton backend is assembled on first request, so the
+reference path never imports triton.
 """
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 import os
 import threading
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
+from ..compiler.ops import OPS
+
 NAMES = ("triton", "reference")
+_REFERENCE = f"{__package__}.reference"
 
-CONTRACT = (
-    "conv2d", "conv2d_backward_data", "conv2d_backward_weight", "bias_backward",
-    "act_forward", "act_backward",
-    "linear", "linear_backward_data", "linear_backward_weight",
-    "lrn", "lrn_backward",
-    "max_pool", "max_pool_backward", "avg_pool", "avg_pool_backward",
-    "dropout", "dropout_backward",
-    "softmax_cross_entropy", "softmax_cross_entropy_backward",
-)
 
-CONV_FUNCTIONS = ("conv2d", "conv2d_backward_data", "conv2d_backward_weight")
+@dataclass(frozen=True)
+class EntryPoint:
+    """A kernel entry point the registry names: the ops calling it, their family, shared or not."""
 
-# Where each non-conv contract function of the Triton backend lives (module under alexnetc.kernels).
-_TRITON_HOMES = {
-    "act_forward": "activation", "act_backward": "activation",
-    "bias_backward": "linear",
-    "linear": "linear", "linear_backward_data": "linear", "linear_backward_weight": "linear",
-    "lrn": "lrn", "lrn_backward": "lrn",
-    "max_pool": "pool", "max_pool_backward": "pool", "avg_pool": "pool", "avg_pool_backward": "pool",
-    "dropout": "dropout", "dropout_backward": "dropout",
-    "softmax_cross_entropy": "softmax_xent", "softmax_cross_entropy_backward": "softmax_xent",
-}
+    entry: str
+    family: str
+    shared: bool
+    ops: tuple[str, ...]
+
+    def module(self, backend: str) -> str:
+        """The module that implements this entry point for `backend`."""
+        if self.shared or backend == "triton":
+            return f"{__package__}.{self.family}"
+        return f"{_REFERENCE}.{self.family}"
+
+
+def entry_points() -> dict[str, EntryPoint]:
+    """Every kernel entry point of the registry, by name."""
+    out: dict[str, EntryPoint] = {}
+    for op in OPS.values():
+        k = op.kernel
+        if k is None:
+            continue
+        prev = out.get(k.entry)
+        if prev is not None and (prev.family, prev.shared) != (op.family, k.shared):
+            raise TypeError(f"kernel entry '{k.entry}' is named by ops of two families "
+                            f"({prev.family}: {prev.ops[0]}, {op.family}: {op.name})")
+        out[k.entry] = EntryPoint(k.entry, op.family, k.shared, (*(prev.ops if prev else ()), op.name))
+    return out
+
+
+def _defined_names(module: str) -> set[str] | None:
+    """Top-level names a module's source defines, read without importing it (None: no such module)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
+        return None
+    with open(spec.origin, encoding="utf-8") as fh:
+        tree = ast.parse(fh.read(), spec.origin)
+    names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, (ast.ImportFrom, ast.Import)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return names
+
+
+def missing_entry_points(backend: str) -> list[str]:
+    """'module.entry (op ...)' for each registry entry point `backend` does not define."""
+    missing = []
+    for ep in entry_points().values():
+        names = _defined_names(ep.module(backend))
+        if names is None or ep.entry not in names:
+            missing.append(f"{ep.module(backend)}.{ep.entry} (op {', '.join(ep.ops)})")
+    return missing
+
+
+def check_backends() -> None:
+    """Raise ImportError if either backend lacks an entry point the op registry names."""
+    problems = [f"{b}: {m}" for b in NAMES for m in missing_entry_points(b)]
+    if problems:
+        raise ImportError("kernel entry points named by the op registry are not implemented:\n  "
+                          + "\n  ".join(problems))
+
+
+check_backends()
 
 
 class Backend:
-    """A named set of contract functions; attribute access is the function call."""
+    """A named set of entry points; attribute access is the function."""
 
     def __init__(self, name: str, functions: dict[str, Callable], description: str):
-        missing = [f for f in CONTRACT if f not in functions]
+        missing = [f for f in entry_points() if f not in functions]
         if missing:
-            raise TypeError(f"backend {name!r} lacks contract function(s) {missing}")
+            raise TypeError(f"backend {name!r} lacks entry point(s) {missing}")
         self.name = name
         self.functions = dict(functions)
         self._description = description
@@ -90,32 +148,21 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
+def _assemble(name: str) -> dict[str, Callable]:
+    return {ep.entry: getattr(importlib.import_module(ep.module(name)), ep.entry)
+            for ep in entry_points().values()}
+
+
 def _build_reference() -> Backend:
-    from . import reference
-    return Backend("reference", {f: getattr(reference, f) for f in CONTRACT}, reference.describe())
+    reference = importlib.import_module(_REFERENCE)
+    return Backend("reference", _assemble("reference"), reference.describe())
 
 
 def _build_triton() -> Backend:
     import triton
 
-    from . import reference
-    functions: dict[str, Callable] = {}
-    for fn_name, module in _TRITON_HOMES.items():
-        functions[fn_name] = getattr(importlib.import_module(f"{__package__}.{module}"), fn_name)
-    conv_note = "conv: alexnetc.kernels.conv"
-    try:
-        conv = importlib.import_module(f"{__package__}.conv")
-    except ModuleNotFoundError as e:
-        if e.name != f"{__package__}.conv":
-            raise  # the conv module exists but one of its imports is missing: a real error
-        conv = None
-        conv_note = "conv: ATen/cuDNN (alexnetc.kernels.conv not present)"
-    for fn_name in CONV_FUNCTIONS:
-        functions[fn_name] = getattr(conv, fn_name) if conv is not None else getattr(reference, fn_name)
-    if conv is not None and hasattr(conv, "bias_backward"):
-        functions["bias_backward"] = conv.bias_backward
     mode = "interpreter" if _interpreting() else "compiled"
-    return Backend("triton", functions, f"triton backend (triton {triton.__version__}, {mode}; {conv_note})")
+    return Backend("triton", _assemble("triton"), f"triton backend (triton {triton.__version__}, {mode})")
 
 
 def get_backend(device: Any = None, name: str | None = None) -> Backend:

@@ -1,14 +1,16 @@
-"""Triton 2-D convolution: forward, backward-data and backward-weight, each an implicit GEMM.
+"""Triton convolution: `conv`, `conv_backward_data` and `conv_backward_weight`, each an implicit GEMM.
 
 All three read and write channels-last (NHWC) memory, channels innermost, so a tile's loads coalesce
 along channels; the launchers accept NCHW tensors of any strides, convert them to channels-last when
 they are not already, and return tensors of the logical NCHW shape in channels-last memory format.
-Groups are a grid axis (program_id(2)); every GEMM below is per group.
+Channel groups (`num_group`: the groups of one op, not a spec's towers) are a grid axis
+(program_id(2)); every GEMM below is per group.
 
   forward          y[m, k]  = sum_{(r,s,c)} x[n, oh*sh-ph+r, ow*sw-pw+s, c] * w[k, c, r, s]
-                   M = N*P*Q rows, K_out/groups columns, C_in/groups*R*S reduction. Bias and the
-                   activation run in the epilogue on the fp32 accumulator. `out_size` is given: any
-                   tap outside the input reads zero, which covers floor, ceil and exact rounding.
+                   M = N*P*Q rows, K_out/G columns, C_in/G*R*S reduction (G = num_group). Bias
+                   and the activation run in the epilogue on the fp32 accumulator. `out_size` is
+                   given: any tap outside the input reads zero, which covers floor, ceil and exact
+                   rounding.
   backward data    dx[n, h, w, c] = sum over the (r, s, k) whose output position (h+ph-r)/sh is an
                    integer inside [0, P) (same along w). Input pixels are split into sh*sw phases by
                    (h mod sh, w mod sw): within a phase the valid r are r0, r0+sh, ... and the output
@@ -36,6 +38,7 @@ import triton
 import triton.language as tl
 
 from .activation import act_code, apply_act
+from .shared import pair
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -132,7 +135,7 @@ def _conv_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr,
                         other=0.0)
             acc = tl.dot(a, b, acc, input_precision=PREC)
     else:
-        for rs in range(0, R * S):
+        for rs in range(R * S):
             ih = ih0 + rs // S
             iw = iw0 + rs % S
             row_ok = m_ok & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
@@ -198,9 +201,9 @@ def _conv_bwd_data_kernel(dy_ptr, w_ptr, dx_ptr,
     w_g = w_ptr + g.to(tl.int64) * (R * S * KG * CG)
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    for t in range(0, TR):
+    for t in range(TR):
         oh = bh + i - t
-        for u in range(0, TS):
+        for u in range(TS):
             ow = bw + j - u
             row_ok = m_ok & (oh >= 0) & (oh < P) & (ow >= 0) & (ow < Q)
             a_rows = dy_img + oh * dysh + ow * dysw
@@ -277,13 +280,6 @@ def _conv_bwd_weight_kernel(dy_ptr, x_ptr, part_ptr,
 
 # --------------------------------------------------------------------------------------------------
 # launchers
-def _pair(v) -> tuple[int, int]:
-    if isinstance(v, int):
-        return (v, v)
-    a, b = v
-    return (int(a), int(b))
-
-
 def _channels_last(t: torch.Tensor) -> torch.Tensor:
     if t.is_contiguous(memory_format=torch.channels_last):
         return t
@@ -315,24 +311,28 @@ def _cudnn_conv_tf32() -> bool:
         return False
 
 
-def _check_groups(C: int, K: int, Cg: int, groups: int) -> None:
-    if groups < 1 or K % groups or C != Cg * groups:
-        raise ValueError(f"conv: {C} input channels, weight ({K}, {Cg}, ...) and groups={groups} disagree")
+def _per_group(what: str, C: int, K: int, G: int) -> tuple[int, int]:
+    """(C/G, K/G), or an error when num_group G does not split both channel counts."""
+    if G < 1 or C % G or K % G:
+        raise ValueError(f"{what}: {C} input and {K} output channels do not split into num_group={G}")
+    return C // G, K // G
 
 
-def conv2d(x, w, b, *, stride, pad, groups, out_size, act):
+def conv(x, w, b, *, stride, pad, num_group, out_size, act):
     """y = act(conv(x, w) + b) of shape (N, K, P, Q) with (P, Q) = out_size; taps outside x read 0.
 
-    x (N, C, H, W) any strides; w (K, C/groups, R, S); b (K,) or None. fp32 inputs use TF32 products
-    when torch.backends.cudnn.allow_tf32 is set; fp16/bf16 accumulate in fp32. y has x's dtype and
-    channels-last memory format.
+    x (N, C, H, W) any strides; w (K, C/num_group, R, S); b (K,) or None. fp32 inputs use TF32
+    products when torch.backends.cudnn.allow_tf32 is set; fp16/bf16 accumulate in fp32. y has x's
+    dtype and channels-last memory format.
     """
-    _check_dtype(x, "conv2d")
-    (sh, sw), (ph, pw), (P, Q) = _pair(stride), _pair(pad), _pair(out_size)
+    _check_dtype(x, "conv")
+    (sh, sw), (ph, pw), (P, Q) = pair(stride), pair(pad), pair(out_size)
     N, C, H, W = x.shape
     K, Cg, R, S = w.shape
-    _check_groups(C, K, Cg, groups)
-    G, Kg = groups, K // groups
+    G = num_group
+    Cg_x, Kg = _per_group("conv", C, K, G)
+    if Cg_x != Cg:
+        raise ValueError(f"conv: {C} input channels, weight ({K}, {Cg}, ...) and num_group={G} disagree")
     y = torch.empty((N, K, P, Q), device=x.device, dtype=x.dtype, memory_format=torch.channels_last)
     M = N * P * Q
     if M == 0 or K == 0:
@@ -340,7 +340,10 @@ def conv2d(x, w, b, *, stride, pad, groups, out_size, act):
     xc = _channels_last(x)
     wt = w.to(x.dtype).reshape(G, Kg, Cg, R, S).permute(0, 3, 4, 2, 1).contiguous()
     bias = b.contiguous() if b is not None else wt  # dummy pointer when HAS_BIAS is False
-    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(Kg, meta["BLOCK_N"]), G)  # noqa: E731
+
+    def grid(meta):
+        return (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(Kg, meta["BLOCK_N"]), G)
+
     _conv_fwd_kernel[grid](
         xc, wt, bias, y, M, H, W, P, Q, Cg, Kg,
         *xc.stride(), *y.stride(), sh, sw, ph, pw,
@@ -349,20 +352,21 @@ def conv2d(x, w, b, *, stride, pad, groups, out_size, act):
     return y
 
 
-def conv2d_backward_data(dy, w, *, x_shape, stride, pad, groups):
-    """dx (x_shape, dy's dtype, channels-last) of the conv2d above; dy is taken after the activation.
+def conv_backward_data(dy, w, *, in_hw, stride, pad, num_group):
+    """dx (N, C, *in_hw) in dy's dtype, channels-last; N from dy, C = w.shape[1] * num_group.
 
-    Gradient that landed on positions outside the input (padding, ceil-extended windows) is dropped.
+    dy is the gradient after the activation's backward. Gradient that landed on positions outside
+    the input (padding, ceil-extended windows) is dropped.
     """
-    _check_dtype(dy, "conv2d_backward_data")
-    (sh, sw), (ph, pw) = _pair(stride), _pair(pad)
-    N, C, H, W = (int(v) for v in x_shape)
+    _check_dtype(dy, "conv_backward_data")
+    (sh, sw), (ph, pw), (H, W) = pair(stride), pair(pad), pair(in_hw)
     K, Cg, R, S = w.shape
-    _check_groups(C, K, Cg, groups)
-    G, Kg = groups, K // groups
-    P, Q = dy.shape[2], dy.shape[3]
-    if dy.shape[:2] != (N, K):
-        raise ValueError(f"conv2d_backward_data: dy {tuple(dy.shape)} does not match x {tuple(x_shape)} / w")
+    G = num_group
+    C = Cg * G
+    Kg = _per_group("conv_backward_data", C, K, G)[1]
+    N, P, Q = dy.shape[0], dy.shape[2], dy.shape[3]
+    if dy.shape[1] != K:
+        raise ValueError(f"conv_backward_data: dy {tuple(dy.shape)} does not match w {tuple(w.shape)}")
     dx = torch.empty((N, C, H, W), device=dy.device, dtype=dy.dtype, memory_format=torch.channels_last)
     if dx.numel() == 0:
         return dx
@@ -372,7 +376,10 @@ def conv2d_backward_data(dy, w, *, x_shape, stride, pad, groups):
     M = N * HQ * WQ
     dyc = _channels_last(dy)
     wt = w.to(dy.dtype).reshape(G, Kg, Cg, R, S).permute(0, 3, 4, 1, 2).contiguous()
-    grid = lambda meta: (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(Cg, meta["BLOCK_N"]), G * sh * sw)  # noqa: E731
+
+    def grid(meta):
+        return (triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(Cg, meta["BLOCK_N"]), G * sh * sw)
+
     _conv_bwd_data_kernel[grid](
         dyc, wt, dx, M, HQ, WQ, H, W, P, Q, Cg, Kg,
         *dyc.stride(), *dx.stride(), sh, sw, ph, pw,
@@ -393,22 +400,22 @@ def _split_count(M: int, tiles: int, bytes_per_split: int, device: torch.device)
     return max(1, min(want, most))
 
 
-def conv2d_backward_weight(dy, x, *, w_shape, stride, pad, groups):
-    """dw (w_shape) in fp32: sum over N*P*Q of dy x im2col(x), split across programs then summed.
+def conv_backward_weight(dy, x, *, kernel, stride, pad, num_group):
+    """dw (K, C/num_group, *kernel) in fp32, K = dy.shape[1]: sum over N*P*Q of dy x im2col(x).
 
-    Deterministic: each split writes its own fp32 partial, the partials are summed in a fixed order.
-    Returned in channels-last memory format (the kernel's (K, R, S, C/groups) order), logical shape
-    (K, C/groups, R, S).
+    Deterministic: the reduction is split across programs, each writing its own fp32 partial, and
+    the partials are summed in a fixed order. Returned in channels-last memory format (the kernel's
+    (K, R, S, C/num_group) order).
     """
-    _check_dtype(dy, "conv2d_backward_weight")
-    (sh, sw), (ph, pw) = _pair(stride), _pair(pad)
+    _check_dtype(dy, "conv_backward_weight")
+    (sh, sw), (ph, pw), (R, S) = pair(stride), pair(pad), pair(kernel)
     N, C, H, W = x.shape
-    K, Cg, R, S = (int(v) for v in w_shape)
-    _check_groups(C, K, Cg, groups)
-    G, Kg = groups, K // groups
+    K = dy.shape[1]
+    G = num_group
+    Cg, Kg = _per_group("conv_backward_weight", C, K, G)
     P, Q = dy.shape[2], dy.shape[3]
-    if dy.shape[:2] != (N, K):
-        raise ValueError(f"conv2d_backward_weight: dy {tuple(dy.shape)} does not match x {tuple(x.shape)} / w")
+    if dy.shape[0] != N:
+        raise ValueError(f"conv_backward_weight: dy {tuple(dy.shape)} does not match x {tuple(x.shape)}")
     M = N * P * Q
     CRS = Cg * R * S
     if M == 0 or K * CRS == 0:
@@ -423,7 +430,10 @@ def conv2d_backward_weight(dy, x, *, w_shape, stride, pad, groups):
     chunk = triton.cdiv(triton.cdiv(M, split), _CHUNK_ALIGN) * _CHUNK_ALIGN
     split = triton.cdiv(M, chunk)
     part = torch.empty((split, K, CRS), device=dy.device, dtype=torch.float32)
-    grid = lambda meta: (triton.cdiv(Kg, meta["BLOCK_M"]) * triton.cdiv(CRS, meta["BLOCK_N"]), split, G)  # noqa: E731
+
+    def grid(meta):
+        return (triton.cdiv(Kg, meta["BLOCK_M"]) * triton.cdiv(CRS, meta["BLOCK_N"]), split, G)
+
     _conv_bwd_weight_kernel[grid](
         dyc, xc, part, M, chunk, H, W, P, Q, Cg, Kg, CRS, G,
         *dyc.stride(), *xc.stride(), sh, sw, ph, pw,

@@ -1,10 +1,10 @@
 """Triton dropout with a counter-based mask: a pure function of (seed, step, flat NCHW element index).
 
-Nothing is saved between forward and backward: the backward recomputes the same hash. The hash is
-the one specified in `reference.py` (two rounds of the lowbias32 finaliser keyed by
-`reference.dropout_keys(seed, step)`), computed here in uint32, so both backends drop exactly the
-same elements. The keys are passed as int32 bit patterns and reinterpreted, which keeps Triton's
-argument specialisation (i32 vs i64 by value) from changing the kernel's integer types.
+Nothing is saved between forward and backward: `dropout_backward` recomputes the same hash. The hash
+is the one specified in `shared.py` (two rounds of the lowbias32 finaliser keyed by
+`shared.dropout_keys(seed, step)`), computed here in uint32, so both backends drop exactly the same
+elements. The keys are passed as int32 bit patterns and reinterpreted, which keeps Triton's argument
+specialisation (i32 vs i64 by value) from changing the kernel's integer types.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .reference import GOLDEN, HI_MUL, MIX1, MIX2, dropout_keys, dropout_threshold
+from .shared import GOLDEN, HI_MUL, MIX1, MIX2, dropout_keys, dropout_threshold
 
 BLOCK = 1024
 # Module-level constexprs the jitted code reads as uint32 constants.

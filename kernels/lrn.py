@@ -1,13 +1,17 @@
-"""Triton LRN across channels: forward saving `scale`, backward in one pass from what it saved.
+"""Triton LRN across channels: `lrn` saving `scale`, `lrn_backward` in one pass from what it saved.
 
-    scale_c = k + a' * sum_{c' in [c - n//2, c + n//2], clipped} x_c'^2,   a' = alpha/n or alpha
+    scale_c = k + a' * sum_{c' in [c - size//2, c + size//2], clipped} x_c'^2,   a' = `alpha` as given
     y_c     = x_c * scale_c^-beta
     dx_c    = dy_c * scale_c^-beta - 2 a' beta x_c * sum_{c' in window(c)} dy_c' y_c' / scale_c'
 
+`alpha` is already the effective a': the compiler divides a spec's alpha by `size` when the spec says
+alpha_over_n, so no kernel needs to know the convention.
+
 One program owns a tile of BLOCK_P pixels x BLOCK_C channels of one image (grid: pixel tiles,
-channel tiles, batch), addressed as batch*sn + pixel*sp + channel*sc. The window sum is n shifted, masked
-loads of the neighbouring channels (a static loop over the n offsets): the halo comes from L1/L2,
-there is no cross-program reduction, and any channel count works (not just one power-of-2 block).
+channel tiles, batch), addressed as batch*sn + pixel*sp + channel*sc. The window sum is one shifted,
+masked load of the neighbouring channels per window offset (a static loop): the halo comes from
+L1/L2, there is no cross-program reduction, and any channel count works (not just one power-of-2
+block).
 Addresses come from the tensor's own strides, so NCHW and channels-last inputs both run without a
 copy (Triton specialises the unit stride, so the loads vectorise along pixels for NCHW and along
 channels for channels-last); only layouts where H and W do not merge into one pixel axis are copied.
@@ -73,13 +77,9 @@ def _lrn_bwd_kernel(dy_ptr, x_ptr, y_ptr, s_ptr, dx_ptr, C, HW,
     tl.store(dx_ptr + n * osn + p[:, None] * osp + c[None, :] * osc, dx.to(dx_ptr.dtype.element_ty), mask=m)
 
 
-def _alpha_eff(size, alpha, alpha_over_n) -> float:
-    return float(alpha) / size if alpha_over_n else float(alpha)
-
-
 def _nc_p(t: torch.Tensor) -> torch.Tensor:
     """t, or a contiguous copy when (H, W) cannot be walked as one pixel axis with a single stride."""
-    N, C, H, W = t.shape
+    H, W = t.shape[2], t.shape[3]
     if H == 1 or W == 1 or t.stride(2) == W * t.stride(3):
         return t
     return t.contiguous()
@@ -119,7 +119,7 @@ def _grid(N, C, HW, bp, bc):
     return (triton.cdiv(HW, bp), triton.cdiv(C, bc), N)
 
 
-def lrn(x, *, size, k, alpha, beta, alpha_over_n):
+def lrn(x, *, size, k, alpha, beta):
     _check(size, k, beta, x)
     x = _nc_p(x)
     N, C, H, W = x.shape
@@ -128,19 +128,19 @@ def lrn(x, *, size, k, alpha, beta, alpha_over_n):
         bp, bc = _tiles(C, H * W, x.stride(1) == 1 and C > 1)
         _lrn_fwd_kernel[_grid(N, C, H * W, bp, bc)](
             x, y, scale, C, H * W, *_strides(x), *_strides(y),
-            float(k), _alpha_eff(size, alpha, alpha_over_n), -float(beta),
+            float(k), float(alpha), -float(beta),
             HALF=size // 2, BLOCK_P=bp, BLOCK_C=bc)
     return y, scale
 
 
-def lrn_backward(dy, x, y, scale, *, size, k, alpha, beta, alpha_over_n):
+def lrn_backward(dy, x, y, scale, *, size, k, alpha, beta):
     _check(size, k, beta, x)
     dy, x, y, scale = _nc_p(dy), _nc_p(x), _nc_p(y), _nc_p(scale)
     N, C, H, W = x.shape
     dx = _out_like(dy)
     if x.numel():
         bp, bc = _tiles(C, H * W, dy.stride(1) == 1 and C > 1)
-        coef = 2.0 * _alpha_eff(size, alpha, alpha_over_n) * float(beta)
+        coef = 2.0 * float(alpha) * float(beta)
         _lrn_bwd_kernel[_grid(N, C, H * W, bp, bc)](
             dy, x, y, scale, dx, C, H * W,
             *_strides(dy), *_strides(x), *_strides(y), *_strides(scale), *_strides(dx),

@@ -1,12 +1,13 @@
 """Triton max and average pooling, forward and backward, for overlapping windows (AlexNet's 3/2).
 
-Max-pool forward saves, per output, the offset r*kw + s of the winning cell inside its window (int8
-for windows of up to 127 cells). Its backward is a gather: each input pixel visits the at most
-ceil(kh/sh) x ceil(kw/sw) windows that cover it and adds the gradient of those whose saved offset
-points at it. No atomics, so the result is deterministic and overlapping windows just sum.
-Padding cells never win and ties go to the first cell in row-major window order (as ATen's kernels
-do); NaN propagates. Average pooling divides by the number of window cells inside the input
-(count_include_pad=False), for ceil-rounded outputs too.
+`maxpool` saves, per output, the offset r*kw + s of the winning cell inside its window (int8 for
+windows of up to 127 cells: `shared.argmax_dtype`, so both backends save the same dtype).
+`maxpool_backward` is a gather: each input pixel visits the at most ceil(kh/sh) x ceil(kw/sw)
+windows that cover it and adds the gradient of those whose saved offset points at it. No atomics,
+so the result is deterministic and overlapping windows just sum. Padding cells never win and ties
+go to the first cell in row-major window order (as ATen's kernels do); NaN propagates. `avgpool`
+divides by the number of window cells inside the input (count_include_pad=False), for ceil-rounded
+outputs too. The backwards take the input's (H, W) as `in_hw`; N and C come from dy.
 
 A program owns BLOCK_P output (or, backward, input) pixels x BLOCK_C channels of one image; addresses
 come from each tensor's strides, so channels-last runs without a copy and loads coalesce along
@@ -18,14 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .reference import argmax_dtype
-
-
-def _pair(v) -> tuple[int, int]:
-    if isinstance(v, int):
-        return (v, v)
-    a, b = v
-    return (int(a), int(b))
+from .shared import argmax_dtype, pair
 
 
 @triton.jit
@@ -62,7 +56,7 @@ def _pool_fwd_kernel(x_ptr, y_ptr, a_ptr, C, H, W, P, Q, n_ptiles,
             if IS_MAX:
                 v = tl.load(ptr, mask=m, other=float("-inf")).to(tl.float32)
                 # the first in-input cell always takes (so padding never wins, even over -inf)
-                take = m & ((v > best) | (v != v) | (seen == 0))
+                take = m & ((v > best) | (v != v) | (seen == 0))  # noqa: PLR0124 - v != v: v is NaN
                 best = tl.where(take, v, best)
                 arg = tl.where(take, r * KW + s, arg)
                 seen = seen | m
@@ -145,7 +139,7 @@ def _empty(shape, like: torch.Tensor, dtype=None) -> torch.Tensor:
 
 
 def _geometry(kernel, stride, pad):
-    (kh, kw), (sh, sw), (ph, pw) = _pair(kernel), _pair(stride), _pair(pad)
+    (kh, kw), (sh, sw), (ph, pw) = pair(kernel), pair(stride), pair(pad)
     if min(kh, kw, sh, sw) < 1 or min(ph, pw) < 0:
         raise ValueError(f"pooling needs kernel, stride >= 1 and pad >= 0 (got {kernel}, {stride}, {pad})")
     return kh, kw, sh, sw, ph, pw
@@ -155,7 +149,7 @@ def _forward(x, kernel, stride, pad, out_size, is_max):
     if x.dim() != 4:
         raise ValueError(f"pooling expects a 4-d (N, C, H, W) tensor, got shape {tuple(x.shape)}")
     kh, kw, sh, sw, ph, pw = _geometry(kernel, stride, pad)
-    P, Q = _pair(out_size)
+    P, Q = pair(out_size)
     N, C, H, W = x.shape
     y = _empty((N, C, P, Q), x)
     a = _empty((N, C, P, Q), x, argmax_dtype((kh, kw))) if is_max else y
@@ -168,10 +162,10 @@ def _forward(x, kernel, stride, pad, out_size, is_max):
     return (y, a) if is_max else y
 
 
-def _backward(dy, argmax, x_shape, kernel, stride, pad, is_max):
+def _backward(dy, argmax, in_hw, kernel, stride, pad, is_max):
     kh, kw, sh, sw, ph, pw = _geometry(kernel, stride, pad)
-    N, C, H, W = (int(d) for d in x_shape)
-    P, Q = dy.shape[2], dy.shape[3]
+    H, W = pair(in_hw)
+    N, C, P, Q = dy.shape
     dx = _empty((N, C, H, W), dy)
     a = argmax if is_max else dy
     if dx.numel():
@@ -184,19 +178,19 @@ def _backward(dy, argmax, x_shape, kernel, stride, pad, is_max):
     return dx
 
 
-def max_pool(x, *, kernel, stride, pad, out_size):
+def maxpool(x, *, kernel, stride, pad, out_size):
     return _forward(x, kernel, stride, pad, out_size, True)
 
 
-def max_pool_backward(dy, argmax, *, x_shape, kernel, stride, pad):
+def maxpool_backward(dy, argmax, *, in_hw, kernel, stride, pad):
     if argmax.shape != dy.shape:
-        raise ValueError(f"max_pool_backward: argmax {tuple(argmax.shape)} and dy {tuple(dy.shape)} differ")
-    return _backward(dy, argmax, x_shape, kernel, stride, pad, True)
+        raise ValueError(f"maxpool_backward: argmax {tuple(argmax.shape)} and dy {tuple(dy.shape)} differ")
+    return _backward(dy, argmax, in_hw, kernel, stride, pad, True)
 
 
-def avg_pool(x, *, kernel, stride, pad, out_size):
+def avgpool(x, *, kernel, stride, pad, out_size):
     return _forward(x, kernel, stride, pad, out_size, False)
 
 
-def avg_pool_backward(dy, *, x_shape, kernel, stride, pad):
-    return _backward(dy, None, x_shape, kernel, stride, pad, False)
+def avgpool_backward(dy, *, in_hw, kernel, stride, pad):
+    return _backward(dy, None, in_hw, kernel, stride, pad, False)

@@ -1,46 +1,130 @@
 """Local response normalisation across channels (the paper's section 3.3) and its backward.
 
 b_c = a_c / (k + alpha' * sum_{c' in window(c)} a_c'^2)^beta, window = [c - n//2, c + n//2] clipped,
-alpha' = alpha / n when `alpha_over_n` (cuda-convnet, Caffe, PyTorch) else alpha (the paper as printed).
-The forward saves the denominator base (`scale`) so the backward is a single pass. With `groups` = g > 1
-the channels form g equal groups and windows never cross a group boundary (two towers merged onto one
-device keep the two-tower function); the executor runs that as g independent LRNs.
-Kernels: ``alexnetc.kernels.lrn`` and the reference backend.
+alpha' = alpha / n when `alpha_over_n` (cuda-convnet, Caffe, PyTorch) else alpha (the paper as printed);
+the kernels take alpha' (`kernel_args`). The forward saves the denominator base (`scale`) so the
+backward is a single pass. With ``num_group`` g > 1 the channels form g equal groups and windows never
+cross a group boundary (two towers merged onto one device keep the two-tower function); the executor
+runs that as g independent LRNs (`Kernel(grouped=True)`).
+Kernels: ``kernels/lrn.py``, reference ``kernels/reference/lrn.py``.
 """
 from __future__ import annotations
 
-from ..errors import ShapeError
-from ..graph import Entry
-from .registry import OpDef, backward_node, need, register
+from typing import Any, Mapping, Sequence
 
-LRN_ATTRS = ("size", "k", "alpha", "beta", "alpha_over_n", "groups")
+from ..errors import ShapeError
+from ..graph import Entry, Node
+from .attrs import BOOLEAN, NUM_GROUP, Attr, integer, number
+from .registry import EagerContext, Kernel, OpDef, backward_node, need, need_maps, register
+
+# Python defaults are the paper's values; a spec must still write each one (spec_required), because
+# implementations disagree on alpha's meaning and a spec must say which convention it follows.
+SIZE = Attr("size", integer(1, 1023), "Window n (odd): channels c-n//2 .. c+n//2.", default=5, spec_required=True)
+K = Attr("k", number(0, 1e6), default=2.0, spec_required=True)
+ALPHA = Attr("alpha", number(0, 1e6), default=1e-4, spec_required=True)
+BETA = Attr("beta", number(0, 100), default=0.75, spec_required=True)
+ALPHA_OVER_N = Attr("alpha_over_n", BOOLEAN,
+                    "true: the sum is scaled by alpha/n (cuda-convnet, Caffe, PyTorch, MXNet, cuDNN, ONNX); "
+                    "false: by alpha as written (the paper's formula, TensorFlow).", default=False, spec_required=True)
+LRN_ATTRS = (SIZE, K, ALPHA, BETA, ALPHA_OVER_N, NUM_GROUP)
+
+
+def effective_alpha(attrs: Mapping[str, Any]) -> float:
+    """alpha' of the formula: the coefficient of the window's sum of squares."""
+    a = float(attrs[ALPHA.name])
+    return a / int(attrs[SIZE.name]) if attrs[ALPHA_OVER_N.name] else a
+
+
+def _kernel_args(node: Node) -> dict[str, Any]:
+    a = node.attrs
+    return {SIZE.name: int(a[SIZE.name]), K.name: float(a[K.name]), ALPHA.name: effective_alpha(a),
+            BETA.name: float(a[BETA.name])}
+
+
+def _groups(node: Node) -> int:
+    return int(node.attrs.get(NUM_GROUP.name, 1))
+
+
+def lrn_formula(x: Any, attrs: Mapping[str, Any]) -> Any:
+    """The formula written out on ATen (the float64 oracle), channel groups kept apart."""
+    import torch.nn.functional as F
+
+    g = int(attrs.get(NUM_GROUP.name, 1))
+    n, c, h, w = x.shape
+    x = x.reshape(n * g, c // g, h, w)
+    size = int(attrs[SIZE.name])
+    sq = F.pad(x.pow(2), (0, 0, 0, 0, size // 2, size // 2))
+    win = sum(sq[:, i:i + x.shape[1]] for i in range(size))
+    return (x / (attrs[K.name] + effective_alpha(attrs) * win).pow(attrs[BETA.name])).reshape(n, c, h, w)
+
+
+def lrn_torch(x: Any, attrs: Mapping[str, Any]) -> Any:
+    """The same LRN through F.local_response_norm (which always divides its alpha by n)."""
+    import torch.nn.functional as F
+
+    g = int(attrs.get(NUM_GROUP.name, 1))
+    n, c, h, w = x.shape
+    size = int(attrs[SIZE.name])
+    y = F.local_response_norm(x.reshape(n * g, c // g, h, w), size, alpha=effective_alpha(attrs) * size,
+                              beta=attrs[BETA.name], k=attrs[K.name])
+    return y.reshape(n, c, h, w)
 
 
 @register
 class LRN(OpDef):
     name = "lrn"
+    doc = "Local response normalisation across channels, as the paper's section 3.3."
+    in_spec = True
+    attrs = LRN_ATTRS
+    maps_only = True
     outputs = ("output", "scale")
     visible = 1
+    kernel = Kernel("lrn", grouped=True)
+
+    def check(self, layer):
+        size = layer.get(SIZE.name)
+        if isinstance(size, int) and not isinstance(size, bool) and size % 2 == 0:
+            return [(SIZE.name, f"LRN size must be odd (a window centred on the channel), got {size}")]
+        return []
+
+    def part_attrs(self, name: str, groups: int) -> dict[str, Any]:
+        return {NUM_GROUP.name: groups}  # normalise within each group of the producing layer
 
     def infer(self, attrs, in_shapes):
-        x = need(in_shapes, 0, "data")
-        if len(x) != 4:
-            raise ShapeError(f"lrn expects a 4-d input (N, C, H, W), got {x}")
-        if x[1] % int(attrs.get("groups", 1)):
-            raise ShapeError(f"{x[1]} channels are not divisible into {attrs['groups']} LRN groups")
+        x = need_maps("lrn", need(in_shapes, 0, "data"))
+        g = int(attrs.get(NUM_GROUP.name, 1))
+        if x[1] % g:
+            raise ShapeError(f"{x[1]} channels are not divisible into {g} LRN groups")
         return [x], [x, x]
 
     def input_grad(self, node, dy):
-        attrs = {k: node.attrs[k] for k in LRN_ATTRS if k in node.attrs}
+        attrs = {a.name: node.attrs[a.name] for a in LRN_ATTRS if a.name in node.attrs}
         return backward_node("lrn_backward", node, "bwd", [dy, node.inputs[0], Entry(node, 0), Entry(node, 1)],
                              attrs)
+
+    def kernel_args(self, node):
+        return _kernel_args(node)
+
+    def channel_groups(self, node):
+        return _groups(node)
+
+    def eager(self, node: Node, xs: Sequence[Any], ctx: EagerContext) -> list[Any]:
+        return [(lrn_formula if ctx.formula else lrn_torch)(xs[0], node.attrs), None]
 
 
 @register
 class LRNBackward(OpDef):
     name = "lrn_backward"
+    attrs = LRN_ATTRS
     arguments = ("grad", "data", "output", "scale")
+    kernel = Kernel("lrn_backward", grouped=True)
 
     def infer(self, attrs, in_shapes):
         dy = need(in_shapes, 0, "grad")
         return [dy, dy, dy, dy], [dy]
+
+    def kernel_args(self, node):
+        return _kernel_args(node)
+
+    def channel_groups(self, node):
+        return _groups(node)

@@ -3,83 +3,114 @@
 Max pooling saves, per output, the offset of the winning cell inside its window (int8 for windows of
 up to 127 cells) so the backward is a gather with no atomics. Average pooling divides by the number
 of window cells inside the input (padding excluded). Output sizes use the shared rounding rule
-(`registry.window_out`). Kernels: ``alexnetc.kernels.pool`` and the reference backend.
+(`window.window_out`). Kernels: ``kernels/pool.py``, reference ``kernels/reference/pool.py``.
 """
 from __future__ import annotations
 
+from typing import Any, Sequence
+
 from ..errors import ShapeError
-from ..graph import Entry
-from .registry import OpDef, backward_node, need, pair, register, window_out
+from ..graph import Entry, Node, Shape
+from .registry import EagerContext, Kernel, OpDef, backward_node, need, need_maps, out_hw, register
+from .window import IN_HW, KERNEL, PAD, POOL_STRIDE, ROUNDING, geometry, rounding_of, window_out
+
+POOL_ATTRS = (KERNEL, POOL_STRIDE, PAD, ROUNDING)
 
 
-def _pool_infer(kind, attrs, in_shapes):
-    x = need(in_shapes, 0, "data")
-    if len(x) != 4:
-        raise ShapeError(f"{kind} expects a 4-d input (N, C, H, W), got {x}")
-    (kh, kw), (sh, sw), (ph, pw) = pair(attrs["kernel"]), pair(attrs["stride"]), pair(attrs.get("pad", 0))
-    if ph >= kh or pw >= kw:
-        raise ShapeError(f"{kind}: padding {(ph, pw)} must be smaller than the window {(kh, kw)}")
-    rounding = attrs.get("rounding", "floor")
-    p = window_out(x[2], kh, sh, ph, rounding, f"{kind} height")
-    q = window_out(x[3], kw, sw, pw, rounding, f"{kind} width")
-    return x, (x[0], x[1], p, q)
+def _geometry_args(node: Node) -> dict[str, Any]:
+    kernel, stride, pad = geometry(node.attrs)
+    return {KERNEL.name: kernel, POOL_STRIDE.name: stride, PAD.name: pad}
 
 
-def _geometry(attrs):
-    return {"kernel": pair(attrs["kernel"]), "stride": pair(attrs["stride"]), "pad": pair(attrs.get("pad", 0))}
+class _Pool(OpDef):
+    in_spec = True
+    maps_only = True
+    attrs = POOL_ATTRS
+
+    def pool_infer(self, attrs, in_shapes) -> tuple[Shape, Shape]:
+        x = need_maps(self.name, need(in_shapes, 0, "data"))
+        (kh, kw), (sh, sw), (ph, pw) = geometry(attrs)
+        if ph >= kh or pw >= kw:
+            raise ShapeError(f"{self.name}: padding {(ph, pw)} must be smaller than the window {(kh, kw)}",
+                             key=KERNEL.name)
+        rounding = rounding_of(attrs)
+        p = window_out(x[2], kh, sh, ph, rounding, f"{self.name} height")
+        q = window_out(x[3], kw, sw, pw, rounding, f"{self.name} width")
+        return x, (x[0], x[1], p, q)
+
+    def backward(self, node: Node, op: str, inputs: list[Entry]) -> Entry:
+        x = node.inputs[0]
+        return backward_node(op, node, "bwd", inputs,
+                             {**_geometry_args(node), IN_HW.name: tuple(x.shape[2:]) if x.shape else None})
+
+    def kernel_args(self, node):
+        return {**_geometry_args(node), "out_size": out_hw(node)}
+
+
+class _PoolBackward(OpDef):
+    attrs = (KERNEL, POOL_STRIDE, PAD, IN_HW)
+
+    def infer(self, attrs, in_shapes):
+        dy = need(in_shapes, 0, "grad")
+        h, w = attrs[IN_HW.name]
+        return [dy] * len(in_shapes), [(dy[0], dy[1], h, w)]
+
+    def kernel_args(self, node):
+        return {**_geometry_args(node), IN_HW.name: tuple(node.attrs[IN_HW.name])}
 
 
 @register
-class MaxPool(OpDef):
+class MaxPool(_Pool):
     name = "maxpool"
+    doc = "Maximum over each (overlapping) window."
     outputs = ("output", "argmax")
-    visible = 1
-
-    @property
-    def output_dtypes(self):
-        return {1: "int8"}
+    output_dtypes = {1: "int8"}
+    kernel = Kernel("maxpool")
 
     def infer(self, attrs, in_shapes):
-        x, y = _pool_infer("maxpool", attrs, in_shapes)
+        x, y = self.pool_infer(attrs, in_shapes)
         return [x], [y, y]
 
     def input_grad(self, node, dy):
-        x = node.inputs[0]
-        return backward_node("maxpool_backward", node, "bwd", [dy, Entry(node, 1)],
-                             {**_geometry(node.attrs), "in_hw": tuple(x.shape[2:]) if x.shape else None})
+        return self.backward(node, "maxpool_backward", [dy, Entry(node, 1)])
+
+    def eager(self, node: Node, xs: Sequence[Any], ctx: EagerContext) -> list[Any]:
+        import torch.nn.functional as F
+
+        kernel, stride, pad = geometry(node.attrs)
+        return [F.max_pool2d(xs[0], kernel, stride, pad, ceil_mode=rounding_of(node.attrs) == "ceil"), None]
 
 
 @register
-class MaxPoolBackward(OpDef):
+class MaxPoolBackward(_PoolBackward):
     name = "maxpool_backward"
     arguments = ("grad", "argmax")
-
-    def infer(self, attrs, in_shapes):
-        dy = need(in_shapes, 0, "grad")
-        h, w = attrs["in_hw"]
-        return [dy, dy], [(dy[0], dy[1], h, w)]
+    kernel = Kernel("maxpool_backward")
 
 
 @register
-class AvgPool(OpDef):
+class AvgPool(_Pool):
     name = "avgpool"
+    doc = "Mean over each window's cells inside the input (padding excluded)."
+    kernel = Kernel("avgpool")
 
     def infer(self, attrs, in_shapes):
-        x, y = _pool_infer("avgpool", attrs, in_shapes)
+        x, y = self.pool_infer(attrs, in_shapes)
         return [x], [y]
 
     def input_grad(self, node, dy):
-        x = node.inputs[0]
-        return backward_node("avgpool_backward", node, "bwd", [dy],
-                             {**_geometry(node.attrs), "in_hw": tuple(x.shape[2:]) if x.shape else None})
+        return self.backward(node, "avgpool_backward", [dy])
+
+    def eager(self, node: Node, xs: Sequence[Any], ctx: EagerContext) -> list[Any]:
+        import torch.nn.functional as F
+
+        kernel, stride, pad = geometry(node.attrs)
+        return [F.avg_pool2d(xs[0], kernel, stride, pad, ceil_mode=rounding_of(node.attrs) == "ceil",
+                             count_include_pad=False)]
 
 
 @register
-class AvgPoolBackward(OpDef):
+class AvgPoolBackward(_PoolBackward):
     name = "avgpool_backward"
     arguments = ("grad",)
-
-    def infer(self, attrs, in_shapes):
-        dy = need(in_shapes, 0, "grad")
-        h, w = attrs["in_hw"]
-        return [dy], [(dy[0], dy[1], h, w)]
+    kernel = Kernel("avgpool_backward")

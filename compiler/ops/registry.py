@@ -1,16 +1,45 @@
-"""The op registry and the `OpDef` base class every operator implements."""
+"""The op registry and `OpDef`, the one descriptor each operator is written as (MXNet's NNVM_REGISTER_OP).
+
+Every stage reads an op's descriptor and nothing else about it:
+
+==========================  =====================================================================
+stage                       what it reads
+==========================  =====================================================================
+schema (`schema/build.py`)  `attrs` (typed; spec attributes), `inputs` (arity), `in_spec`
+validation                  `check` (semantic checks that need no shapes), `role`
+lowering (`lower.py`)       `lower` (which lowering strategy), `node_attrs`
+symbol constructors         `attrs` (node attributes, defaults), `arguments`, `params`, `outputs`
+shape inference, report     `infer` (shape rule), `macs` (cost), `output_dtypes`
+gradient pass               `gradient` / `input_grad` (backward nodes, themselves registered ops)
+fusion pass                 `activation` (can be folded into a producer), `fuse_activation`
+executor, backends          `kernel` (entry-point name + adapter data), `kernel_args`, `family`
+eager oracle                `eager` (the same op on ATen, differentiated by torch.autograd)
+==========================  =====================================================================
+
+An op defined in ``compiler/ops/F.py`` has family ``F``: its Triton kernels are in ``kernels/F.py``
+and its reference kernels in ``kernels/reference/F.py`` (docs/adding-an-op.md walks through one).
+Nothing here imports torch; `eager` imports it when called.
+"""
 from __future__ import annotations
 
-import math
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from ..errors import ShapeError
 from ..graph import Entry, Node, Shape, make_node
+from .attrs import Attr
+
+if TYPE_CHECKING:  # the lowering machinery calls back into descriptors; only for annotations
+    from ..lower import Lowerer, Value
 
 OPS: dict[str, "OpDef"] = {}
+FAMILIES: list[str] = []   # filled by the package __init__: the family modules, in spec order
 
 
-def register(cls):
+def register(cls: type["OpDef"]) -> type["OpDef"]:
+    """Class decorator: instantiate the descriptor and register it under its `name`."""
+    if not cls.name or cls.name in OPS:
+        raise ValueError(f"op name {cls.name!r} is empty or registered twice")
     OPS[cls.name] = cls()
     return cls
 
@@ -22,23 +51,147 @@ def get_op(name: str) -> "OpDef":
         raise KeyError(f"unknown op '{name}'") from None
 
 
-class OpDef:
-    """How the compiler sees one operator.
+def spec_ops() -> list[str]:
+    """The ops a spec layer may use: by family (`FAMILIES` order), then in registration order."""
+    ops = [op for op in OPS.values() if op.in_spec]
+    order = {name: i for i, name in enumerate(OPS)}
+    return [op.name for op in sorted(ops, key=lambda op: (FAMILIES.index(op.family) if op.family in FAMILIES
+                                                           else len(FAMILIES), order[op.name]))]
 
-    `arguments` names the inputs (None: any number, e.g. concat); `params` is the subset that are
-    learnable parameters, created as variables by the constructors when not given; `outputs` names
-    the outputs, of which the first `visible` are the op's results and the rest are saved for the
-    backward pass (LRN's scale, max-pool's argmax).
+
+# -- kernel binding ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Kernel:
+    """How the executor calls an op's kernel: ``backend.<entry>(*inputs, **op.kernel_args(node))``.
+
+    `grouped`: the op's channel groups (`OpDef.channel_groups`) are independent, so the one generic
+    adapter runs them as batch entries, (N, C, ...) -> (N*g, C/g, ...), and reshapes back (LRN
+    within towers merged onto one device). `train_only`: outside training the op is the identity on
+    its first input (dropout). `shared`: one implementation, ``alexnetc.kernels.<family>.<entry>``,
+    serves every backend (data movement: views and concatenation, nothing to compute).
     """
 
-    name = ""
-    arguments: tuple[str, ...] | None = ("data",)
-    params: tuple[str, ...] = ()
-    outputs: tuple[str, ...] = ("output",)
-    visible = 1
-    # dtype of each output when it is not the input's (e.g. argmax -> int8)
-    output_dtypes: Mapping[int, str] = {}
+    entry: str
+    grouped: bool = False
+    train_only: bool = False
+    shared: bool = False
 
+
+@dataclass(frozen=True)
+class RunSeed:
+    """A `kernel_args` value resolved per run: the run's seed mixed with this node's stream `offset`."""
+
+    offset: int
+
+    def resolve(self, seed: int, step: int) -> int:
+        return (seed * 1_000_003 + self.offset) % (2 ** 31 - 1)
+
+
+@dataclass(frozen=True)
+class RunStep:
+    """A `kernel_args` value resolved per run: the training step counter."""
+
+    def resolve(self, seed: int, step: int) -> int:
+        return step
+
+
+@dataclass(frozen=True)
+class EagerContext:
+    """What an eager rule may depend on: training or not, and whether to prefer formulas written out
+    (the float64 oracle) over ATen's composite ops (the benchmark baseline)."""
+
+    training: bool = False
+    formula: bool = False
+
+
+# -- the descriptor ------------------------------------------------------------------------------------
+class OpDef:
+    """How every stage sees one operator (see the module docstring for who reads what).
+
+    Graph shape: `arguments` names the inputs (None: any number, e.g. concat); `params` the subset
+    that are learnable parameters, created as variables by the symbol constructors when not given;
+    `outputs` names the outputs, of which the first `visible` are the op's results and the rest are
+    saved for the backward pass (LRN's scale, max-pool's argmax).
+    """
+
+    name: ClassVar[str] = ""
+    doc: ClassVar[str] = ""
+    attrs: ClassVar[tuple[Attr, ...]] = ()
+    in_spec: ClassVar[bool] = False          # spec layers may use it (internal ops: backward, copy...)
+    inputs: ClassVar[tuple[int, int | None]] = (1, 1)   # spec layers it reads: (min, max or None)
+    role: ClassVar[str] = "layer"            # "loss": a head the gradient pass seeds
+    arguments: ClassVar[tuple[str, ...] | None] = ("data",)
+    params: ClassVar[tuple[str, ...]] = ()
+    outputs: ClassVar[tuple[str, ...]] = ("output",)
+    visible: ClassVar[int] = 1
+    output_dtypes: ClassVar[Mapping[int, str]] = {}   # dtype of an output when not the compute dtype
+    activation: ClassVar[bool] = False       # a standalone activation the fusion pass may fold away
+    maps_only: ClassVar[bool] = False        # spec layers need (C, H, W) feature maps as input
+    kernel: ClassVar[Kernel | None] = None
+
+    # -- identity ------------------------------------------------------------------------------------
+    @property
+    def family(self) -> str:
+        """The op family: the module this descriptor is defined in, and the kernels' module name."""
+        return type(self).__module__.rsplit(".", 1)[-1]
+
+    def attr(self, name: str) -> Attr:
+        for a in self.attrs:
+            if a.name == name:
+                return a
+        raise KeyError(f"op '{self.name}' has no attribute '{name}'")
+
+    def spec_attrs(self) -> list[Attr]:
+        return [a for a in self.attrs if a.spec]
+
+    def node_attr_names(self) -> list[str]:
+        return [a.name for a in self.attrs if a.node]
+
+    # -- spec ----------------------------------------------------------------------------------------
+    def check(self, layer: Mapping[str, Any]) -> list[tuple[str | None, str]]:
+        """Semantic problems of a schema-valid layer that need no shapes: (key or None, message)."""
+        return []
+
+    def node_attrs(self, layer: Mapping[str, Any], spec_defaults: Mapping[str, Any]) -> dict[str, Any]:
+        """The node attributes of a spec layer: its spec-and-node attributes, defaults filled in."""
+        out = {}
+        for a in self.attrs:
+            if a.spec and a.node:
+                given = layer.get(a.name)
+                out[a.name] = a.value(given if given is not None else a.default_for(layer, spec_defaults))
+        return out
+
+    def lower(self, lw: "Lowerer", layer: Mapping[str, Any], inputs: Sequence["Value"]) -> "Value":
+        """Lower one spec layer. The default: run per part (tower) on the part's device."""
+        return lw.per_part(self, layer, inputs[0], self.node_attrs(layer, lw.defaults))
+
+    def part_attrs(self, name: str, groups: int) -> dict[str, Any]:
+        """Node attributes that depend on the part (tower) a per-part node computes: its name and how
+        many of the producing layer's groups it holds (LRN keeps them apart, dropout keys its RNG)."""
+        return {}
+
+    def construct_attrs(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """A symbol constructor's keyword arguments checked against `attrs`, defaults filled in."""
+        from ..errors import did_you_mean
+
+        known = self.node_attr_names()
+        for k in given:
+            if k not in known:
+                raise TypeError(f"{self.name}() got an unknown attribute '{k}'{did_you_mean(k, known)}; "
+                                f"attributes: {', '.join(known) or 'none'}")
+        out = {}
+        for a in self.attrs:
+            if not a.node:
+                continue
+            if a.name in given and given[a.name] is not None:
+                out[a.name] = a.value(given[a.name])
+            elif a.required:
+                raise TypeError(f"{self.name}() needs the attribute '{a.name}'")
+            else:
+                out[a.name] = a.value(a.default_for(given, {}))
+        return out
+
+    # -- graph ---------------------------------------------------------------------------------------
     def arguments_for(self, attrs: Mapping[str, Any]) -> tuple[str, ...]:
         """Argument names for these attrs (no bias -> no 'bias' argument)."""
         return self.arguments or ()
@@ -49,6 +202,7 @@ class OpDef:
         raise NotImplementedError
 
     def macs(self, attrs: Mapping[str, Any], in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]) -> int:
+        """Multiply-adds of one application (the report counts those of conv and fc weights)."""
         return 0
 
     def gradient(self, node: Node, ograds: Sequence[Entry | None]) -> list[Entry | None]:
@@ -65,12 +219,34 @@ class OpDef:
         """The gradient of the one input, given that of the output (see `gradient`)."""
         raise NotImplementedError(f"op '{self.name}' has no gradient")
 
+    # -- passes --------------------------------------------------------------------------------------
+    def fuse_activation(self, node: Node, act: str) -> Node | None:
+        """This node with activation `act` applied to its output in its epilogue, or None if it can't."""
+        return None
 
+    # -- kernels -------------------------------------------------------------------------------------
+    def kernel_args(self, node: Node) -> dict[str, Any]:
+        """Keyword arguments of the kernel call, from the node's attributes and shapes (batch-free)."""
+        return {}
+
+    def channel_groups(self, node: Node) -> int:
+        """Independent channel groups of a `Kernel(grouped=True)` op."""
+        return 1
+
+    # -- oracle --------------------------------------------------------------------------------------
+    def eager(self, node: Node, xs: Sequence[Any], ctx: EagerContext) -> list[Any]:
+        """The op on ATen tensors, differentiable by torch.autograd: one value per output (None for a
+        saved output nobody reads in eager mode)."""
+        raise NotImplementedError(f"op '{self.name}' has no eager rule")
+
+
+# -- helpers the descriptors share ---------------------------------------------------------------------
 def backward_node(op: str, forward: Node, suffix: str, inputs: Sequence[Entry],
                   attrs: Mapping[str, Any] | None = None, device: str | None = None) -> Entry:
     """A backward node placed and attributed like its forward node."""
     return Entry(make_node(op, f"{forward.name}_{suffix}", attrs or {}, inputs,
-                           device if device is not None else forward.device, forward.layer, forward.mark))
+                           device if device is not None else forward.device, forward.layer, forward.mark,
+                           group=forward.group))
 
 
 def need(in_shapes: Sequence[Shape | None], i: int, what: str) -> Shape:
@@ -86,29 +262,10 @@ def check_param(given: Shape | None, expected: Shape, what: str) -> Shape:
     return tuple(expected)
 
 
-def pair(v) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
-def window_out(n: int, k: int, s: int, p: int, rounding: str, what: str) -> int:
-    """Output length of a sliding window: the one rounding rule for conv and pooling.
-
-    span = n + 2p - k; out = floor(span / s) + 1 (floor), ceil(span / s) + 1 (ceil; as Caffe, a last
-    window that would start in the right padding is dropped), or span / s + 1 when that is exact.
-    """
-    span = n + 2 * p - k
-    if span < 0:
-        raise ShapeError(f"{what}: window {k} is larger than the padded input {n} + 2*{p} = {n + 2 * p}, "
-                         f"so the output size would be {span // s + 1 if span // s + 1 <= 0 else 0}")
-    if rounding == "exact" and span % s:
-        raise ShapeError(f"{what}: output size ({n} + 2*{p} - {k}) / {s} + 1 = {span / s + 1:g} is fractional "
-                         f"under rounding 'exact'")
-    out = (math.ceil(span / s) if rounding == "ceil" else span // s) + 1
-    if rounding == "ceil" and (out - 1) * s >= n + p:
-        out -= 1
-    if out <= 0:
-        raise ShapeError(f"{what}: output size would be {out}")
-    return out
+def need_maps(op: str, x: Shape) -> Shape:
+    if len(x) != 4:
+        raise ShapeError(f"{op} expects a 4-d input (N, C, H, W), got {x}")
+    return x
 
 
 class SameShape(OpDef):
@@ -119,49 +276,7 @@ class SameShape(OpDef):
         return [x] + [tuple(s) if s is not None else x for s in in_shapes[1:]], [x]
 
 
-class WeightedLayer(OpDef):
-    """conv and fc: data, weight and (unless ``no_bias``) bias; bias + activation fused on the output.
-
-    Subclasses give `param_shapes` and the names of their two backward ops; the gradient rule (through
-    the fused activation, then data / weight / bias gradients) is shared.
-    """
-
-    arguments = ("data", "weight", "bias")
-    params = ("weight", "bias")
-    backward_data_op = ""
-    backward_weight_op = ""
-
-    def arguments_for(self, attrs):
-        return ("data", "weight") if attrs.get("no_bias") else self.arguments
-
-    def complete(self, attrs, in_shapes, x: Shape, weight: Shape, units: int) -> list[Shape]:
-        """The full input shape list: data, the checked weight and (unless no_bias) the bias."""
-        shapes = [x, check_param(in_shapes[1] if len(in_shapes) > 1 else None, weight, "weight")]
-        if not attrs.get("no_bias"):
-            shapes.append(check_param(in_shapes[2] if len(in_shapes) > 2 else None, (units,), "bias"))
-        return shapes
-
-    def backward_attrs(self, node) -> tuple[dict, dict]:
-        """Attributes of the (data, weight) backward nodes."""
-        return {}, {}
-
-    def gradient(self, node, ograds):
-        dy = ograds[0]
-        if dy is None:
-            return [None] * len(node.inputs)
-        dz = activation_grad(node, dy)
-        x, w = node.inputs[0], node.inputs[1]
-        data_attrs, weight_attrs = self.backward_attrs(node)
-        grads = [backward_node(self.backward_data_op, node, "bwd_data", [dz, w], data_attrs),
-                 backward_node(self.backward_weight_op, node, "bwd_weight", [dz, x], weight_attrs)]
-        if not node.attrs.get("no_bias"):
-            grads.append(backward_node("bias_backward", node, "bwd_bias", [dz]))
-        return grads
-
-
-def activation_grad(node: Node, dy: Entry) -> Entry:
-    """Gradient through an activation fused onto `node`'s output 0 (identity when there is none)."""
-    act = node.attrs.get("act", "none")
-    if act == "none":
-        return dy
-    return backward_node("act_backward", node, "act_bwd", [dy, Entry(node, 0)], {"act": act})
+def out_hw(node: Node, k: int = 0) -> tuple[int, int]:
+    """Spatial size (H, W) of a node's output `k`."""
+    s = node.shapes[k]
+    return (s[2], s[3])

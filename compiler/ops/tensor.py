@@ -1,15 +1,29 @@
-"""Data-movement ops: flatten, concat and slice along channels, add_n, and the cross-device copy.
+"""Data-movement ops: flatten, reshape, concat and slice along axis 1, add_n, and the cross-device copy.
 
-`copy` is the only op that moves data between devices (MXNet's _CrossDeviceCopy): its node runs on
-the destination device and its `src` attribute names the source. The placement pass inserts it; the
-gradient of a copy is a copy back.
+Nothing is computed, so one implementation serves every backend (``kernels/tensor.py``,
+`Kernel(shared=True)`). `copy` is the only op that moves data between devices (MXNet's
+_CrossDeviceCopy): its node runs on the destination device and its `src` attribute names the source;
+the placement pass inserts it, the executor runs it itself (it owns the streams), and the gradient of a
+copy is a copy back.
 """
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..errors import ShapeError
-from .registry import OpDef, SameShape, backward_node, need, register
+from ..graph import Node
+from .attrs import Attr
+from .registry import EagerContext, Kernel, OpDef, SameShape, backward_node, need, register
+
+if TYPE_CHECKING:
+    from ..lower import Lowerer, Value
+
+SHAPE = Attr("sample_shape", spec=False)       # reshape: the per-sample shape
+BEGIN = Attr("begin", spec=False)              # slice: channels [begin, end)
+END = Attr("end", spec=False)
+CHANNELS = Attr("in_channels", spec=False)     # slice_backward: the sliced input's channel count
+SRC = Attr("src", spec=False)                  # copy: the source device
 
 
 class _Reshaping(OpDef):
@@ -17,30 +31,45 @@ class _Reshaping(OpDef):
 
     def input_grad(self, node, dy):
         x = node.inputs[0]
-        return backward_node("reshape", node, "bwd", [dy], {"shape": tuple(x.shape[1:]) if x.shape else None})
+        return backward_node("reshape", node, "bwd", [dy], {SHAPE.name: tuple(x.shape[1:]) if x.shape else None})
 
 
 @register
 class Flatten(_Reshaping):
     name = "flatten"
+    doc = "(N, C, H, W) -> (N, C*H*W)."
+    in_spec = True
+    kernel = Kernel("flatten", shared=True)
+
+    def lower(self, lw: "Lowerer", layer: Mapping[str, Any], inputs: Sequence["Value"]) -> "Value":
+        return lw.flatten_value(inputs[0], layer, layer["name"])
 
     def infer(self, attrs, in_shapes):
         x = need(in_shapes, 0, "data")
         return [x], [(x[0], math.prod(x[1:]))]
 
+    def eager(self, node, xs, ctx):
+        return [xs[0].reshape(xs[0].shape[0], -1)]
+
 
 @register
 class Reshape(_Reshaping):
-    """`shape` is the per-sample shape."""
-
     name = "reshape"
+    attrs = (SHAPE,)
+    kernel = Kernel("reshape", shared=True)
 
     def infer(self, attrs, in_shapes):
         x = need(in_shapes, 0, "data")
-        shape = tuple(attrs["shape"])
+        shape = tuple(attrs[SHAPE.name])
         if math.prod(shape) != math.prod(x[1:]):
             raise ShapeError(f"cannot reshape {x[1:]} to {shape}")
         return [x], [(x[0], *shape)]
+
+    def kernel_args(self, node):
+        return {"shape": tuple(node.attrs[SHAPE.name])}
+
+    def eager(self, node, xs, ctx):
+        return [xs[0].reshape(xs[0].shape[0], *node.attrs[SHAPE.name])]
 
 
 @register
@@ -48,14 +77,21 @@ class Concat(OpDef):
     """Join inputs along axis 1 (channels or features)."""
 
     name = "concat"
+    doc = "Join the inputs along the channel (or feature) axis; they must agree on every other axis."
+    in_spec = True
+    inputs = (2, None)
     arguments = None
+    kernel = Kernel("concat", shared=True)
+
+    def lower(self, lw: "Lowerer", layer: Mapping[str, Any], inputs: Sequence["Value"]) -> "Value":
+        return lw.concat(inputs)
 
     def infer(self, attrs, in_shapes):
         shapes = [need(in_shapes, i, f"input {i}") for i in range(len(in_shapes))]
         first = shapes[0]
         for s in shapes[1:]:
             if len(s) != len(first) or s[0] != first[0] or s[2:] != first[2:]:
-                raise ShapeError(f"concat inputs differ outside the channel axis: {first} vs {s}")
+                raise ShapeError(f"concat inputs differ outside the channel axis: {first} vs {s}", key="inputs")
         return shapes, [(first[0], sum(s[1] for s in shapes), *first[2:])]
 
     def gradient(self, node, ograds):
@@ -65,9 +101,14 @@ class Concat(OpDef):
         grads, start = [], 0
         for i, e in enumerate(node.inputs):
             end = start + e.shape[1]
-            grads.append(backward_node("slice", node, f"bwd{i}", [dy], {"begin": start, "end": end}))
+            grads.append(backward_node("slice", node, f"bwd{i}", [dy], {BEGIN.name: start, END.name: end}))
             start = end
         return grads
+
+    def eager(self, node, xs, ctx):
+        import torch
+
+        return [torch.cat(list(xs), 1)]
 
 
 @register
@@ -75,10 +116,12 @@ class Slice(OpDef):
     """Channels [begin, end) of the input (axis 1)."""
 
     name = "slice"
+    attrs = (BEGIN, END)
+    kernel = Kernel("slice", shared=True)
 
     def infer(self, attrs, in_shapes):
         x = need(in_shapes, 0, "data")
-        b, e = int(attrs["begin"]), int(attrs["end"])
+        b, e = int(attrs[BEGIN.name]), int(attrs[END.name])
         if not 0 <= b < e <= x[1]:
             raise ShapeError(f"slice [{b}, {e}) is outside the {x[1]} channels of the input")
         return [x], [(x[0], e - b, *x[2:])]
@@ -86,7 +129,13 @@ class Slice(OpDef):
     def input_grad(self, node, dy):
         x = node.inputs[0]
         return backward_node("slice_backward", node, "bwd", [dy],
-                             {"begin": node.attrs["begin"], "channels": x.shape[1] if x.shape else None})
+                             {BEGIN.name: node.attrs[BEGIN.name], CHANNELS.name: x.shape[1] if x.shape else None})
+
+    def kernel_args(self, node):
+        return {BEGIN.name: int(node.attrs[BEGIN.name]), END.name: int(node.attrs[END.name])}
+
+    def eager(self, node, xs, ctx):
+        return [xs[0][:, node.attrs[BEGIN.name]:node.attrs[END.name]]]
 
 
 @register
@@ -94,11 +143,16 @@ class SliceBackward(OpDef):
     """Zeros of the sliced input's shape with the gradient placed at channels [begin, begin + C)."""
 
     name = "slice_backward"
+    attrs = (BEGIN, CHANNELS)
     arguments = ("grad",)
+    kernel = Kernel("slice_backward", shared=True)
 
     def infer(self, attrs, in_shapes):
         dy = need(in_shapes, 0, "grad")
-        return [dy], [(dy[0], int(attrs["channels"]), *dy[2:])]
+        return [dy], [(dy[0], int(attrs[CHANNELS.name]), *dy[2:])]
+
+    def kernel_args(self, node):
+        return {BEGIN.name: int(node.attrs[BEGIN.name]), "channels": int(node.attrs[CHANNELS.name])}
 
 
 @register
@@ -107,6 +161,7 @@ class AddN(OpDef):
 
     name = "add_n"
     arguments = None
+    kernel = Kernel("add_n", shared=True)
 
     def infer(self, attrs, in_shapes):
         shapes = [need(in_shapes, i, f"input {i}") for i in range(len(in_shapes))]
@@ -114,12 +169,25 @@ class AddN(OpDef):
             raise ShapeError(f"add_n inputs differ in shape: {shapes}")
         return shapes, [shapes[0]]
 
+    def eager(self, node, xs, ctx):
+        return [sum(xs[1:], xs[0])]
+
 
 @register
 class Copy(SameShape):
-    """Cross-device copy: runs on (and its output lives on) the destination device."""
+    """Cross-device copy: runs on (and its output lives on) the destination device. No kernel: the
+    executor runs it, since it owns the devices and their streams."""
 
     name = "copy"
+    attrs = (SRC,)
 
     def input_grad(self, node, dy):
-        return backward_node("copy", node, "bwd", [dy], {"src": node.device}, device=node.attrs["src"])
+        return backward_node("copy", node, "bwd", [dy], {SRC.name: node.device}, device=node.attrs[SRC.name])
+
+    def eager(self, node: Node, xs: Sequence[Any], ctx: EagerContext) -> list[Any]:
+        return [xs[0]]
+
+
+def copy_source(node: Node) -> str:
+    """The logical device a copy node reads from."""
+    return node.attrs[SRC.name]

@@ -1,9 +1,11 @@
-"""Graph passes: each a function from Graph to Graph that can be run, printed and tested on its own.
+"""Graph passes, in the order the pipeline runs them. Rewrites take a Graph and return a Graph; the
+last two produce the typed results the runtime reads (`program.Program`, `program.MemoryPlan`).
 
-infer_shapes ▸ place_devices (cross-device copies) ▸ fuse_activations ▸ gradient ▸ plan_memory.
+(lowering infers shapes at batch 1 as it builds) ▸ fuse_activations ▸ place_devices (cross-device
+copies) ▸ infer_shapes (at the batch size) ▸ gradient (-> Program) ▸ plan_memory (-> MemoryPlan).
 """
-from .infer_shape import infer_shapes  # noqa: F401
-from .place_devices import place_devices, check_placement  # noqa: F401
 from .fusion import fuse_activations  # noqa: F401
 from .gradient import gradient  # noqa: F401
+from .infer_shape import infer_shapes  # noqa: F401
 from .memory_plan import plan_memory  # noqa: F401
+from .place_devices import check_placement, place_devices  # noqa: F401

@@ -2,8 +2,9 @@
 
 Walks the forward graph backwards from the loss, asks each op's `gradient` rule (compiler/ops) for
 backward nodes, sums gradients that reach a value along several paths with `add_n`, and returns a
-graph whose outputs are the forward outputs followed by one gradient per learnable parameter
-(`attrs["grad_of"]` names them). Backward nodes run on their forward node's device; a copy's gradient
+`Program` whose graph's outputs are the forward outputs followed by one gradient per learnable
+parameter (`Program.grad_of` names them). The head it seeds is the op whose descriptor has
+``role == "loss"``. Backward nodes run on their forward node's device; a copy's gradient
 is a copy back, so every parameter's gradient is computed on its parameter's device. Only values that
 depend on a parameter get gradients (no gradient is computed for the input images).
 """
@@ -13,24 +14,25 @@ from collections import defaultdict
 
 from ..graph import Entry, Graph, make_node
 from ..ops import get_op
+from ..program import Program
 from .infer_shape import infer_shapes
 
 
-def _is_param(node) -> bool:
-    return node.is_variable and node.attrs.get("kind") == "param"
+def _is_loss(node) -> bool:
+    return not node.is_variable and get_op(node.op).role == "loss"
 
 
-def gradient(graph: Graph) -> Graph:
+def gradient(graph: Graph) -> Program:
     nodes = graph.nodes()
     if any(n.shapes is None for n in nodes):
         raise ValueError("gradient() needs a shape-annotated graph: run infer_shapes first")
-    losses = [n for n in nodes if n.op == "softmax_loss"]
+    losses = [n for n in nodes if _is_loss(n)]
     if len(losses) != 1:
-        raise ValueError(f"gradient() needs exactly one softmax_loss node, found {len(losses)}")
+        raise ValueError(f"gradient() needs exactly one loss node, found {len(losses)}")
 
     depends: dict[int, bool] = {}
     for n in nodes:
-        depends[id(n)] = _is_param(n) or any(depends[id(e.node)] for e in n.inputs)
+        depends[id(n)] = n.is_param or any(depends[id(e.node)] for e in n.inputs)
 
     grads: dict[tuple[int, int], list[Entry]] = defaultdict(list)
 
@@ -42,21 +44,21 @@ def gradient(graph: Graph) -> Graph:
             return parts[0]
         suffix = f"_{index}" if index else ""
         return Entry(make_node("add_n", f"{node.name}{suffix}_grad_sum", {}, parts, node.device, node.layer,
-                               node.mark))
+                               node.mark, group=node.group))
 
     for node in reversed(nodes):
         if node.is_variable or not depends[id(node)]:
             continue
         op = get_op(node.op)
         ograds = [summed(node, i) for i in range(op.visible)]
-        if node.op != "softmax_loss" and all(g is None for g in ograds):
+        if not _is_loss(node) and all(g is None for g in ograds):
             continue
         in_grads = op.gradient(node, ograds)
         for e, g in zip(node.inputs, in_grads):
             if g is not None and depends[id(e.node)]:
                 grads[(id(e.node), e.index)].append(g)
 
-    params = [n for n in nodes if _is_param(n)]
+    params = [n for n in nodes if n.is_param]
     outs, names = list(graph.outputs), []
     for p in params:
         g = summed(p, 0)
@@ -64,6 +66,6 @@ def gradient(graph: Graph) -> Graph:
             continue
         outs.append(g)
         names.append(p.name)
-    known = {n.name: n.shapes[0] for n in nodes if n.is_variable and not _is_param(n)}
+    known = {n.name: n.shapes[0] for n in nodes if n.is_variable and not n.is_param}
     full = infer_shapes(Graph(tuple(outs), dict(graph.attrs)), **known)
-    return full.with_attrs(num_forward_outputs=len(graph.outputs), grad_of=names)
+    return Program(full, len(graph.outputs), tuple(names))

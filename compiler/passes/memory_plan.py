@@ -3,10 +3,11 @@
 Values are computed in `Graph.nodes()` order (the order the executor runs). Each op output gets a
 storage buffer on its node's device; a buffer returns to that device's free list after the value's
 last use and is reused only on the same device (as MXNet's PlanMemory), best fit by size. Graph
-outputs and variables (inputs, parameters) are never freed. The result, in ``attrs["memory_plan"]``:
-per device the planned peak of activation bytes, the pooled storage bytes and the parameter bytes; and
-``release_after``: for each step, the values whose last use it was, as ``[step of the producing node,
-output index]`` pairs in `Graph.nodes()` order (indices, not names: names are the user's and may clash).
+outputs and variables (inputs, parameters) are never freed. An analysis, not a rewrite: the result is a
+`program.MemoryPlan`: per device the planned peak of activation bytes, the pooled storage bytes and the
+parameter bytes; and ``release_after``: for each step, the values whose last use it was, as ``(step of
+the producing node, output index)`` pairs in `Graph.nodes()` order (indices, not names: names are the
+user's and may clash). Output dtypes come from the op descriptors (`OpDef.output_dtypes`).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from collections import defaultdict
 
 from ..graph import Graph
 from ..ops import get_op
+from ..program import DeviceMemory, MemoryPlan
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1, "int16": 2, "int64": 8}
 
@@ -23,7 +25,7 @@ def _nbytes(shape, dtype: str) -> int:
     return math.prod(shape) * DTYPE_BYTES[dtype]
 
 
-def plan_memory(graph: Graph, dtype: str = "float32") -> Graph:
+def plan_memory(graph: Graph, dtype: str = "float32") -> MemoryPlan:
     nodes = graph.nodes()
     if any(n.shapes is None for n in nodes):
         raise ValueError("plan_memory() needs a shape-annotated graph: run infer_shapes first")
@@ -39,21 +41,19 @@ def plan_memory(graph: Graph, dtype: str = "float32") -> Graph:
     peak: dict[str, int] = defaultdict(int)
     params: dict[str, int] = defaultdict(int)
     owned: dict[tuple[int, int], tuple[str, int, int]] = {}   # value -> (device, buffer size, live bytes)
-    release_after: list[list[list[int]]] = [[] for _ in nodes]
+    release_after: list[list[tuple[int, int]]] = [[] for _ in nodes]
     step_of = {id(n): i for i, n in enumerate(nodes)}
     reused = 0
 
     for i, n in enumerate(nodes):
         dev = n.device or "host"
         if n.is_variable:
-            if n.attrs.get("kind") == "param":
+            if n.is_param:
                 params[dev] += _nbytes(n.shapes[0], dtype)
             continue
         op = get_op(n.op)
         for k, shape in enumerate(n.shapes):
             dt = op.output_dtypes.get(k, dtype)
-            if n.op.startswith("softmax_loss"):
-                dt = "float32"  # the loss and probabilities are always computed in fp32
             size = _nbytes(shape, dt)
             fits = [s for s in free[dev] if s >= size and s <= 2 * size]
             if fits:
@@ -76,15 +76,12 @@ def plan_memory(graph: Graph, dtype: str = "float32") -> Graph:
                 d, buf, size = owned.pop(key)
                 free[d].append(buf)
                 live[d] -= size
-                release_after[i].append([step_of[id(src)], k])
+                release_after[i].append((step_of[id(src)], k))
 
     devices = sorted(set(pool) | set(params))
-    plan = {
-        "dtype": dtype,
-        "devices": {d: {"peak_activation_bytes": peak.get(d, 0), "pooled_bytes": pool.get(d, 0),
-                        "param_bytes": params.get(d, 0)} for d in devices},
-        "buffers_reused": reused,
-        "release_after": release_after,
-        "steps": len(nodes),
-    }
-    return graph.with_attrs(memory_plan=plan)
+    return MemoryPlan(
+        dtype=dtype,
+        devices={d: DeviceMemory(peak.get(d, 0), pool.get(d, 0), params.get(d, 0)) for d in devices},
+        buffers_reused=reused,
+        release_after=tuple(tuple(step) for step in release_after),
+    )

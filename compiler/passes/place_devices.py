@@ -10,6 +10,7 @@ reads them, as cuda-convnet loads each batch onto both GPUs.
 from __future__ import annotations
 
 from ..graph import Entry, Graph, Node, make_node
+from ..ops.tensor import SRC, copy_source
 
 
 def place_devices(graph: Graph) -> Graph:
@@ -27,8 +28,8 @@ def place_devices(graph: Graph) -> Graph:
             key = (id(e.node), e.index, node.device)
             if key not in copies:
                 suffix = f"_{e.index}" if e.index else ""
-                copies[key] = make_node("copy", f"{e.node.name}{suffix}_to_{node.device}", {"src": src},
-                                        [e], node.device, node.layer, node.mark)
+                copies[key] = make_node("copy", f"{e.node.name}{suffix}_to_{node.device}", {SRC.name: src},
+                                        [e], node.device, node.layer, node.mark, group=node.group)
             new_inputs.append(Entry(copies[key], 0))
         new_inputs = tuple(new_inputs)
         return node.with_(inputs=new_inputs) if new_inputs != node.inputs else None
@@ -45,8 +46,8 @@ def check_placement(graph: Graph) -> list[str]:
         for e in node.inputs:
             src = e.node.device
             if node.op == "copy":
-                if src is not None and src != node.attrs["src"]:
-                    problems.append(f"{node.name}: copies from {node.attrs['src']} but its input is on {src}")
+                if src is not None and src != copy_source(node):
+                    problems.append(f"{node.name}: copies from {copy_source(node)} but its input is on {src}")
             elif src is not None and src != node.device:
                 problems.append(f"{node.name} on {node.device} reads {e.node.name} on {src} without a copy")
     return problems

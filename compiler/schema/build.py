@@ -1,117 +1,56 @@
-"""Source of truth for the spec schema: builds `alexnetc.schema.json` (run `python -m alexnetc.compiler.schema.build`).
+"""Builds `alexnetc.schema.json` (run `python -m alexnetc.compiler.schema.build`) from the op registry.
 
-The JSON file is what ships and what editors read through the `# yaml-language-server: $schema=` line;
-this module keeps the repetitive parts (per-op layer definitions, bounded integers) in one place.
-tests/compiler/test_schema.py checks that the committed JSON equals what this builds.
+Each layer op's definition (`op_<name>`) is generated from its descriptor's typed attributes
+(`compiler/ops/`): no table of ops or attributes lives here. The rest (top-level sections, training and
+data settings) is declared below. The JSON file is what ships and what editors read through the
+`# yaml-language-server: $schema=` line; tests/compiler/test_schema.py checks that the committed JSON
+equals what this builds.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-OPS = ("conv", "fc", "lrn", "maxpool", "avgpool", "dropout", "flatten", "relu", "tanh", "sigmoid",
-       "concat", "softmax_loss")
+from ..ops import OPS, spec_ops
+from ..ops.attrs import IDENT, integer
+from ..ops.weighted import INIT_SCHEMA, SPEC_DEFAULTS
+from ..ops.window import ROUNDING
 
 
-def bounded(maxv, minv=1, desc=None):
-    d = {"type": "integer", "minimum": minv, "maximum": maxv}
+def bounded(maxv: int, minv: int = 1, desc: str | None = None) -> dict:
+    d = integer(minv, maxv)
     if desc:
         d["description"] = desc
     return d
 
 
-def pair(maxv, minv, desc):
-    return {"description": desc, "oneOf": [bounded(maxv, minv), {
-        "type": "array", "items": bounded(maxv, minv), "minItems": 2, "maxItems": 2}]}
+def op_definition(name: str) -> dict:
+    """The JSON Schema of one op's own layer keys, from its descriptor."""
+    op = OPS[name]
+    props = {a.name: a.fragment() for a in op.spec_attrs()}
+    required = [a.name for a in op.spec_attrs() if a.required or a.spec_required]
+    out: dict = {"properties": props}
+    if op.inputs[0] >= 2:
+        required.append("inputs")
+    if required:
+        out = {"required": required, **out}
+    if op.doc:
+        out["description"] = op.doc
+    return out
 
 
-INIT = {
-    "description": "Initialiser: {type: gaussian, std: S[, mean: M]}, {type: constant, value: V}, "
-                   "{type: kaiming} (N(0, 2/fan_in)), {type: uniform, scale: A}; a bare number means a constant.",
-    "anyOf": [
-        {"type": "number"},
-        {"type": "object", "required": ["type"], "additionalProperties": False,
-         "properties": {
-             "type": {"enum": ["gaussian", "constant", "kaiming", "uniform"]},
-             "std": {"type": "number", "exclusiveMinimum": 0, "maximum": 100},
-             "mean": {"type": "number"},
-             "value": {"type": "number"},
-             "scale": {"type": "number", "exclusiveMinimum": 0, "maximum": 100,
-                       "description": "uniform: U(-scale, scale)"}},
-         "allOf": [
-             {"if": {"properties": {"type": {"const": "gaussian"}}}, "then": {"required": ["std"]}},
-             {"if": {"properties": {"type": {"const": "constant"}}}, "then": {"required": ["value"]}},
-             {"if": {"properties": {"type": {"const": "uniform"}}}, "then": {"required": ["scale"]}}]}]}
-MULT = {"description": "Multiplier for the learning rate or weight decay: one number for weights and bias, "
-                       "or {weight: W, bias: B}.",
-        "anyOf": [{"type": "number", "minimum": 0, "maximum": 1000},
-                  {"type": "object", "additionalProperties": False,
-                   "properties": {"weight": {"type": "number", "minimum": 0, "maximum": 1000},
-                                  "bias": {"type": "number", "minimum": 0, "maximum": 1000}}}]}
-IDENT = {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_.-]*$", "maxLength": 64}
-ACT = {"enum": ["none", "relu", "tanh", "sigmoid"],
-       "description": "Activation fused onto the layer's output (default: defaults.act, else none)."}
-ROUNDING = {"enum": ["floor", "ceil", "exact"],
-            "description": "Output-size rounding: floor (MXNet, Caffe conv), ceil (Caffe pooling, "
-                           "cuda-convnet), exact (the division must be exact)."}
-GROUPS = {
-    "type": "object", "additionalProperties": False, "required": ["count"],
-    "description": "Split the layer into `count` groups (towers). Group i runs on devices[i]; `connect: own` "
-                   "reads only the i-th slice of the input's channels (the paper's conv2/conv4/conv5), "
-                   "`connect: all` reads every input channel (conv3, fc6, fc7, fc8).",
-    "properties": {
-        "count": bounded(64),
-        "devices": {"type": "array", "items": IDENT, "minItems": 1, "maxItems": 64},
-        "connect": {"enum": ["own", "all"], "default": "own"}}}
 COMMON = {
     "name": {**IDENT, "description": "Unique layer name."},
-    "op": {"enum": list(OPS)},
+    "op": {"enum": spec_ops()},
     "input": {**IDENT, "description": "The layer this one reads (default: the previous layer; 'data' is the "
                                       "network input)."},
     "inputs": {"type": "array", "items": IDENT, "minItems": 1, "maxItems": 64,
                "description": "Several inputs (concat)."},
     "doc": {"type": "string", "description": "Free text, ignored by the compiler."},
 }
-PARAM_KEYS = {"act": ACT, "groups": GROUPS, "device": IDENT, "weight_init": INIT, "bias_init": INIT,
-              "lr_mult": MULT, "decay_mult": MULT,
-              "bias": {"type": "boolean", "description": "Learn a bias (default true)."}}
-OP_PROPS = {
-    "conv": {"required": ["filters", "kernel"], "properties": {
-        "filters": bounded(65536, desc="Output channels (all groups together)."),
-        "kernel": pair(4096, 1, "Kernel size: n or [h, w]."),
-        "stride": pair(4096, 1, "Stride (default 1)."),
-        "pad": pair(4096, 0, "Zero padding on each side (default 0)."),
-        "rounding": ROUNDING, **PARAM_KEYS}},
-    "fc": {"required": ["units"], "properties": {
-        "units": bounded(1 << 20, desc="Output features (all groups together)."),
-        "in_features": bounded(1 << 30, desc="Optional: the input size you expect; checked against the "
-                                             "inferred one."),
-        **PARAM_KEYS}},
-    "lrn": {"required": ["size", "alpha", "beta", "k", "alpha_over_n"], "properties": {
-        "size": bounded(1023, desc="Window n (odd): channels c-n//2 .. c+n//2."),
-        "k": {"type": "number", "minimum": 0, "maximum": 1e6},
-        "alpha": {"type": "number", "minimum": 0, "maximum": 1e6},
-        "beta": {"type": "number", "minimum": 0, "maximum": 100},
-        "alpha_over_n": {"type": "boolean", "description":
-                         "true: the sum is scaled by alpha/n (cuda-convnet, Caffe, PyTorch, MXNet, cuDNN, ONNX); "
-                         "false: by alpha as written (the paper's formula, TensorFlow)."}}},
-    "maxpool": {"required": ["kernel"], "properties": {
-        "kernel": pair(4096, 1, "Window size z."), "stride": pair(4096, 1, "Stride s (default: kernel)."),
-        "pad": pair(4096, 0, "Padding (default 0)."), "rounding": ROUNDING}},
-    "avgpool": {"required": ["kernel"], "properties": {
-        "kernel": pair(4096, 1, "Window size."), "stride": pair(4096, 1, "Stride (default: kernel)."),
-        "pad": pair(4096, 0, "Padding (default 0)."), "rounding": ROUNDING}},
-    "dropout": {"required": ["p"], "properties": {"p": {
-        "type": "number", "minimum": 0, "exclusiveMaximum": 1,
-        "description": "Probability of dropping a unit while training."}}},
-    "flatten": {"properties": {}}, "relu": {"properties": {}}, "tanh": {"properties": {}},
-    "sigmoid": {"properties": {}},
-    "concat": {"required": ["inputs"], "properties": {}},
-    "softmax_loss": {"properties": {}},
-}
 LAYER = {"type": "object", "required": ["name", "op"], "properties": dict(COMMON),
          "allOf": [{"if": {"properties": {"op": {"const": op}}, "required": ["op"]},
-                    "then": {"$ref": f"#/$defs/op_{op}"}} for op in OP_PROPS],
+                    "then": {"$ref": f"#/$defs/op_{op}"}} for op in spec_ops()],
          "unevaluatedProperties": False}
 TRAIN = {"type": "object", "additionalProperties": False, "properties": {
     "batch_size": bounded(1 << 16), "epochs": bounded(100000),
@@ -156,9 +95,10 @@ TOP = {
     "devices": {"type": "array", "items": IDENT, "minItems": 1, "maxItems": 64, "uniqueItems": True,
                 "description": "Logical devices (gpu0, gpu1, ...), mapped onto real ones when the graph "
                                "is bound."},
-    "rounding": ROUNDING,
-    "defaults": {"type": "object", "additionalProperties": False, "properties": {
-        "act": ACT, "weight_init": INIT, "bias_init": INIT, "lr_mult": MULT, "decay_mult": MULT}},
+    ROUNDING.name: ROUNDING.fragment(),
+    "defaults": {"type": "object", "additionalProperties": False,
+                 "description": "Defaults for every conv and fc layer that does not set the key itself.",
+                 "properties": {a.name: a.fragment() for a in SPEC_DEFAULTS}},
     "layers": {"type": "array", "items": {"$ref": "#/$defs/layer"}, "minItems": 1},
     "modify_layers": {"type": "object", "additionalProperties": {"type": "object"},
                       "description": "Variant edit: {layer name: {key: new value, or null to delete the key}}."},
@@ -174,9 +114,9 @@ TOP = {
 
 
 def build() -> dict:
-    defs = {f"op_{op}": dict(v) for op, v in OP_PROPS.items()}
+    defs = {f"op_{op}": op_definition(op) for op in spec_ops()}
     defs["layer"] = LAYER
-    defs["init"] = INIT
+    defs["init"] = INIT_SCHEMA
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://alexnetc.dev/schema/alexnetc.schema.json",

@@ -10,7 +10,6 @@ import argparse
 import sys
 import time
 
-
 from .errors import UserError  # noqa: F401  (re-exported: cli.UserError is what main() catches)
 
 

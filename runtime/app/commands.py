@@ -26,10 +26,10 @@ def _user_error(msg: str):
 
 def _train(args) -> int:
     from ..data.augment import AugmentError
-    from ..training.checkpoint import CheckpointError
     from ..data.datasets import DatasetError
+    from ..training.checkpoint import CheckpointError
+    from ..training.loop import Trainer, TrainingError, TrainOptions
     from .specs import resolve_spec_path
-    from ..training.loop import TrainingError, TrainOptions, Trainer
 
     spec = resolve_spec_path(args.spec)
     opts = TrainOptions(spec=spec, data=args.data, out=args.out, epochs=args.epochs, batch_size=args.batch,
@@ -51,11 +51,11 @@ def _eval(args) -> int:
     import torch
 
     from ..data.augment import AugmentError
-    from ..training.checkpoint import CheckpointError
     from ..data.datasets import DatasetError, open_dataset
     from ..data.loader import make_loader
-    from .model import load_model
+    from ..training.checkpoint import CheckpointError
     from ..training.loop import evaluate_loader
+    from .model import load_model
 
     try:
         model = load_model(args.checkpoint, args.device, args.batch)
@@ -80,8 +80,8 @@ def _predict(args) -> int:
     import torch
 
     from ..data.augment import AugmentError
-    from ..training.checkpoint import CheckpointError
     from ..data.datasets import load_image
+    from ..training.checkpoint import CheckpointError
     from .model import load_model
 
     try:
@@ -161,4 +161,6 @@ def register(sub) -> None:
     p.add_argument("--truth", nargs="*", metavar="LABEL", help="true labels, one per image (marked)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.set_defaults(func=_predict)
-    from . import figure_commands; figure_commands.register(sub)  # filters, neighbors, compare
+    from . import figure_commands  # filters, neighbors, compare
+
+    figure_commands.register(sub)

@@ -10,7 +10,6 @@ import argparse
 import hashlib
 import json
 import os
-import re
 import sys
 
 FEATURES_VERSION = 1
@@ -80,12 +79,10 @@ def first_conv_kernels(model, layer: str | None = None) -> tuple[str, list[tuple
     if name not in convs:
         raise _user_error(f"--layer {name}: not a convolution layer of {model.net.name} "
                           f"(convolutions: {', '.join(convs)})")
-    params = [n for n in model.net.graph.variables()
-              if n.attrs.get("kind") == "param" and n.layer == name and len(n.shapes[0]) == 4]
+    params = [n for n in model.net.graph.params() if n.layer == name and len(n.shapes[0]) == 4]
 
     def group_no(node) -> int:
-        m = re.search(r"_g(\d+)_", node.name)
-        return int(m.group(1)) if m else 0
+        return node.group or 0
 
     order = list(model.net.devices or [])
     by_dev: dict[str, list] = {}
@@ -375,11 +372,11 @@ def format_table(rows: list[tuple[str, int | None, int]], target: float) -> str:
 def _compare(args) -> int:
     from ...compiler import compile_spec
     from ..data.augment import AugmentError
-    from ..training.checkpoint import CheckpointError
     from ..data.datasets import DatasetError
+    from ..training.checkpoint import CheckpointError
+    from ..training.loop import Trainer, TrainingError, TrainOptions
     from .figures import draw_compare
     from .specs import resolve_spec_path
-    from ..training.loop import TrainingError, TrainOptions, Trainer
 
     if len(args.specs) < 2:
         raise _user_error("compare: give at least two specs to compare")

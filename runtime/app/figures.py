@@ -23,8 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import UserError
 from ..atomic import replacing
+from .errors import UserError
 
 BG = (255, 255, 255)             # page background (gaps between cells are exactly this)
 PANEL_BG = (238, 238, 238)       # a gallery panel's fill

@@ -10,8 +10,8 @@ import torch
 
 from ...compiler import CompiledNet
 from ...compiler.pipeline import compile_dict
-from ..training.checkpoint import CheckpointError, load_checkpoint, params_from
 from ..execution.executor import Executor, default_group2ctx
+from ..training.checkpoint import CheckpointError, load_checkpoint, params_from
 
 
 @dataclass
@@ -76,7 +76,7 @@ def load_model(path: str, device: str = "auto", batch: int = 64) -> Model:
         raise CheckpointError(f"{path}: not an alexnetc training checkpoint (no spec or class names in it)")
     net = compile_dict(state["spec"], f"<spec in {os.path.basename(str(path))}>", batch)
     params = params_from(tensors)
-    missing = [n.name for n in net.graph.variables() if n.attrs.get("kind") == "param" and n.name not in params]
+    missing = [n.name for n in net.graph.params() if n.name not in params]
     if missing:
         raise CheckpointError(f"{path}: missing parameters {missing[:5]}")
     g2c = default_group2ctx(net, "cpu" if device == "cpu" else None)

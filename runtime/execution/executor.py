@@ -4,17 +4,19 @@
     ex.forward(data, label, is_train=True); ex.backward()
     ex.outputs["loss"], ex.grads["conv1_g0_weight"]
 
-The executor runs the *symbolic* training graph (forward + the gradient pass's backward nodes) in its
-topological order; each op calls one kernel through the backend of the device it runs on
-(`alexnetc.kernels.backend.get_backend`). torch.autograd is not involved. Cross-device traffic happens
-only in the graph's `copy` nodes; a copy between two logical devices bound to the same real one is
-free. Logical devices sharing one CUDA device run on separate CUDA streams. Values are freed after their
+The executor runs a compiled `Program` (`CompiledNet.training()`: forward + the gradient pass's
+backward nodes; or `inference()`) in its topological order. Each node calls its op's kernel entry point
+through the backend of the device it runs on (`alexnetc.kernels.backend.get_backend`), through one
+generic adapter: ``backend.<entry>(*inputs, **op.kernel_args(node))``, with the descriptor's
+`Kernel` data saying what else to do (channel groups as batch entries, identity outside training).
+torch.autograd is not involved. Cross-device traffic happens only in the graph's `copy` nodes (run by
+the executor itself); a copy between two logical devices bound to the same real one is free. Logical
+devices sharing one CUDA device run on separate CUDA streams. Values are freed after their
 last use as the memory plan says. Gradients are written into one flat buffer per device, in parameter
 order, so data parallelism can all-reduce whole buckets (`grad_buckets()`).
 """
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -22,8 +24,11 @@ from typing import Any, Callable, Mapping
 import torch
 
 from ...compiler import CompiledNet
-from ...compiler.graph import Graph, Node, topo_order
-from ...compiler.passes import plan_memory
+from ...compiler.graph import Node, topo_order
+from ...compiler.ops import get_op
+from ...compiler.ops.registry import Kernel, RunSeed, RunStep
+from ...compiler.ops.tensor import copy_source
+from ...compiler.program import Program
 from ...kernels.backend import get_backend
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -56,9 +61,14 @@ def describe_binding(group2ctx: Mapping[str, torch.device]) -> str:
 @dataclass
 class _Step:
     node: Node
-    fn: Callable
+    fn: Callable                      # the backend's entry point (or the executor's own copy)
+    backend: Any                      # the backend it comes from (None for a copy)
+    run: Callable                     # _call_kernel or _copy
+    kernel: Kernel | None
+    kwargs: dict[str, Any]            # op.kernel_args(node), per-run values left unresolved
+    groups: int                       # independent channel groups (Kernel.grouped)
+    absent: int                       # trailing optional arguments the node leaves out (no bias): None
     device: torch.device
-    backend: Any
     stream: Any
     inputs: list[tuple[int, int]]
     release: list[tuple[int, int]]
@@ -74,12 +84,13 @@ class Executor:
             raise ValueError(f"group2ctx has no real device for logical device(s) {missing}")
         self.for_training = for_training
         # Inference runs the forward graph with its own memory plan, so activations are freed there too.
-        self.graph: Graph = net.train_graph() if for_training else plan_memory(net.graph)
+        self.program: Program = net.training() if for_training else net.inference()
+        self.graph = self.program.graph
         self.backend_name = backend
         self.seed, self.step_count = 0, 0
         self._streams = self._make_streams()
         nodes = self.graph.nodes()
-        self.param_nodes = [n for n in nodes if n.is_variable and n.attrs.get("kind") == "param"]
+        self.param_nodes = [n for n in nodes if n.is_param]
         self.params: dict[str, torch.Tensor] = {}
         for p in self.param_nodes:
             dev = self.device_of(p)
@@ -88,7 +99,7 @@ class Executor:
             else:
                 self.params[p.name] = torch.zeros(p.shapes[0], device=dev)
         self._compile_steps(nodes)
-        self.grad_names: list[str] = list(self.graph.attrs.get("grad_of", [])) if for_training else []
+        self.grad_names: list[str] = list(self.program.grad_of)
         self._make_grad_buckets()
         self.outputs: dict[str, torch.Tensor] = {}
         self._env: dict[tuple[int, int], torch.Tensor] = {}
@@ -111,10 +122,10 @@ class Executor:
         return streams
 
     def _compile_steps(self, nodes: list[Node]) -> None:
-        self._n_fwd = self.graph.attrs.get("num_forward_outputs", len(self.graph.outputs))
-        forward_ids = {id(n) for n in topo_order(self.graph.outputs[:self._n_fwd])}
-        plan = self.graph.attrs.get("memory_plan")
-        release_after = plan["release_after"] if plan else [[] for _ in nodes]
+        self._n_fwd = self.program.forward_outputs
+        forward_ids = {id(n) for n in topo_order(self.program.forward_heads)}
+        plan = self.program.memory
+        release_after = plan.release_after if plan is not None else [() for _ in nodes]
         self._forward: list[_Step] = []
         self._backward: list[_Step] = []
         for i, node in enumerate(nodes):
@@ -122,8 +133,19 @@ class Executor:
                 continue
             dev = self.device_of(node)
             release = [(id(nodes[j]), k) for j, k in release_after[i]]
-            step = _Step(node, KERNELS[node.op], dev, get_backend(dev, self.backend_name),
-                         self._streams.get(node.device), [(id(e.node), e.index) for e in node.inputs], release)
+            op = get_op(node.op)
+            if op.kernel is None:
+                if node.op != "copy":
+                    raise TypeError(f"op '{node.op}' (node {node.name}) has no kernel entry point")
+                fn, backend, run, kwargs, groups = _copy, None, _copy, {}, 1
+            else:
+                backend = get_backend(dev, self.backend_name)
+                fn = getattr(backend, op.kernel.entry)
+                run, kwargs = _call_kernel, op.kernel_args(node)
+                groups = op.channel_groups(node) if op.kernel.grouped else 1
+            absent = len(op.arguments) - len(node.inputs) if op.arguments is not None else 0
+            step = _Step(node, fn, backend, run, op.kernel, kwargs, groups, absent, dev, self._streams.get(node.device),
+                         [(id(e.node), e.index) for e in node.inputs], release)
             (self._forward if id(node) in forward_ids else self._backward).append(step)
         self._var_ids = {n.name: id(n) for n in nodes if n.is_variable}
         self._node_ids = defaultdict(lambda: None, {n.name: id(n) for n in nodes})
@@ -161,7 +183,7 @@ class Executor:
             args = []
             for key in s.inputs:
                 t = env[key]
-                if t.device != s.device and s.node.op != "copy":
+                if t.device != s.device and s.run is not _copy:
                     # Host-fed inputs (data, label) are uploaded once per real device and step.
                     up = (key, s.device)
                     if up not in self._uploads:
@@ -170,11 +192,12 @@ class Executor:
                 args.append(t)
             if s.stream is not None:
                 with torch.cuda.stream(s.stream):
-                    if s.node.op == "copy":
-                        s.stream.wait_stream(self._streams.get(s.node.attrs["src"]) or torch.cuda.current_stream(s.device))
-                    outs = s.fn(s, args, self, is_train)
+                    if s.run is _copy:
+                        s.stream.wait_stream(self._streams.get(copy_source(s.node))
+                                             or torch.cuda.current_stream(s.device))
+                    outs = s.run(s, args, self, is_train)
             else:
-                outs = s.fn(s, args, self, is_train)
+                outs = s.run(s, args, self, is_train)
             for k, t in enumerate(outs):
                 env[(id(s.node), k)] = t
             if keep and (id(s.node), 0) in keep:
@@ -245,148 +268,37 @@ def bind(net: CompiledNet, group2ctx: Mapping[str, Any] | None = None, **kw) -> 
     return Executor(net, group2ctx or default_group2ctx(net), **kw)
 
 
-# -- one function per op: (step, inputs, executor, is_train) -> outputs ----------------------------------
-def _hw(node: Node, k: int = 0) -> tuple[int, int]:
-    s = node.shapes[k]
-    return (s[2], s[3])
-
-
-def _conv(s, a, ex, tr):
-    at = s.node.attrs
-    b = a[2] if len(a) > 2 else None
-    return (s.backend.conv2d(a[0], a[1], b, stride=tuple(at["stride"]), pad=tuple(at["pad"]),
-                             groups=at["num_group"], out_size=_hw(s.node), act=at["act"]),)
-
-
-def _conv_bwd_data(s, a, ex, tr):
-    at = s.node.attrs
-    dy, w = a
-    x_shape = (dy.shape[0], at["channels"], *at["in_hw"])
-    return (s.backend.conv2d_backward_data(dy, w, x_shape=x_shape, stride=tuple(at["stride"]),
-                                           pad=tuple(at["pad"]), groups=at["num_group"]),)
-
-
-def _conv_bwd_weight(s, a, ex, tr):
-    at = s.node.attrs
-    return (s.backend.conv2d_backward_weight(a[0], a[1], w_shape=tuple(s.node.shapes[0]),
-                                             stride=tuple(at["stride"]), pad=tuple(at["pad"]),
-                                             groups=at["num_group"]),)
-
-
-def _fc(s, a, ex, tr):
-    b = a[2] if len(a) > 2 else None
-    return (s.backend.linear(a[0], a[1], b, s.node.attrs["act"]),)
+# -- the one adapter from a graph node to its kernel ----------------------------------------------------
+def _resolve(kwargs: Mapping[str, Any], ex: "Executor") -> dict[str, Any]:
+    return {k: v.resolve(ex.seed, ex.step_count) if isinstance(v, (RunSeed, RunStep)) else v
+            for k, v in kwargs.items()}
 
 
 def _grouped(t: torch.Tensor, g: int) -> torch.Tensor:
-    """(N, C, H, W) -> (N*g, C/g, H, W): LRN groups become batch entries, so windows stay inside one."""
-    if g == 1:
-        return t
-    n, c, h, w = t.shape
-    return t.reshape(n * g, c // g, h, w)
+    """(N, C, ...) -> (N*g, C/g, ...): independent channel groups become batch entries."""
+    return t.reshape(t.shape[0] * g, t.shape[1] // g, *t.shape[2:])
 
 
-def _lrn_kw(at):
-    return {"size": at["size"], "k": at["k"], "alpha": at["alpha"], "beta": at["beta"],
-            "alpha_over_n": at["alpha_over_n"]}
+def _call_kernel(s: _Step, args: list[torch.Tensor], ex: "Executor", is_train: bool) -> tuple[torch.Tensor, ...]:
+    """``backend.<entry>(*inputs, **op.kernel_args(node))``, with the descriptor's adapter data applied."""
+    kernel = s.kernel
+    if kernel.train_only and not is_train:
+        return (args[0],)
+    kw = _resolve(s.kwargs, ex)
+    if s.absent:
+        args = [*args, *([None] * s.absent)]
+    if s.groups > 1:
+        shape = args[0].shape
+        out = s.fn(*(_grouped(t, s.groups) for t in args), **kw)
+        outs = out if isinstance(out, tuple) else (out,)
+        return tuple(t.reshape(shape) for t in outs)  # a grouped op's outputs have its first input's shape
+    out = s.fn(*args, **kw)
+    return out if isinstance(out, tuple) else (out,)
 
 
-def _lrn(s, a, ex, tr):
-    at, x = s.node.attrs, a[0]
-    g = int(at.get("groups", 1))
-    y, scale = s.backend.lrn(_grouped(x, g), **_lrn_kw(at))
-    return y.reshape(x.shape), scale.reshape(x.shape)
-
-
-def _lrn_bwd(s, a, ex, tr):
-    at, dy = s.node.attrs, a[0]
-    g = int(at.get("groups", 1))
-    dx = s.backend.lrn_backward(*(_grouped(t, g) for t in a), **_lrn_kw(at))
-    return (dx.reshape(dy.shape),)
-
-
-def _pool_kw(at):
-    return {"kernel": tuple(at["kernel"]), "stride": tuple(at["stride"]), "pad": tuple(at["pad"])}
-
-
-def _maxpool(s, a, ex, tr):
-    return s.backend.max_pool(a[0], out_size=_hw(s.node), **_pool_kw(s.node.attrs))
-
-
-def _maxpool_bwd(s, a, ex, tr):
-    dy, argmax = a
-    at = s.node.attrs
-    return (s.backend.max_pool_backward(dy, argmax, x_shape=(*dy.shape[:2], *at["in_hw"]), **_pool_kw(at)),)
-
-
-def _avgpool(s, a, ex, tr):
-    return (s.backend.avg_pool(a[0], out_size=_hw(s.node), **_pool_kw(s.node.attrs)),)
-
-
-def _avgpool_bwd(s, a, ex, tr):
-    dy = a[0]
-    at = s.node.attrs
-    return (s.backend.avg_pool_backward(dy, x_shape=(*dy.shape[:2], *at["in_hw"]), **_pool_kw(at)),)
-
-
-def _dropout_seed(ex, at) -> int:
-    return (ex.seed * 1_000_003 + at["seed_offset"]) % (2 ** 31 - 1)
-
-
-def _dropout(s, a, ex, tr):
-    if not tr:
-        return (a[0],)
-    at = s.node.attrs
-    return (s.backend.dropout(a[0], p=at["p"], seed=_dropout_seed(ex, at), step=ex.step_count),)
-
-
-def _dropout_bwd(s, a, ex, tr):
-    at = s.node.attrs
-    return (s.backend.dropout_backward(a[0], p=at["p"], seed=_dropout_seed(ex, at), step=ex.step_count),)
-
-
-def _act(s, a, ex, tr):
-    return (s.backend.act_forward(a[0], s.node.op),)
-
-
-def _act_bwd(s, a, ex, tr):
-    return (s.backend.act_backward(a[0], a[1], s.node.attrs["act"]),)
-
-
-def _flatten(s, a, ex, tr):
-    return (a[0].reshape(a[0].shape[0], -1),)
-
-
-def _reshape(s, a, ex, tr):
-    return (a[0].reshape(a[0].shape[0], *s.node.attrs["shape"]),)
-
-
-def _concat(s, a, ex, tr):
-    return (torch.cat(a, dim=1),)
-
-
-def _slice(s, a, ex, tr):
-    at = s.node.attrs
-    return (a[0][:, at["begin"]:at["end"]],)
-
-
-def _slice_bwd(s, a, ex, tr):
-    at = s.node.attrs
-    dy = a[0]
-    out = dy.new_zeros((dy.shape[0], at["channels"], *dy.shape[2:]))
-    out[:, at["begin"]:at["begin"] + dy.shape[1]] = dy
-    return (out,)
-
-
-def _add_n(s, a, ex, tr):
-    out = a[0].clone()
-    for t in a[1:]:
-        out += t
-    return (out,)
-
-
-def _copy(s, a, ex, tr):
-    x = a[0]
+def _copy(s: _Step, args: list[torch.Tensor], ex: "Executor", is_train: bool) -> tuple[torch.Tensor, ...]:
+    """The executor's own op: a cross-device copy (it owns the devices and their streams)."""
+    x = args[0]
     if x.device == s.device:
         # Two logical devices on one real device: nothing moves. The value now also lives on this
         # logical device's stream, so the allocator must not recycle it before that stream is done.
@@ -394,38 +306,3 @@ def _copy(s, a, ex, tr):
             x.record_stream(s.stream)
         return (x,)
     return (x.to(s.device, non_blocking=True),)
-
-
-def _softmax_loss(s, a, ex, tr):
-    loss, prob = s.backend.softmax_cross_entropy(a[0], a[1])
-    return loss, prob
-
-
-def _softmax_loss_bwd(s, a, ex, tr):
-    prob, label = a
-    return (s.backend.softmax_cross_entropy_backward(prob, label, 1.0),)
-
-
-def _bias_bwd(s, a, ex, tr):
-    return (s.backend.bias_backward(a[0]),)
-
-
-def _linear_bwd_data(s, a, ex, tr):
-    return (s.backend.linear_backward_data(a[0], a[1]),)
-
-
-def _linear_bwd_weight(s, a, ex, tr):
-    return (s.backend.linear_backward_weight(a[0], a[1]),)
-
-
-# The one table from graph op to kernel call: every op the compiler can emit has an entry.
-KERNELS: dict[str, Callable] = {
-    "conv": _conv, "conv_backward_data": _conv_bwd_data, "conv_backward_weight": _conv_bwd_weight,
-    "bias_backward": _bias_bwd, "fc": _fc, "linear_backward_data": _linear_bwd_data,
-    "linear_backward_weight": _linear_bwd_weight, "lrn": _lrn, "lrn_backward": _lrn_bwd,
-    "maxpool": _maxpool, "maxpool_backward": _maxpool_bwd, "avgpool": _avgpool,
-    "avgpool_backward": _avgpool_bwd, "dropout": _dropout, "dropout_backward": _dropout_bwd,
-    "relu": _act, "tanh": _act, "sigmoid": _act, "act_backward": _act_bwd, "flatten": _flatten,
-    "reshape": _reshape, "concat": _concat, "slice": _slice, "slice_backward": _slice_bwd, "add_n": _add_n,
-    "copy": _copy, "softmax_loss": _softmax_loss, "softmax_loss_backward": _softmax_loss_bwd,
-}

@@ -16,9 +16,7 @@ def init_params(net: CompiledNet, seed: int) -> dict[str, torch.Tensor]:
     the others' initial values, and towers get different draws.
     """
     out = {}
-    for n in net.graph.variables():
-        if n.attrs.get("kind") != "param":
-            continue
+    for n in net.graph.params():
         shape = n.shapes[0]
         init = dict(n.attrs.get("init") or {"type": "constant", "value": 0.0})
         g = torch.Generator().manual_seed((seed * 1_000_003 + zlib.crc32(n.name.encode())) % (2 ** 63))

@@ -22,14 +22,13 @@ import numpy as np
 import torch
 
 from ...compiler import CompiledNet, compile_spec
+from ...compiler.ops.weighted import param_multipliers
 from ...compiler.pipeline import plain
-from . import checkpoint as ckpt
 from ..execution.executor import Executor, default_group2ctx, describe_binding
-from ..execution.params import init_params
-from .metrics import append_metrics, plot_curves, topk_errors
 from ..execution.optim import SGD, LRSchedule
-
-
+from ..execution.params import init_params
+from . import checkpoint as ckpt
+from .metrics import append_metrics, plot_curves, topk_errors
 
 
 class TrainingError(Exception):
@@ -172,7 +171,7 @@ class Trainer:
         self.executor = Executor(self.net, g2c, for_training=True, params=params)
         # The inference executor shares the parameter tensors: evaluation always sees current weights.
         self.eval_executor = Executor(self.net, g2c, for_training=False, params=self.executor.params)
-        mults = {n.name: (float(n.attrs.get("lr_mult", 1.0)), float(n.attrs.get("decay_mult", 1.0)))
+        mults = {n.name: param_multipliers(n)
                  for n in self.executor.param_nodes}
         self.opt = SGD(self.executor.params, mults, momentum=self.momentum, weight_decay=self.weight_decay)
         self.schedule = LRSchedule(self.base_lr, self.schedule_cfg)

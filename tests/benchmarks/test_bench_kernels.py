@@ -1,19 +1,22 @@
 """benchmarks/bench_kernels.py runs end to end at --tiny sizes on the CPU and writes well-formed JSON.
 
 Oracle: the JSON layout the script documents (device, versions, date, one row per op x layer x dtype
-x mode with ms per implementation and speed ratios). Timings themselves are not checked.
+x mode with ms per implementation and speed ratios), and docs/kernel-interface.md for the backend
+entries the script calls. Timings themselves are not checked.
 """
 from __future__ import annotations
 
 import datetime as dt
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_kernels.py"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "kernel-interface.md"
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +25,15 @@ def bench():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def test_calls_only_documented_entries():
+    """oracle: the entry names of docs/kernel-interface.md (read statically: no backend is built)."""
+    entries = set(re.findall(r"^\| `(\w+)\(", DOC.read_text(encoding="utf-8"), flags=re.MULTILINE))
+    called = set(re.findall(r"(?<![.\w])backend\.(\w+)\(", SCRIPT.read_text(encoding="utf-8")))
+    assert called and called <= entries, called - entries
+    assert {"conv", "conv_backward_data", "conv_backward_weight", "bias_backward", "lrn", "lrn_backward",
+            "maxpool", "maxpool_backward"} <= called
 
 
 def test_tiny_run_writes_json(bench, tmp_path, capsys):

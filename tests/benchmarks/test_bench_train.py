@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 from alexnetc.compiler import compile_spec
-from alexnetc.runtime.execution.eager import EagerNet, lrn_formula, lrn_torch
+from alexnetc.compiler.ops.lrn import lrn_formula, lrn_torch
+from alexnetc.runtime.execution.eager import EagerNet
 from alexnetc.runtime.execution.params import init_params
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,7 +38,7 @@ def test_eager_baseline_computes_the_same_lrn_both_ways():
     x = torch.randn(2, 12, 5, 5, dtype=torch.float64)
     for over_n in (False, True):
         for groups in (1, 2):
-            a = {"size": 5, "k": 2.0, "alpha": 1e-2, "beta": 0.75, "alpha_over_n": over_n, "groups": groups}
+            a = {"size": 5, "k": 2.0, "alpha": 1e-2, "beta": 0.75, "alpha_over_n": over_n, "num_group": groups}
             torch.testing.assert_close(lrn_torch(x, a), lrn_formula(x, a), rtol=1e-12, atol=1e-12)
 
 

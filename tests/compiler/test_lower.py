@@ -67,13 +67,13 @@ def test_groups_on_one_device_become_one_grouped_conv():
     w = {n.name: n.shapes[0] for n in g.nodes() if n.is_variable}
     assert w["conv2_weight"] == (256, 48, 5, 5) and w["conv4_weight"] == (384, 192, 3, 3)
     # LRN keeps normalising within each tower's maps.
-    assert {n.name: n.attrs["groups"] for n in g.nodes() if n.op == "lrn"} == {"norm1": 2, "norm2": 2}
+    assert {n.name: n.attrs["num_group"] for n in g.nodes() if n.op == "lrn"} == {"norm1": 2, "norm2": 2}
 
 
 def test_one_gpu_half_has_no_groups():
     g = compile_spec(SPECS / "variants" / "one-gpu-half.yaml").graph
     assert {n.attrs["num_group"] for n in g.nodes() if n.op == "conv"} == {1}
-    assert {n.attrs["groups"] for n in g.nodes() if n.op == "lrn"} == {1}
+    assert {n.attrs["num_group"] for n in g.nodes() if n.op == "lrn"} == {1}
 
 
 def test_layer_infos_and_marks():

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from alexnetc.compiler import Graph, sym
-from alexnetc.compiler import compile_spec
+from alexnetc.compiler import Graph, compile_spec, sym
 from alexnetc.compiler.passes import check_placement, fuse_activations, gradient, infer_shapes, plan_memory
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
@@ -18,21 +17,22 @@ ALL = ["alexnet.yaml", "alexnet-1gpu.yaml", "variants/mini.yaml", "variants/one-
 @pytest.mark.parametrize("spec", ALL)
 def test_every_parameter_has_one_gradient_on_its_device(spec):
     net = compile_spec(SPECS / spec, batch=2)
-    train = net.train_graph()
-    params = {n.name: n for n in net.graph.nodes() if n.is_variable and n.attrs["kind"] == "param"}
-    names = train.attrs["grad_of"]
+    program = net.training()
+    train = program.graph
+    params = {n.name: n for n in net.graph.params()}
+    names = program.grad_of
     assert sorted(names) == sorted(params) and len(names) == len(set(names))
-    k = train.attrs["num_forward_outputs"]
+    k = program.forward_outputs
     assert k == 2 and len(train.outputs) == k + len(names)
-    for name, e in zip(names, train.outputs[k:]):
+    assert list(program.grad_heads.values()) == list(train.outputs[k:])
+    for name, e in program.grad_heads.items():
         assert e.node.device == params[name].device, (name, e.node.device, params[name].device)
         assert e.shape == params[name].shapes[0]
 
 
 def test_alexnet_gradient_devices_per_tower():
-    train = compile_spec(SPECS / "alexnet.yaml", batch=2).train_graph()
-    k = train.attrs["num_forward_outputs"]
-    devs = {name: e.node.device for name, e in zip(train.attrs["grad_of"], train.outputs[k:])}
+    program = compile_spec(SPECS / "alexnet.yaml", batch=2).training()
+    devs = {name: e.node.device for name, e in program.grad_heads.items()}
     assert devs["conv3_g1_weight"] == "gpu1" and devs["fc8_weight"] == "gpu0"
     assert Counter(devs.values()) == Counter({"gpu0": 16, "gpu1": 14})  # fc8's two on gpu0
 
@@ -41,7 +41,7 @@ def test_alexnet_gradient_devices_per_tower():
 def test_placement_is_clean_forward_and_training(spec):
     net = compile_spec(SPECS / spec, batch=2)
     assert check_placement(net.graph) == []
-    assert check_placement(net.train_graph()) == []
+    assert check_placement(net.training().graph) == []
 
 
 def test_check_placement_finds_a_missing_copy():
@@ -51,7 +51,7 @@ def test_check_placement_finds_a_missing_copy():
 
 
 def test_backward_copies_go_back():
-    train = compile_spec(SPECS / "alexnet.yaml", batch=2).train_graph()
+    train = compile_spec(SPECS / "alexnet.yaml", batch=2).training().graph
     back = Counter((n.layer, n.attrs["src"], n.device) for n in train.nodes()
                    if n.op == "copy" and n.name.endswith("_bwd"))
     assert back == Counter({("conv3", "gpu1", "gpu0"): 1, ("conv3", "gpu0", "gpu1"): 1,
@@ -62,21 +62,21 @@ def test_backward_copies_go_back():
 
 def test_memory_plan_per_device():
     net = compile_spec(SPECS / "alexnet.yaml", batch=128)
-    tg = net.train_graph()
-    plan = tg.attrs["memory_plan"]
-    assert sorted(plan["devices"]) == ["gpu0", "gpu1"]
+    tg = net.training().graph
+    plan = net.training().memory
+    assert sorted(plan.devices) == ["gpu0", "gpu1"]
     # Parameters as fp32 bytes: gpu1 holds one tower (half of conv1..fc7), gpu0 the other plus fc8.
     tower = (34944 + 307456 + 885120 + 663936 + 442624 + 37752832 + 16781312) // 2
-    assert plan["devices"]["gpu1"]["param_bytes"] == 4 * tower
-    assert plan["devices"]["gpu0"]["param_bytes"] == 4 * (tower + 4097000)
-    for d in plan["devices"].values():
-        assert 0 < d["peak_activation_bytes"] <= d["pooled_bytes"]
-    assert plan["buffers_reused"] > 0
-    assert len(plan["release_after"]) == plan["steps"]
-    freed = [tuple(v) for step in plan["release_after"] for v in step]
+    assert plan.devices["gpu1"].param_bytes == 4 * tower
+    assert plan.devices["gpu0"].param_bytes == 4 * (tower + 4097000)
+    for d in plan.devices.values():
+        assert 0 < d.peak_activation_bytes <= d.pooled_bytes
+    assert plan.buffers_reused > 0
+    assert plan.steps == len(tg.nodes())
+    freed = [tuple(v) for step in plan.release_after for v in step]
     nodes = tg.nodes()
     assert len(freed) == len(set(freed)) and (nodes.index(tg.node("conv1_g0")), 0) in freed
-    for i, step in enumerate(plan["release_after"]):  # freed only after its producer ran
+    for i, step in enumerate(plan.release_after):  # freed only after its producer ran
         assert all(j <= i for j, _ in step)
 
 
@@ -85,12 +85,12 @@ def test_memory_plan_reuses_only_on_the_same_device():
     b = sym.relu(a, name="b", device="gpu0")
     c = sym.copy(b, name="c", device="gpu1", src="gpu0")
     d = sym.relu(c, name="d", device="gpu1")
-    g = plan_memory(infer_shapes(sym.relu(d, name="e", device="gpu1").graph()))
-    devs = g.attrs["memory_plan"]["devices"]
+    plan = plan_memory(infer_shapes(sym.relu(d, name="e", device="gpu1").graph()))
+    devs = plan.devices
     # gpu0: a then b (a freed after b): pool 2 buffers; gpu1: c, d, then e reuses c's buffer.
-    assert devs["gpu0"]["pooled_bytes"] == 8000 and devs["gpu1"]["pooled_bytes"] == 8000
-    assert devs["gpu1"]["peak_activation_bytes"] == 8000
-    assert g.attrs["memory_plan"]["buffers_reused"] == 1
+    assert devs["gpu0"].pooled_bytes == 8000 and devs["gpu1"].pooled_bytes == 8000
+    assert devs["gpu1"].peak_activation_bytes == 8000
+    assert plan.buffers_reused == 1
 
 
 def test_fusion_of_a_standalone_relu():

@@ -87,7 +87,7 @@ def test_symbol_json_round_trip():
 @pytest.mark.parametrize("spec", ["alexnet.yaml", "alexnet-1gpu.yaml", "variants/mini.yaml"])
 def test_compiled_graph_json_round_trip(spec):
     net = compile_spec(SPECS / spec, batch=4)
-    for g in (net.graph, net.train_graph()):
+    for g in (net.graph, net.training().graph):
         text = g.tojson()
         back = Graph.load_json(text)
         assert back.tojson() == text
@@ -110,5 +110,5 @@ def test_compiling_twice_gives_identical_json(spec, tmp_path):
     for name in ("a.yaml", "b.yaml"):
         (tmp_path / name).write_text(text)
         net = compile_spec(tmp_path / name, batch=8)
-        outs.append(net.train_graph().tojson().replace(str(tmp_path / name), "SPEC"))
+        outs.append(net.training().graph.tojson().replace(str(tmp_path / name), "SPEC"))
     assert outs[0] == outs[1]

@@ -1,4 +1,4 @@
-"""Triton relu/tanh/sigmoid forward and backward-from-output (kernels/activation.py).
+"""Triton relu/tanh/sigmoid: `act` and `act_backward` from the output (kernels/activation.py).
 
 Oracle: torch.relu / tanh / sigmoid in float64 and the contract's backward formulas evaluated in
 float64 on the same y. Tolerance: rtol 1e-5 / atol 1e-6 fp32 (tanh and sigmoid via exp2);
@@ -20,11 +20,11 @@ GRAD = {"relu": lambda dy, y: dy * (y > 0), "tanh": lambda dy, y: dy * (1 - y * 
 
 
 def _check(x, act, tol=(1e-5, 1e-6)):
-    y = T.act_forward(x, act)
+    y = T.act(x, act=act)
     assert y.shape == x.shape and y.dtype == x.dtype
     torch.testing.assert_close(y.double(), ORACLE[act](x.double()), rtol=tol[0], atol=tol[1])
     dy = torch.randn(x.shape, device=x.device).to(x.dtype)
-    dx = T.act_backward(dy, y, act)
+    dx = T.act_backward(dy, y, act=act)
     torch.testing.assert_close(dx.double(), GRAD[act](dy.double(), y.double()), rtol=tol[0], atol=tol[1])
     return y
 
@@ -48,10 +48,23 @@ def test_activation_matches_formulas(shape, act, scale, layout):
 def test_none_is_identity_and_unknown_rejected():
     """oracle: the contract ('none' passes tensors through; other names are errors)."""
     x = torch.randn(4, device=DEVICE)
-    assert T.act_forward(x, "none") is x
-    assert T.act_backward(x, x, "none") is x
+    assert T.act(x, act="none") is x
+    assert T.act_backward(x, x, act="none") is x
     with pytest.raises(ValueError):
-        T.act_forward(x, "gelu")
+        T.act(x, act="gelu")
+
+
+@pytest.mark.parametrize("act", ["none", "relu", "tanh", "sigmoid"])
+def test_act_in_place_matches_act(act):
+    """oracle: T.act on a copy (the fc epilogue must compute exactly what `act` does): bit-equal, and
+    written into the tensor's own storage."""
+    x = torch.randn(7, 33, device=DEVICE) * 3
+    want = T.act(x.clone(), act=act)
+    t = x.clone()
+    got = T.act_in_place(t, act=act)
+    assert got is t and torch.equal(got, want)
+    with pytest.raises(ValueError):
+        T.act_in_place(torch.randn(4, 6, device=DEVICE)[:, ::2], act="relu")
 
 
 @pytest.mark.gpu

@@ -1,4 +1,5 @@
-"""Backend dispatch (kernels/backend.py): which backend a device gets, overrides, and contract coverage.
+"""Backend dispatch (kernels/backend.py): which backend a device gets, overrides, and coverage of the
+entry points the op registry names.
 
 Oracle: the rules in backend.py's docstring and docs/kernel-interface.md's function table; the
 end-to-end check runs one small layer stack through both backends and compares (rtol/atol 1e-5 on
@@ -20,10 +21,10 @@ from alexnetc.kernels import get_backend
 DOC = Path(__file__).resolve().parents[2] / "docs" / "kernel-interface.md"
 
 
-def test_contract_list_matches_the_document():
+def test_registry_entry_points_match_the_document():
     """oracle: the function names in the contract's table."""
     names = set(re.findall(r"^\| `(\w+)\(", DOC.read_text(), flags=re.M))
-    assert names == set(B.CONTRACT)
+    assert names == set(B.entry_points())
 
 
 def test_cpu_defaults_to_reference(monkeypatch):
@@ -31,7 +32,7 @@ def test_cpu_defaults_to_reference(monkeypatch):
     for dev in ("cpu", torch.device("cpu"), torch.zeros(1)):
         be = get_backend(dev)
         assert be.name == "reference" and "reference" in be.describe()
-    assert all(callable(getattr(get_backend("cpu"), f)) for f in B.CONTRACT)
+    assert all(callable(getattr(get_backend("cpu"), f)) for f in B.entry_points())
 
 
 def test_cuda_device_defaults_to_triton(monkeypatch):
@@ -63,9 +64,10 @@ def test_triton_backend_assembles_every_function():
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     be = get_backend(dev, "triton")
     assert be.name == "triton" and "triton" in be.describe()
-    assert set(be.functions) == set(B.CONTRACT)
-    from alexnetc.kernels import lrn, pool
-    assert be.lrn is lrn.lrn and be.max_pool_backward is pool.max_pool_backward
+    assert set(be.functions) == set(B.entry_points())
+    from alexnetc.kernels import lrn, pool, tensor
+    assert be.lrn is lrn.lrn and be.maxpool_backward is pool.maxpool_backward
+    assert get_backend("cpu", "reference").concat is be.concat is tensor.concat  # shared data movement
 
 
 def test_backends_agree_on_a_small_layer_stack():
@@ -79,12 +81,12 @@ def test_backends_agree_on_a_small_layer_stack():
     outs = []
     for name in ("reference", "triton"):
         be = get_backend(dev, name)
-        h = be.conv2d(x, w, None, stride=(2, 2), pad=(1, 1), groups=1, out_size=(6, 6), act="relu")
-        h, _ = be.lrn(h, size=5, k=2.0, alpha=1e-2, beta=0.75, alpha_over_n=True)
-        h, _ = be.max_pool(h, kernel=(3, 3), stride=(2, 2), pad=(0, 0), out_size=(3, 3))
-        h = be.dropout(h.reshape(2, -1), p=0.5, seed=4, step=2)
-        z = be.linear(h, fw, None, "none")
-        loss, probs = be.softmax_cross_entropy(z, lab)
+        h = be.conv(x, w, None, stride=(2, 2), pad=(1, 1), num_group=1, out_size=(6, 6), act="relu")
+        h, _ = be.lrn(h, size=5, k=2.0, alpha=1e-2 / 5, beta=0.75)
+        h, _ = be.maxpool(h, kernel=(3, 3), stride=(2, 2), pad=(0, 0), out_size=(3, 3))
+        h = be.dropout(be.flatten(h), p=0.5, seed=4, step=2)
+        z = be.fc(h, fw, None, act="none")
+        loss, probs = be.softmax_loss(z, lab)
         outs.append((h, z, loss, probs))
     # on a GPU the Triton conv may multiply in TF32 (tl.dot's default for fp32): 10-bit mantissas
     tol = 1e-5 if dev == "cpu" else 2e-2
@@ -93,7 +95,8 @@ def test_backends_agree_on_a_small_layer_stack():
 
 
 def test_package_import_is_light():
-    """`import alexnetc.kernels` must not import triton (nor torch); get_backend('cpu') must not import triton."""
+    """`import alexnetc.kernels` must not import triton (nor torch); get_backend('cpu') must not import triton
+    (backend.py's import-time check of the Triton modules reads their source, it does not import them)."""
     code = ("import sys, alexnetc.kernels as k; assert 'triton' not in sys.modules and 'torch' not in sys.modules;"
             "k.get_backend('cpu'); assert 'triton' not in sys.modules, 'triton imported'")
     env = {k: v for k, v in __import__("os").environ.items() if k != "ALEXNETC_BACKEND"}

@@ -1,7 +1,8 @@
-"""Triton dropout (kernels/dropout.py): the mask must be bit-identical to the reference backend's.
+"""Triton dropout (kernels/dropout.py): the mask must be bit-identical to the reference's.
 
-Oracle: reference.dropout / dropout_backward (whose hash test_reference.py checks against Python
-integers). Tolerance: exact equality of outputs in fp32 (same mask, same single multiply by 1/(1-p)).
+Oracle: kernels/reference/dropout.py's dropout / dropout_backward (whose hash test_reference.py
+checks against Python integers). Tolerance: exact equality of outputs in fp32 (same mask, same
+single multiply by 1/(1-p)).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alexnetc.kernels import dropout as T
-from alexnetc.kernels import reference as R
+from alexnetc.kernels.reference import dropout as R
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

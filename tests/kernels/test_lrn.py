@@ -1,6 +1,8 @@
-"""Triton LRN (kernels/lrn.py) against the reference backend computed in float64.
+"""Triton LRN (kernels/lrn.py) against the reference (kernels/reference/lrn.py) computed in float64.
 
-Without CUDA the kernels run in the Triton interpreter on small shapes. Tolerances: fp32 kernels vs
+`alpha` is the effective a' on both sides; the tests derive it from a spec-style (alpha, alpha_over_n)
+as the compiler does (alpha / size when alpha_over_n). Without CUDA the kernels run in the Triton
+interpreter on small shapes. Tolerances: fp32 kernels vs
 the float64 oracle rtol 1e-5 / atol 1e-6 (a handful of fp32 roundings, exp2/log2 pow); fp16/bf16 on
 the GPU rtol/atol 1e-2 (16-bit outputs).
 """
@@ -12,9 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alexnetc.kernels import lrn as T
-from alexnetc.kernels import reference as R
+from alexnetc.kernels.reference import lrn as R
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _args(size, k, alpha, beta, alpha_over_n):
+    """The kernels' arguments for a spec's LRN: alpha' = alpha / size when the spec says alpha_over_n."""
+    return {"size": size, "k": k, "alpha": alpha / size if alpha_over_n else alpha, "beta": beta}
 
 
 def _layout(x: torch.Tensor, kind: str) -> torch.Tensor:
@@ -46,15 +53,15 @@ def _check(x, kw, rtol=1e-5, atol=1e-6):
        size=st.sampled_from([1, 3, 5, 7]), alpha_over_n=st.booleans(),
        layout=st.sampled_from(["contiguous", "channels_last", "sliced"]))
 def test_lrn_matches_reference(n, c, h, w, size, alpha_over_n, layout):
-    """oracle: reference.lrn / lrn_backward in float64 (both alpha conventions, any layout)."""
+    """oracle: reference lrn / lrn_backward in float64 (alpha' of both spec conventions, any layout)."""
     x = _layout(torch.randn(n, c, h, w, device=DEVICE) * 4, layout)
-    _check(x, dict(size=size, k=2.0, alpha=0.05, beta=0.75, alpha_over_n=alpha_over_n))
+    _check(x, _args(size, 2.0, 0.05, 0.75, alpha_over_n))
 
 
 def test_lrn_alexnet_channels_and_layout_kept():
     """oracle: reference in float64; the paper's constants, 96 channels (two 64-wide channel tiles)."""
     x = torch.relu(torch.randn(1, 96, 3, 3, device=DEVICE) * 10).to(memory_format=torch.channels_last)
-    y = _check(x, dict(size=5, k=2.0, alpha=1e-4, beta=0.75, alpha_over_n=False))
+    y = _check(x, _args(5, 2.0, 1e-4, 0.75, alpha_over_n=False))
     assert y.is_contiguous(memory_format=torch.channels_last)
 
 
@@ -64,4 +71,4 @@ def test_lrn_alexnet_channels_and_layout_kept():
 def test_lrn_half_precision(dtype, layout):
     """oracle: reference in float64 on the same 16-bit inputs; tolerance 1e-2 (16-bit outputs)."""
     x = _layout((torch.randn(8, 96, 27, 27, device="cuda") * 3).to(dtype), layout)
-    _check(x, dict(size=5, k=2.0, alpha=1e-4, beta=0.75, alpha_over_n=True), rtol=1e-2, atol=1e-2)
+    _check(x, _args(5, 2.0, 1e-4, 0.75, alpha_over_n=True), rtol=1e-2, atol=1e-2)

@@ -1,9 +1,10 @@
-"""Triton max/avg pooling (kernels/pool.py) against the reference backend in float64.
+"""Triton max/avg pooling (kernels/pool.py) against the reference (kernels/reference/pool.py) in float64.
 
 Forward values and max-pool argmax offsets must match exactly (max is exact; ties go to the first
 cell on both sides, checked on ReLU'd inputs full of zeros). Backward: rtol/atol 1e-6 (fp32 sums
 of up to ceil(k/s)^2 terms in a different order). Geometries: odd sizes, batch 1, kernel > stride,
 padding up to kernel-1, floor and ceil output sizes, channels-last and non-contiguous inputs.
+The backwards take the input's (H, W) as `in_hw` (a pair, or one int for a square map).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alexnetc.kernels import pool as T
-from alexnetc.kernels import reference as R
+from alexnetc.kernels.reference import pool as R
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -37,20 +38,23 @@ def _layout(x, kind):
 
 
 def _check(x, k, s, p, out, tol=1e-6):
-    geo = dict(kernel=k, stride=s, pad=p)
-    y, a = T.max_pool(x, out_size=out, **geo)
-    yr, ar = R.max_pool(x.double(), out_size=out, **geo)
+    geo = {"kernel": k, "stride": s, "pad": p}
+    y, a = T.maxpool(x, out_size=out, **geo)
+    yr, ar = R.maxpool(x.double(), out_size=out, **geo)
     assert y.shape == yr.shape and a.dtype == ar.dtype == torch.int8
     torch.testing.assert_close(y.double(), yr, rtol=0, atol=0)
     assert torch.equal(a.cpu(), ar.cpu())
     dy = torch.randn(y.shape, device=x.device).to(x.dtype)
-    dx = T.max_pool_backward(dy, a, x_shape=tuple(x.shape), **geo)
-    torch.testing.assert_close(dx.double(), R.max_pool_backward(dy.double(), ar, x_shape=tuple(x.shape), **geo),
+    in_hw = tuple(x.shape[2:])
+    dx = T.maxpool_backward(dy, a, in_hw=in_hw, **geo)
+    assert dx.shape == x.shape
+    torch.testing.assert_close(dx.double(), R.maxpool_backward(dy.double(), ar, in_hw=in_hw, **geo),
                                rtol=tol, atol=tol)
-    ya = T.avg_pool(x, out_size=out, **geo)
-    torch.testing.assert_close(ya.double(), R.avg_pool(x.double(), out_size=out, **geo), rtol=tol, atol=tol)
-    dxa = T.avg_pool_backward(dy, x_shape=tuple(x.shape), **geo)
-    torch.testing.assert_close(dxa.double(), R.avg_pool_backward(dy.double(), x_shape=tuple(x.shape), **geo),
+    ya = T.avgpool(x, out_size=out, **geo)
+    torch.testing.assert_close(ya.double(), R.avgpool(x.double(), out_size=out, **geo), rtol=tol, atol=tol)
+    dxa = T.avgpool_backward(dy, in_hw=in_hw, **geo)
+    assert dxa.shape == x.shape
+    torch.testing.assert_close(dxa.double(), R.avgpool_backward(dy.double(), in_hw=in_hw, **geo),
                                rtol=tol, atol=tol)
     return y
 
@@ -61,7 +65,7 @@ def _check(x, k, s, p, out, tol=1e-6):
        ph=st.integers(0, 3), pw=st.integers(0, 3), ceil=st.booleans(), relu=st.booleans(),
        layout=st.sampled_from(["contiguous", "channels_last", "sliced"]))
 def test_pool_matches_reference(n, c, h, w, kh, kw, sh, sw, ph, pw, ceil, relu, layout):
-    """oracle: reference max_pool/avg_pool and their backwards in float64."""
+    """oracle: reference maxpool/avgpool and their backwards in float64."""
     ph, pw = min(ph, kh - 1), min(pw, kw - 1)
     if h + 2 * ph < kh or w + 2 * pw < kw:
         return
@@ -81,12 +85,36 @@ def test_alexnet_pool_overlapping_ceil_channels_last():
 def test_max_pool_padding_never_wins():
     """oracle: every saved offset points inside the input, even when all inputs are below the pad's 0."""
     x = -torch.rand(1, 2, 5, 5, device=DEVICE) - 1
-    y, a = T.max_pool(x, kernel=(3, 3), stride=(2, 2), pad=(2, 2), out_size=(4, 4))
+    y, a = T.maxpool(x, kernel=(3, 3), stride=(2, 2), pad=(2, 2), out_size=(4, 4))
     off = a.long().cpu()
     ih = torch.arange(4).view(4, 1) * 2 - 2 + off // 3
     iw = torch.arange(4).view(1, 4) * 2 - 2 + off % 3
     assert bool(((ih >= 0) & (ih < 5) & (iw >= 0) & (iw < 5)).all())
     assert bool((y < -0.5).all())
+
+
+def test_backward_in_hw_and_square_int_forms():
+    """oracle: reference backwards in float64 (exact for max: one term per input cell here). in_hw as a
+    tuple, a list or one int gives the same dx; a non-square map checks (H, W) is not read as (W, H);
+    N and C come from dy; a mismatched argmax is refused."""
+    x = torch.relu(torch.randn(2, 3, 7, 9, device=DEVICE))
+    geo = {"kernel": 3, "stride": 2, "pad": 1}
+    y, a = T.maxpool(x, out_size=(4, 5), **geo)
+    dy = torch.randn(y.shape, device=DEVICE)
+    want = R.maxpool_backward(dy.double(), a, in_hw=(7, 9), **geo)
+    for in_hw in ((7, 9), [7, 9]):
+        got = T.maxpool_backward(dy, a, in_hw=in_hw, **geo)
+        assert got.shape == (2, 3, 7, 9)
+        torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(T.avgpool_backward(dy, in_hw=in_hw, **geo).double(),
+                                   R.avgpool_backward(dy.double(), in_hw=(7, 9), **geo), rtol=1e-6, atol=1e-6)
+    xs = torch.relu(torch.randn(1, 2, 7, 7, device=DEVICE))
+    ys, as_ = T.maxpool(xs, out_size=4, **geo)
+    dys = torch.randn(ys.shape, device=DEVICE)
+    assert torch.equal(T.maxpool_backward(dys, as_, in_hw=7, **geo),
+                       T.maxpool_backward(dys, as_, in_hw=(7, 7), **geo))
+    with pytest.raises(ValueError):
+        T.maxpool_backward(dy, a[:, :2], in_hw=(7, 9), **geo)
 
 
 @pytest.mark.gpu

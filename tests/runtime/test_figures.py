@@ -15,8 +15,16 @@ from PIL import Image
 
 from alexnetc.runtime.app import figures
 from alexnetc.runtime.app.cli import main
-from alexnetc.runtime.app.figures import (BAR, BAR_TRUE, BG, MARGIN, PANEL_BG, FilterLayout, GalleryLayout,
-                                      NeighborLayout)
+from alexnetc.runtime.app.figures import (
+    BAR,
+    BAR_TRUE,
+    BG,
+    MARGIN,
+    PANEL_BG,
+    FilterLayout,
+    GalleryLayout,
+    NeighborLayout,
+)
 from alexnetc.runtime.training.loop import Trainer, TrainOptions
 
 from .test_train import TINY, _pattern_dataset
@@ -138,8 +146,8 @@ def test_kernel_images_rgb_and_constant_kernels():
 # --------------------------------------------------------------------------- gallery (Figure 4, left)
 
 def test_predict_gallery_one_panel_per_image_bars_match_probabilities(world, tmp_path):
-    from alexnetc.runtime.data.datasets import load_image
     from alexnetc.runtime.app.model import load_model
+    from alexnetc.runtime.data.datasets import load_image
 
     model = load_model(world["run"], "cpu")
     tf = model.eval_transform()

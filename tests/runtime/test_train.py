@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from alexnetc.runtime.training import checkpoint as ckpt
-from alexnetc.runtime.training.loop import Trainer, TrainOptions, TrainingError
+from alexnetc.runtime.training.loop import Trainer, TrainingError, TrainOptions
 
 from .test_datasets import write_idx
 
@@ -284,7 +284,8 @@ def test_killed_run_leaves_a_loadable_checkpoint_and_resumes(tiny, tmp_path):
             "--workers", "0", "--no-progress"]
     proc = subprocess.Popen(base + ["--epochs", "40"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while time.time() < deadline and len(list((out / "checkpoints").glob("*.json")) if (out / "checkpoints").exists() else []) < 2:
+    ckpts = out / "checkpoints"
+    while time.time() < deadline and len(list(ckpts.glob("*.json")) if ckpts.exists() else []) < 2:
         time.sleep(0.05)
     time.sleep(float(np.random.default_rng().uniform(0, 0.5)))  # somewhere inside an epoch or a save
     proc.send_signal(signal.SIGKILL)
@@ -303,8 +304,8 @@ def test_killed_run_leaves_a_loadable_checkpoint_and_resumes(tiny, tmp_path):
 def test_embedded_default_reaches_90_percent_on_fashion_mnist(tmp_path):
     """The README's promise: `alexnetc train` with no arguments reaches >= 90% test accuracy on
     Fashion-MNIST (about 10 minutes on 2 cores; run with -m slow)."""
-    from alexnetc.runtime.data.datasets import DatasetError, find_default_dataset
     from alexnetc.runtime.app.specs import resolve_spec_path
+    from alexnetc.runtime.data.datasets import DatasetError, find_default_dataset
 
     try:
         find_default_dataset()

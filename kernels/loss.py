@@ -1,11 +1,11 @@
-"""Triton softmax + cross-entropy: forward (mean loss and probabilities) and backward.
+"""Triton softmax + cross-entropy loss: `softmax_loss` (mean loss and prob) and its backward.
 
 One program per row (AlexNet: 128 rows of 1000 logits). The row is read in BLOCK-wide chunks with
 an online max/sum (so any width works), then read again to write the probabilities: two reads of
-the logits, one write of probs. loss_i = log(sum_j exp(z_ij - m_i)) + m_i - z_i,label, all in fp32;
+the logits, one write of prob. loss_i = log(sum_j exp(z_ij - m_i)) + m_i - z_i,label, all in fp32;
 the batch mean is a deterministic torch reduction over the N per-row losses (no atomics).
-Probabilities are returned in fp32 whatever the logits' dtype: the backward subtracts 1 from them.
-Backward: dlogits = (probs - onehot) * dloss / N, with dloss read from device memory (no host sync).
+prob is returned in fp32 whatever the logits' dtype: the backward subtracts 1 from it.
+Backward: dlogits = (prob - onehot) * dloss / N, with dloss read from device memory (no host sync).
 """
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ import torch
 import triton
 import triton.language as tl
 
+
 @triton.jit
-def _xent_fwd_kernel(z_ptr, lab_ptr, p_ptr, loss_ptr, U, zs0, zs1, ps0,
+def _softmax_loss_fwd_kernel(z_ptr, lab_ptr, p_ptr, loss_ptr, U, zs0, zs1, ps0,
                      BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     zrow = z_ptr + row * zs0
@@ -43,7 +44,7 @@ def _xent_fwd_kernel(z_ptr, lab_ptr, p_ptr, loss_ptr, U, zs0, zs1, ps0,
 
 
 @triton.jit
-def _xent_bwd_kernel(p_ptr, lab_ptr, dl_ptr, g_ptr, U, inv_n, ps0, gs0, BLOCK: tl.constexpr):
+def _softmax_loss_bwd_kernel(p_ptr, lab_ptr, dl_ptr, g_ptr, U, inv_n, ps0, gs0, BLOCK: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     cc = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     cm = cc < U
@@ -56,32 +57,33 @@ def _xent_bwd_kernel(p_ptr, lab_ptr, dl_ptr, g_ptr, U, inv_n, ps0, gs0, BLOCK: t
 
 def _check_labels(logits, labels):
     if logits.dim() != 2:
-        raise ValueError(f"softmax_cross_entropy expects (N, classes) logits, got {tuple(logits.shape)}")
+        raise ValueError(f"softmax_loss expects (N, classes) logits, got {tuple(logits.shape)}")
     if labels.shape != (logits.shape[0],):
         raise ValueError(f"labels {tuple(labels.shape)} do not match logits {tuple(logits.shape)}")
 
 
-def softmax_cross_entropy(logits, labels):
-    """(mean loss (fp32 scalar), probs (N, U) fp32). Labels outside [0, U) are the caller's error."""
+def softmax_loss(logits, labels):
+    """(mean loss (fp32 scalar), prob (N, U) fp32). Labels outside [0, U) are the caller's error."""
     _check_labels(logits, labels)
     N, U = logits.shape
-    probs = torch.empty((N, U), dtype=torch.float32, device=logits.device)
+    prob = torch.empty((N, U), dtype=torch.float32, device=logits.device)
     losses = torch.empty((N,), dtype=torch.float32, device=logits.device)
     if N and U:
         block = min(4096, triton.next_power_of_2(U))
-        _xent_fwd_kernel[(N,)](logits, labels.contiguous(), probs, losses, U, logits.stride(0), logits.stride(1),
-                               probs.stride(0), BLOCK=block)
-    return losses.mean(), probs
+        _softmax_loss_fwd_kernel[(N,)](logits, labels.contiguous(), prob, losses, U,
+                                       logits.stride(0), logits.stride(1), prob.stride(0), BLOCK=block)
+    return losses.mean(), prob
 
 
-def softmax_cross_entropy_backward(probs, labels, dloss):
-    _check_labels(probs, labels)
-    probs = probs.contiguous()
-    N, U = probs.shape
-    dl = torch.as_tensor(dloss, dtype=torch.float32, device=probs.device).reshape(1)
-    g = torch.empty_like(probs)
+def softmax_loss_backward(prob, labels, dloss=1.0):
+    """(prob - onehot) * dloss / N; `dloss` a number or a 0-d tensor (read on the device, no sync)."""
+    _check_labels(prob, labels)
+    prob = prob.contiguous()
+    N, U = prob.shape
+    dl = torch.as_tensor(dloss, dtype=torch.float32, device=prob.device).reshape(1)
+    g = torch.empty_like(prob)
     if N and U:
         block = min(1024, triton.next_power_of_2(U))
-        _xent_bwd_kernel[(N, triton.cdiv(U, block))](probs, labels.contiguous(), dl, g, U, 1.0 / N,
-                                                     probs.stride(0), g.stride(0), BLOCK=block)
+        _softmax_loss_bwd_kernel[(N, triton.cdiv(U, block))](prob, labels.contiguous(), dl, g, U, 1.0 / N,
+                                                             prob.stride(0), g.stride(0), BLOCK=block)
     return g

@@ -1,0 +1,86 @@
+"""Activations: relu, tanh and sigmoid as layers of their own, and the one backward rule they share.
+
+An activation written as its own layer is usually folded into the conv or fc that feeds it by the fusion
+pass (`activation = True` here, `fuse_activation` on the producer); the backward of an activation, fused
+or not, is `act_backward`, written in terms of the activation's *output* y so nothing else is saved.
+Kernels: ``kernels/activation.py``, reference ``kernels/reference/activation.py``.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from ..graph import Entry, Node
+from .attrs import Attr, enum
+from .registry import EagerContext, Kernel, SameShape, backward_node, register
+
+ACTIVATIONS = ("none", "relu", "tanh", "sigmoid")
+
+
+def _default_act(layer, spec_defaults) -> str:
+    return spec_defaults.get("act", "none")
+
+
+# The activation applied in a producer's epilogue (conv, fc), and the one an act_backward node undoes.
+ACT = Attr("act", enum(*ACTIVATIONS), "Activation fused onto the layer's output (default: defaults.act, else none).",
+           default=_default_act)
+
+
+def apply_act(x: Any, act: str) -> Any:
+    """`act` on an ATen tensor (the eager rules of every op with a fused activation)."""
+    import torch
+
+    return {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}.get(act, lambda t: t)(x)
+
+
+def activation_grad(node: Node, dy: Entry) -> Entry:
+    """Gradient through the activation fused onto `node`'s output 0 (the identity when there is none)."""
+    act = node.attrs.get(ACT.name, "none")
+    if act == "none":
+        return dy
+    return backward_node("act_backward", node, "act_bwd", [dy, Entry(node, 0)], {ACT.name: act})
+
+
+class _Activation(SameShape):
+    in_spec = True
+    activation = True
+    kernel = Kernel("act")
+
+    def input_grad(self, node: Node, dy: Entry) -> Entry:
+        return backward_node("act_backward", node, "bwd", [dy, Entry(node, 0)], {ACT.name: self.name})
+
+    def kernel_args(self, node: Node) -> dict[str, Any]:
+        return {ACT.name: self.name}
+
+    def eager(self, node: Node, xs: Sequence[Any], ctx: EagerContext) -> list[Any]:
+        return [apply_act(xs[0], self.name)]
+
+
+@register
+class ReLU(_Activation):
+    name = "relu"
+    doc = "max(x, 0)."
+
+
+@register
+class Tanh(_Activation):
+    name = "tanh"
+    doc = "tanh(x) (the saturating nonlinearity the paper compares ReLU against)."
+
+
+@register
+class Sigmoid(_Activation):
+    name = "sigmoid"
+    doc = "1 / (1 + exp(-x))."
+
+
+@register
+class ActBackward(SameShape):
+    """dx from dy and the activation's output y: relu dy*[y>0], tanh dy*(1-y^2), sigmoid dy*y*(1-y)."""
+
+    name = "act_backward"
+    attrs = (Attr(ACT.name, enum(*ACTIVATIONS[1:]), spec=False),)
+    arguments = ("grad", "output")
+    kernel = Kernel("act_backward")
+
+    def kernel_args(self, node: Node) -> dict[str, Any]:
+        return {ACT.name: node.attrs[ACT.name]}

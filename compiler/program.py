@@ -1,0 +1,63 @@
+"""The typed contract between compiler and runtime: a graph ready to execute and what the runtime must
+know about it, as fields rather than string keys in `Graph.attrs`.
+
+A `Program` is a graph whose first `forward_outputs` outputs are the forward heads (loss, then
+probabilities) and whose remaining outputs are the gradients of the parameters named in `grad_of`, in
+that order, plus the `MemoryPlan` the executor frees values by. `CompiledNet.training()` and
+`CompiledNet.inference()` build them; the runtime runs no pass itself.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from .graph import Entry, Graph
+
+
+@dataclass(frozen=True)
+class DeviceMemory:
+    """Planned bytes on one logical device."""
+
+    peak_activation_bytes: int
+    pooled_bytes: int
+    param_bytes: int
+
+    def as_dict(self) -> dict[str, int]:
+        return {"peak_activation_bytes": self.peak_activation_bytes, "pooled_bytes": self.pooled_bytes,
+                "param_bytes": self.param_bytes}
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """The memory plan of one graph (see `passes.memory_plan`).
+
+    `release_after[i]`: the values whose last use is step i (the i-th node of `Graph.nodes()`), as
+    (step of the producing node, output index) pairs."""
+
+    dtype: str
+    devices: Mapping[str, DeviceMemory]
+    buffers_reused: int
+    release_after: tuple[tuple[tuple[int, int], ...], ...]
+
+    @property
+    def steps(self) -> int:
+        return len(self.release_after)
+
+
+@dataclass(frozen=True)
+class Program:
+    """A graph the executor can run: forward heads first, then one gradient per entry of `grad_of`."""
+
+    graph: Graph
+    forward_outputs: int
+    grad_of: tuple[str, ...] = ()
+    memory: MemoryPlan | None = field(default=None, compare=False)
+
+    @property
+    def forward_heads(self) -> tuple[Entry, ...]:
+        return self.graph.outputs[:self.forward_outputs]
+
+    @property
+    def grad_heads(self) -> dict[str, Entry]:
+        """Parameter name -> the graph output holding its gradient."""
+        return dict(zip(self.grad_of, self.graph.outputs[self.forward_outputs:]))

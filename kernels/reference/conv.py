@@ -1,0 +1,56 @@
+"""Reference 2-D convolution (F.conv2d) and its data and weight gradients, any `out_size` rounding."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..shared import pair
+from . import activation
+from ._common import extra, f32, up
+
+
+def conv(x, w, b, *, stride, pad, num_group, out_size, act):
+    (sh, sw), (ph, pw), (P, Q) = pair(stride), pair(pad), pair(out_size)
+    R, S = w.shape[2], w.shape[3]
+    H, W = x.shape[2], x.shape[3]
+    xu = up(x)
+    bias = None if b is None else up(b).to(xu.dtype)
+    eh, ew = extra(H, P, R, sh, ph), extra(W, Q, S, sw, pw)
+    if eh == 0 and ew == 0:  # the usual (floor) case: let ATen pad, no padded copy of the input
+        y = F.conv2d(xu, up(w), bias, stride=(sh, sw), padding=(ph, pw), groups=num_group)
+    else:
+        y = F.conv2d(F.pad(xu, (pw, pw + ew, ph, ph + eh)), up(w), bias, stride=(sh, sw), groups=num_group)
+    y = y[:, :, :P, :Q]
+    return activation.act(y, act=act).to(x.dtype)
+
+
+def conv_backward_data(dy, w, *, in_hw, stride, pad, num_group):
+    (sh, sw), (ph, pw), (H, W) = pair(stride), pair(pad), pair(in_hw)
+    x_shape = (dy.shape[0], w.shape[1] * num_group, H, W)
+    P, Q = dy.shape[2], dy.shape[3]
+    R, S = w.shape[2], w.shape[3]
+    if P == (H + 2 * ph - R) // sh + 1 and Q == (W + 2 * pw - S) // sw + 1:
+        # floor-sized output: ATen's own input gradient, no padded intermediate
+        return torch.nn.grad.conv2d_input(x_shape, up(w), up(dy), stride=(sh, sw), padding=(ph, pw),
+                                          groups=num_group).to(dy.dtype)
+    # Gradient w.r.t. the padded (and ceil-extended) input, then cut out the real input.
+    full = F.conv_transpose2d(up(dy), up(w), stride=(sh, sw), groups=num_group)
+    fh, fw = full.shape[2], full.shape[3]
+    full = F.pad(full, (0, max(0, W + 2 * pw - fw), 0, max(0, H + 2 * ph - fh)))
+    return full[:, :, ph:ph + H, pw:pw + W].to(dy.dtype).contiguous()
+
+
+def conv_backward_weight(dy, x, *, kernel, stride, pad, num_group):
+    (sh, sw), (ph, pw), (R, S) = pair(stride), pair(pad), pair(kernel)
+    w_shape = (dy.shape[1], x.shape[1] // num_group, R, S)
+    P, Q = dy.shape[2], dy.shape[3]
+    H, W = x.shape[2], x.shape[3]
+    if P == (H + 2 * ph - R) // sh + 1 and Q == (W + 2 * pw - S) // sw + 1:
+        # floor-sized output: ATen pads internally
+        return torch.nn.grad.conv2d_weight(f32(x), w_shape, f32(dy), stride=(sh, sw), padding=(ph, pw),
+                                           groups=num_group)
+    xp = F.pad(f32(x), (pw, pw + extra(W, Q, S, sw, pw), ph, ph + extra(H, P, R, sh, ph)))
+    # out_size may be below the floor size (a ceil-rounded last window that would start in the
+    # padding is dropped): keep exactly the rows/columns the P x Q windows read
+    xp = xp[:, :, :(P - 1) * sh + R, :(Q - 1) * sw + S]
+    return torch.nn.grad.conv2d_weight(xp, w_shape, f32(dy), stride=(sh, sw), padding=0, groups=num_group)

@@ -1,0 +1,75 @@
+"""Reference dropout: the mask hash of `kernels/shared.py` on int64 tensors, applied with ATen.
+
+torch has no uint32 arithmetic, so the 32-bit hash runs on int64 with explicit masking; the Triton
+kernel computes the same hash in uint32 and drops exactly the same elements.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..shared import GOLDEN, HI_MUL, M32, MIX1, MIX2, dropout_keys, dropout_threshold
+from ._common import up
+
+
+def _mul32_(x: torch.Tensor, c: int) -> torch.Tensor:
+    """x <- (x * c) mod 2^32 for int64 x in [0, 2^32), in place: c is split in 16-bit halves so no
+    product passes 2^63 (int64 overflow is not something to rely on)."""
+    hi = x * (c >> 16)
+    hi.bitwise_and_(0xFFFF).bitwise_left_shift_(16)
+    return x.mul_(c & 0xFFFF).add_(hi).bitwise_and_(M32)
+
+
+def _mix32_(x: torch.Tensor) -> torch.Tensor:
+    """lowbias32 in place (in-place ops: at fc6's 0.5M elements fresh temporaries cost more than the math)."""
+    x.bitwise_xor_(x >> 16)
+    _mul32_(x, MIX1)
+    x.bitwise_xor_(x >> 15)
+    _mul32_(x, MIX2)
+    return x.bitwise_xor_(x >> 16)
+
+
+def dropout_hash_of(idx: torch.Tensor, seed: int, step: int) -> torch.Tensor:
+    """The 32-bit hash (as int64) of each flat element index in `idx` (int64, >= 0)."""
+    a, b = dropout_keys(seed, step)
+    h = _mix32_(_mul32_(idx & M32, GOLDEN).add_(a).bitwise_and_(M32))
+    h.bitwise_xor_(b)
+    hi = idx >> 32
+    if bool(hi.any()):  # indices past 2^32 only: below, hi * HI_MUL is 0
+        h.bitwise_xor_(_mul32_(hi, HI_MUL))
+    return _mix32_(h)
+
+
+def dropout_hash(numel: int, seed: int, step: int, device=None) -> torch.Tensor:
+    """The hash of every flat index in [0, numel)."""
+    idx = torch.arange(numel, dtype=torch.int64, device=device)
+    if numel > (1 << 32):
+        return dropout_hash_of(idx, seed, step)
+    a, b = dropout_keys(seed, step)
+    h = _mix32_(_mul32_(idx, GOLDEN).add_(a).bitwise_and_(M32))  # arange is fresh: hash it in place
+    return _mix32_(h.bitwise_xor_(b))
+
+
+def dropout_mask(shape, seed: int, step: int, p: float, device=None) -> torch.Tensor:
+    """bool mask (True = kept) of the given logical shape."""
+    numel = 1
+    for d in shape:
+        numel *= int(d)
+    keep = (dropout_hash(numel, seed, step, device) >> 8) >= dropout_threshold(p)
+    return keep.view(tuple(shape))
+
+
+def _apply(t: torch.Tensor, p: float, seed: int, step: int) -> torch.Tensor:
+    if p <= 0:
+        return t.clone()
+    if p >= 1:
+        return torch.zeros_like(t)
+    keep = dropout_mask(t.shape, seed, step, p, t.device)
+    return torch.where(keep, up(t) * (1.0 / (1.0 - p)), 0.0).to(t.dtype)
+
+
+def dropout(x, *, p, seed, step):
+    return _apply(x, p, seed, step)
+
+
+def dropout_backward(dy, *, p, seed, step):
+    return _apply(dy, p, seed, step)

@@ -1,0 +1,75 @@
+"""Reference max and average pooling and their backwards, windows padded and ceil-extended explicitly.
+
+`maxpool` returns the window offset r*kw + s of each maximum (dtype `shared.argmax_dtype`), which
+its backward scatters to; the backwards take the input's (H, W) as `in_hw` and N, C from dy.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..shared import argmax_dtype, pair
+from ._common import extra, f32, up
+
+
+def maxpool(x, *, kernel, stride, pad, out_size):
+    (kh, kw), (sh, sw), (ph, pw), (P, Q) = pair(kernel), pair(stride), pair(pad), pair(out_size)
+    H, W = x.shape[2], x.shape[3]
+    xp = F.pad(up(x), (pw, pw + extra(W, Q, kw, sw, pw), ph, ph + extra(H, P, kh, sh, ph)),
+               value=float("-inf"))
+    y, idx = F.max_pool2d(xp, (kh, kw), (sh, sw), return_indices=True)
+    y, idx = y[:, :, :P, :Q], idx[:, :, :P, :Q]
+    Wp = xp.shape[3]
+    oh = torch.arange(P, device=x.device).view(P, 1) * sh
+    ow = torch.arange(Q, device=x.device).view(1, Q) * sw
+    r = torch.div(idx, Wp, rounding_mode="floor") - oh
+    s = idx.remainder(Wp) - ow
+    return y.to(x.dtype).contiguous(), (r * kw + s).to(argmax_dtype((kh, kw))).contiguous()
+
+
+def maxpool_backward(dy, argmax, *, in_hw, kernel, stride, pad):
+    (kh, kw), (sh, sw), (ph, pw), (H, W) = pair(kernel), pair(stride), pair(pad), pair(in_hw)
+    N, C, P, Q = dy.shape
+    Hp = max(H + 2 * ph, (P - 1) * sh + kh)
+    Wp = max(W + 2 * pw, (Q - 1) * sw + kw)
+    off = argmax.long()
+    r = torch.div(off, kw, rounding_mode="floor")
+    s = off - r * kw
+    ih = r + (torch.arange(P, device=dy.device).view(P, 1) * sh)
+    iw = s + (torch.arange(Q, device=dy.device).view(1, Q) * sw)
+    flat = (ih * Wp + iw).reshape(N, C, P * Q)
+    g = f32(dy)
+    dxp = torch.zeros((N, C, Hp * Wp), dtype=g.dtype, device=dy.device)
+    dxp.scatter_add_(2, flat, g.reshape(N, C, P * Q))
+    dx = dxp.view(N, C, Hp, Wp)[:, :, ph:ph + H, pw:pw + W]
+    return dx.to(dy.dtype).contiguous()
+
+
+def _avg_counts(H, W, P, Q, kernel, stride, pad, device):
+    """(P, Q) number of window cells inside the input: the count_include_pad=False divisor."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, pad
+    rows = (torch.arange(P, device=device) * sh - ph)
+    cols = (torch.arange(Q, device=device) * sw - pw)
+    nh = (rows + kh).clamp(max=H) - rows.clamp(min=0)
+    nw = (cols + kw).clamp(max=W) - cols.clamp(min=0)
+    return (nh.view(P, 1) * nw.view(1, Q)).clamp(min=1)
+
+
+def avgpool(x, *, kernel, stride, pad, out_size):
+    (kh, kw), (sh, sw), (ph, pw), (P, Q) = pair(kernel), pair(stride), pair(pad), pair(out_size)
+    H, W = x.shape[2], x.shape[3]
+    xp = F.pad(f32(x), (pw, pw + extra(W, Q, kw, sw, pw), ph, ph + extra(H, P, kh, sh, ph)))
+    total = F.avg_pool2d(xp, (kh, kw), (sh, sw), divisor_override=1)[:, :, :P, :Q]
+    y = total / _avg_counts(H, W, P, Q, (kh, kw), (sh, sw), (ph, pw), x.device)
+    return y.to(x.dtype).contiguous()
+
+
+def avgpool_backward(dy, *, in_hw, kernel, stride, pad):
+    (kh, kw), (sh, sw), (ph, pw), (H, W) = pair(kernel), pair(stride), pair(pad), pair(in_hw)
+    N, C, P, Q = dy.shape
+    g = f32(dy) / _avg_counts(H, W, P, Q, (kh, kw), (sh, sw), (ph, pw), dy.device)
+    ones = torch.ones((1, 1, kh, kw), dtype=g.dtype, device=dy.device)
+    full = F.conv_transpose2d(g.reshape(N * C, 1, P, Q), ones, stride=(sh, sw))
+    fh, fw = full.shape[2], full.shape[3]
+    full = F.pad(full, (0, max(0, W + 2 * pw - fw), 0, max(0, H + 2 * ph - fh)))
+    return full[:, :, ph:ph + H, pw:pw + W].reshape(N, C, H, W).to(dy.dtype).contiguous()

@@ -1,0 +1,103 @@
+"""The code's shape, checked: each op attribute named in one source file, no import circles in the
+runtime, kernels that never import their test oracle, a compiler that imports without torch."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from alexnetc.compiler.ops import OPS
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("compiler", "kernels", "runtime")
+
+# String literals equal to an attribute name that mean something else there (file, word): why.
+OTHER_MEANINGS = {
+    ("compiler/graph.py", "device"): "the IR node's field",
+    ("compiler/report.py", "device"): "the IR node's field",
+    ("compiler/pipeline.py", "channels"): "the spec's input section",
+    ("compiler/lower.py", "channels"): "the spec's input section",
+    ("compiler/schema/build.py", "channels"): "the spec's input section",
+    ("runtime/data/augment.py", "channels"): "a dataset's channel count",
+    ("runtime/data/augment.py", "size"): "a dataset's size",
+    ("runtime/app/commands.py", "shape"): "numpy's attribute",
+    ("runtime/app/figure_commands.py", "shape"): "numpy's attribute",
+    ("runtime/app/figures.py", "shape"): "numpy's attribute",
+    ("runtime/app/figure_commands.py", "filters"): "the subcommand's name",
+    ("compiler/passes/infer_shape.py", "shape"): "a variable's given shape (sym.var(shape=...))",
+    ("compiler/symbol.py", "shape"): "a variable's given shape (sym.var(shape=...))",
+}
+
+
+def _sources():
+    for pkg in PACKAGES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            yield path.relative_to(ROOT).as_posix(), ast.parse(path.read_text(encoding="utf-8"))
+
+
+def test_each_op_attribute_name_is_written_in_one_source_file():
+    declared: dict[str, set[str]] = defaultdict(set)   # attribute name -> files declaring it
+    for op in OPS.values():
+        for a in op.attrs:
+            declared[a.name].add(None)
+    written: dict[str, set[str]] = defaultdict(set)
+    for rel, tree in _sources():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in declared:
+                if (rel, node.value) not in OTHER_MEANINGS:
+                    written[node.value].add(rel)
+    spread = {name: sorted(files) for name, files in written.items() if len(files) != 1}
+    assert spread == {}, "attribute names written out in several files (use the descriptor's Attr.name)"
+    assert set(written) == set(declared), f"never written: {sorted(set(declared) - set(written))}"
+
+
+def _imports(rel: str, tree: ast.AST) -> set[str]:
+    """Modules (dotted, repository-relative) a module imports, lazily or not."""
+    here = rel[:-3].replace("/", ".").removesuffix(".__init__").split(".")
+    pkg = here if rel.endswith("__init__.py") else here[:-1]
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = pkg[:len(pkg) - node.level + 1]
+            mod = ".".join(base + ([node.module] if node.module else []))
+            names = [mod + "." + a.name for a in node.names] if not node.module else [mod]
+            out.update(names)
+    return out
+
+
+def test_no_import_circles_in_the_runtime():
+    mods = {rel[:-3].replace("/", ".").removesuffix(".__init__"): tree
+            for rel, tree in _sources() if rel.startswith("runtime/")}
+    rels = {rel[:-3].replace("/", ".").removesuffix(".__init__"): rel for rel, _ in _sources()}
+    graph = {m: {i for i in _imports(rels[m], t) if i in mods and i != m and not m.startswith(i + ".")}
+             for m, t in mods.items()}
+    state: dict[str, int] = {}
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for n in sorted(graph[m]):
+            assert state.get(n) != 1, "import circle: " + " -> ".join(path[path.index(n):] + [n])
+            if n not in state:
+                visit(n, path + [n])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+
+
+def test_kernels_do_not_import_their_test_oracle():
+    for rel, tree in _sources():
+        if rel.startswith("kernels/") and not rel.startswith("kernels/reference/") and rel != "kernels/backend.py":
+            assert not any("reference" in i for i in _imports(rel, tree)), rel
+
+
+def test_the_compiler_imports_without_torch_or_triton():
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['triton'] = None\n"
+            "import alexnetc.compiler, alexnetc.compiler.ops, alexnetc.compiler.report\n"
+            "from alexnetc.compiler import compile_spec\n"
+            "compile_spec('specs/alexnet.yaml', batch=2).training()\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
