@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -82,7 +82,7 @@ def _as_rgb(image) -> np.ndarray:
     return a
 
 
-def fit_image(image, box: int) -> np.ndarray:
+def fit_image(image: Any, box: int) -> np.ndarray:
     """``image`` scaled (aspect kept) so its longer side is ``box`` px, centred on a box x box
     background square; nearest-neighbour when enlarging (small images stay crisp). (box, box, 3) uint8."""
     from PIL import Image
@@ -101,7 +101,7 @@ def fit_image(image, box: int) -> np.ndarray:
     return out
 
 
-def save_png(image, path: str | os.PathLike) -> str:
+def save_png(image: Any, path: str | os.PathLike) -> str:
     """Write a PIL image or (H, W, 3) uint8 array to ``path`` atomically; return the path."""
     from PIL import Image
 
@@ -172,7 +172,7 @@ class FilterLayout:
         return x0, y0, x0 + self.cell_w, y0 + self.cell_h
 
 
-def kernel_images(weights) -> np.ndarray:
+def kernel_images(weights: np.ndarray) -> np.ndarray:
     """Kernels (K, C, kh, kw) as images (K, kh, kw, 3) uint8: each kernel min-max normalised to [0, 1]
     over all its values; C = 3 is shown as RGB, any other C as grey (the mean over channels)."""
     w = np.asarray(weights, dtype=np.float64)
@@ -284,7 +284,7 @@ class GalleryLayout:
         return left, y0 + self.BAR_INSET, left + self.BAR_W, y1 - self.BAR_INSET
 
 
-def draw_gallery(results, path: str | os.PathLike, truth: Sequence[str] | None = None,
+def draw_gallery(results: Sequence[Any], path: str | os.PathLike, truth: Sequence[str] | None = None,
                  image_mode: str = "RGB") -> GalleryLayout:
     """Figure 4 (left): one panel per image with its top-5 labels and probability bars; write ``path``.
 
@@ -378,7 +378,7 @@ class NeighborLayout:
         return x0, y1, x1, y1 + self.CAPTION_H
 
 
-def draw_neighbors(rows, path: str | os.PathLike, title: str = "") -> NeighborLayout:
+def draw_neighbors(rows: Sequence[Any], path: str | os.PathLike, title: str = "") -> NeighborLayout:
     """Figure 4 (right): write ``path`` with one row per query.
 
     ``rows``: ``[(query_image, query_caption, [(image, caption), ...]), ...]`` where images are

@@ -78,14 +78,14 @@ def _dataset_key(dataset) -> dict:
             "channels": int(getattr(dataset, "channels", 0) or 0)}
 
 
-def stats_cache_path(dataset, cache_dir: str | os.PathLike | None = None, max_images: int = 2000) -> str:
+def stats_cache_path(dataset: Any, cache_dir: str | os.PathLike | None = None, max_images: int = 2000) -> str:
     """The JSON file that caches ``dataset``'s statistics: keyed by its path, size and channels."""
     key = dict(_dataset_key(dataset), max_images=max_images, version=STATS_VERSION)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
     return os.path.join(str(cache_dir or default_cache_dir()), f"stats-{digest}.json")
 
 
-def compute_stats(dataset, max_images: int = 2000, pixels_per_image: int = 4096, seed: int = 0) -> DataStats:
+def compute_stats(dataset: Any, max_images: int = 2000, pixels_per_image: int = 4096, seed: int = 0) -> DataStats:
     """Mean, std and RGB covariance eigen-decomposition over up to ``max_images`` training images.
 
     Uses the whole array when the dataset exposes one (``IdxDataset.images``); otherwise decodes an
@@ -140,7 +140,7 @@ def compute_stats(dataset, max_images: int = 2000, pixels_per_image: int = 4096,
                      tuple(tuple(r) for r in eigvec.tolist()), used)
 
 
-def dataset_stats(dataset, cache_dir: str | os.PathLike | None = None, max_images: int = 2000,
+def dataset_stats(dataset: Any, cache_dir: str | os.PathLike | None = None, max_images: int = 2000,
                   refresh: bool = False) -> DataStats:
     """:func:`compute_stats`, cached on disk as JSON keyed by the dataset's path and size.
 
@@ -248,7 +248,7 @@ def normalisation(cfg: Mapping[str, Any] | None, channels: int,
 
 # --------------------------------------------------------------------------- image ops
 
-def to_array(image) -> np.ndarray:
+def to_array(image: Any) -> np.ndarray:
     """A PIL image or an (H, W) / (H, W, C) uint8 array as a (H, W, C) uint8 array."""
     a = np.asarray(image)
     if a.ndim == 2:
@@ -334,7 +334,8 @@ class _Base:
 class TrainTransform(_Base):
     """Resize, random crop, random mirror, PCA lighting, normalise -> (C, H, W) float32."""
 
-    def __init__(self, cfg, mean, std, scale, channels, eigval=None, eigvec=None):
+    def __init__(self, cfg: Any, mean: Any, std: Any, scale: float, channels: int, eigval: Any = None,
+                 eigvec: Any = None):
         super().__init__(cfg, mean, std, scale, channels)
         self.pca = cfg.pca_lighting if channels == 3 and eigval is not None else 0.0
         self.eigval = np.asarray(eigval, dtype=np.float64) if eigval is not None else None
@@ -376,7 +377,7 @@ class EvalTransform(_Base):
         return self._finish(center_crop(img, self.cfg.crop))
 
 
-def build_transforms(data_cfg: Mapping[str, Any] | None, train_dataset, *,
+def build_transforms(data_cfg: Mapping[str, Any] | None, train_dataset: Any, *,
                      input_shape: tuple[int, int, int] | None = None,
                      cache_dir: str | os.PathLike | None = None,
                      stats: DataStats | None = None) -> tuple[TrainTransform, EvalTransform]:

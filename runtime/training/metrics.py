@@ -25,7 +25,7 @@ class MetricsError(Exception):
 
 # --------------------------------------------------------------------------- top-k
 
-def topk_correct(scores, labels, ks: Iterable[int] = (1, 5)) -> tuple[int, ...]:
+def topk_correct(scores: Any, labels: Any, ks: Iterable[int] = (1, 5)) -> tuple[int, ...]:
     """How many rows of ``scores`` (N, K) (logits or probabilities) have their label in the top k,
     one count per k in ``ks`` order (``c1, c5 = topk_correct(...)``).
 
@@ -51,7 +51,7 @@ def topk_correct(scores, labels, ks: Iterable[int] = (1, 5)) -> tuple[int, ...]:
     return tuple(int(cum[:, min(k, classes) - 1].sum().item()) for k in ks)
 
 
-def topk_errors(scores, labels, ks: Iterable[int] = (1, 5)) -> tuple[float, ...]:
+def topk_errors(scores: Any, labels: Any, ks: Iterable[int] = (1, 5)) -> tuple[float, ...]:
     """Top-k error rates (fractions in [0, 1]) of ``scores`` (N, K) against ``labels`` (N,), one per k
     in ``ks`` order: ``top1, top5 = topk_errors(logits, labels)``. NaN for an empty batch."""
     import torch
@@ -60,7 +60,7 @@ def topk_errors(scores, labels, ks: Iterable[int] = (1, 5)) -> tuple[float, ...]
     return tuple((1.0 - c / n) if n else float("nan") for c in topk_correct(scores, labels, ks))
 
 
-def crop_average_probs(logits, ncrops: int):
+def crop_average_probs(logits: Any, ncrops: int) -> Any:
     """Softmax of each crop's logits averaged over its ``ncrops`` crops: (N*ncrops, K) or
     (N, ncrops, K) -> (N, K) probabilities (the paper's ten-patch prediction)."""
     import torch
