@@ -47,6 +47,10 @@ class CheckpointError(Exception):
     """A checkpoint cannot be written, found, verified or read; the message names the file."""
 
 
+class CheckpointWriteError(CheckpointError):
+    """The machine refused to store a checkpoint (disk full, read-only directory): not the input's fault."""
+
+
 @dataclass(frozen=True)
 class CheckpointInfo:
     """One checkpoint found in a directory: its JSON file, and ``problem`` (None when it verified)."""
@@ -163,7 +167,7 @@ def save_checkpoint(directory: str | os.PathLike, tensors: Mapping[str, Any], st
     try:
         os.makedirs(directory, exist_ok=True)
     except OSError as exc:
-        raise CheckpointError(f"{directory}: cannot create checkpoint directory: {exc.strerror or exc}") from None
+        raise CheckpointWriteError(f"{directory}: cannot create checkpoint directory: {exc.strerror or exc}") from None
 
     seq = max([i.seq for i in _scan(directory)] + [0]) + 1
     stem = f"ckpt-{seq:06d}-{tag}"
@@ -194,7 +198,7 @@ def save_checkpoint(directory: str | os.PathLike, tensors: Mapping[str, Any], st
                 os.unlink(p)
             except OSError:
                 pass
-        raise CheckpointError(f"{os.path.join(directory, stem)}: cannot write checkpoint: "
+        raise CheckpointWriteError(f"{os.path.join(directory, stem)}: cannot write checkpoint: "
                               f"{exc.strerror or exc}") from None
     _prune(directory, keep, set(keep_tags), current=json_path)
     return json_path
