@@ -28,20 +28,26 @@ def _train(args) -> int:
     from ..data.augment import AugmentError
     from ..training.checkpoint import CheckpointError
     from ..data.datasets import DatasetError
+    from .errors import EnvironmentFailure
     from .specs import resolve_spec_path
-    from ..training.loop import TrainingError, TrainOptions, Trainer
+    from ..training.loop import Terminated, TrainingEnvironmentError, TrainingError, TrainOptions, Trainer
 
     spec = resolve_spec_path(args.spec)
     opts = TrainOptions(spec=spec, data=args.data, out=args.out, epochs=args.epochs, batch_size=args.batch,
                         lr=args.lr, device=args.device, workers=args.workers, resume=args.resume,
+                        overwrite=args.overwrite,
                         limit_train_batches=args.limit_train_batches, limit_val_batches=args.limit_val_batches,
                         seed=args.seed, synthetic=args.synthetic, progress=not args.no_progress)
     if args.spec is None:
         print(f"alexnetc train: no spec given, using the embedded default {spec}")
     try:
         Trainer(opts).run()
+    except TrainingEnvironmentError as exc:
+        raise EnvironmentFailure(str(exc)) from None
     except (AugmentError, DatasetError, CheckpointError, TrainingError) as exc:
         raise _user_error(str(exc)) from None
+    except Terminated:
+        return 143
     except KeyboardInterrupt:
         return 130
     return 0
@@ -55,7 +61,7 @@ def _eval(args) -> int:
     from ..data.datasets import DatasetError, open_dataset
     from ..data.loader import make_loader
     from .model import load_model
-    from ..training.loop import evaluate_loader
+    from ..training.loop import TrainingError, evaluate_loader
 
     try:
         model = load_model(args.checkpoint, args.device, args.batch)
@@ -65,7 +71,7 @@ def _eval(args) -> int:
         loader = make_loader(ds, tf, args.batch, num_workers=args.workers, limit_batches=args.limit_batches)
         with torch.no_grad():
             r = evaluate_loader(model.executor, loader, model.net.classes)
-    except (AugmentError, DatasetError, CheckpointError) as exc:
+    except (AugmentError, DatasetError, CheckpointError, TrainingError) as exc:
         raise _user_error(str(exc)) from None
     crops = args.crops or (model.state.get("data_config") or {}).get("test_crops", "center")
     print(f"{model.net.name} on {args.data} ({args.split}, {r['n']} images, {crops} crop"
@@ -131,7 +137,11 @@ def register(sub) -> None:
     t.add_argument("--seed", type=int, help="override train.seed")
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     t.add_argument("--workers", type=int, help="data loading processes (default: min(4, cores))")
-    t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its newest checkpoint that verifies (--lr and --epochs "
+                        "apply from there)")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (its checkpoints, metrics and curves are deleted)")
     t.add_argument("--limit-train-batches", type=int, help="at most this many batches per epoch")
     t.add_argument("--limit-val-batches", type=int, help="at most this many validation batches")
     t.add_argument("--synthetic", type=int, metavar="N", help="N random images per epoch instead of data")

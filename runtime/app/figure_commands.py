@@ -372,6 +372,12 @@ def format_table(rows: list[tuple[str, int | None, int]], target: float) -> str:
     return "\n".join(lines)
 
 
+def _has_checkpoint(run_dir: str) -> bool:
+    from ..training.checkpoint import list_checkpoints
+
+    return bool(list_checkpoints(os.path.join(run_dir, "checkpoints"), verify=False))
+
+
 def _compare(args) -> int:
     from ...compiler import compile_spec
     from ..data.augment import AugmentError
@@ -379,7 +385,7 @@ def _compare(args) -> int:
     from ..data.datasets import DatasetError
     from .figures import draw_compare
     from .specs import resolve_spec_path
-    from ..training.loop import TrainingError, TrainOptions, Trainer
+    from ..training.loop import TrainingEnvironmentError, TrainingError, TrainOptions, Trainer
 
     if len(args.specs) < 2:
         raise _user_error("compare: give at least two specs to compare")
@@ -402,12 +408,17 @@ def _compare(args) -> int:
         print(f"[{name}] {path} -> {out}")
         opts = TrainOptions(spec=path, data=args.data, out=out, epochs=epochs, batch_size=args.batch,
                             device=args.device, workers=args.workers, seed=seed,
-                            resume=os.path.isdir(os.path.join(out, "checkpoints")),  # a re-run resumes
+                            # a re-run resumes; a run killed before its first checkpoint starts again
+                            resume=_has_checkpoint(out), overwrite=not _has_checkpoint(out),
                             limit_train_batches=args.limit_train_batches,
                             limit_val_batches=args.limit_val_batches, progress=not args.no_progress,
                             log=lambda s, n=name: print(f"[{n}] {s}", flush=True))
         try:
             Trainer(opts).run()
+        except TrainingEnvironmentError as exc:
+            from .errors import EnvironmentFailure
+
+            raise EnvironmentFailure(str(exc)) from None
         except (AugmentError, DatasetError, CheckpointError, TrainingError) as exc:
             raise _user_error(f"{args.specs[paths.index(path)]}: {exc}") from None
         except KeyboardInterrupt:

@@ -67,18 +67,41 @@ class Model:
         return predict_probs(self.executor, images)
 
 
-def load_model(path: str, device: str = "auto", batch: int = 64) -> Model:
-    """Load a checkpoint (file or run/checkpoint directory) and bind it for inference."""
+def load_model(path: str, device: str = "auto", batch: int = 64, warn=None) -> Model:
+    """Load a checkpoint (file or run/checkpoint directory), check it against the spec it carries and
+    bind it for inference. For a directory: its newest checkpoint that verifies; a warning (through
+    ``warn``, default: stderr) names each newer one that was passed over and why."""
+    import sys
+
+    from ..training.checkpoint import latest_checkpoint
+    from ..training.verify import check_classes, check_state, check_tensors
+    from ..execution.memory import MemoryLimitError, check_fits
+
+    warn = warn or (lambda msg: print(msg, file=sys.stderr))
     if os.path.isdir(path) and os.path.isdir(os.path.join(path, "checkpoints")):
         path = os.path.join(path, "checkpoints")
+    if os.path.isdir(path):
+        problems: list[str] = []
+        found = latest_checkpoint(path, problems)
+        if found is None:
+            detail = f": {'; '.join(problems[:3])}" if problems else ""
+            raise CheckpointError(f"{path}: no checkpoint in this directory verifies{detail}")
+        if problems:
+            warn(f"warning: using {found}; {len(problems)} newer checkpoint{'s' if len(problems) != 1 else ''} "
+                 f"failed verification: " + "; ".join(problems[:3]))
+        path = found
     tensors, state = load_checkpoint(path)
     if "spec" not in state or "classes" not in state:
         raise CheckpointError(f"{path}: not an alexnetc training checkpoint (no spec or class names in it)")
+    check_state(str(path), state, for_training=False)
     net = compile_dict(state["spec"], f"<spec in {os.path.basename(str(path))}>", batch)
+    check_classes(str(path), state, net.classes)
+    check_tensors(str(path), tensors, net, for_training=False)
     params = params_from(tensors)
-    missing = [n.name for n in net.graph.variables() if n.attrs.get("kind") == "param" and n.name not in params]
-    if missing:
-        raise CheckpointError(f"{path}: missing parameters {missing[:5]}")
     g2c = default_group2ctx(net, "cpu" if device == "cpu" else None)
+    try:
+        check_fits(net, g2c, for_training=False)
+    except MemoryLimitError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     ex = Executor(net, g2c, for_training=False, params=params)
     return Model(str(path), net, ex, list(state["classes"]), state)

@@ -217,14 +217,18 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _prune(directory: str, keep: int | None, keep_tags: set, current: str) -> None:
+    """Delete checkpoints older than the newest ``keep`` that verify. Never deleted: a checkpoint that
+    fails verification (it is evidence, and the user decides), the newest ones that verify (so the last
+    good checkpoint always survives, even when the one just written is damaged), tagged ones."""
     infos = _scan(directory)
     referenced = set()
     doomed = []
     if keep is not None:
-        complete = [i for i in infos if _quick_ok(i.path)]
-        newest = {i.path for i in complete[-keep:]} | {current}
-        doomed = [i for i in infos if i.path not in newest and i.tag not in keep_tags
-                  and i.seq < _seq_of(current)]
+        ok = {i.path: _verifies(i.path) for i in infos}
+        good = [i for i in infos if ok[i.path]]
+        newest = {i.path for i in good[-keep:]}
+        doomed = [i for i in infos if ok[i.path] and i.path not in newest and i.path != current
+                  and i.tag not in keep_tags and i.seq < _seq_of(current)]
     for i in infos:
         if i not in doomed:
             referenced.add(Path(i.path).with_suffix(".safetensors").name)
@@ -248,6 +252,27 @@ def _prune(directory: str, keep: int | None, keep_tags: set, current: str) -> No
     _fsync_dir(directory)
 
 
+_VERIFIED: dict[tuple, bool] = {}  # (json path, sizes, mtimes) -> verified: each file is hashed once
+
+
+def _verifies(json_path: str) -> bool:
+    """Whether a checkpoint passes :func:`verify_checkpoint` (cached while its files do not change)."""
+    try:
+        rec = _read_record(json_path)
+        tpath = os.path.join(os.path.dirname(json_path), rec["tensors_file"])
+        sj, st = os.stat(json_path), os.stat(tpath)
+    except (CheckpointError, OSError):
+        return False
+    key = (json_path, sj.st_size, sj.st_mtime_ns, st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _VERIFIED:
+        try:
+            verify_checkpoint(json_path)
+            _VERIFIED[key] = True
+        except CheckpointError:
+            _VERIFIED[key] = False
+    return _VERIFIED[key]
+
+
 def _unlink(p: str) -> None:
     try:
         os.unlink(p)
@@ -258,15 +283,6 @@ def _unlink(p: str) -> None:
 def _seq_of(json_path: str) -> int:
     m = _NAME.match(os.path.basename(json_path))
     return int(m.group(1)) if m else 0
-
-
-def _quick_ok(json_path: str) -> bool:
-    """Complete without hashing: the JSON parses and its tensor file has the recorded size."""
-    try:
-        rec = _read_record(json_path)
-        return os.path.getsize(os.path.join(os.path.dirname(json_path), rec["tensors_file"])) == rec["tensors_bytes"]
-    except (CheckpointError, OSError):
-        return False
 
 
 # --------------------------------------------------------------------------- find and verify
@@ -294,11 +310,13 @@ def _read_record(json_path: str) -> dict:
     except OSError as exc:
         raise CheckpointError(f"{json_path}: cannot read: {exc.strerror or exc}") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{json_path}: not valid JSON (truncated or corrupt checkpoint?): {exc}") from None
+        raise CheckpointError(f"{json_path}: not valid JSON (truncated or corrupt checkpoint?): {str(exc)[:80]}") from None
+    except RecursionError:
+        raise CheckpointError(f"{json_path}: JSON nested too deeply to be a checkpoint record") from None
     if not isinstance(rec, dict) or rec.get("format") != FORMAT:
         raise CheckpointError(f"{json_path}: not an alexnetc checkpoint (no \"format\": \"{FORMAT}\")")
     if rec.get("version") != VERSION:
-        raise CheckpointError(f"{json_path}: checkpoint format version {rec.get('version')!r}, "
+        raise CheckpointError(f"{json_path}: checkpoint format version {repr(rec.get('version'))[:20]}, "
                               f"this alexnetc reads version {VERSION}")
     for k, typ in (("tensors_file", str), ("tensors_sha256", str), ("tensors_bytes", int), ("state", dict)):
         if not isinstance(rec.get(k), typ):
