@@ -96,6 +96,17 @@ def _predict(args) -> int:
     except (AugmentError, CheckpointError) as exc:
         raise _user_error(str(exc)) from None
     mode = "L" if model.net.input_shape[0] == 1 else "RGB"
+    if args.truth is not None:
+        if len(args.truth) != len(args.images):
+            raise _user_error(f"--truth: {len(args.truth)} label{'s' if len(args.truth) != 1 else ''} for "
+                              f"{len(args.images)} image{'s' if len(args.images) != 1 else ''}; give one per image")
+        unknown = [t for t in args.truth if t not in model.class_names]
+        if unknown:
+            from ...compiler.errors import did_you_mean
+
+            raise _user_error(f"--truth: '{unknown[0][:40]}' is not a class of this model"
+                              f"{did_you_mean(unknown[0], model.class_names)} (classes: "
+                              f"{', '.join(model.class_names[:12])}{', ...' if len(model.class_names) > 12 else ''})")
     images, names = [], []
     for path in args.images:
         if not os.path.isfile(path):
@@ -103,6 +114,12 @@ def _predict(args) -> int:
         img = load_image(path, mode)
         if not hasattr(img, "shape"):
             raise _user_error(f"{path}: cannot read this image ({getattr(img, 'reason', 'unreadable')})")
+        try:
+            img, note = model.fit_image(img, path)
+        except CheckpointError as exc:
+            raise _user_error(str(exc)) from None
+        if note:
+            print(note)
         images.append(tf(img))
         names.append(path)
     with torch.no_grad():

@@ -257,6 +257,7 @@ def _neighbors(args) -> int:
     import torch
 
     from ..data.datasets import DatasetError, load_image, open_dataset
+    from ..training.checkpoint import CheckpointError
     from .figures import draw_neighbors
 
     _check_output(args.output)
@@ -293,6 +294,12 @@ def _neighbors(args) -> int:
         img = load_image(q, mode)
         if not hasattr(img, "shape"):
             raise _user_error(f"{q}: cannot read this image ({getattr(img, 'reason', 'unreadable')})")
+        try:
+            img, note = model.fit_image(img, q)
+        except CheckpointError as exc:
+            raise _user_error(str(exc)) from None
+        if note:
+            print(note)
         q_imgs.append(img)
     with torch.no_grad():
         q_feats = np.concatenate([model.features(torch.stack([tf(i) for i in q_imgs[s:s + args.batch]]), layer).numpy()

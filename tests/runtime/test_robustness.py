@@ -262,6 +262,31 @@ def test_zero_usable_images_is_an_error_not_a_score(spec, tmp_path, capsys):
     assert "no usable image in this split" in line
 
 
+# ------------------------------------------------------------------------------------------ 4. inputs fit the net
+
+def test_predict_maps_or_refuses_images_of_another_size(trained, tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    small = rng.integers(0, 255, (28, 28), dtype=np.uint8)
+    big = np.asarray(Image.fromarray(small).resize((280, 280), Image.NEAREST))
+    Image.fromarray(small).save(tmp_path / "small.png")
+    Image.fromarray(big).save(tmp_path / "big.png")
+    Image.fromarray(big[:28]).save(tmp_path / "wide.png")  # 280x28: no sensible way onto 28x28
+    rc, err, out = cli(["predict", str(trained), str(tmp_path / "big.png")], capsys)
+    assert rc == 0, err
+    assert f"{tmp_path}/big.png: 280x280 resized and centre-cropped to the network's 28x28 input" in out
+    top_big = out.splitlines()[2]
+    mapped = np.asarray(Image.fromarray(big).resize((28, 28), Image.BILINEAR, reducing_gap=None))
+    Image.fromarray(mapped).save(tmp_path / "mapped.png")
+    rc, err, out = cli(["predict", str(trained), str(tmp_path / "mapped.png")], capsys)
+    assert rc == 0 and out.splitlines()[1] == top_big  # the same prediction as the resized image
+    line = one_error(*cli(["predict", str(trained), str(tmp_path / "wide.png")], capsys)[:2])
+    assert "wide.png: a 280x28 image cannot be mapped onto the network's 28x28 input" in line
+    line = one_error(*cli(["predict", str(trained), str(tmp_path / "small.png"), "--truth", "Sneakers"], capsys)[:2])
+    assert "--truth: 'Sneakers' is not a class of this model (classes: 0, 1, 2, 3)" in line
+    line = one_error(*cli(["predict", str(trained), str(tmp_path / "small.png"), "--truth", "1", "2"], capsys)[:2])
+    assert "--truth: 2 labels for 1 image" in line
+
+
 # ------------------------------------------------------------------------------------------ 5. checkpoint checks
 
 @pytest.fixture(scope="module")
