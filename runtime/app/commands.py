@@ -66,11 +66,18 @@ def _eval(args) -> int:
     try:
         model = load_model(args.checkpoint, args.device, args.batch)
         c = model.net.input_shape[0]
+        args.data = model.data_dir(args.data)
         ds = open_dataset(args.data, args.split, channels=c, classes=model.class_names)
         tf = model.eval_transform(args.crops)
         loader = make_loader(ds, tf, args.batch, num_workers=args.workers, limit_batches=args.limit_batches)
+        from ..training.loop import _progress
+
+        bar = _progress(len(loader), 0, "evaluating", enabled=True)
         with torch.no_grad():
-            r = evaluate_loader(model.executor, loader, model.net.classes)
+            try:
+                r = evaluate_loader(model.executor, loader, model.net.classes, progress=bar)
+            finally:
+                bar.close()
     except (AugmentError, DatasetError, CheckpointError, TrainingError) as exc:
         raise _user_error(str(exc)) from None
     crops = args.crops or (model.state.get("data_config") or {}).get("test_crops", "center")
@@ -152,7 +159,8 @@ def register(sub) -> None:
     t.add_argument("--batch", type=int, help="override train.batch_size")
     t.add_argument("--lr", type=float, help="override train.lr")
     t.add_argument("--seed", type=int, help="override train.seed")
-    t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to run: auto (a GPU when there is one), cpu or cuda (default auto)")
     t.add_argument("--workers", type=int, help="data loading processes (default: min(4, cores))")
     t.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its newest checkpoint that verifies (--lr and --epochs "
@@ -169,13 +177,16 @@ def register(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="example:\n  alexnetc eval runs/alexnetc --data /usr/share/datasets/fashion-mnist")
     e.add_argument("checkpoint", help="a checkpoint (.json/.safetensors) or a run or checkpoints directory")
-    e.add_argument("--data", required=True, metavar="DIR", help="dataset directory")
+    e.add_argument("--data", metavar="DIR",
+                   help="dataset directory (default: the one the checkpoint was trained on, else as for train: "
+                        "$ALEXNETC_DATA or Fashion-MNIST)")
     e.add_argument("--split", default="val", choices=("train", "val"), help="which split (default val)")
     e.add_argument("--crops", choices=("center", "ten"), help="centre crop or the paper's 10 patches")
-    e.add_argument("--batch", type=int, default=64)
-    e.add_argument("--workers", type=int, default=2)
-    e.add_argument("--limit-batches", type=int)
-    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    e.add_argument("--batch", type=int, default=64, help="images per forward pass (default 64)")
+    e.add_argument("--workers", type=int, default=2, help="data loading processes (default 2)")
+    e.add_argument("--limit-batches", type=int, metavar="N", help="evaluate only the first N batches")
+    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to run: auto (a GPU when there is one), cpu or cuda (default auto)")
     e.set_defaults(func=_eval)
 
     p = sub.add_parser("predict", help="top-5 classes with probabilities for images",
@@ -183,9 +194,11 @@ def register(sub) -> None:
                        epilog="example:\n  alexnetc predict runs/alexnetc shoe.png shirt.png --gallery top5.png")
     p.add_argument("checkpoint", help="a checkpoint or run directory")
     p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--crops", choices=("center", "ten"))
+    p.add_argument("--crops", choices=("center", "ten"),
+                   help="centre crop or the paper's 10 patches (default: the spec's data.test_crops)")
     p.add_argument("--gallery", metavar="FILE.png", help="also draw each image with its top-5 bars")
     p.add_argument("--truth", nargs="*", metavar="LABEL", help="true labels, one per image (marked)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to run: auto (a GPU when there is one), cpu or cuda (default auto)")
     p.set_defaults(func=_predict)
     from . import figure_commands; figure_commands.register(sub)  # filters, neighbors, compare

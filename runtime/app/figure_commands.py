@@ -278,6 +278,7 @@ def _neighbors(args) -> int:
     c = model.net.input_shape[0]
     mode = "L" if c == 1 else "RGB"
     try:
+        args.data = model.data_dir(args.data)
         ds = open_dataset(args.data, args.split, channels=c, classes=model.class_names)
     except DatasetError as exc:
         raise _user_error(str(exc)) from None
@@ -461,16 +462,19 @@ def register(sub) -> None:
                                          "(the paper's Figure 4, right)",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_NEIGHBORS)
     n.add_argument("checkpoint", help="a checkpoint or run directory")
-    n.add_argument("--data", required=True, metavar="DIR", help="dataset directory to search")
+    n.add_argument("--data", metavar="DIR",
+                   help="dataset directory to search (default: the one the checkpoint was trained on, else as "
+                        "for train: $ALEXNETC_DATA or Fashion-MNIST)")
     n.add_argument("--query", required=True, nargs="+", metavar="IMAGE", help="query image files")
     n.add_argument("-o", "--output", required=True, metavar="FILE.png", help="the picture to write")
     n.add_argument("--k", type=int, default=6, help="neighbours per query (default 6)")
     n.add_argument("--split", default="train", choices=("train", "val"), help="which split to search (default train)")
     n.add_argument("--layer", help="feature layer (default: the last hidden layer, fc7 in alexnet.yaml)")
     n.add_argument("--limit", type=int, metavar="N", help="search only N evenly spaced images of the split")
-    n.add_argument("--batch", type=int, default=64)
-    n.add_argument("--workers", type=int, default=2)
-    n.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    n.add_argument("--batch", type=int, default=64, help="images per forward pass (default 64)")
+    n.add_argument("--workers", type=int, default=2, help="data loading processes (default 2)")
+    n.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to run: auto (a GPU when there is one), cpu or cuda (default auto)")
     n.set_defaults(func=_neighbors)
 
     c = sub.add_parser("compare", help="train variants alike and compare epochs to a training error "
@@ -487,6 +491,7 @@ def register(sub) -> None:
     c.add_argument("--limit-train-batches", type=int, help="at most this many batches per epoch")
     c.add_argument("--limit-val-batches", type=int, help="at most this many validation batches")
     c.add_argument("--workers", type=int, help="data loading processes (default: min(4, cores))")
-    c.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    c.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to run: auto (a GPU when there is one), cpu or cuda (default auto)")
     c.add_argument("--no-progress", action="store_true", help="no progress bars")
     c.set_defaults(func=_compare)

@@ -58,6 +58,18 @@ class Model:
         cfg["pca_lighting"] = 0
         return build_transforms(cfg, _Shape(), input_shape=self.net.input_shape, stats=stats)[1]
 
+    def data_dir(self, given: str | None) -> str:
+        """The dataset to evaluate on: ``given``, else the directory the checkpoint was trained on (when
+        it still exists), else train's default ($ALEXNETC_DATA, then Fashion-MNIST)."""
+        if given:
+            return given
+        recorded = self.state.get("data")
+        if isinstance(recorded, str) and recorded != "synthetic" and os.path.isdir(recorded):
+            return recorded
+        from ..data.datasets import find_default_dataset
+
+        return find_default_dataset()
+
     def fit_image(self, img, path: str):
         """An (H, W, C) image mapped onto the network's input as the spec's data section prescribes.
 

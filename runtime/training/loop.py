@@ -557,14 +557,18 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, epoch: int) -> dict:
         loader = self._loader(self.val_set, self.eval_tf, train=False, epoch=0)
-        return evaluate_loader(self.eval_executor, loader, self.net.classes)
+        bar = _progress(len(loader), 0, f"validating {epoch + 1}/{self.epochs}", enabled=self.opts.progress)
+        try:
+            return evaluate_loader(self.eval_executor, loader, self.net.classes, progress=bar)
+        finally:
+            bar.close()
 
 
 class NoUsableImages(TrainingError):
     """A split yielded no image that could be read: an error, never a score."""
 
 
-def evaluate_loader(executor: Executor, loader: Iterable, classes: int) -> dict:
+def evaluate_loader(executor: Executor, loader: Iterable, classes: int, progress=None) -> dict:
     """Loss and top-1/top-5 error over a loader; (N, crops, C, H, W) batches average the softmax.
 
     Raises :class:`NoUsableImages` when the loader yields no image (every file unreadable)."""
@@ -578,6 +582,8 @@ def evaluate_loader(executor: Executor, loader: Iterable, classes: int) -> dict:
         tot["top1"] += e1 * n
         tot["top5"] += e5 * n
         tot["n"] += n
+        if progress is not None:
+            progress.update(loss=tot["loss"] / tot["n"], ips=0.0, unit="val")
     if tot["n"] == 0:
         skipped = getattr(loader, "skipped_message", lambda: None)()
         raise NoUsableImages("no usable image in this split" + (f" ({skipped})" if skipped else ""))
@@ -685,9 +691,10 @@ class _progress:
             self.bar = tqdm(total=total, initial=initial, desc=desc, unit="batch", dynamic_ncols=True, disable=None,
                             file=sys.stderr, leave=False, mininterval=0.5)
 
-    def update(self, loss: float, ips: float) -> None:
+    def update(self, loss: float, ips: float, unit: str = "") -> None:
         if self.bar is not None:
-            self.bar.set_postfix_str(f"loss {loss:.4f}, {ips:.0f} img/s", refresh=False)
+            rate = f", {ips:.0f} img/s" if ips else ""
+            self.bar.set_postfix_str(f"{unit + ' ' if unit else ''}loss {loss:.4f}{rate}", refresh=False)
             self.bar.update(1)
 
     def close(self) -> None:

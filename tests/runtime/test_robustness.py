@@ -446,3 +446,51 @@ def test_full_disk_during_training_exits_1(spec, data, tmp_path, capsys, monkeyp
     assert "cannot write checkpoint: No space left on device" in line
     monkeypatch.setitem(ckpt.save_checkpoint.__globals__, "_fsync_dir", real)
 
+
+
+# ------------------------------------------------------------------------------------------ 9. small things
+
+def test_every_option_has_help_text():
+    import argparse
+
+    from alexnetc.runtime.app.cli import build_parser
+
+    missing = []
+    for action in build_parser()._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                missing += [f"{name} {x.option_strings or x.dest}" for x in sub._actions
+                            if not x.help and not isinstance(x, argparse._HelpAction)]
+    assert missing == []
+
+
+def test_shipped_variants_describe_themselves():
+    from alexnetc.compiler import compile_spec
+    from alexnetc.compiler.pipeline import plain
+
+    base = compile_spec(ROOT / "specs" / "alexnet.yaml").spec["description"]
+    for p in sorted((ROOT / "specs" / "variants").glob("*.yaml")):
+        desc = plain(compile_spec(p).spec).get("description")  # what a checkpoint's state.spec carries
+        assert desc and desc != base, p.name
+    assert "28x28" in compile_spec(ROOT / "specs" / "variants" / "mini.yaml").spec["description"]
+
+
+def test_epoch_lines_eval_default_data_and_validation_progress(trained, data, capsys, monkeypatch):
+    from alexnetc.runtime.training import loop
+
+    lines = (trained / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 1
+    # eval without --data: the dataset the checkpoint was trained on
+    rc, err, out = cli(["eval", str(trained), "--workers", "0"], capsys)
+    assert rc == 0, err
+    assert out.startswith(f"tiny on {data} (val, 32 images") and "accuracy" in out
+    # validation reports progress batch by batch; the epoch line shows accuracy and says "1 epoch"
+    seen = []
+    real = loop.evaluate_loader
+    monkeypatch.setattr(loop, "evaluate_loader",
+                        lambda ex, ld, c, progress=None: seen.append(type(progress).__name__) or real(ex, ld, c, progress))
+    logs = []
+    train(str(trained.parent / "tiny.yaml"), data, trained.parent / "again", logs, epochs=1)
+    assert seen == ["_progress"]
+    assert any(l.startswith("epoch 1: train loss") and " accuracy " in l and "val loss" in l for l in logs), logs
+    assert any(", 1 epoch, lr" in l for l in logs) and any(l.startswith("done: 1 epoch;") for l in logs), logs
