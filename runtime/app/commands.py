@@ -12,6 +12,7 @@ EPILOG_TRAIN = """examples:
   alexnetc train specs/alexnet.yaml --data /data/imagenet --out runs/alexnet
   alexnetc train specs/alexnet.yaml --synthetic 2560 --epochs 1   # timing without a dataset
   alexnetc train --resume --out runs/alexnetc      # continue a stopped run exactly where it stopped
+  alexnetc train --overwrite --out runs/alexnetc   # replace the run in runs/alexnetc (one run per directory)
 
 Data: --data DIR takes MNIST-style IDX files or an ImageNet-style tree (DIR/train/<class>/*.jpg,
 DIR/val/<class>/*). Without --data: $ALEXNETC_DATA, else Fashion-MNIST from Debian's

@@ -147,7 +147,12 @@ def resolve_checkpoint_file(path: str) -> str:
     if os.path.isdir(path) and os.path.isdir(os.path.join(path, "checkpoints")):
         path = os.path.join(path, "checkpoints")
     if os.path.isdir(path):
-        return latest_checkpoint(path) or path
+        problems: list[str] = []
+        found = latest_checkpoint(path, problems)
+        if found and problems:
+            print(f"warning: using {found}; {len(problems)} newer checkpoint{'s' if len(problems) != 1 else ''} "
+                  "failed verification: " + "; ".join(problems[:3]), file=sys.stderr)
+        return found or path
     if path.endswith(".safetensors"):
         return path[: -len(".safetensors")] + ".json"
     return path

@@ -80,17 +80,22 @@ def test_resume_skips_a_corrupt_newest_checkpoint_and_says_so(spec, data, tmp_pa
     assert names == ["ckpt-000001-epoch0001.json", "ckpt-000002-epoch0002.json"]
     flip_byte(run / "checkpoints" / names[1].replace(".json", ".safetensors"))
     logs = []
-    train(spec, data, run, logs, epochs=3, resume=True)
+    train(spec, data, run, logs, epochs=4, resume=True)
     assert any(l.startswith("warning: --resume skipped 1 newer checkpoint") and names[1].replace(".json", "")
                in l and "SHA-256" in l for l in logs), logs
     assert any(f"resumed from {run}/checkpoints/{names[0]}: epoch 2" in l for l in logs), logs
     # the corrupt checkpoint is kept for inspection (pruning keeps 3 verified ones, never a failing one)
-    train(spec, data, run, epochs=5, resume=True)
     left = ckpts(run)
     assert names[1] in left and names[0] not in left and len(left) == 4, left
     # eval RUN falls back with a warning
     rc, err, out = cli(["eval", str(run), "--data", data, "--workers", "0", "--limit-batches", "1"], capsys)
     assert rc == 0 and "accuracy" in out
+    assert err == [], err  # the newest checkpoint verifies now: nothing to warn about
+    flip_byte(run / "checkpoints" / left[-1].replace(".json", ".safetensors"))
+    rc, err, out = cli(["eval", str(run), "--data", data, "--workers", "0", "--limit-batches", "1"], capsys)
+    assert rc == 0 and "accuracy" in out
+    assert len(err) == 1 and err[0].startswith(f"warning: using {run}/checkpoints/{left[-2]}; 1 newer checkpoint "
+                                               "failed verification: ") and "SHA-256" in err[0], err
 
 
 def test_resume_refuses_when_nothing_verifies(spec, data, tmp_path, capsys):
