@@ -253,6 +253,8 @@ class Trainer:
     # -- run directory ---------------------------------------------------------------------------------
     def _lock(self) -> None:
         """Take ``OUT/.alexnetc.lock`` (pid inside); a live owner is an error, a dead one's lock is taken over."""
+        if os.path.exists(self.out) and not os.path.isdir(self.out):
+            raise TrainingError(f"--out {self.out}: not a directory")
         try:
             os.makedirs(self.out, exist_ok=True)
         except OSError as exc:
@@ -615,18 +617,28 @@ def _plural(n: int, word: str) -> str:
 
 
 def _global_norm(tensors: Iterable[torch.Tensor]) -> float:
-    """The L2 norm of all tensors together (inf/nan when any element is)."""
-    total = None
+    """The L2 norm of all tensors together (inf/nan when any element is): one host sync per device."""
+    per_device: dict = {}
     for t in tensors:
-        s = t.detach().float().pow(2).sum().cpu()
-        total = s if total is None else total + s
-    return float(total.sqrt()) if total is not None else 0.0
+        per_device.setdefault(t.device, []).append(torch.linalg.vector_norm(t.detach().float()))
+    total = 0.0
+    for norms in per_device.values():
+        total += float(torch.linalg.vector_norm(torch.stack(norms)).cpu()) ** 2
+    return math.sqrt(total) if math.isfinite(total) else total
 
 
 def _first_non_finite(params) -> str | None:
+    """The name of the first parameter holding a NaN or infinity (None: all finite); one host sync per
+    device when all are finite."""
+    per_device: dict = {}
     for name, t in params.items():
-        if not bool(torch.isfinite(t).all()):
-            return name
+        per_device.setdefault(t.device, []).append((name, t))
+    for items in per_device.values():
+        if bool(torch.stack([torch.isfinite(t).all() for _, t in items]).all()):
+            continue
+        for name, t in items:
+            if not bool(torch.isfinite(t).all()):
+                return name
     return None
 
 

@@ -160,6 +160,9 @@ def test_one_run_one_directory(spec, data, tmp_path, capsys):
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1 and ckpts(run) == ["ckpt-000001-epoch0001.json"]
     line = one_error(*cli(base + ["--overwrite", "--resume"], capsys)[:2])
     assert "give one of them" in line
+    (tmp_path / "file").write_text("x")
+    line = one_error(*cli(base[:5] + [str(tmp_path / "file")] + base[6:], capsys)[:2])
+    assert line == f"alexnetc: error: --out {tmp_path}/file: not a directory"
 
 
 def test_lock_keeps_a_second_training_out_and_stale_locks_are_taken_over(spec, data, tmp_path):
@@ -499,3 +502,22 @@ def test_epoch_lines_eval_default_data_and_validation_progress(trained, data, ca
     assert seen == ["_progress"]
     assert any(l.startswith("epoch 1: train loss") and " accuracy " in l and "val loss" in l for l in logs), logs
     assert any(", 1 epoch, lr" in l for l in logs) and any(l.startswith("done: 1 epoch;") for l in logs), logs
+
+
+def test_a_second_signal_exits_at_once(tmp_path):
+    code = (
+        "import os, signal, time\n"
+        "from alexnetc.runtime.training.loop import Terminated, _signals_saved\n"
+        "with _signals_saved():\n"
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        time.sleep(30)\n"
+        "    except Terminated:\n"
+        "        print('saving', flush=True)\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)  # a second signal while 'saving'\n"
+        "        time.sleep(30)\n"
+        "        print('not reached', flush=True)\n")
+    t0 = time.perf_counter()
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert (r.returncode, r.stdout) == (143, "saving\n"), r.stderr
+    assert time.perf_counter() - t0 < 25
