@@ -410,14 +410,18 @@ class Trainer:
         self._bind(params)
         if resumed:
             path, tensors, state = resumed
-            self.opt.load_state_tensors(tensors)
-            self.schedule.load_state(state["schedule"])
+            try:
+                self.opt.load_state_tensors(tensors)
+                self.schedule.load_state(state["schedule"])
+                if state.get("rng"):
+                    ckpt.restore_rng_state(tensors, state["rng"])
+            except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as exc:
+                raise TrainingError(f"{path}: cannot restore the optimizer, schedule or random state from this "
+                                    f"checkpoint ({type(exc).__name__}: {str(exc)[:80]})") from None
             if self.opts.lr is not None and self.opts.lr != self.schedule.lr:
                 self.log(f"--lr {self.opts.lr:g}: learning rate {self.opts.lr:g} from the resume point on "
                          f"(the run was at {self.schedule.lr:g})")
                 self.schedule.lr = float(self.opts.lr)
-            if state.get("rng"):
-                ckpt.restore_rng_state(tensors, state["rng"])
             self.log(f"resumed from {path}: epoch {start_epoch + 1}, batch {start_batch}, step {step}")
         self.log(f"training {self.net.name} ({self.opts.spec}) on {self.data_root}: {len(self.train_set)} "
                  f"training / {len(self.val_set)} validation images, batch {self.batch_size}, "
