@@ -105,6 +105,17 @@ def _bad_number(args) -> str | None:
     return None
 
 
+MAX_ERRORS = 100  # spec errors printed at most (a hostile spec can hold hundreds of thousands)
+MAX_ERRORS_ENV = "ALEXNETC_MAX_ERRORS"
+
+
+def _max_errors() -> int:
+    import os
+
+    raw = os.environ.get(MAX_ERRORS_ENV, "").strip()
+    return int(raw) if raw.isdigit() and int(raw) > 0 else MAX_ERRORS
+
+
 def _debug() -> bool:
     import os
 
@@ -137,9 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     except SpecErrors as exc:
         if _debug():
             raise
-        for e in exc.errors:
+        shown = _max_errors()
+        for e in exc.errors[:shown]:
             print(one_line(e), file=sys.stderr)
         n = len(exc.errors)
+        if n > shown:
+            print(f"... {n - shown:,} more not shown (set {MAX_ERRORS_ENV} to see more)", file=sys.stderr)
         print(f"{n} error{'s' if n != 1 else ''}", file=sys.stderr)
         return 2
     except (UserError, LimitSettingError) as exc:

@@ -268,7 +268,8 @@ class Trainer:
                 owner = _lock_owner(self.lock_path)
                 if owner is not None and owner != os.getpid() and ckpt._pid_alive(owner):
                     raise TrainingError(f"{self.out} is in use by another training (pid {owner}, lock file "
-                                        f"{self.lock_path}); wait for it to finish or train into another --out")
+                                        f"{self.lock_path}); wait for it to finish or train into another --out (if no "
+                                        f"training is running, pid {owner} belongs to another program: remove the lock file)")
                 self.log(f"taking over the stale lock {self.lock_path} (pid {owner if owner is not None else '?'} "
                          "is no longer running)")
                 try:

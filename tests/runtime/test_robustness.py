@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -388,8 +389,14 @@ def test_gzip_bomb_and_corrupt_gzip_idx_are_refused(spec, data, tmp_path, capsys
     os.unlink(bad / "train-images-idx3-ubyte")
     (bad / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + bytes(64 << 20), 1))
     t0 = time.perf_counter()
-    line = one_error(*cli(["train", spec, "--data", str(bad), "--out", str(tmp_path / "r"), "--no-progress"], capsys)[:2])
-    assert time.perf_counter() - t0 < 10
+    tracemalloc.start()
+    try:
+        line = one_error(*cli(["train", spec, "--data", str(bad), "--out", str(tmp_path / "r"), "--no-progress"],
+                              capsys)[:2])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - t0 < 10 and peak < 32 << 20, (time.perf_counter() - t0, peak)
     assert "gzip data inflates to more than the 75,280 bytes its header promises" in line
     (bad / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + bytes(96 * 784))[:-30])
     line = one_error(*cli(["train", spec, "--data", str(bad), "--out", str(tmp_path / "r"), "--no-progress"], capsys)[:2])
@@ -415,9 +422,14 @@ def test_memory_is_estimated_before_binding(spec, tmp_path, capsys, monkeypatch)
     big.write_text(TINY.replace("height: 28, width: 28", "height: 4096, width: 4096")
                    .replace("filters: 8, kernel: 5, stride: 2", "filters: 4096, kernel: 1, stride: 1"))
     t0 = time.perf_counter()
-    line = one_error(*cli(["train", str(big), "--synthetic", "64", "--out", str(tmp_path / "r"), "--no-progress"],
-                          capsys)[:2])
-    assert time.perf_counter() - t0 < 20
+    tracemalloc.start()
+    try:
+        line = one_error(*cli(["train", str(big), "--synthetic", "64", "--out", str(tmp_path / "r"), "--no-progress"],
+                              capsys)[:2])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.perf_counter() - t0 < 20 and peak < 64 << 20, (time.perf_counter() - t0, peak)
     assert "this spec needs about 57,496.1 GiB for batch 32 on cpu to train" in line and "ALEXNETC_MAX_BIND_GIB" in line
     monkeypatch.setenv("ALEXNETC_MAX_BIND_GIB", "0.001")
     line = one_error(*cli(["train", spec, "--synthetic", "64", "--out", str(tmp_path / "s"), "--no-progress"],
