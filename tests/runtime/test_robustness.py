@@ -294,6 +294,14 @@ def test_predict_maps_or_refuses_images_of_another_size(trained, tmp_path, capsy
     assert "--truth: 'Sneakers' is not a class of this model (classes: 0, 1, 2, 3)" in line
     line = one_error(*cli(["predict", str(trained), str(tmp_path / "small.png"), "--truth", "1", "2"], capsys)[:2])
     assert "--truth: 2 labels for 1 image" in line
+    # neighbors maps its queries the same way (and searches the checkpoint's own dataset by default)
+    nn = ["neighbors", str(trained), "--limit", "8", "--k", "2", "--workers", "0", "-o", str(tmp_path / "nn.png"),
+          "--query"]
+    rc, err, out = cli(nn + [str(tmp_path / "big.png")], capsys)
+    assert rc == 0, err
+    assert f"{tmp_path}/big.png: 280x280 resized and centre-cropped to the network's 28x28 input" in out
+    line = one_error(*cli(nn + [str(tmp_path / "wide.png")], capsys)[:2])
+    assert "wide.png: a 280x28 image cannot be mapped" in line
 
 
 # ------------------------------------------------------------------------------------------ 5. checkpoint checks
