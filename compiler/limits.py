@@ -86,18 +86,18 @@ def excerpt(text: Any, n: int = EXCERPT_CHARS) -> str:
     return "".join(out) + ("…" if cut else "")
 
 
-def _walk(value: Any, mark: Mark | None, path: str, out: list, depth: int = 0):
+def _walk(value: Any, mark: Mark | None, path: str, out: list, max_depth: int, depth: int = 0):
     """(path, value, mark) for every scalar of a loaded spec tree."""
-    if depth > limit("MAX_YAML_DEPTH") + 1:  # trees from the loader are bounded already; guard plain data
+    if depth > max_depth + 1:  # trees from the loader are bounded already; this guards plain data
         return
     if isinstance(value, dict):
         for k, v in value.items():
             vm = value.value_mark(k) if hasattr(value, "value_mark") else mark
-            _walk(v, vm, f"{path}.{k}" if path else str(k), out, depth + 1)
+            _walk(v, vm, f"{path}.{k}" if path else str(k), out, max_depth, depth + 1)
     elif isinstance(value, list):
         for i, v in enumerate(value):
             vm = value.value_mark(i) if hasattr(value, "value_mark") else mark
-            _walk(v, vm, f"{path}[{i}]", out, depth + 1)
+            _walk(v, vm, f"{path}[{i}]", out, max_depth, depth + 1)
     else:
         out.append((path, value, mark))
 
@@ -118,7 +118,7 @@ def nonfinite_errors(doc: Any) -> list[SpecError]:
     errors: list[SpecError] = []
     fallback = getattr(doc, "mark", None) or Mark("<spec>", 1, 1)
     scalars: list = []
-    _walk(doc, fallback, "", scalars)
+    _walk(doc, fallback, "", scalars, limit("MAX_YAML_DEPTH"))
     for path, value, mark in scalars:
         if isinstance(value, float) and not math.isfinite(value):
             shown = ".nan" if math.isnan(value) else (".inf" if value > 0 else "-.inf")
