@@ -14,6 +14,7 @@ import jsonschema
 from jsonschema import Draft202012Validator
 
 from .errors import Mark, SpecError, SpecErrors, did_you_mean
+from .limits import excerpt, nonfinite_errors, size_errors
 from .ops import OPS, spec_ops
 from .ops.weighted import DEVICE, GROUPS
 from .schema import spec_schema
@@ -72,7 +73,7 @@ def _describe(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, str):
-        return f"'{value}'"
+        return f"'{excerpt(value)}'"
     if isinstance(value, (dict, list)):
         return "a mapping" if isinstance(value, dict) else "a list"
     return repr(value)
@@ -90,7 +91,10 @@ def _deepest(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
 
 
 def schema_errors(doc: SpecMap) -> list[SpecError]:
-    out: list[SpecError] = []
+    too_big = size_errors(doc)
+    if too_big:
+        return too_big  # a huge spec is refused before the schema walks it
+    out: list[SpecError] = nonfinite_errors(doc)
     for err in _validator().iter_errors(doc):
         err = _deepest(err)
         path = list(err.absolute_path)
@@ -208,6 +212,8 @@ def semantic_errors(spec: SpecMap) -> list[SpecError]:
     Safe on a spec that also has schema errors: malformed parts are skipped (the schema reports them),
     so both kinds of error are reported together.
     """
+    if size_errors(spec):
+        return []  # too many layers: schema_errors reports that alone, nothing walks them
     errors: list[SpecError] = []
     raw = spec.get("layers") if isinstance(spec.get("layers"), list) else []
     indexed = [(i, l) for i, l in enumerate(raw) if isinstance(l, SpecMap) and isinstance(l.get("name"), str)]

@@ -11,6 +11,11 @@ A variant is a small file that names a base spec and changes it:
 
 Edits are applied in that order (modify, remove, insert). Each file is schema-checked on its own before
 merging (see `validate.validate_file`), so errors point into the file that holds the mistake.
+
+``base:`` is a path relative to the variant's file or, as on the command line, the name of a spec shipped
+with alexnetc (``alexnet``, ``variants/mini``). It must name a ``.yaml``/``.yml`` regular file (so a
+variant cannot make alexnetc read, and quote, an arbitrary file), within ``limits.MAX_SPEC_BYTES``, and a
+chain of bases is at most ``limits.MAX_BASE_CHAIN`` files long.
 """
 from __future__ import annotations
 
@@ -19,7 +24,8 @@ import os
 from typing import Any
 
 from .errors import Mark, SpecError, SpecErrors, did_you_mean
-from .source import SpecList, SpecMap, read_yaml
+from .limits import excerpt, limit, raise_hint
+from .source import SpecList, SpecMap, parse_yaml, read_spec_text
 from .validate import validate_file
 
 EDIT_KEYS = ("modify_layers", "remove_layers", "insert_layers")
@@ -88,6 +94,36 @@ def apply_edits(base_layers: SpecList, variant: SpecMap, errors: list[SpecError]
     return layers
 
 
+def shipped_spec(name: str) -> str | None:
+    """The path of the spec shipped with alexnetc under ``name`` (``alexnet``, ``variants/tanh.yaml``)."""
+    from importlib import resources
+
+    if not name or os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
+        return None
+    try:
+        root = str(resources.files("alexnetc.specs"))
+    except (ModuleNotFoundError, TypeError):
+        return None
+    cand = os.path.join(root, name if name.endswith((".yaml", ".yml")) else name + ".yaml")
+    return cand if os.path.isfile(cand) else None
+
+
+def _base_path(path: str, display: str, ref: Any, mark: Mark) -> tuple[str, str]:
+    """(path to open, path to show) for a ``base:`` value, or a located SpecErrors."""
+    if not isinstance(ref, str) or any(ord(c) < 0x20 or ord(c) == 0x7F for c in ref):
+        raise SpecErrors([SpecError(mark, f"base: {excerpt(ref)} is not a valid path (control characters)")])
+    local = os.path.join(os.path.dirname(path), ref)
+    shown = os.path.normpath(os.path.join(os.path.dirname(display), ref))
+    if not os.path.lexists(local):
+        shipped = shipped_spec(ref)
+        if shipped is not None:
+            local, shown = shipped, f"{ref} (shipped: {shipped})"
+    if not local.endswith((".yaml", ".yml")):
+        raise SpecErrors([SpecError(mark, f"base: {excerpt(ref)} does not name a spec (a .yaml or .yml file, "
+                                          "or a shipped spec name such as 'alexnet')")])
+    return local, shown
+
+
 def resolve(path: str, _stack: tuple[str, ...] = (), _display: str | None = None,
             _ref_mark: Mark | None = None) -> SpecMap:
     """Load `path`, follow its `base:` chain and return the merged spec (edit keys consumed)."""
@@ -95,10 +131,11 @@ def resolve(path: str, _stack: tuple[str, ...] = (), _display: str | None = None
     display = _display or path
     if real in _stack:
         chain = " -> ".join(os.path.basename(p) for p in (*_stack, real))
-        raise SpecErrors([SpecError(_ref_mark or Mark(display, 1, 1), f"circular base spec: {chain}")])
-    if not os.path.exists(path) and _ref_mark is not None:
-        raise SpecErrors([SpecError(_ref_mark, f"base spec '{display}' not found")])
-    raw = read_yaml(path, display)
+        raise SpecErrors([SpecError(_ref_mark or Mark(display, 1, 1), f"circular base spec: {excerpt(chain, 200)}")])
+    if len(_stack) >= limit("MAX_BASE_CHAIN"):
+        raise SpecErrors([SpecError(_ref_mark or Mark(display, 1, 1), f"chain of base specs longer than "
+                                    f"{limit('MAX_BASE_CHAIN')} files{raise_hint('MAX_BASE_CHAIN')}")])
+    raw = parse_yaml(read_spec_text(path, display, _ref_mark), display)
     if not isinstance(raw, SpecMap):
         raise SpecErrors([SpecError(getattr(raw, "mark", None) or Mark(display, 1, 1),
                                     "a spec must be a mapping (keys such as input, devices, layers)")])
@@ -108,15 +145,17 @@ def resolve(path: str, _stack: tuple[str, ...] = (), _display: str | None = None
     if "base" not in raw:
         return raw
 
-    base_ref = raw["base"]
-    base_path = os.path.join(os.path.dirname(path), base_ref)
-    base_display = os.path.normpath(os.path.join(os.path.dirname(display), base_ref))
+    base_path, base_display = _base_path(path, display, raw["base"], raw.value_mark("base"))
     base = resolve(base_path, (*_stack, real), base_display, raw.value_mark("base"))
 
     errors: list[SpecError] = []
     layers = base.get("layers", SpecList())
     if "layers" in raw:
         layers = raw["layers"]
+        if not isinstance(layers, SpecList):  # null (a deletion elsewhere) or a scalar: no layer list
+            raise SpecErrors([SpecError(raw.value_mark("layers"), "layers: a variant's 'layers' replaces the "
+                                        "base's list and must be a list of layers (leave it out to keep the "
+                                        "base's layers)")])
     layers = apply_edits(layers, raw, errors)
     if errors:
         raise SpecErrors(errors)

@@ -2,7 +2,9 @@
 
 Each subcommand imports what it needs when it runs, so `alexnetc compile` never loads torch. Spec
 errors print as FILE:LINE:COL lines and exit with status 2; other user errors print one line naming
-the file or option at fault and exit with status 2 too.
+the file or option at fault and exit with status 2 too. Failures of the machine (disk full, read-only
+directory) print one line and exit with status 1. No traceback reaches the user unless
+``ALEXNETC_DEBUG=1`` is set; every message is one line with control characters escaped.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import argparse
 import sys
 import time
 
-from .errors import UserError  # noqa: F401  (re-exported: cli.UserError is what main() catches)
+from .errors import DEBUG_ENV, EnvironmentFailure, UserError, one_line  # noqa: F401  (cli.UserError is re-exported)
 
 
 def _compile(args) -> int:
@@ -102,8 +104,31 @@ def _bad_number(args) -> str | None:
     return None
 
 
+MAX_ERRORS = 100  # spec errors printed at most (a hostile spec can hold hundreds of thousands)
+MAX_ERRORS_ENV = "ALEXNETC_MAX_ERRORS"
+
+
+def _max_errors() -> int:
+    import os
+
+    raw = os.environ.get(MAX_ERRORS_ENV, "").strip()
+    return int(raw) if raw.isdigit() and int(raw) > 0 else MAX_ERRORS
+
+
+def _debug() -> bool:
+    import os
+
+    return os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"alexnetc: error: {one_line(message)}", file=sys.stderr)
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     from ...compiler.errors import SpecErrors
+    from ...compiler.limits import LimitSettingError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -120,17 +145,44 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except SpecErrors as exc:
-        for e in exc.errors:
-            print(e, file=sys.stderr)
+        if _debug():
+            raise
+        shown = _max_errors()
+        for e in exc.errors[:shown]:
+            print(one_line(e), file=sys.stderr)
         n = len(exc.errors)
+        if n > shown:
+            print(f"... {n - shown:,} more not shown (set {MAX_ERRORS_ENV} to see more)", file=sys.stderr)
         print(f"{n} error{'s' if n != 1 else ''}", file=sys.stderr)
         return 2
-    except UserError as exc:
-        print(f"alexnetc: error: {exc}", file=sys.stderr)
-        return 2
+    except (UserError, LimitSettingError) as exc:
+        if _debug():
+            raise
+        return _fail(str(exc), 2)
+    except EnvironmentFailure as exc:
+        if _debug():
+            raise
+        return _fail(str(exc), 1)
     except KeyboardInterrupt:
         print("alexnetc: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # the machine, not the input: a full or read-only disk, a vanished directory
+        if _debug():
+            raise
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        return _fail(f"{where}{exc.strerror or exc}", 1)
+    except MemoryError:
+        if _debug():
+            raise
+        return _fail("out of memory", 1)
+    except RecursionError:
+        if _debug():
+            raise
+        return _fail("the input is nested too deeply to process", 2)
+    except Exception as exc:  # a bug: still one line, with the way to see more
+        if _debug():
+            raise
+        return _fail(f"internal error: {type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for the traceback)", 1)
 
 
 if __name__ == "__main__":

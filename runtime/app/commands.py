@@ -12,6 +12,7 @@ EPILOG_TRAIN = """examples:
   alexnetc train specs/alexnet.yaml --data /data/imagenet --out runs/alexnet
   alexnetc train specs/alexnet.yaml --synthetic 2560 --epochs 1   # timing without a dataset
   alexnetc train --resume --out runs/alexnetc      # continue a stopped run exactly where it stopped
+  alexnetc train --overwrite --out runs/alexnetc   # replace the run in runs/alexnetc (one run per directory)
 
 Data: --data DIR takes MNIST-style IDX files or an ImageNet-style tree (DIR/train/<class>/*.jpg,
 DIR/val/<class>/*). Without --data: $ALEXNETC_DATA, else Fashion-MNIST from Debian's
@@ -28,20 +29,26 @@ def _train(args) -> int:
     from ..data.augment import AugmentError
     from ..data.datasets import DatasetError
     from ..training.checkpoint import CheckpointError
-    from ..training.loop import Trainer, TrainingError, TrainOptions
+    from ..training.loop import Terminated, Trainer, TrainingEnvironmentError, TrainingError, TrainOptions
+    from .errors import EnvironmentFailure
     from .specs import resolve_spec_path
 
     spec = resolve_spec_path(args.spec)
     opts = TrainOptions(spec=spec, data=args.data, out=args.out, epochs=args.epochs, batch_size=args.batch,
                         lr=args.lr, device=args.device, workers=args.workers, resume=args.resume,
+                        overwrite=args.overwrite,
                         limit_train_batches=args.limit_train_batches, limit_val_batches=args.limit_val_batches,
                         seed=args.seed, synthetic=args.synthetic, progress=not args.no_progress)
     if args.spec is None:
         print(f"alexnetc train: no spec given, using the embedded default {spec}")
     try:
         Trainer(opts).run()
+    except TrainingEnvironmentError as exc:
+        raise EnvironmentFailure(str(exc)) from None
     except (AugmentError, DatasetError, CheckpointError, TrainingError) as exc:
         raise _user_error(str(exc)) from None
+    except Terminated:
+        return 143
     except KeyboardInterrupt:
         return 130
     return 0
@@ -54,18 +61,25 @@ def _eval(args) -> int:
     from ..data.datasets import DatasetError, open_dataset
     from ..data.loader import make_loader
     from ..training.checkpoint import CheckpointError
-    from ..training.loop import evaluate_loader
+    from ..training.loop import TrainingError, evaluate_loader
     from .model import load_model
 
     try:
         model = load_model(args.checkpoint, args.device, args.batch)
         c = model.net.input_shape[0]
+        args.data = model.data_dir(args.data)
         ds = open_dataset(args.data, args.split, channels=c, classes=model.class_names)
         tf = model.eval_transform(args.crops)
         loader = make_loader(ds, tf, args.batch, num_workers=args.workers, limit_batches=args.limit_batches)
+        from ..training.loop import _progress
+
+        bar = _progress(len(loader), 0, "evaluating", enabled=True)
         with torch.no_grad():
-            r = evaluate_loader(model.executor, loader, model.net.classes)
-    except (AugmentError, DatasetError, CheckpointError) as exc:
+            try:
+                r = evaluate_loader(model.executor, loader, model.net.classes, progress=bar)
+            finally:
+                bar.close()
+    except (AugmentError, DatasetError, CheckpointError, TrainingError) as exc:
         raise _user_error(str(exc)) from None
     crops = args.crops or (model.state.get("data_config") or {}).get("test_crops", "center")
     print(f"{model.net.name} on {args.data} ({args.split}, {r['n']} images, {crops} crop"
@@ -90,6 +104,17 @@ def _predict(args) -> int:
     except (AugmentError, CheckpointError) as exc:
         raise _user_error(str(exc)) from None
     mode = "L" if model.net.input_shape[0] == 1 else "RGB"
+    if args.truth is not None:
+        if len(args.truth) != len(args.images):
+            raise _user_error(f"--truth: {len(args.truth)} label{'s' if len(args.truth) != 1 else ''} for "
+                              f"{len(args.images)} image{'s' if len(args.images) != 1 else ''}; give one per image")
+        unknown = [t for t in args.truth if t not in model.class_names]
+        if unknown:
+            from ...compiler.errors import did_you_mean
+
+            raise _user_error(f"--truth: '{unknown[0][:40]}' is not a class of this model"
+                              f"{did_you_mean(unknown[0], model.class_names)} (classes: "
+                              f"{', '.join(model.class_names[:12])}{', ...' if len(model.class_names) > 12 else ''})")
     images, names = [], []
     for path in args.images:
         if not os.path.isfile(path):
@@ -97,6 +122,12 @@ def _predict(args) -> int:
         img = load_image(path, mode)
         if not hasattr(img, "shape"):
             raise _user_error(f"{path}: cannot read this image ({getattr(img, 'reason', 'unreadable')})")
+        try:
+            img, note = model.fit_image(img, path)
+        except CheckpointError as exc:
+            raise _user_error(str(exc)) from None
+        if note:
+            print(note)
         images.append(tf(img))
         names.append(path)
     with torch.no_grad():
@@ -129,9 +160,14 @@ def register(sub) -> None:
     t.add_argument("--batch", type=int, help="override train.batch_size")
     t.add_argument("--lr", type=float, help="override train.lr")
     t.add_argument("--seed", type=int, help="override train.seed")
-    t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to run: auto (a GPU when there is one), cpu or cuda (default auto)")
     t.add_argument("--workers", type=int, help="data loading processes (default: min(4, cores))")
-    t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its newest checkpoint that verifies (--lr and --epochs "
+                        "apply from there)")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (its checkpoints, metrics and curves are deleted)")
     t.add_argument("--limit-train-batches", type=int, help="at most this many batches per epoch")
     t.add_argument("--limit-val-batches", type=int, help="at most this many validation batches")
     t.add_argument("--synthetic", type=int, metavar="N", help="N random images per epoch instead of data")
@@ -142,13 +178,16 @@ def register(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        epilog="example:\n  alexnetc eval runs/alexnetc --data /usr/share/datasets/fashion-mnist")
     e.add_argument("checkpoint", help="a checkpoint (.json/.safetensors) or a run or checkpoints directory")
-    e.add_argument("--data", required=True, metavar="DIR", help="dataset directory")
+    e.add_argument("--data", metavar="DIR",
+                   help="dataset directory (default: the one the checkpoint was trained on, else as for train: "
+                        "$ALEXNETC_DATA or Fashion-MNIST)")
     e.add_argument("--split", default="val", choices=("train", "val"), help="which split (default val)")
     e.add_argument("--crops", choices=("center", "ten"), help="centre crop or the paper's 10 patches")
-    e.add_argument("--batch", type=int, default=64)
-    e.add_argument("--workers", type=int, default=2)
-    e.add_argument("--limit-batches", type=int)
-    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    e.add_argument("--batch", type=int, default=64, help="images per forward pass (default 64)")
+    e.add_argument("--workers", type=int, default=2, help="data loading processes (default 2)")
+    e.add_argument("--limit-batches", type=int, metavar="N", help="evaluate only the first N batches")
+    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to run: auto (a GPU when there is one), cpu or cuda (default auto)")
     e.set_defaults(func=_eval)
 
     p = sub.add_parser("predict", help="top-5 classes with probabilities for images",
@@ -156,10 +195,12 @@ def register(sub) -> None:
                        epilog="example:\n  alexnetc predict runs/alexnetc shoe.png shirt.png --gallery top5.png")
     p.add_argument("checkpoint", help="a checkpoint or run directory")
     p.add_argument("images", nargs="+", help="image files")
-    p.add_argument("--crops", choices=("center", "ten"))
+    p.add_argument("--crops", choices=("center", "ten"),
+                   help="centre crop or the paper's 10 patches (default: the spec's data.test_crops)")
     p.add_argument("--gallery", metavar="FILE.png", help="also draw each image with its top-5 bars")
     p.add_argument("--truth", nargs="*", metavar="LABEL", help="true labels, one per image (marked)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to run: auto (a GPU when there is one), cpu or cuda (default auto)")
     p.set_defaults(func=_predict)
     from . import figure_commands  # filters, neighbors, compare
 

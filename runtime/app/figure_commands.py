@@ -144,7 +144,12 @@ def resolve_checkpoint_file(path: str) -> str:
     if os.path.isdir(path) and os.path.isdir(os.path.join(path, "checkpoints")):
         path = os.path.join(path, "checkpoints")
     if os.path.isdir(path):
-        return latest_checkpoint(path) or path
+        problems: list[str] = []
+        found = latest_checkpoint(path, problems)
+        if found and problems:
+            print(f"warning: using {found}; {len(problems)} newer checkpoint{'s' if len(problems) != 1 else ''} "
+                  "failed verification: " + "; ".join(problems[:3]), file=sys.stderr)
+        return found or path
     if path.endswith(".safetensors"):
         return path[: -len(".safetensors")] + ".json"
     return path
@@ -254,6 +259,7 @@ def _neighbors(args) -> int:
     import torch
 
     from ..data.datasets import DatasetError, load_image, open_dataset
+    from ..training.checkpoint import CheckpointError
     from .figures import draw_neighbors
 
     _check_output(args.output)
@@ -274,6 +280,7 @@ def _neighbors(args) -> int:
     c = model.net.input_shape[0]
     mode = "L" if c == 1 else "RGB"
     try:
+        args.data = model.data_dir(args.data)
         ds = open_dataset(args.data, args.split, channels=c, classes=model.class_names)
     except DatasetError as exc:
         raise _user_error(str(exc)) from None
@@ -290,6 +297,12 @@ def _neighbors(args) -> int:
         img = load_image(q, mode)
         if not hasattr(img, "shape"):
             raise _user_error(f"{q}: cannot read this image ({getattr(img, 'reason', 'unreadable')})")
+        try:
+            img, note = model.fit_image(img, q)
+        except CheckpointError as exc:
+            raise _user_error(str(exc)) from None
+        if note:
+            print(note)
         q_imgs.append(img)
     with torch.no_grad():
         q_feats = np.concatenate([model.features(torch.stack([tf(i) for i in q_imgs[s:s + args.batch]]), layer).numpy()
@@ -369,12 +382,18 @@ def format_table(rows: list[tuple[str, int | None, int]], target: float) -> str:
     return "\n".join(lines)
 
 
+def _has_checkpoint(run_dir: str) -> bool:
+    from ..training.checkpoint import list_checkpoints
+
+    return bool(list_checkpoints(os.path.join(run_dir, "checkpoints"), verify=False))
+
+
 def _compare(args) -> int:
     from ...compiler import compile_spec
     from ..data.augment import AugmentError
     from ..data.datasets import DatasetError
     from ..training.checkpoint import CheckpointError
-    from ..training.loop import Trainer, TrainingError, TrainOptions
+    from ..training.loop import Trainer, TrainingEnvironmentError, TrainingError, TrainOptions
     from .figures import draw_compare
     from .specs import resolve_spec_path
 
@@ -399,12 +418,17 @@ def _compare(args) -> int:
         print(f"[{name}] {path} -> {out}")
         opts = TrainOptions(spec=path, data=args.data, out=out, epochs=epochs, batch_size=args.batch,
                             device=args.device, workers=args.workers, seed=seed,
-                            resume=os.path.isdir(os.path.join(out, "checkpoints")),  # a re-run resumes
+                            # a re-run resumes; a run killed before its first checkpoint starts again
+                            resume=_has_checkpoint(out), overwrite=not _has_checkpoint(out),
                             limit_train_batches=args.limit_train_batches,
                             limit_val_batches=args.limit_val_batches, progress=not args.no_progress,
                             log=lambda s, n=name: print(f"[{n}] {s}", flush=True))
         try:
             Trainer(opts).run()
+        except TrainingEnvironmentError as exc:
+            from .errors import EnvironmentFailure
+
+            raise EnvironmentFailure(str(exc)) from None
         except (AugmentError, DatasetError, CheckpointError, TrainingError) as exc:
             raise _user_error(f"{args.specs[paths.index(path)]}: {exc}") from None
         except KeyboardInterrupt:
@@ -440,16 +464,19 @@ def register(sub) -> None:
                                          "(the paper's Figure 4, right)",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_NEIGHBORS)
     n.add_argument("checkpoint", help="a checkpoint or run directory")
-    n.add_argument("--data", required=True, metavar="DIR", help="dataset directory to search")
+    n.add_argument("--data", metavar="DIR",
+                   help="dataset directory to search (default: the one the checkpoint was trained on, else as "
+                        "for train: $ALEXNETC_DATA or Fashion-MNIST)")
     n.add_argument("--query", required=True, nargs="+", metavar="IMAGE", help="query image files")
     n.add_argument("-o", "--output", required=True, metavar="FILE.png", help="the picture to write")
     n.add_argument("--k", type=int, default=6, help="neighbours per query (default 6)")
     n.add_argument("--split", default="train", choices=("train", "val"), help="which split to search (default train)")
     n.add_argument("--layer", help="feature layer (default: the last hidden layer, fc7 in alexnet.yaml)")
     n.add_argument("--limit", type=int, metavar="N", help="search only N evenly spaced images of the split")
-    n.add_argument("--batch", type=int, default=64)
-    n.add_argument("--workers", type=int, default=2)
-    n.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    n.add_argument("--batch", type=int, default=64, help="images per forward pass (default 64)")
+    n.add_argument("--workers", type=int, default=2, help="data loading processes (default 2)")
+    n.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to run: auto (a GPU when there is one), cpu or cuda (default auto)")
     n.set_defaults(func=_neighbors)
 
     c = sub.add_parser("compare", help="train variants alike and compare epochs to a training error "
@@ -466,6 +493,7 @@ def register(sub) -> None:
     c.add_argument("--limit-train-batches", type=int, help="at most this many batches per epoch")
     c.add_argument("--limit-val-batches", type=int, help="at most this many validation batches")
     c.add_argument("--workers", type=int, help="data loading processes (default: min(4, cores))")
-    c.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    c.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to run: auto (a GPU when there is one), cpu or cuda (default auto)")
     c.add_argument("--no-progress", action="store_true", help="no progress bars")
     c.set_defaults(func=_compare)

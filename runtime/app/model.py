@@ -13,6 +13,26 @@ from ...compiler.pipeline import compile_dict
 from ..execution.executor import Executor, default_group2ctx
 from ..training.checkpoint import CheckpointError, load_checkpoint, params_from
 
+# predict/neighbors: an image whose size differs from the network's input, with no data.resize in the
+# spec, is resized (shorter side to the input size, centre crop) only when its aspect ratio is at most
+# this far from the input's; beyond it the image is refused (set ALEXNETC_MAX_IMAGE_ASPECT to change).
+MAX_IMAGE_ASPECT = 2.0
+MAX_IMAGE_ASPECT_ENV = "ALEXNETC_MAX_IMAGE_ASPECT"
+
+
+def max_image_aspect() -> float:
+    raw = os.environ.get(MAX_IMAGE_ASPECT_ENV, "").strip()
+    if not raw:
+        return MAX_IMAGE_ASPECT
+    try:
+        v = float(raw)
+    except ValueError:
+        v = 0.0
+    if not (v >= 1.0 and v < float("inf")):
+        raise CheckpointError(f"{MAX_IMAGE_ASPECT_ENV}={raw[:40]!r}: expected a number of at least 1 "
+                              f"(default {MAX_IMAGE_ASPECT})")
+    return v
+
 
 @dataclass
 class Model:
@@ -37,6 +57,48 @@ class Model:
             cfg["mean"], cfg["std"] = [127.5] * _Shape.channels, [64.0] * _Shape.channels
         cfg["pca_lighting"] = 0
         return build_transforms(cfg, _Shape(), input_shape=self.net.input_shape, stats=stats)[1]
+
+    def data_dir(self, given: str | None) -> str:
+        """The dataset to evaluate on: ``given``, else the directory the checkpoint was trained on (when
+        it still exists), else train's default ($ALEXNETC_DATA, then Fashion-MNIST)."""
+        if given:
+            return given
+        recorded = self.state.get("data")
+        if isinstance(recorded, str) and recorded != "synthetic" and os.path.isdir(recorded):
+            return recorded
+        from ..data.datasets import find_default_dataset
+
+        return find_default_dataset()
+
+    def fit_image(self, img, path: str):
+        """An (H, W, C) image mapped onto the network's input as the spec's data section prescribes.
+
+        With ``data.resize`` the evaluation transform already resizes and crops any image. Without it,
+        an image of the input's size (or the crop's) passes as is; another size is resized (shorter side
+        to the input size, then centre-cropped) when its aspect ratio is within ``MAX_IMAGE_ASPECT`` of
+        the input's, else refused. Returns ``(image, note)``; ``note`` says what was done (or None)."""
+        cfg = self.state.get("data_config") or {}
+        if cfg.get("resize") is not None:
+            return img, None
+        _, h, w = self.net.input_shape
+        ih, iw = img.shape[:2]
+        if (ih, iw) == (h, w):
+            return img, None
+        crop = cfg.get("crop")
+        if crop is not None and min(ih, iw) >= crop and h == w == crop and max(ih, iw) <= 2 * crop:
+            return img, None  # the transform centre-crops it, as it did with the validation images
+        ratio = (iw / ih) / (w / h)
+        limit = max_image_aspect()
+        if max(ratio, 1 / ratio) > limit:
+            raise CheckpointError(f"{path}: a {iw}x{ih} image cannot be mapped onto the network's {w}x{h} input: "
+                                  f"its aspect ratio differs by more than {limit:g}x and the spec's data section "
+                                  f"has no resize (crop or resize the image; {MAX_IMAGE_ASPECT_ENV} changes the limit)")
+        scale = max(h / ih, w / iw)  # cover the input, then centre-crop the overhang
+        nh, nw = max(h, round(ih * scale)), max(w, round(iw * scale))
+        out = _resize_exact(img, nh, nw)
+        top, left = (nh - h) // 2, (nw - w) // 2
+        out = out[top:top + h, left:left + w]
+        return out, f"{path}: {iw}x{ih} resized and centre-cropped to the network's {w}x{h} input"
 
     def layer_nodes(self, layer: str) -> list[str]:
         """The graph nodes holding a spec layer's output, one per group run, in channel order."""
@@ -67,18 +129,51 @@ class Model:
         return predict_probs(self.executor, images)
 
 
-def load_model(path: str, device: str = "auto", batch: int = 64) -> Model:
-    """Load a checkpoint (file or run/checkpoint directory) and bind it for inference."""
+def _resize_exact(img, h: int, w: int):
+    """(H, W, C) uint8 -> (h, w, C), bilinear (Pillow), as the datasets' own resizing does."""
+    import numpy as np
+    from PIL import Image
+
+    pil = Image.fromarray(img[:, :, 0] if img.shape[2] == 1 else img)
+    out = np.asarray(pil.resize((w, h), Image.BILINEAR, reducing_gap=None))
+    return out[:, :, None] if out.ndim == 2 else out
+
+
+def load_model(path: str, device: str = "auto", batch: int = 64, warn=None) -> Model:
+    """Load a checkpoint (file or run/checkpoint directory), check it against the spec it carries and
+    bind it for inference. For a directory: its newest checkpoint that verifies; a warning (through
+    ``warn``, default: stderr) names each newer one that was passed over and why."""
+    import sys
+
+    from ..execution.memory import MemoryLimitError, check_fits
+    from ..training.checkpoint import latest_checkpoint
+    from ..training.verify import check_classes, check_state, check_tensors
+
+    warn = warn or (lambda msg: print(msg, file=sys.stderr))
     if os.path.isdir(path) and os.path.isdir(os.path.join(path, "checkpoints")):
         path = os.path.join(path, "checkpoints")
+    if os.path.isdir(path):
+        problems: list[str] = []
+        found = latest_checkpoint(path, problems)
+        if found is None:
+            detail = f": {'; '.join(problems[:3])}" if problems else ""
+            raise CheckpointError(f"{path}: no checkpoint in this directory verifies{detail}")
+        if problems:
+            warn(f"warning: using {found}; {len(problems)} newer checkpoint{'s' if len(problems) != 1 else ''} "
+                 f"failed verification: " + "; ".join(problems[:3]))
+        path = found
     tensors, state = load_checkpoint(path)
     if "spec" not in state or "classes" not in state:
         raise CheckpointError(f"{path}: not an alexnetc training checkpoint (no spec or class names in it)")
+    check_state(str(path), state, for_training=False)
     net = compile_dict(state["spec"], f"<spec in {os.path.basename(str(path))}>", batch)
+    check_classes(str(path), state, net.classes)
+    check_tensors(str(path), tensors, net, for_training=False)
     params = params_from(tensors)
-    missing = [n.name for n in net.graph.params() if n.name not in params]
-    if missing:
-        raise CheckpointError(f"{path}: missing parameters {missing[:5]}")
     g2c = default_group2ctx(net, "cpu" if device == "cpu" else None)
+    try:
+        check_fits(net, g2c, for_training=False)
+    except MemoryLimitError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     ex = Executor(net, g2c, for_training=False, params=params)
     return Model(str(path), net, ex, list(state["classes"]), state)

@@ -14,7 +14,6 @@ stops a 90-epoch run.
 """
 from __future__ import annotations
 
-import gzip
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,25 @@ MNIST_CLASSES = tuple(str(d) for d in range(10))
 
 DEFAULT_DATA_DIRS = ("/usr/share/datasets/fashion-mnist",)
 DATA_ENV = "ALEXNETC_DATA"
+
+# The most bytes one IDX file may hold once decompressed (its header is checked against this before
+# anything is inflated or read; a gzip stream longer than its header promises is refused too).
+MAX_IDX_BYTES = 4 << 30
+MAX_IDX_BYTES_ENV = "ALEXNETC_MAX_IDX_BYTES"
+
+
+def max_idx_bytes() -> int:
+    """``MAX_IDX_BYTES``, or ``$ALEXNETC_MAX_IDX_BYTES`` when set (a positive integer)."""
+    raw = os.environ.get(MAX_IDX_BYTES_ENV, "").strip()
+    if not raw:
+        return MAX_IDX_BYTES
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise DatasetError(f"{MAX_IDX_BYTES_ENV}={raw[:40]!r}: expected a positive integer (default {MAX_IDX_BYTES})")
+    return value
 
 # split name -> IDX file prefix
 _IDX_SPLITS = {"train": "train", "val": "t10k", "test": "t10k", "t10k": "t10k"}
@@ -132,34 +150,91 @@ def load_image(path: str, mode: str = "RGB"):
 
 # --------------------------------------------------------------------------- IDX (MNIST)
 
+def _idx_header(path: str, head: bytes) -> tuple[np.dtype, tuple[int, ...], int]:
+    """(dtype, dims, total bytes) from the first bytes of an IDX file; DatasetError when malformed."""
+    if len(head) < 4 or head[0] != 0 or head[1] != 0:
+        raise DatasetError(f"{path}: not an IDX file (bad magic number {head[:4].hex() or 'empty'})")
+    code, ndim = head[2], head[3]
+    if code not in _IDX_DTYPES:
+        raise DatasetError(f"{path}: unknown IDX data type 0x{code:02x}")
+    if ndim == 0 or len(head) < 4 + 4 * ndim:
+        raise DatasetError(f"{path}: truncated IDX header ({ndim} dimensions)")
+    dims = tuple(int(d) for d in np.frombuffer(head, dtype=">u4", count=ndim, offset=4))
+    dtype = _IDX_DTYPES[code]
+    count = 1
+    for d in dims:
+        count *= d
+    return dtype, dims, 4 + 4 * ndim + count * dtype.itemsize
+
+
+def _check_idx_size(path: str, dims: tuple[int, ...], expected: int) -> None:
+    cap = max_idx_bytes()
+    if expected > cap:
+        raise DatasetError(f"{path}: IDX header says {'x'.join(map(str, dims))} ({expected:,} bytes), more than "
+                           f"the {cap:,} bytes allowed (set {MAX_IDX_BYTES_ENV} to raise the limit)")
+
+
+def _inflate_idx(path: str, fh) -> bytes:
+    """Decompress a gzip'ed IDX file, never producing more than its header promises (a gzip bomb stops
+    at the header's size plus one byte)."""
+    import zlib
+
+    d = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    out = bytearray()
+    limit = 4 + 4 * 255  # enough for any header; then the header's own total
+    checked = False
+    try:
+        while True:
+            chunk = d.unconsumed_tail or fh.read(1 << 20)
+            if not chunk:
+                break
+            out += d.decompress(chunk, max(limit + 1 - len(out), 1))
+            if not checked and len(out) >= 4 and len(out) >= 4 + 4 * out[3]:
+                _, dims, expected = _idx_header(path, bytes(out[:4 + 4 * out[3]]))
+                _check_idx_size(path, dims, expected)
+                limit, checked = expected, True
+            if len(out) > limit:
+                what = f"{limit:,} bytes its header promises" if checked else "any IDX header"
+                raise DatasetError(f"{path}: gzip data inflates to more than the {what} (a corrupt file or a "
+                                   "decompression bomb)")
+            if d.eof:
+                break
+    except zlib.error as exc:
+        raise DatasetError(f"{path}: corrupt gzip data: {exc}") from None
+    if not d.eof:
+        raise DatasetError(f"{path}: corrupt gzip data: the compressed stream is truncated")
+    return bytes(out)
+
+
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Parse one IDX file (raw or gzip, detected from the content) into a native-endian array."""
+    """Parse one IDX file (raw or gzip, detected from the content) into a native-endian array.
+
+    The header's size is checked against ``MAX_IDX_BYTES`` (and the file's real size) before the data
+    are read or inflated."""
     path = str(path)
     try:
         with open(path, "rb") as fh:
-            raw = fh.read()
+            head = fh.read(4 + 4 * 255)
+            if head[:2] == b"\x1f\x8b":
+                fh.seek(0)
+                raw = _inflate_idx(path, fh)
+            else:
+                _, dims, expected = _idx_header(path, head)
+                _check_idx_size(path, dims, expected)
+                size = os.fstat(fh.fileno()).st_size
+                if size != expected:
+                    raise DatasetError(f"{path}: IDX header says {'x'.join(map(str, dims))} "
+                                       f"({expected} bytes) but the file holds {size} bytes")
+                fh.seek(0)
+                raw = fh.read(expected + 1)
     except OSError as exc:
         raise DatasetError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, ValueError) as exc:
-            raise DatasetError(f"{path}: corrupt gzip data: {exc}") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise DatasetError(f"{path}: not an IDX file (bad magic number {raw[:4].hex() or 'empty'})")
-    code, ndim = raw[2], raw[3]
-    if code not in _IDX_DTYPES:
-        raise DatasetError(f"{path}: unknown IDX data type 0x{code:02x}")
-    if ndim == 0 or len(raw) < 4 + 4 * ndim:
-        raise DatasetError(f"{path}: truncated IDX header ({ndim} dimensions)")
-    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    dtype = _IDX_DTYPES[code]
-    count = int(np.prod(dims, dtype=np.int64))
-    expected = 4 + 4 * ndim + count * dtype.itemsize
+    dtype, dims, expected = _idx_header(path, raw[:4 + 4 * 255])
     if len(raw) != expected:
         raise DatasetError(f"{path}: IDX header says {'x'.join(map(str, dims))} "
                            f"({expected} bytes) but the file holds {len(raw)} bytes")
-    data = np.frombuffer(raw, dtype=dtype, count=count, offset=4 + 4 * ndim).reshape(dims)
+    count = (expected - 4 - 4 * len(dims)) // dtype.itemsize
+    data = np.frombuffer(raw, dtype=dtype, count=count, offset=4 + 4 * len(dims)).reshape(dims)
     return data.astype(dtype.newbyteorder("="), copy=True)
 
 

@@ -47,6 +47,10 @@ class CheckpointError(Exception):
     """A checkpoint cannot be written, found, verified or read; the message names the file."""
 
 
+class CheckpointWriteError(CheckpointError):
+    """The machine refused to store a checkpoint (disk full, read-only directory): not the input's fault."""
+
+
 @dataclass(frozen=True)
 class CheckpointInfo:
     """One checkpoint found in a directory: its JSON file, and ``problem`` (None when it verified)."""
@@ -163,7 +167,7 @@ def save_checkpoint(directory: str | os.PathLike, tensors: Mapping[str, Any], st
     try:
         os.makedirs(directory, exist_ok=True)
     except OSError as exc:
-        raise CheckpointError(f"{directory}: cannot create checkpoint directory: {exc.strerror or exc}") from None
+        raise CheckpointWriteError(f"{directory}: cannot create checkpoint directory: {exc.strerror or exc}") from None
 
     seq = max([i.seq for i in _scan(directory)] + [0]) + 1
     stem = f"ckpt-{seq:06d}-{tag}"
@@ -194,7 +198,7 @@ def save_checkpoint(directory: str | os.PathLike, tensors: Mapping[str, Any], st
                 os.unlink(p)
             except OSError:
                 pass
-        raise CheckpointError(f"{os.path.join(directory, stem)}: cannot write checkpoint: "
+        raise CheckpointWriteError(f"{os.path.join(directory, stem)}: cannot write checkpoint: "
                               f"{exc.strerror or exc}") from None
     _prune(directory, keep, set(keep_tags), current=json_path)
     return json_path
@@ -213,14 +217,18 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _prune(directory: str, keep: int | None, keep_tags: set, current: str) -> None:
+    """Delete checkpoints older than the newest ``keep`` that verify. Never deleted: a checkpoint that
+    fails verification (it is evidence, and the user decides), the newest ones that verify (so the last
+    good checkpoint always survives, even when the one just written is damaged), tagged ones."""
     infos = _scan(directory)
     referenced = set()
     doomed = []
     if keep is not None:
-        complete = [i for i in infos if _quick_ok(i.path)]
-        newest = {i.path for i in complete[-keep:]} | {current}
-        doomed = [i for i in infos if i.path not in newest and i.tag not in keep_tags
-                  and i.seq < _seq_of(current)]
+        ok = {i.path: _verifies(i.path) for i in infos}
+        good = [i for i in infos if ok[i.path]]
+        newest = {i.path for i in good[-keep:]}
+        doomed = [i for i in infos if ok[i.path] and i.path not in newest and i.path != current
+                  and i.tag not in keep_tags and i.seq < _seq_of(current)]
     for i in infos:
         if i not in doomed:
             referenced.add(Path(i.path).with_suffix(".safetensors").name)
@@ -244,6 +252,27 @@ def _prune(directory: str, keep: int | None, keep_tags: set, current: str) -> No
     _fsync_dir(directory)
 
 
+_VERIFIED: dict[tuple, bool] = {}  # (json path, sizes, mtimes) -> verified: each file is hashed once
+
+
+def _verifies(json_path: str) -> bool:
+    """Whether a checkpoint passes :func:`verify_checkpoint` (cached while its files do not change)."""
+    try:
+        rec = _read_record(json_path)
+        tpath = os.path.join(os.path.dirname(json_path), rec["tensors_file"])
+        sj, st = os.stat(json_path), os.stat(tpath)
+    except (CheckpointError, OSError):
+        return False
+    key = (json_path, sj.st_size, sj.st_mtime_ns, st.st_size, st.st_mtime_ns, st.st_ino)
+    if key not in _VERIFIED:
+        try:
+            verify_checkpoint(json_path)
+            _VERIFIED[key] = True
+        except CheckpointError:
+            _VERIFIED[key] = False
+    return _VERIFIED[key]
+
+
 def _unlink(p: str) -> None:
     try:
         os.unlink(p)
@@ -254,15 +283,6 @@ def _unlink(p: str) -> None:
 def _seq_of(json_path: str) -> int:
     m = _NAME.match(os.path.basename(json_path))
     return int(m.group(1)) if m else 0
-
-
-def _quick_ok(json_path: str) -> bool:
-    """Complete without hashing: the JSON parses and its tensor file has the recorded size."""
-    try:
-        rec = _read_record(json_path)
-        return os.path.getsize(os.path.join(os.path.dirname(json_path), rec["tensors_file"])) == rec["tensors_bytes"]
-    except (CheckpointError, OSError):
-        return False
 
 
 # --------------------------------------------------------------------------- find and verify
@@ -290,11 +310,13 @@ def _read_record(json_path: str) -> dict:
     except OSError as exc:
         raise CheckpointError(f"{json_path}: cannot read: {exc.strerror or exc}") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{json_path}: not valid JSON (truncated or corrupt checkpoint?): {exc}") from None
+        raise CheckpointError(f"{json_path}: not valid JSON (truncated or corrupt checkpoint?): {str(exc)[:80]}") from None
+    except RecursionError:
+        raise CheckpointError(f"{json_path}: JSON nested too deeply to be a checkpoint record") from None
     if not isinstance(rec, dict) or rec.get("format") != FORMAT:
         raise CheckpointError(f"{json_path}: not an alexnetc checkpoint (no \"format\": \"{FORMAT}\")")
     if rec.get("version") != VERSION:
-        raise CheckpointError(f"{json_path}: checkpoint format version {rec.get('version')!r}, "
+        raise CheckpointError(f"{json_path}: checkpoint format version {repr(rec.get('version'))[:20]}, "
                               f"this alexnetc reads version {VERSION}")
     for k, typ in (("tensors_file", str), ("tensors_sha256", str), ("tensors_bytes", int), ("state", dict)):
         if not isinstance(rec.get(k), typ):

@@ -6,11 +6,27 @@ epochs of forward / backward (the graph's own gradient nodes) / SGD step. After 
 evaluates, appends metrics to ``metrics.jsonl``, redraws ``curves.png`` and writes a checkpoint
 atomically; Ctrl-C writes one at the current step. ``resume=True`` continues exactly where the last
 checkpoint stopped (mid-epoch included): same weights, momentum, learning-rate state, data order,
-augmentation and dropout draws as an uninterrupted run. A non-finite loss stops training with the last
-good checkpoint kept.
+augmentation and dropout draws as an uninterrupted run.
+
+Nothing is lost and nothing wrong is saved:
+
+* one run, one directory: a directory that already holds a run's checkpoints or metrics is refused
+  unless ``resume`` (continue it) or ``overwrite`` (delete its checkpoints, metrics and curves) is set;
+  ``OUT/.alexnetc.lock`` holds the owner's pid and keeps a second training out (a lock whose process is
+  gone is taken over, with a message);
+* ``resume`` uses the newest checkpoint that verifies and is checked against the spec (fields, spec hash,
+  every tensor's name, dtype and shape); newer ones that fail are named with their problem; with none
+  that verifies it refuses instead of starting over. ``metrics.jsonl`` is rewritten from the
+  checkpoint's history, so a crash never leaves duplicated epochs. ``lr`` and ``epochs`` apply from the
+  resume point; a different seed, batch size or batch limit is refused;
+* divergence is caught before it is saved: a non-finite loss, gradient norm or parameter after any step
+  (the last of an epoch included), or a non-finite validation loss, stops with the step and the last
+  good checkpoint named. An epoch or validation split with no usable image is an error;
+* SIGTERM saves like Ctrl-C (then the CLI exits 143); a second signal exits at once.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -28,11 +44,31 @@ from ..execution.executor import Executor, default_group2ctx, describe_binding
 from ..execution.optim import SGD, LRSchedule
 from ..execution.params import init_params
 from . import checkpoint as ckpt
-from .metrics import append_metrics, plot_curves, topk_errors
+from .metrics import MetricsWriteError, append_metrics, plot_curves, topk_errors
+
+LOCK_NAME = ".alexnetc.lock"
 
 
 class TrainingError(Exception):
     """Training cannot go on (non-finite loss, mismatched checkpoint); the message says why."""
+
+
+class TrainingEnvironmentError(Exception):
+    """The machine failed the run (disk full, read-only directory); the message names the path."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived: handled exactly like Ctrl-C (a checkpoint is saved), then exit status 143."""
+
+    def __init__(self, signum: int = 15):
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
+class _Diverged(Exception):
+    def __init__(self, what: str):
+        super().__init__(what)
+        self.what = what
 
 
 @dataclass
@@ -46,6 +82,7 @@ class TrainOptions:
     device: str = "auto"                 # auto | cpu | cuda
     workers: int | None = None
     resume: bool = False
+    overwrite: bool = False
     limit_train_batches: int | None = None
     limit_val_batches: int | None = None
     seed: int | None = None
@@ -105,7 +142,8 @@ class Trainer:
         self.limit_train = opts.limit_train_batches or tr.get("limit_train_batches")
         self.limit_val = opts.limit_val_batches or tr.get("limit_val_batches")
         self.out = opts.out
-        os.makedirs(self.out, exist_ok=True)
+        if opts.resume and opts.overwrite:
+            raise TrainingError("--resume continues the run in --out, --overwrite replaces it: give one of them")
         self.metrics_path = os.path.join(self.out, "metrics.jsonl")
         self.curves_path = os.path.join(self.out, "curves.png")
         self.ckpt_dir = os.path.join(self.out, "checkpoints")
@@ -166,6 +204,12 @@ class Trainer:
             raise TrainingError("--device cuda: no CUDA device is available")
         g2c = default_group2ctx(self.net, prefer)
         self.real_device = next(iter(g2c.values()))
+        from ..execution.memory import MemoryLimitError, check_fits
+
+        try:
+            check_fits(self.net, g2c, for_training=True)  # before a single parameter is allocated
+        except MemoryLimitError as exc:
+            raise TrainingError(str(exc)) from None
         if params is None:
             params = init_params(self.net, self.seed)
         self.executor = Executor(self.net, g2c, for_training=True, params=params)
@@ -207,25 +251,161 @@ class Trainer:
                                     self._state(epoch, batch, step, history, running, rng_state),
                                     tag=tag, keep=self.opts.keep)
 
+    # -- run directory ---------------------------------------------------------------------------------
+    def _lock(self) -> None:
+        """Take ``OUT/.alexnetc.lock`` (pid inside); a live owner is an error, a dead one's lock is taken over."""
+        if os.path.exists(self.out) and not os.path.isdir(self.out):
+            raise TrainingError(f"--out {self.out}: not a directory")
+        try:
+            os.makedirs(self.out, exist_ok=True)
+        except OSError as exc:
+            raise TrainingEnvironmentError(f"{self.out}: cannot create the run directory: {exc.strerror or exc}") from None
+        self.lock_path = os.path.join(self.out, LOCK_NAME)
+        mine = f"{os.getpid()}\n"
+        for _ in range(3):
+            try:
+                fd = os.open(self.lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                owner = _lock_owner(self.lock_path)
+                if owner is not None and owner != os.getpid() and ckpt._pid_alive(owner):
+                    raise TrainingError(f"{self.out} is in use by another training (pid {owner}, lock file "
+                                        f"{self.lock_path}); wait for it to finish or train into another --out (if no "
+                                        f"training is running, pid {owner} belongs to another program: remove the lock file)"
+                                        ) from None
+                self.log(f"taking over the stale lock {self.lock_path} (pid {owner if owner is not None else '?'} "
+                         "is no longer running)")
+                try:
+                    os.unlink(self.lock_path)
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    raise TrainingEnvironmentError(f"{self.lock_path}: cannot remove the stale lock: "
+                                                   f"{exc.strerror or exc}") from None
+                continue
+            except OSError as exc:
+                raise TrainingEnvironmentError(f"{self.lock_path}: cannot create the lock file: "
+                                               f"{exc.strerror or exc}") from None
+            try:
+                os.write(fd, mine.encode())
+            finally:
+                os.close(fd)
+            self._locked = True
+            return
+        raise TrainingError(f"{self.lock_path}: another process keeps taking this run's lock")
+
+    def _unlock(self) -> None:
+        if getattr(self, "_locked", False) and _lock_owner(self.lock_path) == os.getpid():
+            try:
+                os.unlink(self.lock_path)
+            except OSError:
+                pass
+        self._locked = False
+
+    def _claim_run_dir(self) -> None:
+        """One run per directory: refuse to mix a new run into another's files, or clear them (overwrite)."""
+        existing = [os.path.basename(i.path) for i in ckpt._scan(self.ckpt_dir)]
+        has_metrics = os.path.isfile(self.metrics_path)
+        if self.opts.resume or not (existing or has_metrics):
+            return
+        if not self.opts.overwrite:
+            what = ", ".join(([f"{len(existing)} checkpoint{'s' if len(existing) != 1 else ''}"] if existing else [])
+                             + (["metrics.jsonl"] if has_metrics else []))
+            raise TrainingError(f"{self.out} already holds a training run ({what}): pass --resume to continue it, "
+                                "--overwrite to replace it, or --out DIR to train into a new directory")
+        removed = 0
+        try:
+            if os.path.isdir(self.ckpt_dir):
+                for e in os.scandir(self.ckpt_dir):
+                    if e.name.startswith(("ckpt-", ckpt._TMP_PREFIX)) and e.is_file():
+                        os.unlink(e.path)
+                        removed += 1
+            for p in (self.metrics_path, self.curves_path):
+                if os.path.isfile(p):
+                    os.unlink(p)
+                    removed += 1
+        except OSError as exc:
+            raise TrainingEnvironmentError(f"{self.out}: cannot clear the previous run: {exc.strerror or exc}") from None
+        self.log(f"--overwrite: removed the previous run's checkpoints, metrics and curves from {self.out} "
+                 f"({removed} files)")
+
+    def _pick_checkpoint(self) -> str:
+        """The newest checkpoint that verifies; newer failing ones are named; none verifying is an error."""
+        infos = ckpt.list_checkpoints(self.ckpt_dir)
+        if not infos:
+            raise TrainingError(f"--resume: no checkpoint in {self.ckpt_dir} to continue from; train without "
+                                "--resume to start a new run")
+        good = [i for i in infos if i.ok]
+        if not good:
+            raise TrainingError(f"--resume: no checkpoint in {self.ckpt_dir} verifies; refusing to start over: "
+                                + "; ".join(i.problem for i in reversed(infos)))
+        newest = good[-1]
+        skipped = [i for i in infos if not i.ok and i.seq > newest.seq]
+        if skipped:
+            self.log(f"warning: --resume skipped {len(skipped)} newer checkpoint{'s' if len(skipped) != 1 else ''} "
+                     "that failed verification (kept for inspection): "
+                     + "; ".join(i.problem for i in reversed(skipped)))
+        return newest.path
+
+    def _load_resume(self) -> tuple[str, dict, dict]:
+        from .verify import check_classes, check_state, check_tensors
+
+        path = self._pick_checkpoint()
+        tensors, state = ckpt.load_checkpoint(path)
+        try:
+            check_state(path, state, for_training=True)
+        except ckpt.CheckpointError as exc:
+            raise TrainingError(str(exc)) from None
+        if state.get("spec_hash") != self.net.hash:
+            raise TrainingError(f"{path}: this checkpoint was written for a different spec "
+                                f"({str(state.get('spec_name'))[:60]}); refusing to resume {self.opts.spec}")
+        self._continue_run(path, state)
+        try:
+            check_classes(path, state, self.net.classes)
+            check_tensors(path, tensors, self.net, for_training=True)
+        except ckpt.CheckpointError as exc:
+            raise TrainingError(str(exc)) from None
+        return path, tensors, state
+
+    def _rewrite_metrics(self, history: list) -> None:
+        """metrics.jsonl := the checkpoint's history (epochs logged after it, by a run that then crashed,
+        are dropped: they will be trained and logged again, never twice)."""
+        from ..atomic import replacing
+
+        text = "".join(json.dumps(r, allow_nan=True, separators=(",", ":")) + "\n" for r in history)
+        try:
+            with replacing(self.metrics_path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except OSError as exc:
+            raise TrainingEnvironmentError(f"{self.metrics_path}: cannot rewrite: {exc.strerror or exc}") from None
+
     # -- loop ------------------------------------------------------------------------------------------
     def run(self) -> dict:
+        self._lock()
+        try:
+            with _signals_saved():
+                return self._run()
+        except OSError as exc:  # the machine failed us mid-run: one line naming the path
+            raise TrainingEnvironmentError(f"{exc.filename or self.out}: {exc.strerror or exc}") from None
+        except (ckpt.CheckpointWriteError, MetricsWriteError) as exc:
+            raise TrainingEnvironmentError(str(exc)) from None
+        finally:
+            self._unlock()
+
+    def _run(self) -> dict:
+        self._claim_run_dir()
         start_epoch, start_batch, step, history, running = 0, 0, 0, [], _fresh_running()
         params = None
         resumed = None
         if self.opts.resume:
-            path = ckpt.latest_checkpoint(self.ckpt_dir)
-            if path is None:
-                self.log(f"--resume: no checkpoint in {self.ckpt_dir}; starting from scratch")
-            else:
-                tensors, state = ckpt.load_checkpoint(path)
-                if state.get("spec_hash") != self.net.hash:
-                    raise TrainingError(f"{path}: this checkpoint was written for a different spec "
-                                        f"({state.get('spec_name')}); refusing to resume {self.opts.spec}")
-                self._continue_run(path, state)
-                params = ckpt.params_from(tensors)
-                resumed = (path, tensors, state)
-                start_epoch, start_batch, step = state["epoch"], state["batch"], state["step"]
-                history, running = state.get("history", []), state.get("running") or _fresh_running()
+            path, tensors, state = self._load_resume()
+            params = ckpt.params_from(tensors)
+            resumed = (path, tensors, state)
+            start_epoch, start_batch, step = state["epoch"], state["batch"], state["step"]
+            history, running = state.get("history", []), state.get("running") or _fresh_running()
+            if self.epochs < start_epoch or (self.epochs == start_epoch and start_batch):
+                raise TrainingError(f"--epochs {self.epochs}: the run in {self.out} is already at epoch "
+                                    f"{start_epoch + (1 if start_batch else 0)}; ask for more epochs to continue it")
+            self._rewrite_metrics(history)
         self._datasets()
         if len(self.train_set) < self.batch_size:
             raise TrainingError(f"{len(self.train_set)} training images make no full batch of {self.batch_size}: "
@@ -233,14 +413,22 @@ class Trainer:
         self._bind(params)
         if resumed:
             path, tensors, state = resumed
-            self.opt.load_state_tensors(tensors)
-            self.schedule.load_state(state["schedule"])
-            if state.get("rng"):
-                ckpt.restore_rng_state(tensors, state["rng"])
+            try:
+                self.opt.load_state_tensors(tensors)
+                self.schedule.load_state(state["schedule"])
+                if state.get("rng"):
+                    ckpt.restore_rng_state(tensors, state["rng"])
+            except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as exc:
+                raise TrainingError(f"{path}: cannot restore the optimizer, schedule or random state from this "
+                                    f"checkpoint ({type(exc).__name__}: {str(exc)[:80]})") from None
+            if self.opts.lr is not None and self.opts.lr != self.schedule.lr:
+                self.log(f"--lr {self.opts.lr:g}: learning rate {self.opts.lr:g} from the resume point on "
+                         f"(the run was at {self.schedule.lr:g})")
+                self.schedule.lr = float(self.opts.lr)
             self.log(f"resumed from {path}: epoch {start_epoch + 1}, batch {start_batch}, step {step}")
         self.log(f"training {self.net.name} ({self.opts.spec}) on {self.data_root}: {len(self.train_set)} "
                  f"training / {len(self.val_set)} validation images, batch {self.batch_size}, "
-                 f"{self.epochs} epochs, lr {self.schedule.lr:g}; writing to {self.out}")
+                 f"{_plural(self.epochs, 'epoch')}, lr {self.schedule.lr:g}; writing to {self.out}")
 
         epoch = start_epoch
         batch_i = start_batch
@@ -256,12 +444,14 @@ class Trainer:
                                 enabled=self.opts.progress)
                 t0, seen = time.perf_counter(), 0
                 for images, labels in loader:
-                    loss, probs = self.train_step(images, labels, step)
-                    if not math.isfinite(loss):
-                        raise TrainingError(
-                            f"the loss became {loss} at epoch {epoch + 1}, batch {batch_i + 1} (step {step + 1}); "
-                            f"stopping. Try a lower learning rate (--lr). The last good checkpoint is "
-                            f"{ckpt.latest_checkpoint(self.ckpt_dir) or 'none (nothing was saved yet)'}")
+                    try:
+                        loss, probs = self.train_step(images, labels, step)
+                        if not math.isfinite(loss):
+                            raise _Diverged(f"the loss became {loss}")
+                    except _Diverged as exc:
+                        bar.close()
+                        raise self._diverged(exc.what, f"at epoch {epoch + 1}, batch {batch_i + 1} (step {step + 1})"
+                                             ) from None
                     e1, e5 = topk_errors(probs, labels, (1, min(5, self.net.classes)))
                     n = labels.shape[0]
                     running["loss"] += loss * n
@@ -277,7 +467,13 @@ class Trainer:
                 train_time = time.perf_counter() - t0
                 if loader.skipped:
                     self.log(loader.skipped_message())
+                if running["n"] == 0:
+                    raise TrainingError(f"epoch {epoch + 1}: no usable training image in {self.data_root}"
+                                        + (f" ({loader.skipped_message()})" if loader.skipped else ""))
                 val = self.evaluate(epoch)
+                if not math.isfinite(val["loss"]):
+                    raise self._diverged(f"the validation loss became {val['loss']}", f"after epoch {epoch + 1} "
+                                         f"(step {step})")
                 record = {
                     "epoch": epoch + 1, "step": step, "lr": self.schedule.lr,
                     "train_loss": running["loss"] / max(running["n"], 1),
@@ -294,13 +490,15 @@ class Trainer:
                     plot_curves(self.metrics_path, self.curves_path)
                 except Exception as exc:  # a plotting problem must never cost a training run
                     self.log(f"warning: could not draw {self.curves_path}: {exc}")
-                self.log(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} top-1 err "
-                         f"{record['train_top1_err']:.2%} | val loss {val['loss']:.4f} top-1 err "
-                         f"{val['top1']:.2%} top-5 err {val['top5']:.2%} | {record['images_per_second']:.0f} img/s"
+                self.log(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} accuracy "
+                         f"{1 - record['train_top1_err']:.2%} (top-1 err {record['train_top1_err']:.2%}) | val loss "
+                         f"{val['loss']:.4f} accuracy {1 - val['top1']:.2%} (top-1 err {val['top1']:.2%}, top-5 err "
+                         f"{val['top5']:.2%}) | {record['images_per_second']:.0f} img/s"
                          + (f" | lr -> {self.schedule.lr:g}" if changed else ""))
                 last_good = self.save(epoch + 1, 0, step, history, _fresh_running(), tag=f"epoch{epoch + 1:04d}")
                 start_batch = 0
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
+            what = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
             if history and history[-1]["epoch"] == epoch + 1:
                 # Stopped after the epoch was evaluated and its schedule step taken: resume at the next
                 # epoch, or the resumed run would evaluate it and step the schedule a second time.
@@ -311,12 +509,20 @@ class Trainer:
             else:
                 path = self.save(epoch, batch_i, step, history, running,
                                  tag=f"interrupt-e{epoch + 1:04d}-b{batch_i:06d}")
-            self.log(f"\ninterrupted: saved {path}; continue with --resume")
+            self.log(f"\n{what}: saved {path}; continue with --resume")
             raise
         final = history[-1] if history else {}
-        self.log(f"done: {len(history)} epochs; checkpoint {last_good or ckpt.latest_checkpoint(self.ckpt_dir)}; "
+        self.log(f"done: {_plural(len(history), 'epoch')}; checkpoint {last_good or ckpt.latest_checkpoint(self.ckpt_dir)}; "
                  f"metrics {self.metrics_path}; curves {self.curves_path}")
         return final
+
+    def _diverged(self, what: str, where: str) -> TrainingError:
+        last = ckpt.latest_checkpoint(self.ckpt_dir)
+        lr = self.schedule.lr
+        advice = (f"continue from it with a lower learning rate: alexnetc train --resume --out {self.out} "
+                  f"--lr {lr / 10:g}") if last else f"start again with a lower learning rate (--lr {lr / 10:g})"
+        return TrainingError(f"training diverged {where}: {what}; stopped without saving. The last good checkpoint "
+                             f"is {last or 'none (nothing was saved yet)'}; {advice}")
 
     def _continue_run(self, path: str, state: dict) -> None:
         """Resume with the seed, batch size and epoch count the run was started with, unless given; a
@@ -330,8 +536,14 @@ class Trainer:
                                     f"{key} {given} (leave the option out to resume)")
             setattr(self, key, saved)
         self.net = self.net.at_batch(self.batch_size)
-        if self.opts.limit_train_batches is None and state.get("limit_train_batches"):
-            self.limit_train = state["limit_train_batches"]  # epochs must end where they ended before
+        saved_limit = state.get("limit_train_batches")
+        given = self.opts.limit_train_batches
+        if given is not None and given != saved_limit:
+            raise TrainingError(f"{path}: this run was trained with {saved_limit or 'no'} limit on training batches "
+                                f"per epoch; cannot resume it with --limit-train-batches {given} (its epochs would "
+                                "end elsewhere; leave the option out to resume)")
+        if saved_limit:
+            self.limit_train = saved_limit  # epochs must end where they ended before
         if self.opts.epochs is None and state.get("epochs"):
             self.epochs = state["epochs"]
 
@@ -343,17 +555,33 @@ class Trainer:
         if not math.isfinite(loss):
             return loss, out["prob"]
         ex.backward()
+        norm = _global_norm(ex.grads.values())
+        if not math.isfinite(norm):
+            raise _Diverged(f"the gradient norm became {norm}")
         self.opt.step(ex.grads, self.schedule.lr)
+        bad = _first_non_finite(self.executor.params)
+        if bad is not None:
+            raise _Diverged(f"parameter {bad} became non-finite after the update")
         return loss, out["prob"].detach().float().cpu()
 
     @torch.no_grad()
     def evaluate(self, epoch: int) -> dict:
         loader = self._loader(self.val_set, self.eval_tf, train=False, epoch=0)
-        return evaluate_loader(self.eval_executor, loader, self.net.classes)
+        bar = _progress(len(loader), 0, f"validating {epoch + 1}/{self.epochs}", enabled=self.opts.progress)
+        try:
+            return evaluate_loader(self.eval_executor, loader, self.net.classes, progress=bar)
+        finally:
+            bar.close()
 
 
-def evaluate_loader(executor: Executor, loader: Iterable, classes: int) -> dict:
-    """Loss and top-1/top-5 error over a loader; (N, crops, C, H, W) batches average the softmax."""
+class NoUsableImages(TrainingError):
+    """A split yielded no image that could be read: an error, never a score."""
+
+
+def evaluate_loader(executor: Executor, loader: Iterable, classes: int, progress=None) -> dict:
+    """Loss and top-1/top-5 error over a loader; (N, crops, C, H, W) batches average the softmax.
+
+    Raises :class:`NoUsableImages` when the loader yields no image (every file unreadable)."""
     tot = {"loss": 0.0, "top1": 0.0, "top5": 0.0, "n": 0}
     for images, labels in loader:
         probs = predict_probs(executor, images)
@@ -364,7 +592,12 @@ def evaluate_loader(executor: Executor, loader: Iterable, classes: int) -> dict:
         tot["top1"] += e1 * n
         tot["top5"] += e5 * n
         tot["n"] += n
-    n = max(tot["n"], 1)
+        if progress is not None:
+            progress.update(loss=tot["loss"] / tot["n"], ips=0.0, unit="val")
+    if tot["n"] == 0:
+        skipped = getattr(loader, "skipped_message", lambda: None)()
+        raise NoUsableImages("no usable image in this split" + (f" ({skipped})" if skipped else ""))
+    n = tot["n"]
     return {"loss": tot["loss"] / n, "top1": tot["top1"] / n, "top5": tot["top5"] / n, "n": tot["n"]}
 
 
@@ -387,6 +620,81 @@ def _logged(metrics_path: str, epoch: int) -> bool:
         return False
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _global_norm(tensors: Iterable[torch.Tensor]) -> float:
+    """The L2 norm of all tensors together (inf/nan when any element is): one host sync per device."""
+    per_device: dict = {}
+    for t in tensors:
+        per_device.setdefault(t.device, []).append(torch.linalg.vector_norm(t.detach().float()))
+    total = 0.0
+    for norms in per_device.values():
+        total += float(torch.linalg.vector_norm(torch.stack(norms)).cpu()) ** 2
+    return math.sqrt(total) if math.isfinite(total) else total
+
+
+def _first_non_finite(params) -> str | None:
+    """The name of the first parameter holding a NaN or infinity (None: all finite); one host sync per
+    device when all are finite."""
+    per_device: dict = {}
+    for name, t in params.items():
+        per_device.setdefault(t.device, []).append((name, t))
+    for items in per_device.values():
+        if bool(torch.stack([torch.isfinite(t).all() for _, t in items]).all()):
+            continue
+        for name, t in items:
+            if not bool(torch.isfinite(t).all()):
+                return name
+    return None
+
+
+def _lock_owner(path: str) -> int | None:
+    try:
+        with open(path, encoding="ascii", errors="replace") as fh:
+            text = fh.read(32).strip()
+        return int(text) if text.isdigit() else None
+    except OSError:
+        return None
+
+
+class _signals_saved:
+    """While training: SIGTERM raises :class:`Terminated` (saved like Ctrl-C); a second SIGTERM or SIGINT
+    during the save exits at once (status 128 + signal). Only in the main thread; restored on exit."""
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self.old = {}
+        self.hits = 0
+        if threading.current_thread() is not threading.main_thread():
+            return self
+
+        def handler(signum, frame):
+            self.hits += 1
+            if self.hits > 1:
+                os._exit(128 + signum)
+            if signum == signal.SIGTERM:
+                raise Terminated(signum)
+            raise KeyboardInterrupt
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self.old[sig] = signal.signal(sig, handler)
+            except (ValueError, OSError):
+                pass
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        for sig, old in self.old.items():
+            signal.signal(sig, old)
+        return False
+
+
 def _fresh_running() -> dict:
     return {"loss": 0.0, "top1": 0.0, "top5": 0.0, "n": 0}
 
@@ -403,9 +711,10 @@ class _progress:
             self.bar = tqdm(total=total, initial=initial, desc=desc, unit="batch", dynamic_ncols=True, disable=None,
                             file=sys.stderr, leave=False, mininterval=0.5)
 
-    def update(self, loss: float, ips: float) -> None:
+    def update(self, loss: float, ips: float, unit: str = "") -> None:
         if self.bar is not None:
-            self.bar.set_postfix_str(f"loss {loss:.4f}, {ips:.0f} img/s", refresh=False)
+            rate = f", {ips:.0f} img/s" if ips else ""
+            self.bar.set_postfix_str(f"{unit + ' ' if unit else ''}loss {loss:.4f}{rate}", refresh=False)
             self.bar.update(1)
 
     def close(self) -> None:

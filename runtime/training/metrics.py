@@ -23,6 +23,10 @@ class MetricsError(Exception):
     """A metrics file cannot be written or read; the message names it."""
 
 
+class MetricsWriteError(MetricsError):
+    """The machine refused to store metrics (disk full, read-only directory)."""
+
+
 # --------------------------------------------------------------------------- top-k
 
 def topk_correct(scores: Any, labels: Any, ks: Iterable[int] = (1, 5)) -> tuple[int, ...]:
@@ -108,7 +112,7 @@ def append_metrics(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
         finally:
             os.close(fd)
     except OSError as exc:
-        raise MetricsError(f"{path}: cannot append metrics: {exc.strerror or exc}") from None
+        raise MetricsWriteError(f"{path}: cannot append metrics: {exc.strerror or exc}") from None
 
 
 def _json_default(o):

@@ -2,6 +2,7 @@
 corrupt images are skipped and counted, a killed run's checkpoint always loads."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -195,7 +196,9 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny, tmp_path, mo
         return (float("nan"), probs) if step == 9 else (loss, probs)
 
     monkeypatch.setattr(Trainer, "train_step", nan_in_epoch_2)
-    with pytest.raises(TrainingError, match=r"loss became nan at epoch 2, batch 2 .*last good checkpoint is .*epoch0001"):
+    with pytest.raises(TrainingError, match=r"diverged at epoch 2, batch 2 \(step 10\): the loss became nan; "
+                                             r"stopped without saving\. "
+                                             r"The last good checkpoint is .*epoch0001"):
         Trainer(_opts(spec, data, out, epochs=2)).run()
     _, state = ckpt.load_checkpoint(str(out / "checkpoints"))
     assert state["epoch"] == 1
@@ -314,3 +317,55 @@ def test_embedded_default_reaches_90_percent_on_fashion_mnist(tmp_path):
     final = Trainer(TrainOptions(spec=resolve_spec_path(None), out=str(tmp_path / "run"), progress=False,
                                  log=lambda s: None)).run()
     assert 1 - final["val_top1_err"] >= 0.90
+
+
+_KILLER = r"""
+import os, signal, sys
+from alexnetc.runtime.training import loop
+mode, argv = sys.argv[1], sys.argv[2:]
+if mode == "last-batch":          # SIGKILL right after the weights took the epoch's last step
+    real = loop.Trainer.train_step
+    def step(self, images, labels, step):
+        out = real(self, images, labels, step)
+        if step == 3:             # 2 batches per epoch: the last batch of epoch 2
+            os.kill(os.getpid(), signal.SIGKILL)
+        return out
+    loop.Trainer.train_step = step
+else:                             # SIGKILL while pruning: after the first old checkpoint's JSON is gone
+    real_unlink = os.unlink
+    def unlink(p, *a, **k):
+        real_unlink(p, *a, **k)
+        if os.path.basename(str(p)).startswith("ckpt-") and str(p).endswith(".json"):
+            os.kill(os.getpid(), signal.SIGKILL)
+    os.unlink = unlink
+from alexnetc.runtime.app.cli import main
+sys.exit(main(argv))
+"""
+
+
+def test_sigkill_in_the_last_batch_of_an_epoch_or_while_pruning_resumes_bit_identical(tiny, tmp_path):
+    spec, data = tiny
+    fast = dict(limit_train_batches=2, limit_val_batches=1)
+    straight = tmp_path / "straight"
+    Trainer(_opts(spec, data, straight, epochs=5, **fast)).run()
+    a, sa = _final_params(straight)
+    for mode, expect in (("last-batch", ["ckpt-000001-epoch0001.json"]),
+                         ("prune", ["ckpt-000002-epoch0002.json", "ckpt-000003-epoch0003.json",
+                                    "ckpt-000004-epoch0004.json"])):
+        out = tmp_path / mode
+        argv = ["train", spec, "--data", data, "--out", str(out), "--workers", "0", "--no-progress", "--epochs", "5",
+                "--limit-train-batches", "2", "--limit-val-batches", "1"]
+        r = subprocess.run([sys.executable, "-c", _KILLER, mode, *argv], capture_output=True, text=True, timeout=120)
+        assert r.returncode == -signal.SIGKILL, r.stderr
+        assert sorted(p.name for p in (out / "checkpoints").glob("*.json")) == expect
+        logs = []
+        o = _opts(spec, data, out, resume=True)
+        o.log = logs.append
+        Trainer(o).run()
+        assert any("taking over the stale lock" in line for line in logs), logs
+        b, sb = _final_params(out)
+        assert sb["epoch"] == 5 and [r["epoch"] for r in sb["history"]] == [1, 2, 3, 4, 5]
+        for k in a:
+            assert torch.equal(a[k], b[k]), (mode, k)
+        lines = (out / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4, 5]

@@ -1,0 +1,119 @@
+"""A checkpoint checked against the network it is loaded into: the record's fields, the stored spec's
+hash, and every tensor's name, dtype and shape. Used on ``--resume`` and by eval/predict/figures, so a
+re-signed checkpoint with a wrong shape, a missing parameter or an edited ``state.spec`` is an error
+naming what is wrong instead of a silent broadcast, zeros, or another network.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+from .checkpoint import PARAM_PREFIX, CheckpointError
+
+MOMENTUM_PREFIX = "momentum/"
+SHOWN = 5  # how many offending names a message lists
+
+
+def _names(xs: list[str]) -> str:
+    more = f" and {len(xs) - SHOWN} more" if len(xs) > SHOWN else ""
+    return ", ".join(xs[:SHOWN]) + more
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_state(path: str, state: Mapping[str, Any], for_training: bool) -> None:
+    """The JSON state a checkpoint carries has the fields (and types) alexnetc reads from it."""
+    from ...compiler.pipeline import spec_hash
+
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{path}: not a usable alexnetc training checkpoint: {what}")
+
+    if not isinstance(state.get("spec"), dict):
+        raise bad("state.spec is missing or not a mapping")
+    if not isinstance(state.get("spec_hash"), str):
+        raise bad("state.spec_hash is missing")
+    try:
+        actual = spec_hash(state["spec"])
+    except (TypeError, ValueError, RecursionError):
+        raise bad("state.spec is not plain data") from None
+    if actual != state["spec_hash"]:
+        raise bad("state.spec was changed after the checkpoint was written (its hash does not match "
+                  "state.spec_hash)")
+    classes = state.get("classes")
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise bad("state.classes is missing or not a list of names")
+    if not for_training:
+        return
+    for key in ("epoch", "batch", "step"):
+        v = state.get(key)
+        if not _is_int(v) or v < 0:
+            raise bad(f"state.{key} is {'missing' if v is None else repr(v)[:20]} (expected a whole number >= 0)")
+    for key in ("seed", "batch_size", "epochs"):
+        v = state.get(key)
+        if v is not None and (not _is_int(v) or (v < 1 and key != "seed")):
+            raise bad(f"state.{key} is {repr(v)[:20]}")
+    sched = state.get("schedule")
+    if not isinstance(sched, dict) or not isinstance(sched.get("lr"), (int, float)) \
+            or isinstance(sched.get("lr"), bool) or not math.isfinite(sched["lr"]) or sched["lr"] <= 0:
+        raise bad("state.schedule.lr is missing or not a positive number")
+    hist = state.get("history", [])
+    if not isinstance(hist, list) or not all(isinstance(r, dict) and _is_int(r.get("epoch")) for r in hist):
+        raise bad("state.history is not a list of epoch records")
+    if len(hist) != state["epoch"]:
+        raise bad(f"state.history holds {len(hist)} epoch records for epoch {state['epoch']}")
+    running = state.get("running")
+    if running is not None and not (isinstance(running, dict) and all(
+            isinstance(running.get(k), (int, float)) for k in ("loss", "top1", "top5", "n"))):
+        raise bad("state.running is malformed")
+
+
+def check_classes(path: str, state: Mapping[str, Any], classes: int) -> None:
+    n = len(state.get("classes") or [])
+    if n != classes:
+        raise CheckpointError(f"{path}: state.classes lists {n} class names for a network with {classes} classes")
+
+
+def expected_params(net) -> dict[str, tuple[tuple[int, ...], str]]:
+    """name -> (shape, dtype) of every parameter of a compiled net (from its graph)."""
+    out = {}
+    for n in net.graph.params():
+        out[n.name] = (tuple(n.shapes[0]) if n.shapes else None, str(n.attrs.get("dtype", "float32")))
+    return out
+
+
+def check_tensors(path: str, tensors: Mapping[str, Any], net, for_training: bool) -> None:
+    """Every parameter present with the graph's shape and dtype, no unknown parameter; for training
+    also the momentum buffers (when the checkpoint has any)."""
+    want = expected_params(net)
+    have = {k[len(PARAM_PREFIX):]: t for k, t in tensors.items() if k.startswith(PARAM_PREFIX)}
+    missing = sorted(set(want) - set(have))
+    extra = sorted(set(have) - set(want))
+    if missing:
+        raise CheckpointError(f"{path}: missing parameter tensors for {net.name}: {_names(missing)}")
+    if extra:
+        raise CheckpointError(f"{path}: tensors for parameters {net.name} does not have: {_names(extra)}")
+    problems = []
+    for name, (shape, dtype) in want.items():
+        t = have[name]
+        tdtype = str(t.dtype).replace("torch.", "")
+        if shape is not None and tuple(t.shape) != shape:
+            problems.append(f"{name} has shape {tuple(t.shape)}, the spec needs {shape}")
+        elif tdtype != dtype:
+            problems.append(f"{name} is {tdtype}, the spec needs {dtype}")
+    if problems:
+        raise CheckpointError(f"{path}: tensors do not fit {net.name}: {_names(problems)}")
+    if not for_training:
+        return
+    mom = {k[len(MOMENTUM_PREFIX):]: t for k, t in tensors.items() if k.startswith(MOMENTUM_PREFIX)}
+    if mom:
+        missing = sorted(set(want) - set(mom))
+        extra = sorted(set(mom) - set(want))
+        if missing or extra:
+            raise CheckpointError(f"{path}: momentum buffers do not match the parameters "
+                                  f"(missing: {_names(missing) or '-'}; unknown: {_names(extra) or '-'})")
+        wrong = [f"momentum/{n} has shape {tuple(t.shape)}, the spec needs {want[n][0]}"
+                 for n, t in mom.items() if want[n][0] is not None and tuple(t.shape) != want[n][0]]
+        if wrong:
+            raise CheckpointError(f"{path}: {_names(wrong)}")
