@@ -2,9 +2,9 @@
 
 Walks the forward graph backwards from the loss, asks each op's `gradient` rule (compiler/ops) for
 backward nodes, sums gradients that reach a value along several paths with `add_n`, and returns a
-graph whose outputs are the forward outputs followed by one gradient per learnable parameter
-(`attrs["grad_of"]` names them). Backward nodes run on their forward node's device; a copy's gradient
-is a copy back, so every parameter's gradient is computed on its parameter's device. Only values that
+graph whose outputs are the forward outputs followed by one gradient per learnable parameter, last
+layer first (`attrs["grad_of"]` names them). Backward nodes run on their forward node's device; a
+copy's gradient is a copy back, so every parameter's gradient is computed on its parameter's device. Only values that
 depend on a parameter get gradients (no gradient is computed for the input images).
 """
 from __future__ import annotations
@@ -58,7 +58,10 @@ def gradient(graph: Graph) -> Graph:
 
     params = [n for n in nodes if _is_param(n)]
     outs, names = list(graph.outputs), []
-    for p in params:
+    # Last layer first: the graph's (DFS) node order then computes each layer's parameter gradients as
+    # soon as that layer's output gradient exists (fc8's first, conv1's last), so data parallelism can
+    # all-reduce them while the rest of the backward pass runs.
+    for p in reversed(params):
         g = summed(p, 0)
         if g is None:
             continue

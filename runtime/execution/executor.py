@@ -11,6 +11,13 @@ only in the graph's `copy` nodes; a copy between two logical devices bound to th
 free. Logical devices sharing one CUDA device run on separate CUDA streams. Values are freed after their
 last use as the memory plan says. Gradients are written into one flat buffer per device, in parameter
 order, so data parallelism can all-reduce whole buckets (`grad_buckets()`).
+
+Data parallelism hooks: `on_grad_ready(name)`, when set, is called during `backward()` as soon as
+parameter `name`'s gradient is final (written into `grads[name]`), in the order the backward pass
+produces them, so a bucket's all-reduce can start while the rest of the backward runs (on CUDA it is
+called inside the producing stream's context). `sample_base` is the index, in the global batch, of
+this process's first sample: dropout masks are keyed by the global element index, so a shard drops
+what the whole batch would (0, the default, is one process's masks).
 """
 from __future__ import annotations
 
@@ -77,6 +84,8 @@ class Executor:
         self.graph: Graph = net.train_graph() if for_training else plan_memory(net.graph)
         self.backend_name = backend
         self.seed, self.step_count = 0, 0
+        self.sample_base = 0                                   # global index of this shard's first sample
+        self.on_grad_ready: Callable[[str], None] | None = None  # called when a gradient is final
         self._streams = self._make_streams()
         nodes = self.graph.nodes()
         self.param_nodes = [n for n in nodes if n.is_variable and n.attrs.get("kind") == "param"]
@@ -126,6 +135,8 @@ class Executor:
                          self._streams.get(node.device), [(id(e.node), e.index) for e in node.inputs], release)
             (self._forward if id(node) in forward_ids else self._backward).append(step)
         self._var_ids = {n.name: id(n) for n in nodes if n.is_variable}
+        grad_of = self.graph.attrs.get("grad_of", []) if self.for_training else []
+        self._grad_heads = {(id(h.node), h.index): name for name, h in zip(grad_of, self.graph.outputs[self._n_fwd:])}
         self._node_ids = defaultdict(lambda: None, {n.name: id(n) for n in nodes})
         self._heads = list(self.graph.outputs)
 
@@ -154,7 +165,8 @@ class Executor:
         if name in self._var_ids:
             self._env[(self._var_ids[name], 0)] = value
 
-    def _run(self, steps: list[_Step], is_train: bool, keep: dict | None = None) -> None:
+    def _run(self, steps: list[_Step], is_train: bool, keep: dict | None = None,
+             grads: dict | None = None) -> None:
         env = self._env
         self._kept = {}
         for s in steps:
@@ -173,14 +185,27 @@ class Executor:
                     if s.node.op == "copy":
                         s.stream.wait_stream(self._streams.get(s.node.attrs["src"]) or torch.cuda.current_stream(s.device))
                     outs = s.fn(s, args, self, is_train)
+                    if grads:
+                        self._grads_done(s, outs, grads)
             else:
                 outs = s.fn(s, args, self, is_train)
+                if grads:
+                    self._grads_done(s, outs, grads)
             for k, t in enumerate(outs):
                 env[(id(s.node), k)] = t
             if keep and (id(s.node), 0) in keep:
                 self._kept[keep[(id(s.node), 0)]] = outs[0]
             for key in s.release:
                 env.pop(key, None)
+
+    def _grads_done(self, s: _Step, outs, pending: dict) -> None:
+        """Write the parameter gradients among a step's outputs into their buckets; tell on_grad_ready."""
+        for k, t in enumerate(outs):
+            name = pending.pop((id(s.node), k), None)
+            if name is not None:
+                self.grads[name].copy_(t)
+                if self.on_grad_ready is not None:
+                    self.on_grad_ready(name)
 
     def _sync_streams(self) -> None:
         for logical, stream in self._streams.items():
@@ -231,11 +256,13 @@ class Executor:
         if not getattr(self, "_is_train", False) or not self._env:
             raise RuntimeError("call forward(..., is_train=True) before each backward()")
         self._start_streams()
-        self._run(self._backward, True)
+        pending = dict(self._grad_heads)
+        self._run(self._backward, True, grads=pending)
         self._sync_streams()
-        for name, head in zip(self.grad_names, self._heads[self._n_fwd:]):
-            g = self._env[(id(head.node), head.index)]
-            self.grads[name].copy_(g)
+        for key, name in pending.items():  # gradients no backward step produced (none in practice)
+            self.grads[name].copy_(self._env[key])
+            if self.on_grad_ready is not None:
+                self.on_grad_ready(name)
         self._env = {}
         self._uploads = {}
         return self.grads
@@ -337,12 +364,19 @@ def _dropout(s, a, ex, tr):
     if not tr:
         return (a[0],)
     at = s.node.attrs
-    return (s.backend.dropout(a[0], p=at["p"], seed=_dropout_seed(ex, at), step=ex.step_count),)
+    return (s.backend.dropout(a[0], p=at["p"], seed=_dropout_seed(ex, at), step=ex.step_count,
+                              offset=_dropout_offset(ex, a[0])),)
 
 
 def _dropout_bwd(s, a, ex, tr):
     at = s.node.attrs
-    return (s.backend.dropout_backward(a[0], p=at["p"], seed=_dropout_seed(ex, at), step=ex.step_count),)
+    return (s.backend.dropout_backward(a[0], p=at["p"], seed=_dropout_seed(ex, at), step=ex.step_count,
+                                       offset=_dropout_offset(ex, a[0])),)
+
+
+def _dropout_offset(ex, x: torch.Tensor) -> int:
+    """Flat index of x's first element in the global batch: sample_base samples of numel/N each."""
+    return ex.sample_base * (x.numel() // x.shape[0]) if ex.sample_base and x.shape[0] else 0
 
 
 def _act(s, a, ex, tr):
