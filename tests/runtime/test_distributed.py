@@ -78,7 +78,8 @@ def _whole(tmp):
     return {k: v.clone() for k, v in ex.backward().items()}
 
 
-@pytest.mark.parametrize("world, bucket_mb", [pytest.param(2, None, marks=pytest.mark.slow), (3, None), (3, 0.05)])
+@pytest.mark.parametrize("world, bucket_mb", [pytest.param(2, None, marks=pytest.mark.slow),
+                                             pytest.param(3, None, marks=pytest.mark.slow), (3, 0.05)])
 def test_processes_sum_to_the_whole_batch_gradient(tmp_path, world, bucket_mb):
     """oracle: the gradient of the whole batch of 8 in one process. 3 processes get shards 3/3/2; every
     gradient within rtol 1e-4 (fp32 sums in another order), every process bit-identical to rank 0.
