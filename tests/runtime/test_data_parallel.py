@@ -89,3 +89,77 @@ def test_n_processes_train_like_one(tmp_path, monkeypatch):
         assert all(torch.equal(saved[ckpt.PARAM_PREFIX + k], params[0][k]) for k in ref)
         assert sorted(os.listdir(out)) == ["cache", "checkpoints", "curves.png", "metrics.jsonl"] + \
             [f"params.{r}.pt" for r in range(world)]
+
+
+@pytest.mark.slow
+def test_resume_under_torchrun_continues_exactly(tmp_path):
+    """oracle: the same 2-process run without a stop. Stopping after epoch 1 and resuming on 2
+    processes (rank 0 reads the checkpoint and sends it to rank 1) ends bit-identical."""
+    data = _pattern_dataset(tmp_path / "data", n_train=64, n_val=21)
+    whole = _run(2, data, str(tmp_path / "whole"))
+    _run(2, data, str(tmp_path / "split"), epochs=1)
+    resumed = _run(2, data, str(tmp_path / "split"), resume=True)
+    for k, w in whole[0].items():
+        assert torch.equal(resumed[0][k], w) and torch.equal(resumed[1][k], w), k
+    assert [r["epoch"] for r in _metrics(str(tmp_path / "split"))] == [1, 2]
+    assert _metrics(str(tmp_path / "split"))[1]["val_loss"] == _metrics(str(tmp_path / "whole"))[1]["val_loss"]
+
+
+def _failing_worker(rank: int, world: int, port: int, data: str, out: str, how: str) -> None:
+    """Rank 1 fails (exits, or hangs for 40 s) at its second step; rank 0 must stop with a
+    DistributedError, not hang."""
+    import time
+
+    from alexnetc.runtime.execution.distributed import DistributedError
+
+    torch.set_num_threads(1)
+    os.environ.update(_env(rank, world, port))
+    t = Trainer(_opts(data, out, dist_timeout=60 if how == "exit" else 4))
+    if rank == 1:
+        step = t.train_step
+
+        def failing(images, labels, i):
+            if i == 1:
+                if how == "hang":
+                    time.sleep(40)
+                os._exit(3)  # as abrupt as a crash: no cleanup, no goodbye to the process group
+            return step(images, labels, i)
+        t.train_step = failing
+    t0 = time.monotonic()
+    try:
+        t.run()
+        msg = "finished"
+    except DistributedError as exc:
+        msg = str(exc)
+    with open(os.path.join(out, f"rank{rank}.txt"), "w") as fh:
+        fh.write(f"{time.monotonic() - t0:.1f}\n{msg}")
+
+
+@pytest.mark.parametrize("how", ["exit", pytest.param("hang", marks=pytest.mark.slow)])
+def test_a_failed_process_stops_the_others_with_a_message(tmp_path, how):
+    """oracle: the failure is injected at rank 1's step 2. Exit: rank 0 ends at once (a lost connection
+    is noticed without waiting for the 60 s timeout); hang: rank 0 ends after its 4 s collective timeout,
+    long before rank 1 wakes. Either way with a DistributedError naming itself and telling to resume."""
+    import multiprocessing
+
+    data = _pattern_dataset(tmp_path / "data", n_train=64, n_val=21)
+    out = str(tmp_path / "run")
+    os.makedirs(out)
+    ctx = multiprocessing.get_context("spawn")
+    port = free_port()
+    procs = [ctx.Process(target=_failing_worker, args=(r, 2, port, data, out, how)) for r in range(2)]
+    for p in procs:
+        p.start()
+    procs[0].join(timeout=30)
+    if how == "hang":
+        procs[1].kill()
+    procs[1].join(timeout=30)
+    alive = [p.is_alive() for p in procs]
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+    assert alive == [False, False] and procs[0].exitcode == 0
+    assert procs[1].exitcode == (3 if how == "exit" else -9)
+    seconds, msg = open(os.path.join(out, "rank0.txt")).read().split("\n", 1)
+    assert "rank 0 of 2" in msg and "--resume" in msg, msg
+    assert float(seconds) < (20 if how == "exit" else 30)
