@@ -286,6 +286,7 @@ class Trainer:
                 for images, labels in loader:
                     result = self.train_step(images, labels, step)
                     if result is None:  # no process had a readable sample: nothing trained
+                        batch_i += 1
                         continue
                     loss, probs = result
                     if not math.isfinite(loss):

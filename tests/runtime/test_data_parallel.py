@@ -163,3 +163,55 @@ def test_a_failed_process_stops_the_others_with_a_message(tmp_path, how):
     seconds, msg = open(os.path.join(out, "rank0.txt")).read().split("\n", 1)
     assert "rank 0 of 2" in msg and "--resume" in msg, msg
     assert float(seconds) < (20 if how == "exit" else 30)
+
+
+def _torchrun(args: list[str], out: str, data: str, extra: list[str] = ()) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+            *extra, "-m", "alexnetc", "train", os.path.abspath(MINI), "--data", data, "--out", out, "--seed", "3",
+            "--batch", "8", "--limit-train-batches", "12", "--limit-val-batches", "2", "--workers", "0",
+            "--no-progress", *args]
+
+
+@pytest.mark.slow
+def test_kill_9_of_a_worker_then_torchrun_restart_resumes(tmp_path):
+    """oracle: the same torchrun job not killed. A worker killed with SIGKILL during epoch 2; torchrun
+    (--max-restarts=1) restarts both; --resume picks up epoch 1's checkpoint; the final weights are
+    bit-identical to the uninterrupted job's."""
+    import signal
+    import subprocess
+    import time
+
+    data = _pattern_dataset(tmp_path / "data", n_train=128, n_val=16)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    whole = str(tmp_path / "whole")
+    subprocess.run(_torchrun(["--epochs", "3"], whole, data), check=True, env=env, timeout=300,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = str(tmp_path / "killed")
+    log_path = str(tmp_path / "job.log")
+    logf = open(log_path, "w")
+    job = subprocess.Popen(_torchrun(["--epochs", "3", "--resume"], out, data, ["--max-restarts=1"]), env=env,
+                           stdout=logf, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while ckpt.latest_checkpoint(out + "/checkpoints") is None:
+            assert time.monotonic() < deadline and job.poll() is None, "no first checkpoint"
+            time.sleep(0.2)
+        workers = subprocess.run(["pgrep", "-P", str(job.pid)], capture_output=True, text=True).stdout.split()
+        assert len(workers) == 2, workers
+        os.kill(int(workers[1]), signal.SIGKILL)
+        job.wait(timeout=300)
+    finally:
+        if job.poll() is None:
+            job.kill()
+        logf.close()
+    with open(log_path) as fh:
+        log = fh.read()
+    assert job.returncode == 0, log[-3000:]
+    assert "resumed from" in log and "epoch 2" in log
+    a = ckpt.load_checkpoint(whole + "/checkpoints")[0]
+    b = ckpt.load_checkpoint(out + "/checkpoints")[0]
+    params = [k for k in a if k.startswith(ckpt.PARAM_PREFIX)]
+    assert params and all(torch.equal(a[k], b[k]) for k in params)
+    assert [r["epoch"] for r in _metrics(out)] == [1, 2, 3]
