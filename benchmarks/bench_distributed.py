@@ -9,7 +9,8 @@ Each row is one configuration: `processes` replicas on the CPU, each computing i
 same global batch (so a row's images/s is the job's), one `DataParallel.train_step` per step
 (forward, count all-reduce, backward with the bucketed gradient all-reduce, SGD update). The
 `plain` row is one process without any torch.distributed. Timed over `--steps` steps after
-`--warmup`; each process's mean step time, the slowest process reported. The load average at the
+`--warmup`, the two modes alternating in the same processes `--repeats` times (each block's time
+is the slowest process's mean; the median block is reported, all blocks are in the JSON). The load average at the
 end is recorded: on a shared machine other processes' load skews every number. `exposed_comm_ms` is
 step time minus the one-process-per-shard compute time measured in the same run (the plain step
 of a shard-sized batch), i.e. the communication the step could not hide. The JSON (machine, torch
@@ -23,6 +24,7 @@ import json
 import os
 import platform
 import socket
+import statistics
 import sys
 import time
 
@@ -84,7 +86,7 @@ def _worker(rank: int, world: int, port: int, cfg: dict, out: str) -> None:
     part = shard(cfg["batch"], rank, world)
     net, ex, opt, x, y = _setup(cfg["spec"], cfg["batch"], len(part))
     xs, ys = x[part.start:part.stop], y[part.start:part.stop]
-    dp = DataParallel(ctx, ex, cfg["bucket_mb"], cfg["overlap"])
+    dp = DataParallel(ctx, ex, cfg["bucket_mb"], True)
     state = {"step": 0}
 
     def step():
@@ -92,13 +94,20 @@ def _worker(rank: int, world: int, port: int, cfg: dict, out: str) -> None:
         dp.train_step(xs, ys, cfg["batch"], lambda g: opt.step(g, 0.001))
         state["step"] += 1
 
-    dist.barrier()
-    t = _timed(step, cfg["warmup"], cfg["steps"])
-    times = [torch.zeros(1, dtype=torch.float64) for _ in range(world)]
-    dist.all_gather(times, torch.tensor([t], dtype=torch.float64))
+    # The two modes alternate in blocks of `steps` steps in the same processes, `repeats` times, so a
+    # change in the machine's load hits both alike; the median block per mode is reported.
+    blocks: dict[str, list[float]] = {"overlap": [], "after-backward": []}
+    for i in range(cfg["repeats"]):
+        for mode in (("overlap", "after-backward") if i % 2 == 0 else ("after-backward", "overlap")):
+            dp.reducer.overlap = mode == "overlap"
+            dist.barrier()
+            t = _timed(step, cfg["warmup"], cfg["steps"])
+            slowest = torch.tensor([t], dtype=torch.float64)
+            dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
+            blocks[mode].append(float(slowest))
     if rank == 0:
         with open(out, "w") as fh:
-            json.dump({"seconds": [float(v) for v in times], "buckets": len(dp.reducer.buckets),
+            json.dump({"blocks": blocks, "buckets": len(dp.reducer.buckets),
                        "describe": dp.reducer.describe()}, fh)
     dist.destroy_process_group()
 
@@ -119,7 +128,7 @@ def _plain(cfg: dict, local: int) -> float:
         opt.step(ex.grads, 0.001)
         state["step"] += 1
 
-    return _timed(step, cfg["warmup"], cfg["steps"])
+    return statistics.median(_timed(step, cfg["warmup"], cfg["steps"]) for _ in range(cfg["repeats"]))
 
 
 def run(argv=None) -> dict:
@@ -135,6 +144,7 @@ def run(argv=None) -> dict:
     ap.add_argument("--batch", type=int, default=64, help="global batch (default 64)")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3, help="blocks of --steps per mode, interleaved (median)")
     ap.add_argument("--bucket-mb", type=float, default=25.0)
     ap.add_argument("--processes", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--threads", type=int, default=None,
@@ -143,33 +153,33 @@ def run(argv=None) -> dict:
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = ap.parse_args(argv)
     if args.tiny:
-        args.batch, args.steps, args.warmup, args.bucket_mb = 4, 1, 1, 0.1
+        args.batch, args.steps, args.warmup, args.bucket_mb, args.repeats = 4, 1, 1, 0.1, 1
 
     cores = os.cpu_count() or 1
     rows = []
     for world in args.processes:
         cfg = {"spec": args.spec, "batch": args.batch, "steps": args.steps, "warmup": args.warmup,
-               "bucket_mb": args.bucket_mb, "threads": args.threads or max(1, cores // world)}
+               "bucket_mb": args.bucket_mb, "threads": args.threads or max(1, cores // world),
+               "repeats": args.repeats}
         local = len(shard(args.batch, 0, world))
         compute = _plain(cfg, local)
         if world == 1:
             rows.append({"processes": 1, "mode": "plain", "threads_per_process": cfg["threads"],
                          "ms_per_step": compute * 1e3, "images_per_second": args.batch / compute})
-        for overlap in (True, False):
-            with tempfile.TemporaryDirectory() as tmp:
-                out = os.path.join(tmp, "r.json")
-                mp.spawn(_worker, args=(world, _free_port(), {**cfg, "overlap": overlap}, out),
-                         nprocs=world, join=True)
-                with open(out) as fh:
-                    r = json.load(fh)
-            t = max(r["seconds"])
-            rows.append({"processes": world, "mode": "overlap" if overlap else "after-backward",
-                         "threads_per_process": cfg["threads"], "buckets": r["buckets"],
-                         "ms_per_step": t * 1e3, "images_per_second": args.batch / t,
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "r.json")
+            mp.spawn(_worker, args=(world, _free_port(), cfg, out), nprocs=world, join=True)
+            with open(out) as fh:
+                r = json.load(fh)
+        for mode in ("overlap", "after-backward"):
+            t = statistics.median(r["blocks"][mode])
+            rows.append({"processes": world, "mode": mode, "threads_per_process": cfg["threads"],
+                         "buckets": r["buckets"], "ms_per_step": t * 1e3, "images_per_second": args.batch / t,
+                         "blocks_ms": [b * 1e3 for b in r["blocks"][mode]],
                          "shard_compute_ms": compute * 1e3, "exposed_comm_ms": (t - compute) * 1e3})
     result = {
         "benchmark": "distributed_train_step", "spec": args.spec, "global_batch": args.batch,
-        "steps": args.steps, "warmup": args.warmup, "bucket_mb": args.bucket_mb, "backend": "gloo (127.0.0.1)",
+        "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats, "bucket_mb": args.bucket_mb, "backend": "gloo (127.0.0.1)",
         "device": _cpu_name(), "torch": torch.__version__, "python": platform.python_version(),
         "machine": platform.platform(),
         "load_average_1_5_15min_at_end": list(os.getloadavg()),  # the machine is shared: other load skews times
