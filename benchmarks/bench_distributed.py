@@ -185,11 +185,13 @@ def run(argv=None) -> dict:
         "load_average_1_5_15min_at_end": list(os.getloadavg()),  # the machine is shared: other load skews times
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "rows": rows,
     }
-    print(f"{args.spec}, global batch {args.batch}, buckets {args.bucket_mb:g} MB, {result['device']}, torch {torch.__version__}")
+    print(f"{args.spec}, global batch {args.batch}, buckets {args.bucket_mb:g} MB, {result['device']}, "
+          f"torch {torch.__version__}")
     print(f"{'procs':>5} {'mode':<15} {'ms/step':>10} {'images/s':>9} {'exposed comm ms':>16}")
     for r in rows:
         exp = f"{r['exposed_comm_ms']:.1f}" if "exposed_comm_ms" in r else ""
-        print(f"{r['processes']:>5} {r['mode']:<15} {r['ms_per_step']:>10.1f} {r['images_per_second']:>9.1f} {exp:>16}")
+        print(f"{r['processes']:>5} {r['mode']:<15} {r['ms_per_step']:>10.1f} {r['images_per_second']:>9.1f} "
+              f"{exp:>16}")
     os.makedirs(args.out, exist_ok=True)
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     name = args.spec.replace("/", "-").replace(".yaml", "")

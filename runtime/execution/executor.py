@@ -136,7 +136,8 @@ class Executor:
             (self._forward if id(node) in forward_ids else self._backward).append(step)
         self._var_ids = {n.name: id(n) for n in nodes if n.is_variable}
         grad_of = self.graph.attrs.get("grad_of", []) if self.for_training else []
-        self._grad_heads = {(id(h.node), h.index): name for name, h in zip(grad_of, self.graph.outputs[self._n_fwd:])}
+        self._grad_heads = {(id(h.node), h.index): name
+                            for name, h in zip(grad_of, self.graph.outputs[self._n_fwd:])}
         self._node_ids = defaultdict(lambda: None, {n.name: id(n) for n in nodes})
         self._heads = list(self.graph.outputs)
 
