@@ -74,6 +74,9 @@ def _check_options(opts: TrainOptions) -> None:
             raise TrainingError(f"{name} {v}: must be at least {lo}")
     if opts.lr is not None and not (0 < opts.lr < float("inf")):
         raise TrainingError(f"lr {opts.lr:g}: must be a positive number")
+    for name in ("bucket_mb", "dist_timeout"):
+        if not 0 < getattr(opts, name) < float("inf"):
+            raise TrainingError(f"{name} {getattr(opts, name):g}: must be a positive number")
 
 
 def _data_seed(seed: int) -> int:

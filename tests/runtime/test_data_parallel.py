@@ -120,26 +120,27 @@ def _failing_worker(rank: int, world: int, port: int, data: str, out: str, how: 
 
         def failing(images, labels, i):
             if i == 1:
+                with open(os.path.join(out, "failed_at"), "w") as fh:
+                    fh.write(repr(time.time()))
                 if how == "hang":
                     time.sleep(40)
                 os._exit(3)  # as abrupt as a crash: no cleanup, no goodbye to the process group
             return step(images, labels, i)
         t.train_step = failing
-    t0 = time.monotonic()
     try:
         t.run()
         msg = "finished"
     except DistributedError as exc:
         msg = str(exc)
     with open(os.path.join(out, f"rank{rank}.txt"), "w") as fh:
-        fh.write(f"{time.monotonic() - t0:.1f}\n{msg}")
+        fh.write(f"{time.time()!r}\n{msg}")
 
 
 @pytest.mark.parametrize("how", ["exit", pytest.param("hang", marks=pytest.mark.slow)])
 def test_a_failed_process_stops_the_others_with_a_message(tmp_path, how):
     """oracle: the failure is injected at rank 1's step 2. Exit: rank 0 ends at once (a lost connection
-    is noticed without waiting for the 60 s timeout); hang: rank 0 ends after its 4 s collective timeout,
-    long before rank 1 wakes. Either way with a DistributedError naming itself and telling to resume."""
+    is noticed without waiting for the 60 s timeout); hang: rank 0 ends after its 4 s collective
+    timeout, long before rank 1 would wake (after 40 s). Either way with a DistributedError naming itself and telling to resume."""
     import multiprocessing
 
     data = _pattern_dataset(tmp_path / "data", n_train=64, n_val=21)
@@ -150,7 +151,7 @@ def test_a_failed_process_stops_the_others_with_a_message(tmp_path, how):
     procs = [ctx.Process(target=_failing_worker, args=(r, 2, port, data, out, how)) for r in range(2)]
     for p in procs:
         p.start()
-    procs[0].join(timeout=30)
+    procs[0].join(timeout=120)
     if how == "hang":
         procs[1].kill()
     procs[1].join(timeout=30)
@@ -160,9 +161,12 @@ def test_a_failed_process_stops_the_others_with_a_message(tmp_path, how):
             p.kill()
     assert alive == [False, False] and procs[0].exitcode == 0
     assert procs[1].exitcode == (3 if how == "exit" else -9)
-    seconds, msg = open(os.path.join(out, "rank0.txt")).read().split("\n", 1)
+    ended, msg = open(os.path.join(out, "rank0.txt")).read().split("\n", 1)
+    failed = float(open(os.path.join(out, "failed_at")).read())
     assert "rank 0 of 2" in msg and "--resume" in msg, msg
-    assert float(seconds) < (20 if how == "exit" else 30)
+    # from rank 1's failure to rank 0's error: at once for a lost connection, the timeout for a hang
+    # (generous margins: the test machine is a shared 2-core one)
+    assert float(ended) - failed < (15 if how == "exit" else 4 + 20)
 
 
 def _torchrun(args: list[str], out: str, data: str, extra: list[str] = ()) -> list[str]:
