@@ -1,4 +1,5 @@
-"""Triton dropout with a counter-based mask: a pure function of (seed, step, flat NCHW element index).
+"""Triton dropout with a counter-based mask: a pure function of (seed, step, offset + flat NCHW element
+index); `offset` places a shard of a batch inside the global batch (default 0).
 
 Nothing is saved between forward and backward: `dropout_backward` recomputes the same hash. The hash
 is the one specified in `shared.py` (two rounds of the lowbias32 finaliser keyed by
@@ -31,12 +32,13 @@ def _mix32(x):
     return x ^ (x >> 16)
 
 
-@triton.jit(do_not_specialize=["key_a", "key_b", "thr"])
-def _dropout_kernel(x_ptr, y_ptr, n, key_a, key_b, thr, scale, BLOCK: tl.constexpr):
+@triton.jit(do_not_specialize=["base", "key_a", "key_b", "thr"])
+def _dropout_kernel(x_ptr, y_ptr, n, base, key_a, key_b, thr, scale, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     m = offs < n
-    lo = (offs & 0xFFFFFFFF).to(tl.uint32)
-    hi = (offs >> 32).to(tl.uint32)
+    idx = offs + base  # the element's index in the global batch: what the mask is keyed by
+    lo = (idx & 0xFFFFFFFF).to(tl.uint32)
+    hi = (idx >> 32).to(tl.uint32)
     ka = key_a.to(tl.uint32, bitcast=True)
     kb = key_b.to(tl.uint32, bitcast=True)
     h = _mix32(lo * GOLDEN_C + ka)
@@ -50,8 +52,11 @@ def _as_i32(v: int) -> int:
     return v - (1 << 32) if v >= (1 << 31) else v
 
 
-def _apply(t: torch.Tensor, p: float, seed: int, step: int) -> torch.Tensor:
+def _apply(t: torch.Tensor, p: float, seed: int, step: int, offset: int = 0) -> torch.Tensor:
     p = float(p)
+    offset = int(offset)
+    if offset < 0:
+        raise ValueError(f"dropout element offset {offset} is negative")
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout probability {p} is outside [0, 1]")
     if p == 0.0:
@@ -63,14 +68,14 @@ def _apply(t: torch.Tensor, p: float, seed: int, step: int) -> torch.Tensor:
     n = t.numel()
     if n:
         a, b = dropout_keys(seed, step)
-        _dropout_kernel[(triton.cdiv(n, BLOCK),)](t, out, n, _as_i32(a), _as_i32(b), dropout_threshold(p),
+        _dropout_kernel[(triton.cdiv(n, BLOCK),)](t, out, n, offset, _as_i32(a), _as_i32(b), dropout_threshold(p),
                                                   1.0 / (1.0 - p), BLOCK=BLOCK)
     return out
 
 
-def dropout(x, *, p, seed, step):
-    return _apply(x, p, seed, step)
+def dropout(x, *, p, seed, step, offset=0):
+    return _apply(x, p, seed, step, offset)
 
 
-def dropout_backward(dy, *, p, seed, step):
-    return _apply(dy, p, seed, step)
+def dropout_backward(dy, *, p, seed, step, offset=0):
+    return _apply(dy, p, seed, step, offset)

@@ -1,16 +1,17 @@
 """Dropout and its backward. The mask comes from a counter-based hash keyed by (run seed, step, this
-node's `seed_offset`, element index), so the backward regenerates it instead of storing it and both
+node's `seed_offset`, element index in the global batch), so the backward regenerates it instead of storing it and both
 backends draw the same mask. Outside training the op is the identity (`Kernel(train_only=True)`).
 Kernels: ``kernels/dropout.py``, reference ``kernels/reference/dropout.py``.
 """
 from __future__ import annotations
 
+import math
 import zlib
 from typing import Any, Sequence
 
 from ..graph import Node
 from .attrs import Attr, number
-from .registry import EagerContext, Kernel, RunSeed, RunStep, SameShape, backward_node, register
+from .registry import EagerContext, Kernel, RunSampleOffset, RunSeed, RunStep, SameShape, backward_node, register
 
 P = Attr("p", number(0, 1, hi_open=True), "Probability of dropping a unit while training.", default=0.5,
          spec_required=True, convert=float)
@@ -19,7 +20,7 @@ SEED_OFFSET = Attr("seed_offset", spec=False, default=0)   # this node's RNG str
 
 def _kernel_args(node: Node) -> dict[str, Any]:
     return {P.name: node.attrs[P.name], "seed": RunSeed(int(node.attrs.get(SEED_OFFSET.name, 0))),
-            "step": RunStep()}
+            "step": RunStep(), "offset": RunSampleOffset(math.prod(node.shapes[0][1:]))}
 
 
 @register

@@ -78,21 +78,49 @@ class Kernel:
 
 
 @dataclass(frozen=True)
-class RunSeed:
-    """A `kernel_args` value resolved per run: the run's seed mixed with this node's stream `offset`."""
+class RunState:
+    """What a run gives its kernels besides tensors: the run seed, the step, and the index of this
+    process's first sample in the global batch (data parallelism; 0 in one process)."""
 
-    offset: int
+    seed: int
+    step: int
+    sample_base: int = 0
 
-    def resolve(self, seed: int, step: int) -> int:
-        return (seed * 1_000_003 + self.offset) % (2 ** 31 - 1)
+
+class RunValue:
+    """A `kernel_args` value known only when the step runs (`resolve` is called once per kernel call)."""
+
+    def resolve(self, run: RunState) -> Any:
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
-class RunStep:
-    """A `kernel_args` value resolved per run: the training step counter."""
+class RunSeed(RunValue):
+    """The run's seed mixed with this node's stream `offset`."""
 
-    def resolve(self, seed: int, step: int) -> int:
-        return step
+    offset: int
+
+    def resolve(self, run: RunState) -> int:
+        return (run.seed * 1_000_003 + self.offset) % (2 ** 31 - 1)
+
+
+@dataclass(frozen=True)
+class RunStep(RunValue):
+    """The training step counter."""
+
+    def resolve(self, run: RunState) -> int:
+        return run.step
+
+
+@dataclass(frozen=True)
+class RunSampleOffset(RunValue):
+    """The flat index of this process's first element in the global batch: `sample_base` times the
+    elements per sample (so a data-parallel shard draws what the whole batch would)."""
+
+    per_sample: int
+
+    def resolve(self, run: RunState) -> int:
+        return run.sample_base * self.per_sample
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Walks the forward graph backwards from the loss, asks each op's `gradient` rule (compiler/ops) for
 backward nodes, sums gradients that reach a value along several paths with `add_n`, and returns a
 `Program` whose graph's outputs are the forward outputs followed by one gradient per learnable
-parameter (`Program.grad_of` names them). The head it seeds is the op whose descriptor has
+parameter, last layer first (`Program.grad_of` names them). The head it seeds is the op whose descriptor has
 ``role == "loss"``. Backward nodes run on their forward node's device; a copy's gradient
 is a copy back, so every parameter's gradient is computed on its parameter's device. Only values that
 depend on a parameter get gradients (no gradient is computed for the input images).
@@ -60,7 +60,10 @@ def gradient(graph: Graph) -> Program:
 
     params = [n for n in nodes if n.is_param]
     outs, names = list(graph.outputs), []
-    for p in params:
+    # Last layer first: the graph's (DFS) node order then computes each layer's parameter gradients as
+    # soon as that layer's output gradient exists (fc8's first, conv1's last), so data parallelism can
+    # all-reduce them while the rest of the backward pass runs.
+    for p in reversed(params):
         g = summed(p, 0)
         if g is None:
             continue

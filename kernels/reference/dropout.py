@@ -39,37 +39,42 @@ def dropout_hash_of(idx: torch.Tensor, seed: int, step: int) -> torch.Tensor:
     return _mix32_(h)
 
 
-def dropout_hash(numel: int, seed: int, step: int, device=None) -> torch.Tensor:
-    """The hash of every flat index in [0, numel)."""
-    idx = torch.arange(numel, dtype=torch.int64, device=device)
-    if numel > (1 << 32):
+def dropout_hash(numel: int, seed: int, step: int, device=None, offset: int = 0) -> torch.Tensor:
+    """The hash of every flat index in [offset, offset + numel)."""
+    idx = torch.arange(offset, offset + numel, dtype=torch.int64, device=device)
+    if offset + numel > (1 << 32):
         return dropout_hash_of(idx, seed, step)
     a, b = dropout_keys(seed, step)
     h = _mix32_(_mul32_(idx, GOLDEN).add_(a).bitwise_and_(M32))  # arange is fresh: hash it in place
     return _mix32_(h.bitwise_xor_(b))
 
 
-def dropout_mask(shape, seed: int, step: int, p: float, device=None) -> torch.Tensor:
-    """bool mask (True = kept) of the given logical shape."""
+def dropout_mask(shape, seed: int, step: int, p: float, device=None, offset: int = 0) -> torch.Tensor:
+    """bool mask (True = kept) of the given logical shape; element i is hashed as index offset + i."""
     numel = 1
     for d in shape:
         numel *= int(d)
-    keep = (dropout_hash(numel, seed, step, device) >> 8) >= dropout_threshold(p)
+    keep = (dropout_hash(numel, seed, step, device, offset) >> 8) >= dropout_threshold(p)
     return keep.view(tuple(shape))
 
 
-def _apply(t: torch.Tensor, p: float, seed: int, step: int) -> torch.Tensor:
+def _apply(t: torch.Tensor, p: float, seed: int, step: int, offset: int = 0) -> torch.Tensor:
+    offset = int(offset)
+    if offset < 0:
+        raise ValueError(f"dropout element offset {offset} is negative")
     if p <= 0:
         return t.clone()
     if p >= 1:
         return torch.zeros_like(t)
-    keep = dropout_mask(t.shape, seed, step, p, t.device)
+    keep = dropout_mask(t.shape, seed, step, p, t.device, offset)
     return torch.where(keep, up(t) * (1.0 / (1.0 - p)), 0.0).to(t.dtype)
 
 
-def dropout(x, *, p, seed, step):
-    return _apply(x, p, seed, step)
+def dropout(x, *, p, seed, step, offset=0):
+    """`offset`: the flat index of x's first element in a larger (global) batch, so a shard of a batch
+    gets the mask rows the whole batch would (offset = first sample index * elements per sample)."""
+    return _apply(x, p, seed, step, offset)
 
 
-def dropout_backward(dy, *, p, seed, step):
-    return _apply(dy, p, seed, step)
+def dropout_backward(dy, *, p, seed, step, offset=0):
+    return _apply(dy, p, seed, step, offset)

@@ -13,6 +13,7 @@ EPILOG_TRAIN = """examples:
   alexnetc train specs/alexnet.yaml --synthetic 2560 --epochs 1   # timing without a dataset
   alexnetc train --resume --out runs/alexnetc      # continue a stopped run exactly where it stopped
   alexnetc train --overwrite --out runs/alexnetc   # replace the run in runs/alexnetc (one run per directory)
+  torchrun --nproc_per_node=2 -m alexnetc train    # data parallel: one replica per process
 
 Data: --data DIR takes MNIST-style IDX files or an ImageNet-style tree (DIR/train/<class>/*.jpg,
 DIR/val/<class>/*). Without --data: $ALEXNETC_DATA, else Fashion-MNIST from Debian's
@@ -28,6 +29,7 @@ def _user_error(msg: str):
 def _train(args) -> int:
     from ..data.augment import AugmentError
     from ..data.datasets import DatasetError
+    from ..execution.distributed import DistributedError
     from ..training.checkpoint import CheckpointError
     from ..training.loop import Terminated, Trainer, TrainingEnvironmentError, TrainingError, TrainOptions
     from .errors import EnvironmentFailure
@@ -38,14 +40,15 @@ def _train(args) -> int:
                         lr=args.lr, device=args.device, workers=args.workers, resume=args.resume,
                         overwrite=args.overwrite,
                         limit_train_batches=args.limit_train_batches, limit_val_batches=args.limit_val_batches,
-                        seed=args.seed, synthetic=args.synthetic, progress=not args.no_progress)
-    if args.spec is None:
+                        seed=args.seed, synthetic=args.synthetic, progress=not args.no_progress,
+                        bucket_mb=args.bucket_mb, overlap=not args.no_overlap, dist_timeout=args.dist_timeout)
+    if args.spec is None and os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 only
         print(f"alexnetc train: no spec given, using the embedded default {spec}")
     try:
         Trainer(opts).run()
     except TrainingEnvironmentError as exc:
         raise EnvironmentFailure(str(exc)) from None
-    except (AugmentError, DatasetError, CheckpointError, TrainingError) as exc:
+    except (AugmentError, DatasetError, CheckpointError, TrainingError, DistributedError) as exc:
         raise _user_error(str(exc)) from None
     except Terminated:
         return 143
@@ -172,6 +175,13 @@ def register(sub) -> None:
     t.add_argument("--limit-val-batches", type=int, help="at most this many validation batches")
     t.add_argument("--synthetic", type=int, metavar="N", help="N random images per epoch instead of data")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    d = t.add_argument_group("more than one process (under torchrun; ignored otherwise)")
+    d.add_argument("--bucket-mb", type=float, default=25.0, metavar="MB",
+                   help="gradient all-reduce bucket size (default 25)")
+    d.add_argument("--no-overlap", action="store_true",
+                   help="all-reduce after the backward pass instead of during it (for comparison)")
+    d.add_argument("--dist-timeout", type=float, default=300.0, metavar="S",
+                   help="seconds a process waits for the others before giving up (default 300)")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("eval", help="top-1/top-5 error of a checkpoint on a dataset split",

@@ -11,6 +11,12 @@
   function and their files gathered in the main process in :attr:`Loader.skipped`
   (:meth:`Loader.skipped_message` formats them for the log).
 
+With ``shard=(rank, world)`` (data parallelism) every global batch of ``batch_size`` is cut into
+contiguous slices by position (:func:`~alexnetc.runtime.execution.distributed.shard`) and this loader
+yields slice ``rank`` of each: order and augmentation stay keyed by the global sample, so the
+processes together see exactly the batches of one process. A sharded loader yields every batch, an
+empty one (``(N=0)`` tensors) where its slice is empty or unreadable, so all processes step together.
+
 Iterating a :class:`Loader` yields ``(images, labels)``: float32 ``(N, C, H, W)`` (or
 ``(N, 10, C, H, W)`` with ten-crop evaluation) and int64 ``(N,)``; N can be smaller than the batch
 size where bad samples were dropped.
@@ -111,16 +117,21 @@ class Loader:
     batch_size: int
     start_batch: int
     skipped: list = field(default_factory=list)
+    keep_empty: bool = False
 
     def __len__(self) -> int:
         return self.num_batches
 
     def __iter__(self):
+        import torch
+
         for images, labels, skipped in self.dataloader:
             if skipped:
                 self.skipped.extend(skipped)
             if images is not None:
                 yield images, labels
+            elif self.keep_empty:
+                yield torch.empty(0), torch.empty(0, dtype=torch.int64)
 
     def skipped_message(self, limit: int = 10) -> str | None:
         """'skipped 3 unreadable images: a.jpg, b.jpg, c.jpg' (None when nothing was skipped)."""
@@ -142,13 +153,14 @@ def format_skipped(skipped, limit: int = 10) -> str | None:
 def make_loader(dataset, transform, batch_size: int, shuffle: bool = False, seed: int = 0,
                 epoch: int = 0, num_workers: int = 0, drop_last: bool = False, start_batch: int = 0,
                 pin_memory: bool = False, prefetch_factor: int | None = None,
-                limit_batches: int | None = None) -> Loader:
+                limit_batches: int | None = None, shard: tuple[int, int] | None = None) -> Loader:
     """A :class:`Loader` over one epoch of ``dataset`` through ``transform(image, rng)``.
 
     ``start_batch``: skip the first batches of the epoch (resuming mid-epoch; the remaining batches are
     identical to those of an uninterrupted epoch). ``limit_batches``: stop after this many batches of
     the epoch (counted from 0, so a resumed epoch stops at the same place). ``transform=None`` passes
-    images through as uint8 (for tests and statistics).
+    images through as uint8 (for tests and statistics). ``shard=(rank, world)``: this process's slice
+    of every batch (see the module docstring).
     """
     import torch
     from torch.utils.data import DataLoader
@@ -170,7 +182,22 @@ def make_loader(dataset, transform, batch_size: int, shuffle: bool = False, seed
         kwargs = dict(worker_init_fn=_WorkerInit(seed, epoch), persistent_workers=False)
         if prefetch_factor is not None:
             kwargs["prefetch_factor"] = prefetch_factor
-    dl = DataLoader(TransformedDataset(dataset, transform, seed, epoch), batch_size=batch_size,
-                    sampler=order.tolist(), num_workers=int(num_workers), collate_fn=collate_drop_bad,
-                    drop_last=drop_last, pin_memory=pin_memory and torch.cuda.is_available(), **kwargs)
-    return Loader(dl, num_batches, int(batch_size), start_batch)
+    data = TransformedDataset(dataset, transform, seed, epoch)
+    pin = pin_memory and torch.cuda.is_available()
+    if shard is None:
+        dl = DataLoader(data, batch_size=batch_size, sampler=order.tolist(), num_workers=int(num_workers),
+                        collate_fn=collate_drop_bad, drop_last=drop_last, pin_memory=pin, **kwargs)
+        return Loader(dl, num_batches, int(batch_size), start_batch)
+    from ..execution.distributed import shard as shard_of
+
+    rank, world = shard
+    if not 0 <= rank < world:
+        raise LoaderError(f"shard: rank {rank} is not in [0, {world})")
+    batches = []
+    for b in range(0, len(order), batch_size):
+        whole = order[b:b + batch_size]
+        part = shard_of(len(whole), rank, world)
+        batches.append(whole[part.start:part.stop].tolist())
+    dl = DataLoader(data, batch_sampler=batches, num_workers=int(num_workers), collate_fn=collate_drop_bad,
+                    pin_memory=pin, **kwargs)
+    return Loader(dl, num_batches, int(batch_size), start_batch, keep_empty=True)

@@ -14,6 +14,13 @@ the executor itself); a copy between two logical devices bound to the same real 
 devices sharing one CUDA device run on separate CUDA streams. Values are freed after their
 last use as the memory plan says. Gradients are written into one flat buffer per device, in parameter
 order, so data parallelism can all-reduce whole buckets (`grad_buckets()`).
+
+Data parallelism hooks: `on_grad_ready(name)`, when set, is called during `backward()` as soon as
+parameter `name`'s gradient is final (written into `grads[name]`), in the order the backward pass
+produces them, so a bucket's all-reduce can start while the rest of the backward runs (on CUDA it is
+called inside the producing stream's context). `sample_base` is the index, in the global batch, of
+this process's first sample: dropout masks are keyed by the global element index, so a shard drops
+what the whole batch would (0, the default, is one process's masks).
 """
 from __future__ import annotations
 
@@ -26,7 +33,7 @@ import torch
 from ...compiler import CompiledNet
 from ...compiler.graph import Node, topo_order
 from ...compiler.ops import get_op
-from ...compiler.ops.registry import Kernel, RunSeed, RunStep
+from ...compiler.ops.registry import Kernel, RunState, RunValue
 from ...compiler.ops.tensor import copy_source
 from ...compiler.program import Program
 from ...kernels.backend import get_backend
@@ -88,6 +95,8 @@ class Executor:
         self.graph = self.program.graph
         self.backend_name = backend
         self.seed, self.step_count = 0, 0
+        self.sample_base = 0                                   # global index of this shard's first sample
+        self.on_grad_ready: Callable[[str], None] | None = None  # called when a gradient is final
         self._streams = self._make_streams()
         nodes = self.graph.nodes()
         self.param_nodes = [n for n in nodes if n.is_param]
@@ -148,6 +157,7 @@ class Executor:
                          [(id(e.node), e.index) for e in node.inputs], release)
             (self._forward if id(node) in forward_ids else self._backward).append(step)
         self._var_ids = {n.name: id(n) for n in nodes if n.is_variable}
+        self._grad_heads = {(id(h.node), h.index): name for name, h in self.program.grad_heads.items()}
         self._node_ids = defaultdict(lambda: None, {n.name: id(n) for n in nodes})
         self._heads = list(self.graph.outputs)
 
@@ -176,7 +186,8 @@ class Executor:
         if name in self._var_ids:
             self._env[(self._var_ids[name], 0)] = value
 
-    def _run(self, steps: list[_Step], is_train: bool, keep: dict | None = None) -> None:
+    def _run(self, steps: list[_Step], is_train: bool, keep: dict | None = None,
+             grads: dict | None = None) -> None:
         env = self._env
         self._kept = {}
         for s in steps:
@@ -196,14 +207,27 @@ class Executor:
                         s.stream.wait_stream(self._streams.get(copy_source(s.node))
                                              or torch.cuda.current_stream(s.device))
                     outs = s.run(s, args, self, is_train)
+                    if grads:
+                        self._grads_done(s, outs, grads)
             else:
                 outs = s.run(s, args, self, is_train)
+                if grads:
+                    self._grads_done(s, outs, grads)
             for k, t in enumerate(outs):
                 env[(id(s.node), k)] = t
             if keep and (id(s.node), 0) in keep:
                 self._kept[keep[(id(s.node), 0)]] = outs[0]
             for key in s.release:
                 env.pop(key, None)
+
+    def _grads_done(self, s: _Step, outs, pending: dict) -> None:
+        """Write the parameter gradients among a step's outputs into their buckets; tell on_grad_ready."""
+        for k, t in enumerate(outs):
+            name = pending.pop((id(s.node), k), None)
+            if name is not None:
+                self.grads[name].copy_(t)
+                if self.on_grad_ready is not None:
+                    self.on_grad_ready(name)
 
     def _sync_streams(self) -> None:
         for logical, stream in self._streams.items():
@@ -254,11 +278,13 @@ class Executor:
         if not getattr(self, "_is_train", False) or not self._env:
             raise RuntimeError("call forward(..., is_train=True) before each backward()")
         self._start_streams()
-        self._run(self._backward, True)
+        pending = dict(self._grad_heads)
+        self._run(self._backward, True, grads=pending)
         self._sync_streams()
-        for name, head in zip(self.grad_names, self._heads[self._n_fwd:]):
-            g = self._env[(id(head.node), head.index)]
-            self.grads[name].copy_(g)
+        for key, name in pending.items():  # gradients no backward step produced (none in practice)
+            self.grads[name].copy_(self._env[key])
+            if self.on_grad_ready is not None:
+                self.on_grad_ready(name)
         self._env = {}
         self._uploads = {}
         return self.grads
@@ -270,8 +296,8 @@ def bind(net: CompiledNet, group2ctx: Mapping[str, Any] | None = None, **kw) -> 
 
 # -- the one adapter from a graph node to its kernel ----------------------------------------------------
 def _resolve(kwargs: Mapping[str, Any], ex: "Executor") -> dict[str, Any]:
-    return {k: v.resolve(ex.seed, ex.step_count) if isinstance(v, (RunSeed, RunStep)) else v
-            for k, v in kwargs.items()}
+    run = RunState(ex.seed, ex.step_count, ex.sample_base)
+    return {k: v.resolve(run) if isinstance(v, RunValue) else v for k, v in kwargs.items()}
 
 
 def _grouped(t: torch.Tensor, g: int) -> torch.Tensor:

@@ -23,6 +23,12 @@ Nothing is lost and nothing wrong is saved:
   (the last of an epoch included), or a non-finite validation loss, stops with the step and the last
   good checkpoint named. An epoch or validation split with no usable image is an error;
 * SIGTERM saves like Ctrl-C (then the CLI exits 143); a second signal exits at once.
+
+Under torchrun (see `execution/distributed.py`) every process trains one replica on its slice of each
+global batch (`train.batch_size` stays the global batch) and the gradients are all-reduced before
+the update; only rank 0 takes the lock, writes checkpoints, metrics and plots; evaluation is split
+across the processes and its counts summed, and `resume` restores every process from the checkpoint
+rank 0 picked and verified.
 """
 from __future__ import annotations
 
@@ -32,7 +38,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -40,6 +46,7 @@ import torch
 from ...compiler import CompiledNet, compile_spec
 from ...compiler.ops.weighted import param_multipliers
 from ...compiler.pipeline import plain
+from ..execution import distributed as dp
 from ..execution.executor import Executor, default_group2ctx, describe_binding
 from ..execution.optim import SGD, LRSchedule
 from ..execution.params import init_params
@@ -89,6 +96,9 @@ class TrainOptions:
     synthetic: int | None = None         # N random images per epoch instead of a dataset (benchmarks)
     progress: bool = True
     keep: int = 3
+    bucket_mb: float = dp.DEFAULT_BUCKET_MB        # data parallel: gradient all-reduce bucket size
+    overlap: bool = True                           # data parallel: all-reduce during the backward pass
+    dist_timeout: float = dp.DEFAULT_TIMEOUT_S     # data parallel: seconds before a collective gives up
     log: Callable[[str], None] = field(default=lambda s: print(s, flush=True))
 
 
@@ -101,6 +111,9 @@ def _check_options(opts: TrainOptions) -> None:
             raise TrainingError(f"{name} {v}: must be at least {lo}")
     if opts.lr is not None and not (0 < opts.lr < float("inf")):
         raise TrainingError(f"lr {opts.lr:g}: must be a positive number")
+    for name in ("bucket_mb", "dist_timeout"):
+        if not 0 < getattr(opts, name) < float("inf"):
+            raise TrainingError(f"{name} {getattr(opts, name):g}: must be a positive number")
 
 
 def _data_seed(seed: int) -> int:
@@ -131,6 +144,12 @@ class Trainer:
         spec_net = compile_spec(opts.spec)
         tr = spec_net.settings("train")
         _check_options(opts)
+        # Under torchrun: this process's place in the job (None in one process). Only rank 0 talks.
+        self.dist = dp.from_env("cpu" if opts.device == "cpu" else None, opts.dist_timeout)
+        self.writes = self.dist is None or self.dist.is_writer
+        if not self.writes:
+            self.log = lambda s: None
+        self.dp: dp.DataParallel | None = None
         self.batch_size = opts.batch_size or tr.get("batch_size", 128)
         self.net: CompiledNet = spec_net.at_batch(self.batch_size)
         self.epochs = opts.epochs or tr.get("epochs", 90)
@@ -184,17 +203,22 @@ class Trainer:
         self.data_cfg = dict(data_cfg)
         self.stats = None
         if data_cfg.get("mean") is None or (data_cfg.get("pca_lighting", 0) > 0 and c == 3):
+            if not self.writes:  # rank 0 computes and caches the statistics, the others read its cache
+                self.dist.barrier("waiting for rank 0's dataset statistics")
             self.stats = dataset_stats(train, cache_dir=os.path.join(self.out, "cache"))
+            if self.dist and self.writes:
+                self.dist.barrier("waiting for the other processes after the dataset statistics")
         self.train_tf, self.eval_tf = build_transforms(data_cfg, train, input_shape=(c, h, w), stats=self.stats)
         self.train_set, self.val_set = train, val
 
     def _loader(self, dataset, transform, *, train: bool, epoch: int, start_batch: int = 0):
         from ..data.loader import make_loader
 
-        workers = self.opts.workers if self.opts.workers is not None else min(4, os.cpu_count() or 1)
+        per_machine = self.dist.local_world if self.dist else 1
+        workers = self.opts.workers if self.opts.workers is not None else min(4, (os.cpu_count() or 1) // per_machine)
         return make_loader(dataset, transform, self.batch_size, shuffle=train,
                            seed=_data_seed(self.seed), epoch=epoch, num_workers=workers, drop_last=train,
-                           start_batch=start_batch,
+                           start_batch=start_batch, shard=(self.dist.rank, self.dist.world) if self.dist else None,
                            limit_batches=self.limit_train if train else self.limit_val,
                            pin_memory=self.real_device.type == "cuda")
 
@@ -202,7 +226,7 @@ class Trainer:
         prefer = "cpu" if self.opts.device == "cpu" else None
         if self.opts.device == "cuda" and not torch.cuda.is_available():
             raise TrainingError("--device cuda: no CUDA device is available")
-        g2c = default_group2ctx(self.net, prefer)
+        g2c = self.dist.bind(self.net.devices, prefer) if self.dist else default_group2ctx(self.net, prefer)
         self.real_device = next(iter(g2c.values()))
         from ..execution.memory import MemoryLimitError, check_fits
 
@@ -220,6 +244,10 @@ class Trainer:
         self.opt = SGD(self.executor.params, mults, momentum=self.momentum, weight_decay=self.weight_decay)
         self.schedule = LRSchedule(self.base_lr, self.schedule_cfg)
         where = describe_binding(g2c)
+        if self.dist:
+            self.dp = dp.DataParallel(self.dist, self.executor, self.opts.bucket_mb, self.opts.overlap)
+            self.log(f"data parallel: {self.dist.world} processes ({self.dist.backend}), each a shard of every "
+                     f"global batch of {self.batch_size}; {self.dp.reducer.describe()}; rank 0 binds {where}")
         if self.real_device.type == "cpu":
             self.log(f"no GPU in use: running on the CPU with the ATen reference kernels ({where})")
         else:
@@ -245,7 +273,9 @@ class Trainer:
         t.update(rng)
         return t
 
-    def save(self, epoch: int, batch: int, step: int, history: list, running: dict, tag: str) -> str:
+    def save(self, epoch: int, batch: int, step: int, history: list, running: dict, tag: str) -> str | None:
+        if not self.writes:
+            return None
         rng_tensors, rng_state = ckpt.rng_state()
         return ckpt.save_checkpoint(self.ckpt_dir, self._tensors(rng_tensors),
                                     self._state(epoch, batch, step, history, running, rng_state),
@@ -301,11 +331,26 @@ class Trainer:
                 pass
         self._locked = False
 
+    def _resuming(self) -> bool:
+        """--resume, or a torchrun restart of this job (TORCHELASTIC_RESTART_COUNT > 0) whose run
+        directory holds checkpoints: a restart continues its own run; one before any checkpoint starts
+        it again, there being nothing to discard. Rank 0 decides for every process."""
+        if self.opts.resume:
+            return True
+        if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) <= 0:
+            return False
+        decided = bool(ckpt.list_checkpoints(self.ckpt_dir)) if self.writes else None
+        if self.dist:
+            decided = self.dist.broadcast(decided)
+        if decided:
+            self.log(f"torchrun restart {os.environ['TORCHELASTIC_RESTART_COUNT']}: resuming the run in {self.out}")
+        return bool(decided)
+
     def _claim_run_dir(self) -> None:
         """One run per directory: refuse to mix a new run into another's files, or clear them (overwrite)."""
         existing = [os.path.basename(i.path) for i in ckpt._scan(self.ckpt_dir)]
         has_metrics = os.path.isfile(self.metrics_path)
-        if self.opts.resume or not (existing or has_metrics):
+        if self.resuming or not (existing or has_metrics):
             return
         if not self.opts.overwrite:
             what = ", ".join(([f"{len(existing)} checkpoint{'s' if len(existing) != 1 else ''}"] if existing else [])
@@ -347,10 +392,15 @@ class Trainer:
         return newest.path
 
     def _load_resume(self) -> tuple[str, dict, dict]:
+        """The checkpoint to resume from, verified; under torchrun rank 0 picks and reads it and sends it
+        to every process (other machines need no copy of the run directory)."""
         from .verify import check_classes, check_state, check_tensors
 
-        path = self._pick_checkpoint()
-        tensors, state = ckpt.load_checkpoint(path)
+        if self.writes:
+            path = self._pick_checkpoint()
+            tensors, state = ckpt.load_checkpoint(path)
+        if self.dist:
+            path, tensors, state = self.dist.broadcast((path, tensors, state) if self.writes else None)
         try:
             check_state(path, state, for_training=True)
         except ckpt.CheckpointError as exc:
@@ -380,7 +430,8 @@ class Trainer:
 
     # -- loop ------------------------------------------------------------------------------------------
     def run(self) -> dict:
-        self._lock()
+        if self.writes:  # under torchrun only rank 0 owns the run directory
+            self._lock()
         try:
             with _signals_saved():
                 return self._run()
@@ -392,20 +443,25 @@ class Trainer:
             self._unlock()
 
     def _run(self) -> dict:
-        self._claim_run_dir()
+        self.resuming = self._resuming()
+        if self.writes:
+            self._claim_run_dir()
         start_epoch, start_batch, step, history, running = 0, 0, 0, [], _fresh_running()
         params = None
         resumed = None
-        if self.opts.resume:
+        if self.resuming:
             path, tensors, state = self._load_resume()
             params = ckpt.params_from(tensors)
             resumed = (path, tensors, state)
             start_epoch, start_batch, step = state["epoch"], state["batch"], state["step"]
             history, running = state.get("history", []), state.get("running") or _fresh_running()
+            if not self.writes:  # rank 0 carries the saved partial sums; the others add their own
+                running = _fresh_running()
             if self.epochs < start_epoch or (self.epochs == start_epoch and start_batch):
                 raise TrainingError(f"--epochs {self.epochs}: the run in {self.out} is already at epoch "
                                     f"{start_epoch + (1 if start_batch else 0)}; ask for more epochs to continue it")
-            self._rewrite_metrics(history)
+            if self.writes:
+                self._rewrite_metrics(history)
         self._datasets()
         if len(self.train_set) < self.batch_size:
             raise TrainingError(f"{len(self.train_set)} training images make no full batch of {self.batch_size}: "
@@ -441,30 +497,41 @@ class Trainer:
                 if epoch != start_epoch:
                     running = _fresh_running()
                 bar = _progress(len(loader) + batch_i, batch_i, f"epoch {epoch + 1}/{self.epochs}",
-                                enabled=self.opts.progress)
+                                enabled=self.opts.progress and self.writes)
                 t0, seen = time.perf_counter(), 0
                 for images, labels in loader:
                     try:
-                        loss, probs = self.train_step(images, labels, step)
+                        result = self.train_step(images, labels, step)
+                        if result is None:  # no process had a readable sample: nothing trained
+                            batch_i += 1
+                            continue
+                        loss, probs = result
                         if not math.isfinite(loss):
                             raise _Diverged(f"the loss became {loss}")
                     except _Diverged as exc:
                         bar.close()
                         raise self._diverged(exc.what, f"at epoch {epoch + 1}, batch {batch_i + 1} (step {step + 1})"
                                              ) from None
-                    e1, e5 = topk_errors(probs, labels, (1, min(5, self.net.classes)))
                     n = labels.shape[0]
-                    running["loss"] += loss * n
-                    running["top1"] += e1 * n
-                    running["top5"] += e5 * n
-                    running["n"] += n
+                    if n:
+                        e1, e5 = topk_errors(probs, labels, (1, min(5, self.net.classes)))
+                        running["loss"] += loss * n
+                        running["top1"] += e1 * n
+                        running["top5"] += e5 * n
+                        running["n"] += n
                     step += 1
                     batch_i += 1
                     seen += n
                     rate = seen / max(time.perf_counter() - t0, 1e-9)
-                    bar.update(loss=running["loss"] / running["n"], ips=rate)
+                    bar.update(loss=running["loss"] / max(running["n"], 1), ips=rate)
                 bar.close()
                 train_time = time.perf_counter() - t0
+                skipped = len(loader.skipped)
+                if self.dist:  # the epoch's sums over every process's shards
+                    r = self.dist.all_sum([running["loss"], running["top1"], running["top5"], running["n"],
+                                           seen, skipped])
+                    running = {"loss": r[0], "top1": r[1], "top5": r[2], "n": int(r[3])}
+                    seen, skipped = int(r[4]), int(r[5])
                 if loader.skipped:
                     self.log(loader.skipped_message())
                 if running["n"] == 0:
@@ -481,15 +548,16 @@ class Trainer:
                     "train_top5_err": running["top5"] / max(running["n"], 1),
                     "val_loss": val["loss"], "val_top1_err": val["top1"], "val_top5_err": val["top5"],
                     "images_per_second": seen / max(train_time, 1e-9), "train_seconds": train_time,
-                    "skipped_images": len(loader.skipped),
+                    "skipped_images": skipped,
                 }
                 changed = self.schedule.end_epoch(epoch + 1, val["top1"])
                 history.append(record)  # from here on the epoch counts as done (see the interrupt below)
-                append_metrics(self.metrics_path, record)
-                try:
-                    plot_curves(self.metrics_path, self.curves_path)
-                except Exception as exc:  # a plotting problem must never cost a training run
-                    self.log(f"warning: could not draw {self.curves_path}: {exc}")
+                if self.writes:
+                    append_metrics(self.metrics_path, record)
+                    try:
+                        plot_curves(self.metrics_path, self.curves_path)
+                    except Exception as exc:  # a plotting problem must never cost a training run
+                        self.log(f"warning: could not draw {self.curves_path}: {exc}")
                 self.log(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} accuracy "
                          f"{1 - record['train_top1_err']:.2%} (top-1 err {record['train_top1_err']:.2%}) | val loss "
                          f"{val['loss']:.4f} accuracy {1 - val['top1']:.2%} (top-1 err {val['top1']:.2%}, top-5 err "
@@ -502,7 +570,7 @@ class Trainer:
             if history and history[-1]["epoch"] == epoch + 1:
                 # Stopped after the epoch was evaluated and its schedule step taken: resume at the next
                 # epoch, or the resumed run would evaluate it and step the schedule a second time.
-                if not _logged(self.metrics_path, epoch + 1):
+                if self.writes and not _logged(self.metrics_path, epoch + 1):
                     append_metrics(self.metrics_path, history[-1])
                 path = self.save(epoch + 1, 0, step, history, _fresh_running(),
                                  tag=f"interrupt-e{epoch + 2:04d}-b000000")
@@ -511,6 +579,8 @@ class Trainer:
                                  tag=f"interrupt-e{epoch + 1:04d}-b{batch_i:06d}")
             self.log(f"\n{what}: saved {path}; continue with --resume")
             raise
+        if self.dist:
+            self.dist.close()
         final = history[-1] if history else {}
         self.log(f"done: {_plural(len(history), 'epoch')}; checkpoint {last_good or ckpt.latest_checkpoint(self.ckpt_dir)}; "
                  f"metrics {self.metrics_path}; curves {self.curves_path}")
@@ -547,9 +617,12 @@ class Trainer:
         if self.opts.epochs is None and state.get("epochs"):
             self.epochs = state["epochs"]
 
-    def train_step(self, images: torch.Tensor, labels: torch.Tensor, step: int) -> tuple[float, torch.Tensor]:
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor,
+                   step: int) -> tuple[float, torch.Tensor] | None:
         ex = self.executor
         ex.seed, ex.step_count = self.seed, step
+        if self.dp is not None:
+            return self.dp.train_step(images, labels, self.batch_size, lambda g: self.opt.step(g, self.schedule.lr))
         out = ex.forward(images, labels, is_train=True)
         loss = float(out["loss"])
         if not math.isfinite(loss):
@@ -567,25 +640,38 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, epoch: int) -> dict:
         loader = self._loader(self.val_set, self.eval_tf, train=False, epoch=0)
-        bar = _progress(len(loader), 0, f"validating {epoch + 1}/{self.epochs}", enabled=self.opts.progress)
+        bar = _progress(len(loader), 0, f"validating {epoch + 1}/{self.epochs}",
+                        enabled=self.opts.progress and self.writes)
         try:
-            return evaluate_loader(self.eval_executor, loader, self.net.classes, progress=bar)
+            res = evaluate_loader(self.eval_executor, loader, self.net.classes, progress=bar,
+                                  allow_empty=self.dist is not None)
         finally:
             bar.close()
+        if self.dist:  # each process evaluated its slices: sum the loss and the top-1/top-5 counts
+            n = res["n"]
+            t = self.dist.all_sum([res["loss"] * n, round(res["top1"] * n), round(res["top5"] * n), n])
+            if not t[3]:
+                raise NoUsableImages("the validation split yielded no readable image")
+            res = {"loss": t[0] / t[3], "top1": t[1] / t[3], "top5": t[2] / t[3], "n": int(t[3])}
+        return res
 
 
 class NoUsableImages(TrainingError):
     """A split yielded no image that could be read: an error, never a score."""
 
 
-def evaluate_loader(executor: Executor, loader: Iterable, classes: int, progress=None) -> dict:
+def evaluate_loader(executor: Executor, loader: Iterable, classes: int, progress: Any = None,
+                    allow_empty: bool = False) -> dict:
     """Loss and top-1/top-5 error over a loader; (N, crops, C, H, W) batches average the softmax.
 
-    Raises :class:`NoUsableImages` when the loader yields no image (every file unreadable)."""
+    Raises :class:`NoUsableImages` when the loader yields no image (every file unreadable), unless
+    `allow_empty` (one process's slice under data parallelism: the caller checks the summed count)."""
     tot = {"loss": 0.0, "top1": 0.0, "top5": 0.0, "n": 0}
     for images, labels in loader:
-        probs = predict_probs(executor, images)
         n = labels.shape[0]
+        if not n:
+            continue
+        probs = predict_probs(executor, images)
         p = probs.clamp_min(1e-12)
         tot["loss"] += float(-p[torch.arange(n), labels].log().sum())
         e1, e5 = topk_errors(probs, labels, (1, min(5, classes)))
@@ -595,6 +681,8 @@ def evaluate_loader(executor: Executor, loader: Iterable, classes: int, progress
         if progress is not None:
             progress.update(loss=tot["loss"] / tot["n"], ips=0.0, unit="val")
     if tot["n"] == 0:
+        if allow_empty:
+            return dict(tot)
         skipped = getattr(loader, "skipped_message", lambda: None)()
         raise NoUsableImages("no usable image in this split" + (f" ({skipped})" if skipped else ""))
     n = tot["n"]

@@ -51,6 +51,35 @@ def test_dropout_rate_steps_and_edges():
         T.dropout(x, p=1.5, seed=1, step=0)
 
 
+@pytest.mark.parametrize("rows", [(0, 3), (3, 5), (5, 8), (7, 8)])
+def test_dropout_offset_gives_a_shard_the_rows_of_the_whole_batch(rows):
+    """oracle: the mask of the whole (8, 300) batch: a shard of rows [a, b) with offset a*300 drops
+    exactly the elements the whole batch drops there, in both backends (data-parallel exactness)."""
+    a, b = rows
+    x = torch.randn(8, 300, device=DEVICE)
+    whole = T.dropout(x, p=0.5, seed=5, step=12)
+    part = T.dropout(x[a:b], p=0.5, seed=5, step=12, offset=a * 300)
+    assert torch.equal(part, whole[a:b])
+    assert torch.equal(part.cpu(), R.dropout(x[a:b].cpu(), p=0.5, seed=5, step=12, offset=a * 300))
+    assert torch.equal(T.dropout_backward(x[a:b], p=0.5, seed=5, step=12, offset=a * 300), part)
+    assert torch.equal(R.dropout(x.cpu(), p=0.5, seed=5, step=12, offset=0), R.dropout(x.cpu(), p=0.5, seed=5, step=12))
+
+
+def test_dropout_offset_past_32_bits_and_negative():
+    """oracle: reference.dropout_hash_of on the explicit indices offset + i, for offsets crossing 2^32."""
+    x = torch.randn(2000, device=DEVICE)
+    for off in (2**31 - 7, 2**32 - 1000, 2**40 + 3):
+        y = T.dropout(x, p=0.5, seed=9, step=1, offset=off)
+        idx = torch.arange(off, off + 2000, dtype=torch.int64)
+        keep = (R.dropout_hash_of(idx, 9, 1) >> 8) >= R.dropout_threshold(0.5)
+        assert torch.equal((y.cpu() != 0), keep & (x.cpu() != 0))
+        assert torch.equal(y.cpu(), R.dropout(x.cpu(), p=0.5, seed=9, step=1, offset=off))
+    with pytest.raises(ValueError):
+        T.dropout(x, p=0.5, seed=1, step=0, offset=-1)
+    with pytest.raises(ValueError):
+        R.dropout(x.cpu(), p=0.5, seed=1, step=0, offset=-1)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_dropout_half_precision_same_mask(dtype):

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from alexnetc.runtime.data import datasets as D
-from alexnetc.runtime.data.loader import epoch_order, make_loader
+from alexnetc.runtime.data.loader import LoaderError, epoch_order, make_loader
+from alexnetc.runtime.execution.distributed import shard
 
 
 def write_idx(path, arr: np.ndarray, compress: bool) -> None:
@@ -227,3 +228,33 @@ def test_loader_order_deterministic_and_resumable(tmp_path):
     assert len(dropped) == 4 and len(list(dropped)) == 4
     limited = make_loader(ds, noisy, 5, True, seed=5, epoch=2, start_batch=1, limit_batches=3)
     assert len(limited) == 2 and len(list(limited)) == 2
+
+
+def test_sharded_loader_slices_every_global_batch(tmp_path):
+    """oracle: the unsharded loader (one process). For 1, 2, 3 and 6 shards, slice r of each batch is
+    the contiguous part r of the same global batch, augmentation included (keyed by sample, not by
+    shard); shards concatenate to the global batch; an empty slice is yielded as an empty batch, and a
+    resumed sharded epoch continues with the same slices."""
+    d = tmp_path / "m"
+    make_idx_dir(d, n_train=23)
+    ds = D.IdxDataset(d)
+
+    def noisy(img, rng):
+        return _ident(img, rng) + float(rng.normal())
+
+    full = list(make_loader(ds, noisy, 5, True, seed=5, epoch=2))
+    for world in (1, 2, 3, 6):
+        parts = [list(make_loader(ds, noisy, 5, True, seed=5, epoch=2, shard=(r, world),
+                                  num_workers=1 if r == 1 else 0)) for r in range(world)]
+        assert all(len(p) == len(full) for p in parts)
+        for b, (x, y) in enumerate(full):
+            xs = torch.cat([p[b][0].reshape(-1, *x.shape[1:]) for p in parts])
+            ys = torch.cat([p[b][1] for p in parts])
+            assert torch.equal(ys, y) and torch.equal(xs, x)
+            assert [len(p[b][1]) for p in parts] == [len(range(5)[s.start:s.stop])
+                                                     for s in (shard(len(y), r, world) for r in range(world))]
+    resumed = list(make_loader(ds, noisy, 5, True, seed=5, epoch=2, shard=(1, 3), start_batch=3))
+    again = list(make_loader(ds, noisy, 5, True, seed=5, epoch=2, shard=(1, 3)))[3:]
+    assert len(resumed) == 2 and all(torch.equal(a[0], b[0]) for a, b in zip(resumed, again))
+    with pytest.raises(LoaderError):
+        make_loader(ds, noisy, 5, shard=(3, 3))

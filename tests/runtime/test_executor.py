@@ -260,3 +260,51 @@ def test_triton_backend_through_the_executor_matches_reference(tmp_path):
     for name in g1:
         scale = g1[name].abs().max().item() + 1e-12
         assert (g2[name] - g1[name]).abs().max().item() <= 1e-5 * scale, name
+
+
+def test_on_grad_ready_reports_each_final_gradient_once_fc_first(specs_dir, tmp_path):
+    """oracle: the gradients backward() returns. The hook sees every parameter once, its gradient
+    already final when called, and AlexNet's fc layers before its convolutions (backward order)."""
+    net = _mini(specs_dir, tmp_path)
+    ex = bind(net, CPU2, params=init_params(net, seed=2))
+    x, y = _batch(net, 3)
+    seen: list[tuple[str, torch.Tensor]] = []
+    ex.on_grad_ready = lambda name: seen.append((name, ex.grads[name].clone()))
+    ex.forward(x, y, is_train=True)
+    grads = ex.backward()
+    names = [n for n, _ in seen]
+    assert sorted(names) == sorted(grads) and len(names) == len(set(names))
+    for name, g in seen:
+        assert torch.equal(g, grads[name]), name
+    last_fc = max(i for i, n in enumerate(names) if n.startswith("fc"))
+    first_conv = min(i for i, n in enumerate(names) if n.startswith("conv"))
+    assert last_fc < first_conv
+    assert names.index("conv1_g0_weight") > names.index("conv5_g0_weight")
+
+
+def test_sample_base_gives_a_shard_the_dropout_masks_of_the_whole_batch(specs_dir, tmp_path):
+    """oracle: one executor on the whole batch of 5 with dropout on. A shard of samples [2, 5) with
+    sample_base 2 gets the same probabilities row for row (it drops what the whole batch drops);
+    without sample_base it does not; the shard gradients weighted by 2/5 and 3/5 sum to the whole's."""
+    p = tmp_path / "mini.yaml"
+    p.write_text(f"base: {specs_dir / 'variants' / 'mini.yaml'}\n")
+    net = compile_spec(p, batch=5)
+    params = init_params(net, seed=3)
+    x, y = _batch(net, 5)
+    whole = bind(net, CPU2, params=params)
+    whole.seed, whole.step_count = 7, 4
+    prob = whole.forward(x, y, is_train=True)["prob"].clone()
+    g_whole = {k: v.clone() for k, v in whole.backward().items()}
+    total = {k: torch.zeros_like(v) for k, v in g_whole.items()}
+    for lo, hi in ((0, 2), (2, 5)):
+        ex = bind(net, CPU2, params=params)
+        ex.seed, ex.step_count, ex.sample_base = 7, 4, lo
+        torch.testing.assert_close(ex.forward(x[lo:hi], y[lo:hi], is_train=True)["prob"], prob[lo:hi],
+                                   rtol=1e-5, atol=1e-6)
+        for k, g in ex.backward().items():
+            total[k] += g * ((hi - lo) / 5)
+    for k, g in g_whole.items():
+        torch.testing.assert_close(total[k], g, rtol=1e-4, atol=1e-6)
+    ex = bind(net, CPU2, params=params)
+    ex.seed, ex.step_count = 7, 4
+    assert not torch.allclose(ex.forward(x[2:], y[2:], is_train=True)["prob"], prob[2:], rtol=1e-3, atol=1e-4)

@@ -519,7 +519,8 @@ def test_epoch_lines_eval_default_data_and_validation_progress(trained, data, ca
     seen = []
     real = loop.evaluate_loader
     monkeypatch.setattr(loop, "evaluate_loader",
-                        lambda ex, ld, c, progress=None: seen.append(type(progress).__name__) or real(ex, ld, c, progress))
+                        lambda ex, ld, c, progress=None, **kw: seen.append(type(progress).__name__)
+                        or real(ex, ld, c, progress, **kw))
     logs = []
     train(str(trained.parent / "tiny.yaml"), data, trained.parent / "again", logs, epochs=1)
     assert seen == ["_progress"]

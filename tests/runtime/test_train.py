@@ -236,6 +236,8 @@ def test_corrupt_images_are_counted_and_skipped(tmp_path):
     (["train", "{spec}", "--synthetic", "64", "--lr", "-1"], "--lr -1"),
     (["train", "{spec}", "--synthetic", "64", "--lr", "nan"], "--lr nan"),
     (["train", "{spec}", "--synthetic", "20"], "20 training images make no full batch of 32"),
+    (["train", "{spec}", "--synthetic", "64", "--bucket-mb", "0"], "bucket_mb 0: must be a positive number"),
+    (["train", "{spec}", "--synthetic", "64", "--dist-timeout", "-1"], "dist_timeout -1: must be a positive"),
     (["eval", "{out}", "--data", "{data}", "--workers", "-1"], "--workers -1"),
     (["eval", "{out}", "--data", "{data}", "--limit-batches", "-1"], "--limit-batches -1"),
     (["neighbors", "{out}", "--data", "{data}", "--query", "q.png", "-o", "n.png", "--workers", "-3"], "--workers -3"),
