@@ -164,3 +164,6 @@ def register(sub) -> None:
     from . import figure_commands  # filters, neighbors, compare
 
     figure_commands.register(sub)
+    from . import transfer_commands  # export, import
+
+    transfer_commands.register(sub)
