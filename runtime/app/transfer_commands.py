@@ -21,6 +21,17 @@ tower-confined LRN as Split/LRN/Concat). --verify runs the file in onnxruntime a
 executor on a random batch and prints the normwise relative error of the logits."""
 
 
+EPILOG_IMPORT = """examples:
+  alexnetc import torchvision-alexnet alexnet-owt-7be5be79.pth -o runs/tv-alexnet --classes imagenet_classes.txt
+  alexnetc import torchvision-alexnet alexnet.safetensors -o runs/tv-alexnet --classes /data/imagenet/train
+
+WEIGHTS: torchvision.models.alexnet's state dict, as .safetensors or a plain PyTorch pickle (read with
+torch.load(weights_only=True): a file holding anything but tensors is refused). The run then works with
+eval, predict, filters, neighbors and export. --classes: class names in label order, one per line, or
+a dataset's train folder (its sorted subfolders, torchvision's label order; use this to eval on that
+dataset). Without it the classes are named class0 .. class999."""
+
+
 def _user_error(msg: str):
     from .errors import UserError
 
@@ -106,6 +117,18 @@ def _export(args) -> int:
     return 0
 
 
+def _import(args) -> int:
+    from ..training.checkpoint import CheckpointError
+    from .weights_import import WeightsError, import_weights
+
+    try:
+        path = import_weights(args.architecture, args.weights, args.output, args.classes)
+    except (WeightsError, CheckpointError) as exc:
+        raise _user_error(str(exc)) from None
+    print(f"imported {args.weights} as {args.architecture}: {path}")
+    return 0
+
+
 def register(sub) -> None:
     x = sub.add_parser("export", help="write a checkpoint as an ONNX model (opset 17+)",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_EXPORT)
@@ -114,3 +137,13 @@ def register(sub) -> None:
     x.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     x.add_argument("--verify", action="store_true", help="also run it in onnxruntime and compare the logits")
     x.set_defaults(func=_export)
+
+    from .weights_import import ARCHITECTURES
+
+    i = sub.add_parser("import", help="published weights (torchvision's AlexNet) as an alexnetc run",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_IMPORT)
+    i.add_argument("architecture", choices=sorted(ARCHITECTURES), help="which published network")
+    i.add_argument("weights", help="its state dict: .safetensors, or .pth/.pt (plain tensors only)")
+    i.add_argument("-o", "--output", required=True, metavar="RUN", help="the run directory to create")
+    i.add_argument("--classes", metavar="FILE_OR_DIR", help="class names (one per line) or a train folder")
+    i.set_defaults(func=_import)
