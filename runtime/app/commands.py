@@ -58,7 +58,7 @@ def _eval(args) -> int:
     from .model import load_model
 
     try:
-        model = load_model(args.checkpoint, args.device, args.batch)
+        model = load_model(args.checkpoint, args.device, args.batch, spec=args.spec)
         c = model.net.input_shape[0]
         ds = open_dataset(args.data, args.split, channels=c, classes=model.class_names)
         tf = model.eval_transform(args.crops)
@@ -85,7 +85,7 @@ def _predict(args) -> int:
     from .model import load_model
 
     try:
-        model = load_model(args.checkpoint, args.device)
+        model = load_model(args.checkpoint, args.device, spec=args.spec)
         tf = model.eval_transform(args.crops)
     except (AugmentError, CheckpointError) as exc:
         raise _user_error(str(exc)) from None
@@ -149,6 +149,7 @@ def register(sub) -> None:
     e.add_argument("--workers", type=int, default=2)
     e.add_argument("--limit-batches", type=int)
     e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    e.add_argument("--spec", help="run it as this spec: the same network placed otherwise (e.g. one device)")
     e.set_defaults(func=_eval)
 
     p = sub.add_parser("predict", help="top-5 classes with probabilities for images",
@@ -160,6 +161,7 @@ def register(sub) -> None:
     p.add_argument("--gallery", metavar="FILE.png", help="also draw each image with its top-5 bars")
     p.add_argument("--truth", nargs="*", metavar="LABEL", help="true labels, one per image (marked)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--spec", help="run it as this spec: the same network placed otherwise (e.g. one device)")
     p.set_defaults(func=_predict)
     from . import figure_commands  # filters, neighbors, compare
 

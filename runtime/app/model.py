@@ -11,6 +11,7 @@ import torch
 from ...compiler import CompiledNet
 from ...compiler.pipeline import compile_dict
 from ..execution.executor import Executor, default_group2ctx
+from ..execution.layout import LayoutError, placed_tensors
 from ..training.checkpoint import CheckpointError, load_checkpoint, params_from
 
 
@@ -67,14 +68,25 @@ class Model:
         return predict_probs(self.executor, images)
 
 
-def load_model(path: str, device: str = "auto", batch: int = 64) -> Model:
-    """Load a checkpoint (file or run/checkpoint directory) and bind it for inference."""
+def load_model(path: str, device: str = "auto", batch: int = 64, spec: str | None = None) -> Model:
+    """Load a checkpoint (file or run/checkpoint directory) and bind it for inference: with the spec it
+    carries, or with `spec` (a file or shipped name: the same network placed otherwise, e.g. one device
+    for a two-tower run; parameters that do not fit raise CheckpointError naming the layer)."""
     if os.path.isdir(path) and os.path.isdir(os.path.join(path, "checkpoints")):
         path = os.path.join(path, "checkpoints")
     tensors, state = load_checkpoint(path)
     if "spec" not in state or "classes" not in state:
         raise CheckpointError(f"{path}: not an alexnetc training checkpoint (no spec or class names in it)")
-    net = compile_dict(state["spec"], f"<spec in {os.path.basename(str(path))}>", batch)
+    net = saved = compile_dict(state["spec"], f"<spec in {os.path.basename(str(path))}>", batch)
+    if spec is not None:
+        from ...compiler import compile_spec
+        from .specs import resolve_spec_path
+
+        net = compile_spec(resolve_spec_path(spec), batch)
+    try:  # logical names (or an old checkpoint's placed ones) -> this placement's
+        tensors = placed_tensors(tensors, net.graph, saved_graph=saved.graph, source=str(path), target=net.name)
+    except LayoutError as exc:
+        raise CheckpointError(str(exc)) from None
     params = params_from(tensors)
     missing = [n.name for n in net.graph.params() if n.name not in params]
     if missing:

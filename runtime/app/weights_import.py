@@ -5,8 +5,8 @@ through ``torch.load(weights_only=True)``, which refuses every pickle that is mo
 tensors and numbers. What it yields must be a plain state dict: string keys, tensor values. Keys map
 onto the spec's layers by an architecture's table (`ARCHITECTURES`); every key must be there and
 every shape must be the layer's, or the import stops naming the first that is not. The result is an
-ordinary checkpoint (`training.checkpoint.save_checkpoint`) in RUN/checkpoints/, which eval, predict,
-filters, neighbors and export read like any trained run.
+ordinary checkpoint (`training.checkpoint.save_checkpoint`, logical parameter names as every run's) in
+RUN/checkpoints/, which eval, predict, filters, neighbors and export read like any trained run.
 """
 from __future__ import annotations
 
@@ -73,39 +73,29 @@ def _first_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:300]
 
 
-def _layer_params(net: Any, layer: str) -> list[tuple[Any, str]]:
-    """(variable, argument name) of each parameter of a single-node conv/fc layer: weight, bias (the
-    op's argument names are PyTorch's state-dict suffixes too)."""
-    from ...compiler.ops import get_op
-
-    nodes = [n for n in net.graph.nodes() if n.layer == layer and not n.is_variable and
-             any(e.node.is_param for e in n.inputs)]
-    if len(nodes) != 1:
-        raise WeightsError(f"layer {layer} of {net.name} runs as {len(nodes)} nodes; import needs one")
-    node = nodes[0]
-    names = get_op(node.op).arguments_for(node.attrs)
-    return [(e.node, arg) for e, arg in zip(node.inputs, names) if e.node.is_param]
-
-
 def map_state_dict(net: Any, arch: Architecture, sd: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """The compiled net's parameters (graph names, float32) from a state dict under `arch`'s keys."""
+    """The net's logical parameters (``conv1.weight`` ..., float32) from a state dict under `arch`'s keys:
+    ``<prefix>.<argument>``, the op's argument names being PyTorch's suffixes (weight, bias)."""
     import torch
+
+    from ..execution.layout import param_layout
 
     out: dict[str, Any] = {}
     expected: list[str] = []
-    for layer, prefix in arch.layers.items():
-        for var, suffix in _layer_params(net, layer):
-            key = f"{prefix}.{suffix}"
-            expected.append(key)
-            if key not in sd:
-                continue
-            t = sd[key]
-            if tuple(t.shape) != tuple(var.shapes[0]):
-                raise WeightsError(f"{source}: {key} has shape {tuple(t.shape)}, layer {layer} of {net.name} "
-                                   f"needs {tuple(var.shapes[0])}")
-            if not t.is_floating_point():
-                raise WeightsError(f"{source}: {key} holds {t.dtype} values, not floating point")
-            out[var.name] = t.detach().to(torch.float32).contiguous()
+    for lp in param_layout(net.graph):
+        if lp.layer not in arch.layers:
+            raise WeightsError(f"{net.name}: layer {lp.layer} has no counterpart in {arch.about}")
+        key = f"{arch.layers[lp.layer]}.{lp.argument}"
+        expected.append(key)
+        if key not in sd:
+            continue
+        t = sd[key]
+        if tuple(t.shape) != tuple(lp.shape):
+            raise WeightsError(f"{source}: {key} has shape {tuple(t.shape)}, layer {lp.layer} of {net.name} "
+                               f"needs {tuple(lp.shape)}")
+        if not t.is_floating_point():
+            raise WeightsError(f"{source}: {key} holds {t.dtype} values, not floating point")
+        out[lp.name] = t.detach().to(torch.float32).contiguous()
     missing = [k for k in expected if k not in sd]
     extra = sorted(set(sd) - set(expected))
     if missing or extra:

@@ -23,8 +23,9 @@ import torch
 
 from ...compiler import CompiledNet, compile_spec
 from ...compiler.ops.weighted import param_multipliers
-from ...compiler.pipeline import plain
+from ...compiler.pipeline import compile_dict, plain
 from ..execution.executor import Executor, default_group2ctx, describe_binding
+from ..execution.layout import LayoutError, logical_tensors, network_hash, placed_tensors
 from ..execution.optim import SGD, LRSchedule
 from ..execution.params import init_params
 from . import checkpoint as ckpt
@@ -199,7 +200,7 @@ class Trainer:
         t = {ckpt.PARAM_PREFIX + k: v for k, v in self.executor.params.items()}
         t.update(self.opt.state_tensors())
         t.update(rng)
-        return t
+        return logical_tensors(t, self.net.graph)   # placement-independent names: conv1.weight, momentum/...
 
     def save(self, epoch: int, batch: int, step: int, history: list, running: dict, tag: str) -> str:
         rng_tensors, rng_state = ckpt.rng_state()
@@ -218,10 +219,18 @@ class Trainer:
                 self.log(f"--resume: no checkpoint in {self.ckpt_dir}; starting from scratch")
             else:
                 tensors, state = ckpt.load_checkpoint(path)
-                if state.get("spec_hash") != self.net.hash:
+                # The same network, however placed (alexnet.yaml's run resumes as alexnet-1gpu.yaml)
+                if state.get("spec_hash") != self.net.hash and (
+                        not state.get("spec") or network_hash(state["spec"]) != network_hash(self.net.spec)):
                     raise TrainingError(f"{path}: this checkpoint was written for a different spec "
                                         f"({state.get('spec_name')}); refusing to resume {self.opts.spec}")
                 self._continue_run(path, state)
+                try:  # logical names (or an older checkpoint's placed ones) -> this placement's
+                    saved = None if state.get("spec_hash") == self.net.hash else compile_dict(state["spec"], path)
+                    tensors = placed_tensors(tensors, self.net.graph, saved_graph=saved and saved.graph,
+                                             source=path, target=self.net.name)
+                except LayoutError as exc:
+                    raise TrainingError(str(exc)) from None
                 params = ckpt.params_from(tensors)
                 resumed = (path, tensors, state)
                 start_epoch, start_batch, step = state["epoch"], state["batch"], state["step"]

@@ -106,6 +106,7 @@ EXPECTED = {
     "variants/one-gpu-half.yaml": (HALF_PARAMS, HALF_MACS),
     "variants/mini.yaml": (MINI_PARAMS, MINI_MACS),
     "variants/mini-tanh.yaml": (MINI_PARAMS, MINI_MACS),   # only the activation differs
+    "variants/mini-1gpu.yaml": (MINI_PARAMS, MINI_MACS),   # only the placement differs
     "torchvision-alexnet.yaml": (TORCHVISION_PARAMS, TORCHVISION_MACS),
 }
 
