@@ -20,7 +20,6 @@ from .ops import get_op
 from .ops.registry import NoOnnxForm
 
 OPSET = 17          # Split with equal parts by output count, LRN, Gemm, Softmax over one axis: all in 17
-IR_VERSION = 8      # the IR version of opset 17; older runtimes refuse newer IR versions
 INPUT = "data"
 PROB, LOGITS = "prob", "logits"
 
@@ -129,8 +128,10 @@ def export_onnx(graph: Graph, params: Mapping[str, Any], *, opset: int = OPSET, 
         raise ExportError(f"opset {opset}: alexnetc exports opset {OPSET} or newer")
     # Built in place: the parameters (244 MB for AlexNet) are copied once, not by make_graph/make_model.
     model = ModelProto()
-    model.ir_version, model.producer_name = IR_VERSION, "alexnetc"
-    model.opset_import.add().CopyFrom(helper.make_opsetid("", opset))
+    opset_id = helper.make_opsetid("", opset)
+    # the oldest IR version that knows this opset (8 for 17): older runtimes refuse newer IR versions
+    model.ir_version, model.producer_name = helper.find_min_ir_version_for([opset_id]), "alexnetc"
+    model.opset_import.add().CopyFrom(opset_id)
     b = OnnxBuilder(onnx, model, opset)
     loss = _loss_node(graph)
     b.name_output(loss, 1, PROB)

@@ -128,7 +128,7 @@ class LRN(OpDef):
             return
         towers = [b.fresh(f"{node.name}_in{i}") for i in range(g)]
         normed = [b.fresh(f"{node.name}_out{i}") for i in range(g)]
-        b.emit("Split", [b.x(node)], towers, axis=1)
+        b.emit("Split", [b.x(node)], towers, axis=1, **({"num_outputs": g} if b.opset >= 18 else {}))
         for t, y in zip(towers, normed):
             b.emit("LRN", [t], [y], **attrs)
         b.emit("Concat", normed, [b.y(node)], axis=1)

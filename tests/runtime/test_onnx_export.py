@@ -52,9 +52,9 @@ def _normwise(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a.astype(np.float64) - b) / np.linalg.norm(b))
 
 
-def check_parity(net, params, batches=(1, 3), scale: float = 1.0, seed: int = 0) -> bytes:
+def check_parity(net, params, batches=(1, 3), scale: float = 1.0, seed: int = 0, opset: int = 17) -> bytes:
     """Export, check, run in onnxruntime at each batch size; assert logits and probabilities match."""
-    data = serialize_checked(export_onnx(net.graph, {k: v.numpy() for k, v in params.items()}))
+    data = serialize_checked(export_onnx(net.graph, {k: v.numpy() for k, v in params.items()}, opset=opset))
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     scores = _scores_node(net)
     for batch in batches:
@@ -110,10 +110,11 @@ def test_every_full_size_spec_runs_the_same_in_onnxruntime(name):
     check_parity(net, _random_params(net, 3))
 
 
-def test_merged_towers_become_a_grouped_conv_and_split_lrn():
+@pytest.mark.parametrize("opset", [17, 18, 21])   # Split's operands changed in 18
+def test_merged_towers_become_a_grouped_conv_and_split_lrn(opset):
     net = _shrunk(f"{shipped_dir()}/alexnet-1gpu.yaml")
-    model = onnx.load_from_string(serialize_checked(export_onnx(net.graph, {
-        k: v.numpy() for k, v in _random_params(net, 0).items()})))
+    model = onnx.load_from_string(check_parity(net, _random_params(net, 0), opset=opset))
+    assert model.opset_import[0].version == opset and model.ir_version == {17: 8, 18: 8, 21: 10}[opset]
     groups = [next(a.i for a in n.attribute if a.name == "group") for n in model.graph.node if n.op_type == "Conv"]
     assert groups == [1, 2, 1, 2, 2]          # conv1 and conv3 read everything; conv2, 4, 5 their own tower
     assert [n.op_type for n in model.graph.node].count("Split") == 2   # norm1, norm2 within each tower
