@@ -7,11 +7,14 @@ Kernels: ``kernels/activation.py``, reference ``kernels/reference/activation.py`
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..graph import Entry, Node
 from .attrs import Attr, enum
 from .registry import EagerContext, Kernel, SameShape, backward_node, register
+
+if TYPE_CHECKING:
+    from ..onnx_export import OnnxBuilder
 
 ACTIVATIONS = ("none", "relu", "tanh", "sigmoid")
 
@@ -30,6 +33,20 @@ def apply_act(x: Any, act: str) -> Any:
     import torch
 
     return {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}.get(act, lambda t: t)(x)
+
+
+ONNX_OPS = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid"}
+
+
+def onnx_with_act(b: "OnnxBuilder", node: Node, op_type: str, inputs: list[str], **attrs: Any) -> None:
+    """Emit `op_type` for `node`, followed by the activation fused onto its output (if any)."""
+    act = node.attrs.get(ACT.name, "none")
+    if act == "none":
+        b.emit(op_type, inputs, [b.y(node)], **attrs)
+        return
+    pre = b.fresh(f"{node.name}_pre_{act}")
+    b.emit(op_type, inputs, [pre], **attrs)
+    b.emit(ONNX_OPS[act], [pre], [b.y(node)])
 
 
 def activation_grad(node: Node, dy: Entry) -> Entry:
@@ -53,6 +70,9 @@ class _Activation(SameShape):
 
     def eager(self, node: Node, xs: Sequence[Any], ctx: EagerContext) -> list[Any]:
         return [apply_act(xs[0], self.name)]
+
+    def onnx(self, node: Node, b: "OnnxBuilder") -> None:
+        b.emit(ONNX_OPS[self.name], [b.x(node)], [b.y(node)])
 
 
 @register

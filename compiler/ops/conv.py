@@ -11,14 +11,15 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..errors import ShapeError
 from ..graph import Node
-from .activation import ACT, apply_act
+from .activation import ACT, apply_act, onnx_with_act
 from .attrs import NUM_GROUP, Attr, integer, pair
 from .registry import EagerContext, Kernel, OpDef, need, need_maps, out_hw, register
 from .weighted import GROUPS, PARAM_ATTRS, WeightedLayer, divide
-from .window import IN_HW, KERNEL, PAD, ROUNDING, STRIDE, extra_pad, geometry, rounding_of, window_out
+from .window import IN_HW, KERNEL, PAD, ROUNDING, STRIDE, explicit_pads, extra_pad, geometry, rounding_of, window_out
 
 if TYPE_CHECKING:
     from ..lower import Lowerer, Value
+    from ..onnx_export import OnnxBuilder
 
 FILTERS = Attr("filters", integer(1, 65536), "Output channels (all groups together).")
 
@@ -83,6 +84,13 @@ class Conv(WeightedLayer):
         y = F.conv2d(xin, w, xs[2] if len(xs) > 2 else None, stride=(sh, sw), padding=(ph, pw),
                      groups=node.attrs[NUM_GROUP.name])
         return [apply_act(y[:, :, :p, :q], node.attrs[ACT.name])]
+
+    def onnx(self, node: Node, b: "OnnxBuilder") -> None:
+        # One (grouped) Conv; the padding after the input is what the last window reads (ceil rounding).
+        (kh, kw), (sh, sw), _ = geometry(node.attrs)
+        onnx_with_act(b, node, "Conv", [b.x(node, i) for i in range(len(node.inputs))], kernel_shape=[kh, kw],
+                      strides=[sh, sw], pads=explicit_pads(node), dilations=[1, 1],
+                      group=int(node.attrs[NUM_GROUP.name]))
 
 
 class _ConvBackward(OpDef):

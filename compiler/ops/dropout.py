@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import math
 import zlib
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..graph import Node
 from .attrs import Attr, number
 from .registry import EagerContext, Kernel, RunSampleOffset, RunSeed, RunStep, SameShape, backward_node, register
+
+if TYPE_CHECKING:
+    from ..onnx_export import OnnxBuilder
 
 P = Attr("p", number(0, 1, hi_open=True), "Probability of dropping a unit while training.", default=0.5,
          spec_required=True, convert=float)
@@ -46,6 +49,9 @@ class Dropout(SameShape):
 
         # torch's own RNG: masks differ from ours; gradient comparisons use specs without dropout
         return [F.dropout(xs[0], node.attrs[P.name], ctx.training)]
+
+    def onnx(self, node: Node, b: "OnnxBuilder") -> None:
+        b.alias(node, 0, b.x(node))   # the identity at inference: no operator at all
 
 
 @register

@@ -7,13 +7,14 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..errors import ShapeError
 from ..graph import Node
-from .activation import ACT, apply_act
+from .activation import ACT, apply_act, onnx_with_act
 from .attrs import Attr, integer
 from .registry import EagerContext, Kernel, OpDef, need, register
 from .weighted import GROUPS, PARAM_ATTRS, WeightedLayer
 
 if TYPE_CHECKING:
     from ..lower import Lowerer, Value
+    from ..onnx_export import OnnxBuilder
 
 UNITS = Attr("units", integer(1, 1 << 20), "Output features (all groups together).")
 IN_FEATURES = Attr("in_features", integer(1, 1 << 30),
@@ -61,6 +62,10 @@ class FullyConnected(WeightedLayer):
         import torch.nn.functional as F
 
         return [apply_act(F.linear(xs[0], xs[1], xs[2] if len(xs) > 2 else None), node.attrs[ACT.name])]
+
+    def onnx(self, node: Node, b: "OnnxBuilder") -> None:
+        # y = x W^T + b: Gemm with the weight as stored, (units, features), transposed.
+        onnx_with_act(b, node, "Gemm", [b.x(node, i) for i in range(len(node.inputs))], transB=1)
 
 
 @register

@@ -15,6 +15,7 @@ from .registry import EagerContext, Kernel, OpDef, backward_node, need, register
 
 if TYPE_CHECKING:
     from ..lower import Lowerer, Value
+    from ..onnx_export import OnnxBuilder
 
 
 @register
@@ -50,6 +51,10 @@ class SoftmaxLoss(OpDef):
         import torch.nn.functional as F
 
         return [F.cross_entropy(xs[0], xs[1]), torch.softmax(xs[0], 1)]
+
+    def onnx(self, node: Node, b: "OnnxBuilder") -> None:
+        # Inference has no label: only the probabilities (output 1); the exporter adds the logits.
+        b.emit("Softmax", [b.x(node)], [b.y(node, 1)], axis=1)
 
 
 @register

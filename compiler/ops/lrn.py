@@ -10,12 +10,15 @@ Kernels: ``kernels/lrn.py``, reference ``kernels/reference/lrn.py``.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..errors import ShapeError
 from ..graph import Entry, Node
 from .attrs import BOOLEAN, NUM_GROUP, Attr, integer, number
-from .registry import EagerContext, Kernel, OpDef, backward_node, need, need_maps, register
+from .registry import EagerContext, Kernel, NoOnnxForm, OpDef, backward_node, need, need_maps, register
+
+if TYPE_CHECKING:
+    from ..onnx_export import OnnxBuilder
 
 # Python defaults are the paper's values; a spec must still write each one (spec_required), because
 # implementations disagree on alpha's meaning and a spec must say which convention it follows.
@@ -110,6 +113,25 @@ class LRN(OpDef):
 
     def eager(self, node: Node, xs: Sequence[Any], ctx: EagerContext) -> list[Any]:
         return [(lrn_formula if ctx.formula else lrn_torch)(xs[0], node.attrs), None]
+
+    def onnx(self, node: Node, b: "OnnxBuilder") -> None:
+        # ONNX's LRN always divides its alpha by size, so it gets alpha' * size. Channel groups (towers
+        # merged onto one device) are normalised apart: Split, one LRN each, Concat.
+        a = node.attrs
+        size = int(a[SIZE.name])
+        if size % 2 == 0:
+            raise NoOnnxForm(f"an LRN window of even size {size} is centred differently in ONNX")
+        attrs = dict(size=size, alpha=effective_alpha(a) * size, beta=float(a[BETA.name]), bias=float(a[K.name]))
+        g = _groups(node)
+        if g == 1:
+            b.emit("LRN", [b.x(node)], [b.y(node)], **attrs)
+            return
+        towers = [b.fresh(f"{node.name}_in{i}") for i in range(g)]
+        normed = [b.fresh(f"{node.name}_out{i}") for i in range(g)]
+        b.emit("Split", [b.x(node)], towers, axis=1, **({"num_outputs": g} if b.opset >= 18 else {}))
+        for t, y in zip(towers, normed):
+            b.emit("LRN", [t], [y], **attrs)
+        b.emit("Concat", normed, [b.y(node)], axis=1)
 
 
 @register

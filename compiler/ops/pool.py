@@ -7,12 +7,15 @@ of window cells inside the input (padding excluded). Output sizes use the shared
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import ShapeError
 from ..graph import Entry, Node, Shape
 from .registry import EagerContext, Kernel, OpDef, backward_node, need, need_maps, out_hw, register
-from .window import IN_HW, KERNEL, PAD, POOL_STRIDE, ROUNDING, geometry, rounding_of, window_out
+from .window import IN_HW, KERNEL, PAD, POOL_STRIDE, ROUNDING, explicit_pads, geometry, rounding_of, window_out
+
+if TYPE_CHECKING:
+    from ..onnx_export import OnnxBuilder
 
 POOL_ATTRS = (KERNEL, POOL_STRIDE, PAD, ROUNDING)
 
@@ -45,6 +48,12 @@ class _Pool(OpDef):
 
     def kernel_args(self, node):
         return {**_geometry_args(node), "out_size": out_hw(node)}
+
+    def onnx_pool(self, node: Node, b: "OnnxBuilder", op_type: str, **attrs: Any) -> None:
+        """One ONNX pooling op with explicit pads (exact for every rounding; see `explicit_pads`)."""
+        kernel, stride, _ = geometry(node.attrs)
+        b.emit(op_type, [b.x(node)], [b.y(node)], kernel_shape=list(kernel), strides=list(stride),
+               pads=explicit_pads(node), **attrs)
 
 
 class _PoolBackward(OpDef):
@@ -80,6 +89,9 @@ class MaxPool(_Pool):
         kernel, stride, pad = geometry(node.attrs)
         return [F.max_pool2d(xs[0], kernel, stride, pad, ceil_mode=rounding_of(node.attrs) == "ceil"), None]
 
+    def onnx(self, node: Node, b: "OnnxBuilder") -> None:
+        self.onnx_pool(node, b, "MaxPool")   # padding never wins a max in ONNX either; no argmax output
+
 
 @register
 class MaxPoolBackward(_PoolBackward):
@@ -107,6 +119,9 @@ class AvgPool(_Pool):
         kernel, stride, pad = geometry(node.attrs)
         return [F.avg_pool2d(xs[0], kernel, stride, pad, ceil_mode=rounding_of(node.attrs) == "ceil",
                              count_include_pad=False)]
+
+    def onnx(self, node: Node, b: "OnnxBuilder") -> None:
+        self.onnx_pool(node, b, "AveragePool", count_include_pad=0)   # padding excluded, as ours
 
 
 @register

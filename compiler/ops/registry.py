@@ -14,6 +14,7 @@ gradient pass               `gradient` / `input_grad` (backward nodes, themselve
 fusion pass                 `activation` (can be folded into a producer), `fuse_activation`
 executor, backends          `kernel` (entry-point name + adapter data), `kernel_args`, `family`
 eager oracle                `eager` (the same op on ATen, differentiated by torch.autograd)
+ONNX export                 `onnx` (the node as ONNX operators, through `onnx_export.OnnxBuilder`)
 ==========================  =====================================================================
 
 An op defined in ``compiler/ops/F.py`` has family ``F``: its Triton kernels are in ``kernels/F.py``
@@ -29,8 +30,9 @@ from ..errors import ShapeError
 from ..graph import Entry, Node, Shape, make_node
 from .attrs import Attr
 
-if TYPE_CHECKING:  # the lowering machinery calls back into descriptors; only for annotations
+if TYPE_CHECKING:  # the lowering machinery and the exporter call back into descriptors; only for annotations
     from ..lower import Lowerer, Value
+    from ..onnx_export import OnnxBuilder
 
 OPS: dict[str, "OpDef"] = {}
 FAMILIES: list[str] = []   # filled by the package __init__: the family modules, in spec order
@@ -121,6 +123,10 @@ class RunSampleOffset(RunValue):
 
     def resolve(self, run: RunState) -> int:
         return run.sample_base * self.per_sample
+
+
+class NoOnnxForm(NotImplementedError):
+    """An op (or one of its settings) that has no ONNX equivalent; the exporter names the node."""
 
 
 @dataclass(frozen=True)
@@ -266,6 +272,13 @@ class OpDef:
         """The op on ATen tensors, differentiable by torch.autograd: one value per output (None for a
         saved output nobody reads in eager mode)."""
         raise NotImplementedError(f"op '{self.name}' has no eager rule")
+
+    # -- export --------------------------------------------------------------------------------------
+    def onnx(self, node: Node, b: "OnnxBuilder") -> None:
+        """Emit this (inference-graph) node as ONNX operators through `b`: read its inputs as
+        ``b.x(node, i)``, write each output ``b.y(node, k)`` that a consumer reads. The default: the op
+        has no ONNX form (backward ops, ops that only exist while training)."""
+        raise NoOnnxForm(f"op '{self.name}' has no ONNX form")
 
 
 # -- helpers the descriptors share ---------------------------------------------------------------------

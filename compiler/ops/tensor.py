@@ -18,6 +18,7 @@ from .registry import EagerContext, Kernel, OpDef, SameShape, backward_node, nee
 
 if TYPE_CHECKING:
     from ..lower import Lowerer, Value
+    from ..onnx_export import OnnxBuilder
 
 SHAPE = Attr("sample_shape", spec=False)       # reshape: the per-sample shape
 BEGIN = Attr("begin", spec=False)              # slice: channels [begin, end)
@@ -51,6 +52,9 @@ class Flatten(_Reshaping):
     def eager(self, node, xs, ctx):
         return [xs[0].reshape(xs[0].shape[0], -1)]
 
+    def onnx(self, node: Node, b: "OnnxBuilder") -> None:
+        b.emit("Flatten", [b.x(node)], [b.y(node)], axis=1)
+
 
 @register
 class Reshape(_Reshaping):
@@ -70,6 +74,10 @@ class Reshape(_Reshaping):
 
     def eager(self, node, xs, ctx):
         return [xs[0].reshape(xs[0].shape[0], *node.attrs[SHAPE.name])]
+
+    def onnx(self, node: Node, b: "OnnxBuilder") -> None:
+        shape = b.ints(f"{node.name}_shape", [0, *node.attrs[SHAPE.name]])   # 0: keep the batch dimension
+        b.emit("Reshape", [b.x(node), shape], [b.y(node)])
 
 
 @register
@@ -110,6 +118,9 @@ class Concat(OpDef):
 
         return [torch.cat(list(xs), 1)]
 
+    def onnx(self, node: Node, b: "OnnxBuilder") -> None:
+        b.emit("Concat", [b.x(node, i) for i in range(len(node.inputs))], [b.y(node)], axis=1)
+
 
 @register
 class Slice(OpDef):
@@ -136,6 +147,10 @@ class Slice(OpDef):
 
     def eager(self, node, xs, ctx):
         return [xs[0][:, node.attrs[BEGIN.name]:node.attrs[END.name]]]
+
+    def onnx(self, node: Node, b: "OnnxBuilder") -> None:
+        bounds = [b.ints(f"{node.name}_{what}", [int(node.attrs[a.name])]) for what, a in (("from", BEGIN), ("to", END))]
+        b.emit("Slice", [b.x(node), *bounds, b.ints(f"{node.name}_axes", [1])], [b.y(node)])
 
 
 @register
@@ -172,6 +187,9 @@ class AddN(OpDef):
     def eager(self, node, xs, ctx):
         return [sum(xs[1:], xs[0])]
 
+    def onnx(self, node: Node, b: "OnnxBuilder") -> None:
+        b.emit("Sum", [b.x(node, i) for i in range(len(node.inputs))], [b.y(node)])
+
 
 @register
 class Copy(SameShape):
@@ -186,6 +204,9 @@ class Copy(SameShape):
 
     def eager(self, node: Node, xs: Sequence[Any], ctx: EagerContext) -> list[Any]:
         return [xs[0]]
+
+    def onnx(self, node: Node, b: "OnnxBuilder") -> None:
+        b.emit("Identity", [b.x(node)], [b.y(node)])   # one device in ONNX: nothing moves
 
 
 def copy_source(node: Node) -> str:

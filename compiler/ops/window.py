@@ -67,3 +67,20 @@ def window_out(n: int, k: int, s: int, p: int, rounding: str, what: str) -> int:
 def extra_pad(n: int, out: int, k: int, s: int, p: int) -> int:
     """Cells of bottom/right padding beyond `p` that `out` windows read (ceil rounding)."""
     return max(0, (out - 1) * s + k - (n + 2 * p))
+
+
+def explicit_pads(node: Any) -> list[int]:
+    """ONNX ``pads`` [top, left, bottom, right] under which floor rounding gives exactly the node's
+    output size: the spec's padding before, and after it as much (possibly less, never negative) as
+    the last window reads. So ceil rounding, Caffe's drop-the-window-in-the-padding rule and floor's
+    unread rows all come out exactly as ours, with no ``ceil_mode`` (whose rule differs)."""
+    (kh, kw), (sh, sw), (ph, pw) = geometry(node.attrs)
+    _, _, h, w = node.inputs[0].shape
+    p, q = node.shapes[0][2], node.shapes[0][3]
+    ends = []
+    for n, out, k, s, pad in ((h, p, kh, sh, ph), (w, q, kw, sw, pw)):
+        end = max(0, (out - 1) * s + k - n - pad)
+        if (n + pad + end - k) // s + 1 != out:  # cannot happen under window_out's rule; never export a wrong size
+            raise ValueError(f"{node.name}: no padding gives {out} windows over {n} (k={k}, s={s}, pad={pad})")
+        ends.append(end)
+    return [ph, pw, *ends]

@@ -68,7 +68,7 @@ def _eval(args) -> int:
     from .model import load_model
 
     try:
-        model = load_model(args.checkpoint, args.device, args.batch)
+        model = load_model(args.checkpoint, args.device, args.batch, spec=args.spec)
         c = model.net.input_shape[0]
         args.data = model.data_dir(args.data)
         ds = open_dataset(args.data, args.split, channels=c, classes=model.class_names)
@@ -102,7 +102,7 @@ def _predict(args) -> int:
     from .model import load_model
 
     try:
-        model = load_model(args.checkpoint, args.device)
+        model = load_model(args.checkpoint, args.device, spec=args.spec)
         tf = model.eval_transform(args.crops)
     except (AugmentError, CheckpointError) as exc:
         raise _user_error(str(exc)) from None
@@ -198,6 +198,7 @@ def register(sub) -> None:
     e.add_argument("--limit-batches", type=int, metavar="N", help="evaluate only the first N batches")
     e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where to run: auto (a GPU when there is one), cpu or cuda (default auto)")
+    e.add_argument("--spec", help="run it as this spec: the same network placed otherwise (e.g. one device)")
     e.set_defaults(func=_eval)
 
     p = sub.add_parser("predict", help="top-5 classes with probabilities for images",
@@ -211,7 +212,11 @@ def register(sub) -> None:
     p.add_argument("--truth", nargs="*", metavar="LABEL", help="true labels, one per image (marked)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where to run: auto (a GPU when there is one), cpu or cuda (default auto)")
+    p.add_argument("--spec", help="run it as this spec: the same network placed otherwise (e.g. one device)")
     p.set_defaults(func=_predict)
     from . import figure_commands  # filters, neighbors, compare
 
     figure_commands.register(sub)
+    from . import transfer_commands  # export, import
+
+    transfer_commands.register(sub)

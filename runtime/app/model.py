@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from ...compiler import CompiledNet
 from ...compiler.pipeline import compile_dict
 from ..execution.executor import Executor, default_group2ctx
+from ..execution.layout import LayoutError, placed_tensors
 from ..training.checkpoint import CheckpointError, load_checkpoint, params_from
 
 # predict/neighbors: an image whose size differs from the network's input, with no data.resize in the
@@ -139,10 +141,12 @@ def _resize_exact(img, h: int, w: int):
     return out[:, :, None] if out.ndim == 2 else out
 
 
-def load_model(path: str, device: str = "auto", batch: int = 64, warn=None) -> Model:
+def load_model(path: str, device: str = "auto", batch: int = 64, warn: Any = None, spec: str | None = None) -> Model:
     """Load a checkpoint (file or run/checkpoint directory), check it against the spec it carries and
-    bind it for inference. For a directory: its newest checkpoint that verifies; a warning (through
-    ``warn``, default: stderr) names each newer one that was passed over and why."""
+    bind it for inference: with that spec, or with `spec` (a file or shipped name: the same network
+    placed otherwise, e.g. one device for a two-tower run; parameters that do not fit raise
+    CheckpointError naming the layer). For a directory: its newest checkpoint that verifies; a warning
+    (through ``warn``, default: stderr) names each newer one that was passed over and why."""
     import sys
 
     from ..execution.memory import MemoryLimitError, check_fits
@@ -166,7 +170,16 @@ def load_model(path: str, device: str = "auto", batch: int = 64, warn=None) -> M
     if "spec" not in state or "classes" not in state:
         raise CheckpointError(f"{path}: not an alexnetc training checkpoint (no spec or class names in it)")
     check_state(str(path), state, for_training=False)
-    net = compile_dict(state["spec"], f"<spec in {os.path.basename(str(path))}>", batch)
+    net = saved = compile_dict(state["spec"], f"<spec in {os.path.basename(str(path))}>", batch)
+    if spec is not None:
+        from ...compiler import compile_spec
+        from .specs import resolve_spec_path
+
+        net = compile_spec(resolve_spec_path(spec), batch)
+    try:  # logical names (or an old checkpoint's placed ones) -> this placement's
+        tensors = placed_tensors(tensors, net.graph, saved_graph=saved.graph, source=str(path), target=net.name)
+    except LayoutError as exc:
+        raise CheckpointError(str(exc)) from None
     check_classes(str(path), state, net.classes)
     check_tensors(str(path), tensors, net, for_training=False)
     params = params_from(tensors)

@@ -37,6 +37,7 @@ from ...compiler.ops.registry import Kernel, RunState, RunValue
 from ...compiler.ops.tensor import copy_source
 from ...compiler.program import Program
 from ...kernels.backend import get_backend
+from .layout import bind_params
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -101,6 +102,7 @@ class Executor:
         nodes = self.graph.nodes()
         self.param_nodes = [n for n in nodes if n.is_param]
         self.params: dict[str, torch.Tensor] = {}
+        params = bind_params(params, net.graph) if params is not None else None   # logical names: split
         for p in self.param_nodes:
             dev = self.device_of(p)
             if params is not None and p.name in params:

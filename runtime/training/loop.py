@@ -45,9 +45,10 @@ import torch
 
 from ...compiler import CompiledNet, compile_spec
 from ...compiler.ops.weighted import param_multipliers
-from ...compiler.pipeline import plain
+from ...compiler.pipeline import compile_dict, plain
 from ..execution import distributed as dp
 from ..execution.executor import Executor, default_group2ctx, describe_binding
+from ..execution.layout import LayoutError, logical_tensors, network_hash, placed_tensors
 from ..execution.optim import SGD, LRSchedule
 from ..execution.params import init_params
 from . import checkpoint as ckpt
@@ -271,7 +272,7 @@ class Trainer:
         t = {ckpt.PARAM_PREFIX + k: v for k, v in self.executor.params.items()}
         t.update(self.opt.state_tensors())
         t.update(rng)
-        return t
+        return logical_tensors(t, self.net.graph)   # placement-independent names: conv1.weight, momentum/...
 
     def save(self, epoch: int, batch: int, step: int, history: list, running: dict, tag: str) -> str | None:
         if not self.writes:
@@ -405,10 +406,18 @@ class Trainer:
             check_state(path, state, for_training=True)
         except ckpt.CheckpointError as exc:
             raise TrainingError(str(exc)) from None
-        if state.get("spec_hash") != self.net.hash:
+        # The same network, however placed (alexnet.yaml's run resumes as alexnet-1gpu.yaml)
+        if state.get("spec_hash") != self.net.hash and (
+                not state.get("spec") or network_hash(state["spec"]) != network_hash(self.net.spec)):
             raise TrainingError(f"{path}: this checkpoint was written for a different spec "
                                 f"({str(state.get('spec_name'))[:60]}); refusing to resume {self.opts.spec}")
         self._continue_run(path, state)
+        try:  # logical names (or an older checkpoint's placed ones) -> this placement's
+            saved = None if state.get("spec_hash") == self.net.hash else compile_dict(state["spec"], path)
+            tensors = placed_tensors(tensors, self.net.graph, saved_graph=saved and saved.graph,
+                                     source=path, target=self.net.name)
+        except LayoutError as exc:
+            raise TrainingError(str(exc)) from None
         try:
             check_classes(path, state, self.net.classes)
             check_tensors(path, tensors, self.net, for_training=True)

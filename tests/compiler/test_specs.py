@@ -74,6 +74,27 @@ MINI_MACS = {
     "fc7": 256 * 256,
     "fc8": 256 * 10,
 }
+# torchvision.models.alexnet: one tower, 64-192-384-256-256 filters, no LRN; the same output sizes.
+TORCHVISION_PARAMS = {
+    "conv1": 3 * 11 * 11 * 64 + 64,
+    "conv2": 64 * 5 * 5 * 192 + 192,
+    "conv3": 192 * 3 * 3 * 384 + 384,
+    "conv4": 384 * 3 * 3 * 256 + 256,
+    "conv5": 256 * 3 * 3 * 256 + 256,
+    "fc6": 256 * 6 * 6 * 4096 + 4096,
+    "fc7": 4096 * 4096 + 4096,
+    "fc8": 4096 * 1000 + 1000,
+}
+TORCHVISION_MACS = {
+    "conv1": 55 * 55 * 64 * (3 * 11 * 11),
+    "conv2": 27 * 27 * 192 * (64 * 5 * 5),
+    "conv3": 13 * 13 * 384 * (192 * 3 * 3),
+    "conv4": 13 * 13 * 256 * (384 * 3 * 3),
+    "conv5": 13 * 13 * 256 * (256 * 3 * 3),
+    "fc6": 9216 * 4096,
+    "fc7": 4096 * 4096,
+    "fc8": 4096 * 1000,
+}
 EXPECTED = {
     "alexnet.yaml": (ALEXNET_PARAMS, ALEXNET_MACS),
     "alexnet-1gpu.yaml": (ALEXNET_PARAMS, ALEXNET_MACS),
@@ -85,6 +106,8 @@ EXPECTED = {
     "variants/one-gpu-half.yaml": (HALF_PARAMS, HALF_MACS),
     "variants/mini.yaml": (MINI_PARAMS, MINI_MACS),
     "variants/mini-tanh.yaml": (MINI_PARAMS, MINI_MACS),   # only the activation differs
+    "variants/mini-1gpu.yaml": (MINI_PARAMS, MINI_MACS),   # only the placement differs
+    "torchvision-alexnet.yaml": (TORCHVISION_PARAMS, TORCHVISION_MACS),
 }
 
 
@@ -106,6 +129,10 @@ def test_totals(spec):
     assert {r.name: r.macs for r in layer_rows if r.macs} == macs
     assert totals["params"] == sum(params.values())
     assert totals["macs_per_image"] == sum(macs.values())
+
+
+def test_torchvision_alexnet_has_torchvisions_parameter_count():
+    assert sum(TORCHVISION_PARAMS.values()) == 61_100_840   # sum(p.numel() for p in alexnet().parameters())
 
 
 def test_totals_do_not_depend_on_batch():

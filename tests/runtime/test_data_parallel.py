@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from alexnetc.runtime.execution.layout import to_placed
 from alexnetc.runtime.training import checkpoint as ckpt
 from alexnetc.runtime.training.loop import Trainer, TrainOptions
 
@@ -85,8 +86,9 @@ def test_n_processes_train_like_one(tmp_path, monkeypatch):
             assert a["train_top1_err"] == b["train_top1_err"]
             assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
             assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
-        saved = ckpt.load_checkpoint(out + "/checkpoints")[0]
-        assert all(torch.equal(saved[ckpt.PARAM_PREFIX + k], params[0][k]) for k in ref)
+        saved = ckpt.params_from(ckpt.load_checkpoint(out + "/checkpoints")[0])   # logical names
+        placed = to_placed(saved, one.net.graph)
+        assert placed.keys() == ref.keys() and all(torch.equal(placed[k], params[0][k]) for k in ref)
         assert sorted(os.listdir(out)) == ["cache", "checkpoints", "curves.png", "metrics.jsonl"] + \
             [f"params.{r}.pt" for r in range(world)]
 

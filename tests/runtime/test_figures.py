@@ -98,8 +98,8 @@ def test_filters_one_block_per_device_with_each_kernel_in_its_cell(world, tmp_pa
     lay = FilterLayout([4, 4], 5, 5)
     params = _params(world["run"])
     blocks = []
-    for b, dev_param in enumerate(("conv1_g0_weight", "conv1_g1_weight")):
-        kimg = figures.kernel_images(params[dev_param])              # (4, 5, 5, 3), grey
+    for b, tower in enumerate(np.split(params["conv1.weight"], 2)):   # gpu0's kernels, then gpu1's
+        kimg = figures.kernel_images(tower)                          # (4, 5, 5, 3), grey
         assert kimg.shape == (4, 5, 5, 3) and (kimg[..., 0] == kimg[..., 1]).all()
         for i in range(4):
             x0, y0 = MARGIN + i * (cell + gap), tops[b]
@@ -126,7 +126,7 @@ def test_filters_one_device_net_gives_one_block(world, tmp_path):
     img = _png(png)
     cell, gap = 5 * math.ceil(FilterLayout.MIN_KERNEL_PX / 5), FilterLayout.CELL_GAP
     assert img.shape[0] == 2 * MARGIN + FilterLayout.TITLE_H + cell        # one block, one row of 8
-    kimg = figures.kernel_images(_params(run)["conv1_weight"])
+    kimg = figures.kernel_images(_params(run)["conv1.weight"])
     y0 = MARGIN + FilterLayout.TITLE_H
     for i in range(8):
         x0 = MARGIN + i * (cell + gap)

@@ -328,12 +328,12 @@ def _resign(run: Path, edit_tensors=None, edit_state=None) -> None:
 
 
 @pytest.mark.parametrize("edit, message", [
-    (dict(edit_tensors=lambda t: t.update({"param/fc4_weight": torch.zeros(4, 1)})),
-     r"tensors do not fit tiny: fc4_weight has shape \(4, 1\), the spec needs \(4, 32\)"),
-    (dict(edit_tensors=lambda t: t.pop("param/fc4_bias")), r"missing parameter tensors for tiny: fc4_bias"),
-    (dict(edit_tensors=lambda t: t.update({"param/fc9_weight": torch.zeros(1)})),
-     r"tensors for parameters tiny does not have: fc9_weight"),
-    (dict(edit_tensors=lambda t: t.update({"param/fc4_bias": torch.zeros(4, dtype=torch.float64)})),
+    (dict(edit_tensors=lambda t: t.update({"param/fc4.weight": torch.zeros(4, 1)})),
+     r"does not fit tiny: layer fc4: fc4\.weight is \(4, 1\) there, \(4, 32\) in tiny"),
+    (dict(edit_tensors=lambda t: t.pop("param/fc4.bias")), r"has no parameter fc4\.bias for layer fc4 of tiny \(shape \(4,\)\)"),
+    (dict(edit_tensors=lambda t: t.update({"param/fc9.weight": torch.zeros(1)})),
+     r"has parameters that tiny lacks: fc9\.weight"),
+    (dict(edit_tensors=lambda t: t.update({"param/fc4.bias": torch.zeros(4, dtype=torch.float64)})),
      r"fc4_bias is float64, the spec needs float32"),
     (dict(edit_state=lambda s: s["spec"]["layers"][0].update(filters=10)),
      r"state\.spec was changed after the checkpoint was written"),

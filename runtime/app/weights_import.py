@@ -1,0 +1,155 @@
+"""Published weights into an alexnetc checkpoint: `alexnetc import torchvision-alexnet WEIGHTS -o RUN`.
+
+A weights file is read without running code: ``.safetensors`` through safetensors, anything else
+through ``torch.load(weights_only=True)``, which refuses every pickle that is more than containers of
+tensors and numbers. What it yields must be a plain state dict: string keys, tensor values. Keys map
+onto the spec's layers by an architecture's table (`ARCHITECTURES`); every key must be there and
+every shape must be the layer's, or the import stops naming the first that is not. The result is an
+ordinary checkpoint (`training.checkpoint.save_checkpoint`, logical parameter names as every run's) in
+RUN/checkpoints/, which eval, predict, filters, neighbors and export read like any trained run.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from ...compiler.pipeline import plain
+
+
+class WeightsError(Exception):
+    """A weights file that cannot be imported; the message is one line naming the file."""
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A published network: the shipped spec it is, and its state-dict prefix per spec layer."""
+
+    spec: str                         # shipped spec name (specs/<spec>.yaml)
+    layers: Mapping[str, str]         # spec layer -> state-dict prefix (prefix.weight, prefix.bias)
+    about: str
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "torchvision-alexnet": Architecture(
+        "torchvision-alexnet",
+        {"conv1": "features.0", "conv2": "features.3", "conv3": "features.6", "conv4": "features.8",
+         "conv5": "features.10", "fc6": "classifier.1", "fc7": "classifier.4", "fc8": "classifier.6"},
+        "torchvision.models.alexnet's state dict (e.g. alexnet-owt-7be5be79.pth)"),
+}
+
+
+def read_state_dict(path: str) -> dict[str, Any]:
+    """Name -> tensor from a ``.safetensors`` file or a plain pickled state dict, never running code."""
+    import torch
+
+    if not os.path.isfile(path):
+        raise WeightsError(f"{path}: no such weights file")
+    if path.endswith(".safetensors"):
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path, device="cpu")
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise WeightsError(f"{path}: not a readable safetensors file: {_first_line(exc)}") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - pickle, zip and torch's own refusals all end here
+        raise WeightsError(f"{path}: not a plain state dict of tensors (torch.load(weights_only=True) "
+                           f"refused it: {_first_line(exc)})") from None
+    if not isinstance(obj, Mapping):
+        raise WeightsError(f"{path}: not a plain state dict of tensors (it holds a {type(obj).__name__})")
+    for k, v in obj.items():
+        if not isinstance(k, str) or not isinstance(v, torch.Tensor):
+            raise WeightsError(f"{path}: not a plain state dict of tensors (key {k!r} holds a "
+                               f"{type(v).__name__}; save model.state_dict() itself)")
+    return dict(obj)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
+
+
+def map_state_dict(net: Any, arch: Architecture, sd: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """The net's logical parameters (``conv1.weight`` ..., float32) from a state dict under `arch`'s keys:
+    ``<prefix>.<argument>``, the op's argument names being PyTorch's suffixes (weight, bias)."""
+    import torch
+
+    from ..execution.layout import param_layout
+
+    out: dict[str, Any] = {}
+    expected: list[str] = []
+    for lp in param_layout(net.graph):
+        if lp.layer not in arch.layers:
+            raise WeightsError(f"{net.name}: layer {lp.layer} has no counterpart in {arch.about}")
+        key = f"{arch.layers[lp.layer]}.{lp.argument}"
+        expected.append(key)
+        if key not in sd:
+            continue
+        t = sd[key]
+        if tuple(t.shape) != tuple(lp.shape):
+            raise WeightsError(f"{source}: {key} has shape {tuple(t.shape)}, layer {lp.layer} of {net.name} "
+                               f"needs {tuple(lp.shape)}")
+        if not t.is_floating_point():
+            raise WeightsError(f"{source}: {key} holds {t.dtype} values, not floating point")
+        out[lp.name] = t.detach().to(torch.float32).contiguous()
+    missing = [k for k in expected if k not in sd]
+    extra = sorted(set(sd) - set(expected))
+    if missing or extra:
+        what = []
+        if missing:
+            what.append(f"missing {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}")
+        if extra:
+            what.append(f"unexpected {', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''}")
+        raise WeightsError(f"{source}: not {arch.about}: {'; '.join(what)}")
+    return out
+
+
+def read_class_names(path: str | None, classes: int) -> list[str]:
+    """Class names in label order: a text file (one per line), a dataset's train folder (its sorted
+    subfolders, as ImageFolder and torchvision number them), or class0..classN-1 when not given."""
+    if path is None:
+        return [f"class{i}" for i in range(classes)]
+    if os.path.isdir(path):
+        names = sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
+    else:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                names = [line.strip() for line in fh if line.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise WeightsError(f"{path}: cannot read class names: {getattr(exc, 'strerror', None) or exc}") from None
+    if len(names) != classes:
+        raise WeightsError(f"{path}: {len(names)} class names, the network has {classes} classes")
+    return names
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def import_weights(arch_name: str, weights: str, out: str, classes: str | None = None) -> str:
+    """Import `weights` as architecture `arch_name` into the run directory `out` (which must not hold
+    checkpoints yet); returns the checkpoint's JSON path."""
+    from ...compiler import compile_spec
+    from ..training.checkpoint import PARAM_PREFIX, latest_checkpoint, save_checkpoint
+    from .specs import resolve_spec_path
+
+    arch = ARCHITECTURES[arch_name]
+    ckpt_dir = os.path.join(out, "checkpoints")
+    if os.path.isdir(ckpt_dir) and latest_checkpoint(ckpt_dir) is not None:
+        raise WeightsError(f"{out}: already holds a run; import into a new directory")
+    net = compile_spec(resolve_spec_path(arch.spec))
+    names = read_class_names(classes, net.classes)
+    params = map_state_dict(net, arch, read_state_dict(weights), weights)
+    state = {"spec": plain(net.spec), "spec_name": net.name, "spec_hash": net.hash, "classes": names,
+             "data_config": plain(net.spec.get("data") or {}), "data_stats": None,
+             "input_shape": list(net.input_shape), "epoch": 0, "history": [],
+             "imported": {"architecture": arch_name, "weights": os.path.abspath(weights), "sha256": _sha256(weights)}}
+    return save_checkpoint(ckpt_dir, {PARAM_PREFIX + k: v for k, v in params.items()}, state, tag="imported")
