@@ -101,3 +101,48 @@ def test_the_compiler_imports_without_torch_or_triton():
             "compile_spec('specs/alexnet.yaml', batch=2).training()\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
+
+
+BASES = {"OpDef": "registry.py", "WeightedLayer": "weighted.py"}   # descriptor base classes
+
+
+def _opdef_methods() -> set[str]:
+    out: set[str] = set()
+    for cls, file in BASES.items():
+        tree = ast.parse((ROOT / "compiler" / "ops" / file).read_text(encoding="utf-8"))
+        out |= {f.name for node in ast.walk(tree) if isinstance(node, ast.ClassDef) and node.name == cls
+                for f in node.body if isinstance(f, ast.FunctionDef)}
+    return out
+
+
+def test_public_functions_of_the_compiler_and_runtime_are_typed():
+    """Every public function and method (not starting with '_') has annotated parameters and return;
+    overrides of the descriptor base classes' methods inherit theirs."""
+    inherited = _opdef_methods()
+    missing = []
+    for rel, tree in _sources():
+        if rel.startswith("kernels/"):
+            continue
+
+        def check(fn: ast.FunctionDef, cls: str | None) -> None:
+            if fn.name.startswith("_") and fn.name != "__init__":
+                return
+            if cls is not None and cls not in BASES and fn.name in inherited:
+                return
+            a = fn.args
+            names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs
+                     if x.annotation is None and x.arg not in ("self", "cls")]
+            names += [f"*{x.arg}" for x in (a.vararg, a.kwarg) if x is not None and x.annotation is None]
+            if fn.returns is None and fn.name != "__init__":
+                names.append("return")
+            if names:
+                missing.append(f"{rel}:{fn.lineno} {fn.name}: {', '.join(names)}")
+
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef):
+                check(node, None)
+            elif isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                for fn in node.body:
+                    if isinstance(fn, ast.FunctionDef):
+                        check(fn, node.name)
+    assert missing == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
 EPILOG_TRAIN = """examples:
   alexnetc train                                   # embedded default: two-tower mini AlexNet, Fashion-MNIST
@@ -153,7 +154,7 @@ def _predict(args) -> int:
     return 0
 
 
-def register(sub) -> None:
+def register(sub: Any) -> None:
     t = sub.add_parser("train", help="train a spec (default: the embedded two-tower net on Fashion-MNIST)",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_TRAIN)
     t.add_argument("spec", nargs="?", default=None, help="spec file or shipped name (default: variants/mini)")

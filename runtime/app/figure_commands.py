@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import sys
+from typing import Any
 
 FEATURES_VERSION = 1
 
@@ -66,7 +67,7 @@ def _check_output(path: str, option: str = "-o") -> None:
 
 # --------------------------------------------------------------------------- filters
 
-def first_conv_kernels(model, layer: str | None = None) -> tuple[str, list[tuple[str, "object"]]]:
+def first_conv_kernels(model: Any, layer: str | None = None) -> tuple[str, list[tuple[str, "object"]]]:
     """``(layer, [(device, weights (K, C, kh, kw) numpy), ...])`` for the first conv layer (or
     ``layer``): the layer's kernels grouped by the device each group runs on, devices in the net's
     order, groups in group order within a device."""
@@ -127,7 +128,7 @@ class _Indexed:
         return self.dataset[i][0], i
 
 
-def subset_indices(n: int, limit: int | None):
+def subset_indices(n: int, limit: int | None) -> list[int]:
     """Indices of the images used: all, or ``limit`` evenly spaced ones (every class of a folder tree)."""
     import numpy as np
 
@@ -173,7 +174,7 @@ def features_cache_dir(ckpt_json: str) -> str:
     return default_cache_dir()
 
 
-def features_key(ckpt_json: str, model, dataset, split: str, indices, layer: str) -> dict:
+def features_key(ckpt_json: str, model: Any, dataset: Any, split: str, indices: Any, layer: str) -> dict:
     from ..training.checkpoint import checkpoint_record
 
     try:
@@ -190,8 +191,8 @@ def features_key(ckpt_json: str, model, dataset, split: str, indices, layer: str
                           "input_shape": list(model.net.input_shape)}}
 
 
-def dataset_features(model, dataset, indices, layer: str, cache_path: str, key: dict, *,
-                     batch: int = 64, workers: int = 0, log=print):
+def dataset_features(model: Any, dataset: Any, indices: Any, layer: str, cache_path: str, key: dict, *,
+                     batch: int = 64, workers: int = 0, log: Any = print) -> Any:
     """``(features (N, D) float32, indices (N,) int64)``: from ``cache_path`` when it holds ``key``,
     else extracted with the eval transform (centre crop) and written there atomically."""
     import numpy as np
@@ -229,7 +230,7 @@ def dataset_features(model, dataset, indices, layer: str, cache_path: str, key: 
     return f, i
 
 
-def nearest(query_feats, feats, k: int, chunk: int = 65536):
+def nearest(query_feats: Any, feats: Any, k: int, chunk: int = 65536) -> tuple[Any, Any]:
     """``(distances, rows)`` (Q, k) of the ``k`` rows of ``feats`` nearest each query (Euclidean)."""
     import torch
 
@@ -451,7 +452,7 @@ def _compare(args) -> int:
 
 # --------------------------------------------------------------------------- parser
 
-def register(sub) -> None:
+def register(sub: Any) -> None:
     f = sub.add_parser("filters", help="draw the first convolution layer's kernels, one block per device "
                                        "(the paper's Figure 3)",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_FILTERS)

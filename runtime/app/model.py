@@ -44,7 +44,7 @@ class Model:
     class_names: list[str]
     state: dict
 
-    def eval_transform(self, test_crops: str | None = None):
+    def eval_transform(self, test_crops: str | None = None) -> Any:
         from ..data.augment import DataStats, build_transforms
 
         cfg = dict(self.state.get("data_config") or {})
@@ -72,7 +72,7 @@ class Model:
 
         return find_default_dataset()
 
-    def fit_image(self, img, path: str):
+    def fit_image(self, img: Any, path: str) -> Any:
         """An (H, W, C) image mapped onto the network's input as the spec's data section prescribes.
 
         With ``data.resize`` the evaluation transform already resizes and crops any image. Without it,

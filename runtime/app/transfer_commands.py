@@ -129,7 +129,7 @@ def _import(args) -> int:
     return 0
 
 
-def register(sub) -> None:
+def register(sub: Any) -> None:
     x = sub.add_parser("export", help="write a checkpoint as an ONNX model (opset 17+)",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_EXPORT)
     x.add_argument("checkpoint", help="a checkpoint (.json/.safetensors) or a run or checkpoints directory")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -68,7 +68,7 @@ class BadSample:
     reason: str
 
 
-def is_bad(sample) -> bool:
+def is_bad(sample: Any) -> bool:
     return isinstance(sample, BadSample)
 
 
@@ -131,7 +131,7 @@ class ImageFolder:
         return f"ImageFolder({self.root!r}, {len(self)} images, {len(self.classes)} classes, {self.mode})"
 
 
-def load_image(path: str, mode: str = "RGB"):
+def load_image(path: str, mode: str = "RGB") -> Any:
     """Decode ``path`` to an ``(H, W, C)`` uint8 array, or a :class:`BadSample` if it cannot be read."""
     from PIL import Image
 
@@ -374,7 +374,7 @@ def detect_layout(path: str | os.PathLike) -> str:
 
 
 def open_dataset(path: str | os.PathLike, split: str = "train", channels: int | None = None,
-                 classes: Sequence[str] | None = None):
+                 classes: Sequence[str] | None = None) -> Any:
     """Open one split ("train" or "val") of the dataset in ``path``, detecting its layout.
 
     ``channels``: 1 or 3 to decode to (default: 1 for IDX, 3 for image folders). For an image folder's

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +57,7 @@ def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
 class TransformedDataset:
     """``dataset[i]`` passed through ``transform(image, rng)``; bad samples pass through untouched."""
 
-    def __init__(self, dataset, transform, seed: int, epoch: int):
+    def __init__(self, dataset: Any, transform: Any, seed: int, epoch: int):
         self.dataset, self.transform, self.seed, self.epoch = dataset, transform, seed, epoch
 
     def __len__(self) -> int:
@@ -69,7 +70,7 @@ class TransformedDataset:
         return self.transform(image, sample_rng(self.seed, self.epoch, index)), label
 
 
-def collate_drop_bad(batch):
+def collate_drop_bad(batch: Any) -> tuple[Any, Any, list]:
     """Stack the good samples of a batch; return ``(images, labels, skipped)``.
 
     ``skipped`` is a list of ``(path, reason)`` for the dropped samples; ``images`` and ``labels``
@@ -138,7 +139,7 @@ class Loader:
         return format_skipped(self.skipped, limit)
 
 
-def format_skipped(skipped, limit: int = 10) -> str | None:
+def format_skipped(skipped: Any, limit: int = 10) -> str | None:
     import os
 
     if not skipped:
@@ -150,7 +151,7 @@ def format_skipped(skipped, limit: int = 10) -> str | None:
     return f"skipped {n} unreadable image{'s' if n != 1 else ''}: {names}{more}"
 
 
-def make_loader(dataset, transform, batch_size: int, shuffle: bool = False, seed: int = 0,
+def make_loader(dataset: Any, transform: Any, batch_size: int, shuffle: bool = False, seed: int = 0,
                 epoch: int = 0, num_workers: int = 0, drop_last: bool = False, start_batch: int = 0,
                 pin_memory: bool = False, prefetch_factor: int | None = None,
                 limit_batches: int | None = None, shard: tuple[int, int] | None = None) -> Loader:

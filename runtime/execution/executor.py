@@ -292,7 +292,7 @@ class Executor:
         return self.grads
 
 
-def bind(net: CompiledNet, group2ctx: Mapping[str, Any] | None = None, **kw) -> Executor:
+def bind(net: CompiledNet, group2ctx: Mapping[str, Any] | None = None, **kw: Any) -> Executor:
     return Executor(net, group2ctx or default_group2ctx(net), **kw)
 
 

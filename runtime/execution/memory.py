@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Mapping
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+    from ...compiler import CompiledNet
 
 MEMORY_FRACTION = 0.9
 MAX_BIND_ENV = "ALEXNETC_MAX_BIND_GIB"
@@ -29,7 +32,7 @@ class MemoryLimitError(Exception):
     """A net would not fit on its device; the message gives the estimate, the budget and the override."""
 
 
-def estimate_bytes(net, for_training: bool = True) -> dict[str, int]:
+def estimate_bytes(net: CompiledNet, for_training: bool = True) -> dict[str, int]:
     """Estimated bytes per logical device for binding ``net`` (a CompiledNet) at its batch size."""
     out: dict[str, int] = {}
     for node in net.graph.nodes():
@@ -48,7 +51,7 @@ def estimate_bytes(net, for_training: bool = True) -> dict[str, int]:
     return out
 
 
-def available_bytes(device) -> tuple[int | None, str]:
+def available_bytes(device: Any) -> tuple[int | None, str]:
     """(bytes this process may claim on ``device``, how that was decided); None when unknown."""
     raw = os.environ.get(MAX_BIND_ENV, "").strip()
     if raw:
@@ -79,7 +82,7 @@ def available_bytes(device) -> tuple[int | None, str]:
         return None, "unknown"
 
 
-def check_fits(net, group2ctx: Mapping[str, object], for_training: bool = True) -> dict[str, int]:
+def check_fits(net: CompiledNet, group2ctx: Mapping[str, object], for_training: bool = True) -> dict[str, int]:
     """Raise :class:`MemoryLimitError` when ``net`` would not fit on the devices it is bound to.
 
     Returns the estimate per real device (bytes)."""

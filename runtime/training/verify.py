@@ -6,9 +6,12 @@ naming what is wrong instead of a silent broadcast, zeros, or another network.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .checkpoint import PARAM_PREFIX, CheckpointError
+
+if TYPE_CHECKING:
+    from ...compiler import CompiledNet
 
 MOMENTUM_PREFIX = "momentum/"
 SHOWN = 5  # how many offending names a message lists
@@ -75,7 +78,7 @@ def check_classes(path: str, state: Mapping[str, Any], classes: int) -> None:
         raise CheckpointError(f"{path}: state.classes lists {n} class names for a network with {classes} classes")
 
 
-def expected_params(net) -> dict[str, tuple[tuple[int, ...], str]]:
+def expected_params(net: CompiledNet) -> dict[str, tuple[tuple[int, ...], str]]:
     """name -> (shape, dtype) of every parameter of a compiled net (from its graph)."""
     out = {}
     for n in net.graph.params():
@@ -83,7 +86,7 @@ def expected_params(net) -> dict[str, tuple[tuple[int, ...], str]]:
     return out
 
 
-def check_tensors(path: str, tensors: Mapping[str, Any], net, for_training: bool) -> None:
+def check_tensors(path: str, tensors: Mapping[str, Any], net: CompiledNet, for_training: bool) -> None:
     """Every parameter present with the graph's shape and dtype, no unknown parameter; for training
     also the momentum buffers (when the checkpoint has any)."""
     want = expected_params(net)
