@@ -124,7 +124,7 @@ def test_public_functions_of_the_compiler_and_runtime_are_typed():
         if rel.startswith("kernels/"):
             continue
 
-        def check(fn: ast.FunctionDef, cls: str | None) -> None:
+        def check(fn: ast.FunctionDef, cls: str | None, rel: str = rel) -> None:
             if fn.name.startswith("_") and fn.name != "__init__":
                 return
             if cls is not None and cls not in BASES and fn.name in inherited:
