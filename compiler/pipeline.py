@@ -18,7 +18,7 @@ from .errors import ShapeError, SpecError, SpecErrors
 from .graph import Graph
 from .lower import LayerInfo, lower
 from .passes import fuse_activations, gradient, infer_shapes, place_devices, plan_memory
-from .program import Program
+from .program import MAIN_HEAD_OUTPUTS, Program
 from .source import SpecMap
 from .validate import DEFAULT_DEVICES, schema_errors, semantic_errors
 from .variants import resolve
@@ -100,10 +100,11 @@ class CompiledNet:
         return self._programs["training"]
 
     def inference(self) -> Program:
-        """The forward graph alone, with its own memory plan (activations freed after their last use)."""
+        """The forward graph of the main head alone (auxiliary loss heads and the layers only they read
+        are dropped), with its own memory plan (activations freed after their last use)."""
         if "inference" not in self._programs:
-            self._programs["inference"] = Program(self.graph, len(self.graph.outputs), (),
-                                                  plan_memory(self.graph))
+            main = Graph(tuple(self.graph.outputs[:MAIN_HEAD_OUTPUTS]), dict(self.graph.attrs))
+            self._programs["inference"] = Program(main, MAIN_HEAD_OUTPUTS, (), plan_memory(main))
         return self._programs["inference"]
 
 

@@ -45,7 +45,7 @@ COMMON = {
     "input": {**IDENT, "description": "The layer this one reads (default: the previous layer; 'data' is the "
                                       "network input)."},
     "inputs": {"type": "array", "items": IDENT, "minItems": 1, "maxItems": 64,
-               "description": "Several inputs (concat)."},
+               "description": "Several inputs (concat, add)."},
     "doc": {"type": "string", "description": "Free text, ignored by the compiler."},
 }
 LAYER = {"type": "object", "required": ["name", "op"], "properties": dict(COMMON),
