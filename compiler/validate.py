@@ -62,7 +62,7 @@ def _allowed_keys(root: Any, path: list) -> list[str]:
     if len(path) == 2 and path[0] == "layers":
         layer = root["layers"][path[1]]
         op = layer.get("op") if isinstance(layer, dict) else None
-        common = list(spec_schema()["$defs"]["layer"]["properties"])
+        common = list(spec_schema()["$defs"]["plain_layer"]["properties"])
         return common + ([a.name for a in OPS[op].spec_attrs()] if op in spec_ops() else [])
     return []
 

@@ -1,0 +1,25 @@
+"""The block specs' minis reach >= 90% test accuracy on Fashion-MNIST within their shipped epoch budget
+(slow: minutes each on 2 cores; run with -m slow). Oracle: the Fashion-MNIST test set's labels."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from alexnetc.runtime.training.loop import Trainer, TrainOptions
+
+SPECS = Path(__file__).resolve().parents[2] / "specs" / "variants"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", ["vgg-mini.yaml", "nin-mini.yaml", "googlenet-mini.yaml"])
+def test_mini_reaches_90_percent_on_fashion_mnist(spec, tmp_path):
+    from alexnetc.runtime.data.datasets import DatasetError, find_default_dataset
+
+    try:
+        find_default_dataset()
+    except DatasetError as exc:
+        pytest.skip(str(exc))
+    final = Trainer(TrainOptions(spec=str(SPECS / spec), out=str(tmp_path / "run"), progress=False,
+                                 log=lambda s: None)).run()
+    assert 1 - final["val_top1_err"] >= 0.90
