@@ -26,6 +26,7 @@ from typing import Any, Iterable, Mapping
 from .errors import Mark, ShapeError, SpecError
 from .graph import Entry, Graph, Node, Shape
 from .ops import get_op
+from .ops.loss import is_aux
 from .ops.registry import OpDef
 from .ops.weighted import DEVICE, GROUPS, WeightedLayer, divide
 from .ops.window import ROUNDING
@@ -242,7 +243,7 @@ class Lowerer:
         self.values["data"] = Value((inp["channels"], inp["height"], inp["width"]),
                                     [Part(data.outputs[0], None, 0, inp["channels"])])
         layers = spec["layers"]
-        loss_entries: list[Entry] = []
+        heads: list[list[Entry]] = []   # each loss head's visible outputs, the main head first
         for i in _topological(spec):
             layer = layers[i]
             refs = [r for r, _ in layer_inputs(spec, i)]
@@ -266,7 +267,9 @@ class Lowerer:
                 info.groups.append(part.groups)
             if op.role == "loss":
                 node = value.parts[0].entry.node
-                loss_entries = [Entry(node, k) for k in range(op.visible)]
+                entries = [Entry(node, k) for k in range(op.visible)]
+                heads.insert(len(heads) if is_aux(node) else 0, entries)
+        loss_entries = [e for head in heads for e in head]
         if not loss_entries and not self.errors and not self.partial:
             self.errors.append(SpecError(spec.mark, "the network has no softmax_loss layer"))
         return Lowered(Graph(tuple(loss_entries)), self.infos, self.errors)

@@ -1,4 +1,5 @@
-"""The compiler driver: spec file -> validated spec -> lowered graph -> passes. Pure Python (no torch).
+"""The compiler driver: spec file -> resolved (variants) -> expanded (blocks) -> validated spec -> lowered
+graph -> passes. Pure Python (no torch).
 
     net = compile_spec("specs/alexnet.yaml", batch=128)
     net.graph          # forward graph: shapes at batch 128, devices placed, copy nodes inserted
@@ -14,23 +15,32 @@ import os
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .blocks import expand, locate_errors
 from .errors import ShapeError, SpecError, SpecErrors
 from .graph import Graph
 from .lower import LayerInfo, lower
 from .passes import fuse_activations, gradient, infer_shapes, place_devices, plan_memory
-from .program import Program
+from .program import MAIN_HEAD_OUTPUTS, Program
 from .source import SpecMap
 from .validate import DEFAULT_DEVICES, schema_errors, semantic_errors
 from .variants import resolve
 
 
 def load_spec(path: str | os.PathLike) -> SpecMap:
-    """Read a spec file, follow `base:`, validate; raise SpecErrors with every problem found."""
-    return validate_spec(resolve(str(path)))
+    """Read a spec file, follow `base:`, expand blocks, validate; raise SpecErrors with every problem found."""
+    return validate_spec(expand(resolve(str(path))))
 
 
 def validate_spec(spec: SpecMap) -> SpecMap:
-    """Schema and semantic checks of a resolved spec; raise SpecErrors with every problem found."""
+    """Schema and semantic checks of a resolved, expanded spec; raise SpecErrors with every problem found
+    (an error in a layer that came from a block instance also names the instance)."""
+    try:
+        return _validate(spec)
+    except SpecErrors as exc:
+        raise SpecErrors(locate_errors(exc.errors, getattr(spec, "origins", {}))) from None
+
+
+def _validate(spec: SpecMap) -> SpecMap:
     errors = schema_errors(spec)
     if errors:
         raise SpecErrors(errors + semantic_errors(spec))
@@ -100,10 +110,11 @@ class CompiledNet:
         return self._programs["training"]
 
     def inference(self) -> Program:
-        """The forward graph alone, with its own memory plan (activations freed after their last use)."""
+        """The forward graph of the main head alone (auxiliary loss heads and the layers only they read
+        are dropped), with its own memory plan (activations freed after their last use)."""
         if "inference" not in self._programs:
-            self._programs["inference"] = Program(self.graph, len(self.graph.outputs), (),
-                                                  plan_memory(self.graph))
+            main = Graph(tuple(self.graph.outputs[:MAIN_HEAD_OUTPUTS]), dict(self.graph.attrs))
+            self._programs["inference"] = Program(main, MAIN_HEAD_OUTPUTS, (), plan_memory(main))
         return self._programs["inference"]
 
 
@@ -133,6 +144,13 @@ def _name_clashes(graph: Graph, spec: SpecMap) -> list[SpecError]:
 
 
 def compile_loaded(spec: SpecMap, source: str, batch: int = 1) -> CompiledNet:
+    try:
+        return _compile_loaded(spec, source, batch)
+    except SpecErrors as exc:
+        raise SpecErrors(locate_errors(exc.errors, getattr(spec, "origins", {}))) from None
+
+
+def _compile_loaded(spec: SpecMap, source: str, batch: int = 1) -> CompiledNet:
     lowered = lower(spec)
     if lowered.errors:
         raise SpecErrors(lowered.errors)

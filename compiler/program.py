@@ -2,9 +2,10 @@
 know about it, as fields rather than string keys in `Graph.attrs`.
 
 A `Program` is a graph whose first `forward_outputs` outputs are the forward heads (loss, then
-probabilities) and whose remaining outputs are the gradients of the parameters named in `grad_of`, in
-that order, plus the `MemoryPlan` the executor frees values by. `CompiledNet.training()` and
-`CompiledNet.inference()` build them; the runtime runs no pass itself.
+probabilities, of the main head first and then of each auxiliary head) and whose remaining outputs
+are the gradients of the parameters named in `grad_of`, in that order, plus the `MemoryPlan` the
+executor frees values by. `CompiledNet.training()` and `CompiledNet.inference()` build them; the
+runtime runs no pass itself.
 """
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from dataclasses import dataclass, field
 from typing import Mapping
 
 from .graph import Entry, Graph
+
+# The main loss head's outputs (loss, prob) come first among a graph's outputs; auxiliary heads follow.
+MAIN_HEAD_OUTPUTS = 2
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,12 @@ class Program:
     @property
     def forward_heads(self) -> tuple[Entry, ...]:
         return self.graph.outputs[:self.forward_outputs]
+
+    @property
+    def loss_heads(self) -> tuple[tuple[Entry, Entry], ...]:
+        """(loss, prob) of each loss head, the main head first."""
+        heads = self.forward_heads
+        return tuple((heads[i], heads[i + 1]) for i in range(0, len(heads) - 1, MAIN_HEAD_OUTPUTS))
 
     @property
     def grad_heads(self) -> dict[str, Entry]:

@@ -16,6 +16,7 @@ from jsonschema import Draft202012Validator
 from .errors import Mark, SpecError, SpecErrors, did_you_mean
 from .limits import excerpt, nonfinite_errors, size_errors
 from .ops import OPS, spec_ops
+from .ops.loss import AUX
 from .ops.weighted import DEVICE, GROUPS
 from .schema import spec_schema
 from .source import SpecList, SpecMap
@@ -62,7 +63,7 @@ def _allowed_keys(root: Any, path: list) -> list[str]:
     if len(path) == 2 and path[0] == "layers":
         layer = root["layers"][path[1]]
         op = layer.get("op") if isinstance(layer, dict) else None
-        common = list(spec_schema()["$defs"]["layer"]["properties"])
+        common = list(spec_schema()["$defs"]["plain_layer"]["properties"])
         return common + ([a.name for a in OPS[op].spec_attrs()] if op in spec_ops() else [])
     return []
 
@@ -307,9 +308,13 @@ def semantic_errors(spec: SpecMap) -> list[SpecError]:
     losses = [l for l in layers if l.get("op") in known and OPS[l["op"]].role == "loss"]
     if layers and not losses and all(l.get("op") in known for l in layers):
         errors.append(SpecError(spec.value_mark("layers"), "the network has no softmax_loss layer (the output)"))
-    for extra in losses[1:]:
-        errors.append(SpecError(extra.value_mark("op"), "only one softmax_loss layer is supported",
-                                extra["name"]))
+    main = [l for l in losses if l.get(AUX.name) is not True]
+    for extra in main[1:]:
+        errors.append(SpecError(extra.value_mark("op"), f"a second main softmax_loss (the first is {main[0]['name']}); "
+                                f"mark auxiliary heads 'aux: true'", extra["name"]))
+    if losses and not main:
+        errors.append(SpecError(losses[-1].value_mark(AUX.name), "every softmax_loss is 'aux: true': one must be "
+                                "the main head (the network's output)", losses[-1]["name"]))
 
     def section(key: str) -> SpecMap:
         value = spec.get(key)

@@ -8,6 +8,9 @@ so the result is deterministic and overlapping windows just sum. Padding cells n
 go to the first cell in row-major window order (as ATen's kernels do); NaN propagates. `avgpool`
 divides by the number of window cells inside the input (count_include_pad=False), for ceil-rounded
 outputs too. The backwards take the input's (H, W) as `in_hw`; N and C come from dy.
+`globalmaxpool` / `globalavgpool` reduce each channel's whole map to 1x1, looping over it in tiles;
+the max saves the int32 flat offset h*W + w of the first maximum (a NaN wins), and the backwards
+write every dx pixel once (the saved pixel gets dy, or each pixel dy / (H*W)).
 
 A program owns BLOCK_P output (or, backward, input) pixels x BLOCK_C channels of one image; addresses
 come from each tensor's strides, so channels-last runs without a copy and loads coalesce along
@@ -194,3 +197,124 @@ def avgpool(x, *, kernel, stride, pad, out_size):
 
 def avgpool_backward(dy, *, in_hw, kernel, stride, pad):
     return _backward(dy, None, in_hw, kernel, stride, pad, False)
+
+
+# -- global pooling: the window is the whole map ----------------------------------------------------------
+@triton.jit
+def _gpool_fwd_kernel(x_ptr, y_ptr, a_ptr, C, HW, W, xsn, xsc, xsh, xsw, ysn, ysc, asn, asc,
+                      IS_MAX: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr):
+    # One program: BLOCK_C channels of one image, looping over the map BLOCK_HW pixels at a time.
+    n = tl.program_id(0).to(tl.int64)
+    c = (tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)).to(tl.int64)
+    cm = c < C
+    xrow = x_ptr + n * xsn
+    if IS_MAX:
+        best = tl.full((BLOCK_C,), float("-inf"), tl.float32)
+        arg = tl.full((BLOCK_C,), -1, tl.int32)
+    else:
+        acc = tl.zeros((BLOCK_C,), dtype=tl.float32)
+    for start in range(0, HW, BLOCK_HW):
+        p = start + tl.arange(0, BLOCK_HW)
+        pm = p < HW
+        h = (p // W).to(tl.int64)
+        w = (p % W).to(tl.int64)
+        m = pm[:, None] & cm[None, :]
+        v = tl.load(xrow + (h * xsh + w * xsw)[:, None] + c[None, :] * xsc, mask=m, other=0.0).to(tl.float32)
+        if IS_MAX:
+            # NaN ranks above everything (ATen propagates it); padding lanes below everything.
+            key = tl.where(v != v, float("inf"), v)  # noqa: PLR0124 - v != v: v is NaN
+            key = tl.where(m, key, float("-inf"))
+            tmax = tl.max(key, axis=0)
+            # the first pixel holding the tile's maximum (ties: row-major first, as ATen)
+            cand = tl.where(m & (key == tmax[None, :]), p[:, None], 2147483647)
+            targ = tl.min(cand, axis=0)
+            take = (tmax > best) | ((arg < 0) & (targ < HW))
+            best = tl.where(take, tmax, best)
+            arg = tl.where(take, targ, arg)
+        else:
+            acc += tl.sum(v, axis=0)
+    if IS_MAX:
+        safe = tl.maximum(arg, 0).to(tl.int64)
+        # the value itself at the winning offset (a NaN stays a NaN)
+        y = tl.load(xrow + (safe // W) * xsh + (safe % W) * xsw + c * xsc, mask=cm, other=0.0)
+        tl.store(y_ptr + n * ysn + c * ysc, y.to(y_ptr.dtype.element_ty), mask=cm)
+        tl.store(a_ptr + n * asn + c * asc, arg, mask=cm)
+    else:
+        tl.store(y_ptr + n * ysn + c * ysc, (acc / HW).to(y_ptr.dtype.element_ty), mask=cm)
+
+
+@triton.jit
+def _gpool_bwd_kernel(g_ptr, a_ptr, dx_ptr, C, HW, W, gsn, gsc, asn, asc, osn, osc, osh, osw,
+                      IS_MAX: tl.constexpr, BLOCK_HW: tl.constexpr, BLOCK_C: tl.constexpr):
+    # One program writes BLOCK_HW pixels x BLOCK_C channels of one image's dx: no atomics.
+    n = tl.program_id(0).to(tl.int64)
+    p = tl.program_id(1) * BLOCK_HW + tl.arange(0, BLOCK_HW)
+    c = (tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)).to(tl.int64)
+    pm = p < HW
+    cm = c < C
+    g = tl.load(g_ptr + n * gsn + c * gsc, mask=cm, other=0.0).to(tl.float32)
+    if IS_MAX:
+        a = tl.load(a_ptr + n * asn + c * asc, mask=cm, other=-1)
+        dx = tl.where(p[:, None] == a[None, :], g[None, :], 0.0)
+    else:
+        dx = tl.zeros((BLOCK_HW, BLOCK_C), dtype=tl.float32) + (g / HW)[None, :]
+    h = (p // W).to(tl.int64)
+    w = (p % W).to(tl.int64)
+    tl.store(dx_ptr + n * osn + (h * osh + w * osw)[:, None] + c[None, :] * osc,
+             dx.to(dx_ptr.dtype.element_ty), mask=pm[:, None] & cm[None, :])
+
+
+def _gpool_tiles(C: int, HW: int) -> tuple[int, int]:
+    """(BLOCK_HW, BLOCK_C): up to 64 channels, and pixels to make about 2K elements (at least 16)."""
+    bc = min(64, max(16, triton.next_power_of_2(max(C, 1))))
+    return max(16, min(triton.next_power_of_2(max(HW, 1)), 2048 // bc)), bc
+
+
+def _global_forward(x, is_max):
+    if x.dim() != 4:
+        raise ValueError(f"global pooling expects a 4-d (N, C, H, W) tensor, got shape {tuple(x.shape)}")
+    N, C, H, W = x.shape
+    if H * W == 0:
+        raise ValueError(f"global pooling of an empty map {H}x{W}")
+    y = torch.empty((N, C, 1, 1), dtype=x.dtype, device=x.device)
+    a = torch.empty((N, C, 1, 1), dtype=torch.int32, device=x.device) if is_max else y
+    if y.numel():
+        bhw, bc = _gpool_tiles(C, H * W)
+        _gpool_fwd_kernel[(N, triton.cdiv(C, bc))](
+            x, y, a, C, H * W, W, *x.stride(), y.stride(0), y.stride(1), a.stride(0), a.stride(1),
+            IS_MAX=is_max, BLOCK_HW=bhw, BLOCK_C=bc)
+    return (y, a) if is_max else y
+
+
+def _global_backward(dy, argmax, in_hw, is_max):
+    H, W = pair(in_hw)
+    N, C = dy.shape[0], dy.shape[1]
+    if tuple(dy.shape[2:]) != (1, 1):
+        raise ValueError(f"global pooling backward expects dy of shape (N, C, 1, 1), got {tuple(dy.shape)}")
+    dx = torch.empty((N, C, H, W), dtype=dy.dtype, device=dy.device)
+    a = argmax if is_max else dy
+    if dx.numel():
+        bhw, bc = _gpool_tiles(C, H * W)
+        bhw = min(bhw, 128)
+        _gpool_bwd_kernel[(N, triton.cdiv(H * W, bhw), triton.cdiv(C, bc))](
+            dy, a, dx, C, H * W, W, dy.stride(0), dy.stride(1), a.stride(0), a.stride(1), *dx.stride(),
+            IS_MAX=is_max, BLOCK_HW=bhw, BLOCK_C=bc)
+    return dx
+
+
+def globalmaxpool(x):
+    return _global_forward(x, True)
+
+
+def globalmaxpool_backward(dy, argmax, *, in_hw):
+    if argmax.shape != dy.shape:
+        raise ValueError(f"globalmaxpool_backward: argmax {tuple(argmax.shape)} and dy {tuple(dy.shape)} differ")
+    return _global_backward(dy, argmax, in_hw, True)
+
+
+def globalavgpool(x):
+    return _global_forward(x, False)
+
+
+def globalavgpool_backward(dy, *, in_hw):
+    return _global_backward(dy, None, in_hw, False)

@@ -31,10 +31,13 @@ EXAMPLES: dict[str, dict] = {
     "lrn": {"size": 3, "k": 2.0, "alpha": 0.1, "beta": 0.75, "alpha_over_n": True},
     "maxpool": {"kernel": 3, "stride": 2, "rounding": "ceil"},
     "avgpool": {"kernel": 2, "stride": 2, "pad": 1},
+    "globalmaxpool": {},
+    "globalavgpool": {},
     "dropout": {"p": 0.5},
     "relu": {}, "tanh": {}, "sigmoid": {},
     "flatten": {},
     "concat": {"inputs": ["pre", "pre2"]},
+    "add": {"inputs": ["pre", "pre2"]},
     "softmax_loss": {},
 }
 
@@ -77,6 +80,8 @@ def _spec(name: str) -> dict:
     layers = [{"name": "pre", "op": "conv", "filters": 4, "kernel": 1, "act": "tanh"}]
     if name == "concat":
         layers.append({"name": "pre2", "op": "conv", "filters": 2, "kernel": 1, "input": "data"})
+    if name == "add":   # the second branch on the other device: the add gathers it through a copy
+        layers.append({"name": "pre2", "op": "conv", "filters": 4, "kernel": 1, "input": "data", "device": "gpu1"})
     if name != "softmax_loss":
         layers.append({"name": "x", "op": name, **EXAMPLES[name]})
     layers += [{"name": "out", "op": "fc", "units": 3}, {"name": "loss", "op": "softmax_loss"}]

@@ -1,9 +1,12 @@
-"""Max and average pooling (overlapping windows allowed) and their backward ops.
+"""Max and average pooling (overlapping windows allowed), global max and average pooling, and their
+backward ops.
 
 Max pooling saves, per output, the offset of the winning cell inside its window (int8 for windows of
 up to 127 cells) so the backward is a gather with no atomics. Average pooling divides by the number
 of window cells inside the input (padding excluded). Output sizes use the shared rounding rule
-(`window.window_out`). Kernels: ``kernels/pool.py``, reference ``kernels/reference/pool.py``.
+(`window.window_out`). Global pooling (`globalavgpool`, `globalmaxpool`) reduces each channel's whole
+map to 1x1; global max saves the flat offset h*W + w of each maximum (int32). Kernels:
+``kernels/pool.py``, reference ``kernels/reference/pool.py``.
 """
 from __future__ import annotations
 
@@ -129,3 +132,90 @@ class AvgPoolBackward(_PoolBackward):
     name = "avgpool_backward"
     arguments = ("grad",)
     kernel = Kernel("avgpool_backward")
+
+
+# -- global pooling: one window covering the whole map -----------------------------------------------------
+class _GlobalPool(OpDef):
+    """A pool whose window is the whole input map: (N, C, H, W) -> (N, C, 1, 1), whatever H and W.
+
+    Its own op rather than a window size, so a spec need not repeat the map size (which changes with
+    the input size) and the kernels reduce over H*W without unrolling a window."""
+
+    in_spec = True
+    maps_only = True
+
+    def pool_infer(self, in_shapes) -> tuple[Shape, Shape]:
+        x = need_maps(self.name, need(in_shapes, 0, "data"))
+        return x, (x[0], x[1], 1, 1)
+
+    def backward(self, node: Node, op: str, inputs: list[Entry]) -> Entry:
+        x = node.inputs[0]
+        return backward_node(op, node, "bwd", inputs, {IN_HW.name: tuple(x.shape[2:]) if x.shape else None})
+
+
+class _GlobalPoolBackward(OpDef):
+    attrs = (IN_HW,)
+
+    def infer(self, attrs, in_shapes):
+        dy = need(in_shapes, 0, "grad")
+        h, w = attrs[IN_HW.name]
+        return [dy] * len(in_shapes), [(dy[0], dy[1], h, w)]
+
+    def kernel_args(self, node):
+        return {IN_HW.name: tuple(node.attrs[IN_HW.name])}
+
+
+@register
+class GlobalMaxPool(_GlobalPool):
+    name = "globalmaxpool"
+    doc = "Maximum over each channel's whole map: (C, H, W) -> (C, 1, 1)."
+    outputs = ("output", "argmax")
+    output_dtypes = {1: "int32"}    # the flat offset h*W + w of each maximum
+    kernel = Kernel("globalmaxpool")
+
+    def infer(self, attrs, in_shapes):
+        x, y = self.pool_infer(in_shapes)
+        return [x], [y, y]
+
+    def input_grad(self, node, dy):
+        return self.backward(node, "globalmaxpool_backward", [dy, Entry(node, 1)])
+
+    def eager(self, node: Node, xs: Sequence[Any], ctx: EagerContext) -> list[Any]:
+        return [xs[0].amax(dim=(2, 3), keepdim=True), None]
+
+    def onnx(self, node: Node, b: "OnnxBuilder") -> None:
+        b.emit("GlobalMaxPool", [b.x(node)], [b.y(node)])   # no argmax output: inference only
+
+
+@register
+class GlobalMaxPoolBackward(_GlobalPoolBackward):
+    name = "globalmaxpool_backward"
+    arguments = ("grad", "argmax")
+    kernel = Kernel("globalmaxpool_backward")
+
+
+@register
+class GlobalAvgPool(_GlobalPool):
+    name = "globalavgpool"
+    doc = "Mean over each channel's whole map (NiN, GoogLeNet): (C, H, W) -> (C, 1, 1)."
+    kernel = Kernel("globalavgpool")
+
+    def infer(self, attrs, in_shapes):
+        x, y = self.pool_infer(in_shapes)
+        return [x], [y]
+
+    def input_grad(self, node, dy):
+        return self.backward(node, "globalavgpool_backward", [dy])
+
+    def eager(self, node: Node, xs: Sequence[Any], ctx: EagerContext) -> list[Any]:
+        return [xs[0].mean(dim=(2, 3), keepdim=True)]
+
+    def onnx(self, node: Node, b: "OnnxBuilder") -> None:
+        b.emit("GlobalAveragePool", [b.x(node)], [b.y(node)])
+
+
+@register
+class GlobalAvgPoolBackward(_GlobalPoolBackward):
+    name = "globalavgpool_backward"
+    arguments = ("grad",)
+    kernel = Kernel("globalavgpool_backward")

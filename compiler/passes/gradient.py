@@ -3,9 +3,10 @@
 Walks the forward graph backwards from the loss, asks each op's `gradient` rule (compiler/ops) for
 backward nodes, sums gradients that reach a value along several paths with `add_n`, and returns a
 `Program` whose graph's outputs are the forward outputs followed by one gradient per learnable
-parameter, last layer first (`Program.grad_of` names them). The head it seeds is the op whose descriptor has
-``role == "loss"``. Backward nodes run on their forward node's device; a copy's gradient
-is a copy back, so every parameter's gradient is computed on its parameter's device. Only values that
+parameter, last layer first (`Program.grad_of` names them). The heads it seeds are the ops whose descriptor has
+``role == "loss"``, each with its weight in the total loss (the op's own `gradient` rule). Backward
+nodes run on their forward node's device; a copy's gradient is a copy back, so every parameter's
+gradient is computed on its parameter's device. Only values that
 depend on a parameter get gradients (no gradient is computed for the input images).
 """
 from __future__ import annotations
@@ -27,8 +28,8 @@ def gradient(graph: Graph) -> Program:
     if any(n.shapes is None for n in nodes):
         raise ValueError("gradient() needs a shape-annotated graph: run infer_shapes first")
     losses = [n for n in nodes if _is_loss(n)]
-    if len(losses) != 1:
-        raise ValueError(f"gradient() needs exactly one loss node, found {len(losses)}")
+    if not losses:
+        raise ValueError("gradient() needs a loss node, found none")
 
     depends: dict[int, bool] = {}
     for n in nodes:

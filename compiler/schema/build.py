@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ..blocks import ARG_TYPES
 from ..ops import OPS, spec_ops
 from ..ops.attrs import IDENT, integer
-from ..ops.weighted import INIT_SCHEMA, SPEC_DEFAULTS
+from ..ops.weighted import DEVICE, INIT_SCHEMA, SPEC_DEFAULTS
 from ..ops.window import ROUNDING
 
 
@@ -45,13 +46,38 @@ COMMON = {
     "input": {**IDENT, "description": "The layer this one reads (default: the previous layer; 'data' is the "
                                       "network input)."},
     "inputs": {"type": "array", "items": IDENT, "minItems": 1, "maxItems": 64,
-               "description": "Several inputs (concat)."},
+               "description": "Several inputs (concat, add)."},
     "doc": {"type": "string", "description": "Free text, ignored by the compiler."},
 }
 LAYER = {"type": "object", "required": ["name", "op"], "properties": dict(COMMON),
          "allOf": [{"if": {"properties": {"op": {"const": op}}, "required": ["op"]},
                     "then": {"$ref": f"#/$defs/op_{op}"}} for op in spec_ops()],
          "unevaluatedProperties": False}
+INSTANCE = {"type": "object", "required": ["name", "block"], "additionalProperties": False,
+            "description": "A block instance: the block's layers, named NAME.LAYER (see blocks).",
+            "properties": {
+                "name": {**IDENT, "description": "The instance's name: its layers are NAME.LAYER, and NAME refers to "
+                                                 "its output (the last layer)."},
+                "block": {**IDENT, "description": "The block (a key of blocks:) to instantiate."},
+                "args": {"type": "object", "description": "The block's arguments: {name: value}."},
+                "repeat": {"type": "integer", "minimum": 1, "maximum": 1000,
+                           "description": "Instantiate n times in a chain: NAME.1 ... NAME.n (default 1)."},
+                "input": COMMON["input"],
+                DEVICE.name: {**IDENT, "description": "The device of every layer of the instance that takes a device "
+                                                   "and names none itself."},
+                "doc": COMMON["doc"]}}
+ARG_DECL = {"oneOf": [{"enum": list(ARG_TYPES)},
+                      {"type": "object", "required": ["type"], "additionalProperties": False,
+                       "properties": {"type": {"enum": list(ARG_TYPES)}, "default": {}}}]}
+BLOCKS = {"type": "object", "description": "Named templates of layers, instantiated by layers with block: NAME.",
+          "additionalProperties": {
+              "type": "object", "required": ["layers"], "additionalProperties": False, "properties": {
+                  "args": {"type": "object", "additionalProperties": ARG_DECL,
+                           "description": "Declared arguments: {name: type} or {name: {type: T, default: V}}; "
+                                          "a template value $name is replaced by the argument, whole."},
+                  "layers": {"type": "array", "items": {"type": "object"}, "minItems": 1,
+                             "description": "The template's layers; 'in' is the instance's input."},
+                  "doc": {"type": "string"}}}}
 TRAIN = {"type": "object", "additionalProperties": False, "properties": {
     "batch_size": bounded(1 << 16), "epochs": bounded(100000),
     "seed": {"type": "integer", "minimum": 0, "maximum": 2 ** 63 - 1},
@@ -99,6 +125,7 @@ TOP = {
     "defaults": {"type": "object", "additionalProperties": False,
                  "description": "Defaults for every conv and fc layer that does not set the key itself.",
                  "properties": {a.name: a.fragment() for a in SPEC_DEFAULTS}},
+    "blocks": BLOCKS,
     "layers": {"type": "array", "items": {"$ref": "#/$defs/layer"}, "minItems": 1},
     "modify_layers": {"type": "object", "additionalProperties": {"type": "object"},
                       "description": "Variant edit: {layer name: {key: new value, or null to delete the key}}."},
@@ -115,7 +142,10 @@ TOP = {
 
 def build() -> dict:
     defs = {f"op_{op}": op_definition(op) for op in spec_ops()}
-    defs["layer"] = LAYER
+    defs["layer"] = {"if": {"type": "object", "required": ["block"]}, "then": {"$ref": "#/$defs/instance"},
+                     "else": {"$ref": "#/$defs/plain_layer"}}
+    defs["plain_layer"] = LAYER
+    defs["instance"] = INSTANCE
     defs["init"] = INIT_SCHEMA
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -73,3 +73,34 @@ def avgpool_backward(dy, *, in_hw, kernel, stride, pad):
     fh, fw = full.shape[2], full.shape[3]
     full = F.pad(full, (0, max(0, W + 2 * pw - fw), 0, max(0, H + 2 * ph - fh)))
     return full[:, :, ph:ph + H, pw:pw + W].reshape(N, C, H, W).to(dy.dtype).contiguous()
+
+
+# -- global pooling -----------------------------------------------------------------------------------------
+def globalmaxpool(x):
+    """Maximum of each channel's map and its flat offset h*W + w (int32; ties: the first, NaN wins)."""
+    N, C = x.shape[0], x.shape[1]
+    flat = up(x).reshape(N, C, -1)
+    key = torch.where(flat.isnan(), torch.full_like(flat, float("inf")), flat)
+    top = key.max(dim=2, keepdim=True).values
+    pos = torch.arange(flat.shape[2], device=x.device).expand_as(flat)
+    arg = torch.where(key == top, pos, flat.shape[2]).min(dim=2).values   # the first maximum
+    y = flat.gather(2, arg.unsqueeze(2))
+    return y.reshape(N, C, 1, 1).to(x.dtype).contiguous(), arg.reshape(N, C, 1, 1).to(torch.int32).contiguous()
+
+
+def globalmaxpool_backward(dy, argmax, *, in_hw):
+    H, W = pair(in_hw)
+    N, C = dy.shape[0], dy.shape[1]
+    dx = torch.zeros((N, C, H * W), dtype=f32(dy).dtype, device=dy.device)
+    dx.scatter_(2, argmax.long().reshape(N, C, 1), f32(dy).reshape(N, C, 1))
+    return dx.reshape(N, C, H, W).to(dy.dtype).contiguous()
+
+
+def globalavgpool(x):
+    return f32(x).mean(dim=(2, 3), keepdim=True).to(x.dtype).contiguous()
+
+
+def globalavgpool_backward(dy, *, in_hw):
+    H, W = pair(in_hw)
+    g = f32(dy) / (H * W)
+    return g.expand(dy.shape[0], dy.shape[1], H, W).to(dy.dtype).contiguous()

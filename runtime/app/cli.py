@@ -20,6 +20,19 @@ def _compile(args) -> int:
     from ...compiler.report import as_dict, format_table, to_dot
     from .specs import resolve_spec_path
 
+    if args.expand:  # the flat spec: base and edits applied, blocks expanded, validated
+        import yaml
+
+        from ...compiler.pipeline import load_spec, plain
+
+        for key, value in plain(load_spec(resolve_spec_path(args.spec))).items():
+            if key == "layers":  # one layer a line, as specs are written
+                print("layers:")
+                for layer in value:
+                    print("  - " + yaml.safe_dump(layer, default_flow_style=True, sort_keys=False, width=1 << 16).strip())
+            else:
+                print(yaml.safe_dump({key: value}, sort_keys=False, width=120), end="")
+        return 0
     t0 = time.perf_counter()
     net = compile_spec(resolve_spec_path(args.spec), batch=args.batch)
     table = format_table(net)
@@ -77,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", metavar="FILE", help="write the graph (with the report) as JSON")
     c.add_argument("--dot", metavar="FILE", help="write a Graphviz picture, one cluster per device")
     c.add_argument("-q", "--quiet", action="store_true", help="print nothing; exit status says valid or not")
+    c.add_argument("--expand", action="store_true",
+                   help="print the flat spec (base and edits applied, blocks expanded) as YAML instead")
     c.set_defaults(func=_compile)
 
     s = sub.add_parser("specs", help="list the specs shipped with alexnetc")

@@ -14,6 +14,7 @@ from torch import nn
 
 from ...compiler import CompiledNet
 from ...compiler.ops import get_op
+from ...compiler.ops.loss import total_loss
 from ...compiler.ops.registry import EagerContext
 
 
@@ -44,5 +45,6 @@ class EagerNet(nn.Module):
             xs = [env[(id(e.node), e.index)] for e in node.inputs]
             for k, t in enumerate(get_op(node.op).eager(node, xs, ctx)):
                 env[(id(node), k)] = t
-        heads = self.graph.outputs
-        return env[(id(heads[0].node), heads[0].index)], env[(id(heads[1].node), heads[1].index)]
+        heads = self.graph.outputs   # (loss, prob) per loss head, the main head first
+        losses = [(heads[i].node, env[(id(heads[i].node), heads[i].index)]) for i in range(0, len(heads), 2)]
+        return total_loss(losses), env[(id(heads[1].node), heads[1].index)]

@@ -33,6 +33,7 @@ import torch
 from ...compiler import CompiledNet
 from ...compiler.graph import Node, topo_order
 from ...compiler.ops import get_op
+from ...compiler.ops.loss import total_loss
 from ...compiler.ops.registry import Kernel, RunState, RunValue
 from ...compiler.ops.tensor import copy_source
 from ...compiler.program import Program
@@ -243,7 +244,8 @@ class Executor:
 
     def forward(self, data: torch.Tensor, label: torch.Tensor | None = None, *, is_train: bool = False,
                 keep: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
-        """Run the forward nodes. Outputs: ``loss`` (scalar) and ``prob`` (N, classes), plus the first
+        """Run the forward nodes. Outputs: ``loss`` (scalar: the sum of the loss heads weighted by their
+        loss_weight; one head's loss as is) and ``prob`` (N, classes: the main head's), plus the first
         output of every node named in `keep` (internal activations, e.g. features for retrieval)."""
         if is_train and not self.for_training:
             raise RuntimeError("this executor was bound for inference; bind with for_training=True to train")
@@ -267,9 +269,10 @@ class Executor:
             raise KeyError(f"no node named {unknown[0]!r} in the graph")
         self._run(self._forward, is_train, {(i, 0): n for n, i in kept.items()})
         self._sync_streams()
-        heads = self._heads[:self._n_fwd]
-        self.outputs = {"loss": self._env[(id(heads[0].node), heads[0].index)],
-                        "prob": self._env[(id(heads[1].node), heads[1].index)]}
+        # loss: the weighted sum of every loss head's loss; prob: the main head's (the first pair).
+        losses = [(loss.node, self._env[(id(loss.node), loss.index)]) for loss, _ in self.program.loss_heads]
+        prob = self.program.loss_heads[0][1]
+        self.outputs = {"loss": total_loss(losses), "prob": self._env[(id(prob.node), prob.index)]}
         self.outputs.update(self._kept)
         return self.outputs
 

@@ -3,8 +3,9 @@ registry was introduced (goldens captured from the earlier compiler, tests/compi
 
 The graph golden predates three documented renames (docs/spec.md, "Words"): a variable's role moved
 from its ``kind`` attribute to the node's `role` field (``input`` became ``data``), every node gained
-a `group` field, and LRN's channel-group attribute ``groups`` became ``num_group``. `_renamed` applies
-exactly these to the old golden; everything else must be equal.
+a `group` field, and LRN's channel-group attribute ``groups`` became ``num_group``; and one addition:
+the softmax_loss node carries its ``loss_weight`` (1.0) and ``aux`` (false) since a network may have
+several loss heads. `_renamed` applies exactly these to the old golden; everything else must be equal.
 
 One later, deliberate change is in the table golden: the gradient pass lists parameter gradients last
 layer first (data parallelism all-reduces fc gradients while the convolutions' backward runs), which
@@ -36,6 +37,8 @@ def _renamed(old: dict) -> dict:
         a.pop("kind", None)
         if n["op"] == "lrn":
             a["num_group"] = a.pop("groups")
+        if n["op"] == "softmax_loss":
+            a.update({"loss_weight": 1.0, "aux": False})
     return old
 
 

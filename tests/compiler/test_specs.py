@@ -1,6 +1,9 @@
 """Parameter and multiply-add totals of every shipped spec, against arithmetic written out per layer."""
 from __future__ import annotations
 
+import math
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,7 +98,124 @@ TORCHVISION_MACS = {
     "fc7": 4096 * 4096,
     "fc8": 4096 * 1000,
 }
+
+
+def conv(name, cin, cout, k, hw, d_params, d_macs):
+    """A k x k convolution cin -> cout with bias, its output hw x hw."""
+    d_params[name] = cin * k * k * cout + cout
+    d_macs[name] = hw * hw * cout * cin * k * k
+
+
+def fc(name, cin, cout, d_params, d_macs):
+    d_params[name] = cin * cout + cout
+    d_macs[name] = cin * cout
+
+
+def inception(name, cin, hw, c1, c3r, c3, c5r, c5, cp, p, m):
+    """Szegedy et al. Figure 2(b); returns the output channels."""
+    conv(f"{name}.b1", cin, c1, 1, hw, p, m)
+    conv(f"{name}.b2r", cin, c3r, 1, hw, p, m)
+    conv(f"{name}.b2", c3r, c3, 3, hw, p, m)
+    conv(f"{name}.b3r", cin, c5r, 1, hw, p, m)
+    conv(f"{name}.b3", c5r, c5, 5, hw, p, m)
+    conv(f"{name}.b4", cin, cp, 1, hw, p, m)
+    return c1 + c3 + c5 + cp
+
+
+def vgg16():
+    p, m = {}, {}
+    cin = 3
+    for stage, (filters, n, hw) in enumerate([(64, 2, 224), (128, 2, 112), (256, 3, 56), (512, 3, 28), (512, 3, 14)], 1):
+        for k in range(1, n + 1):
+            conv(f"stage{stage}.conv{k}", cin, filters, 3, hw, p, m)
+            cin = filters
+    fc("fc6", 512 * 7 * 7, 4096, p, m)
+    fc("fc7", 4096, 4096, p, m)
+    fc("fc8", 4096, 1000, p, m)
+    return p, m
+
+
+def nin():
+    p, m = {}, {}
+    cin = 3
+    for i, (filters, k, hw, out) in enumerate([(96, 11, 54, 96), (256, 5, 27, 256), (384, 3, 13, 384),
+                                               (1024, 3, 6, 1000)], 1):
+        conv(f"mlpconv{i}.conv", cin, filters, k, hw, p, m)
+        conv(f"mlpconv{i}.cccp1", filters, filters, 1, hw, p, m)
+        conv(f"mlpconv{i}.cccp2", filters, out, 1, hw, p, m)
+        cin = out
+    return p, m
+
+
+# Table 1 of Szegedy et al.: (name, map size, #1x1, #3x3 reduce, #3x3, #5x5 reduce, #5x5, pool proj)
+GOOGLENET_TABLE = [("inception_3a", 28, 64, 96, 128, 16, 32, 32), ("inception_3b", 28, 128, 128, 192, 32, 96, 64),
+                   ("inception_4a", 14, 192, 96, 208, 16, 48, 64), ("inception_4b", 14, 160, 112, 224, 24, 64, 64),
+                   ("inception_4c", 14, 128, 128, 256, 24, 64, 64), ("inception_4d", 14, 112, 144, 288, 32, 64, 64),
+                   ("inception_4e", 14, 256, 160, 320, 32, 128, 128), ("inception_5a", 7, 256, 160, 320, 32, 128, 128),
+                   ("inception_5b", 7, 384, 192, 384, 48, 128, 128)]
+
+
+def googlenet(aux: bool = True):
+    p, m = {}, {}
+    conv("conv1", 3, 64, 7, 112, p, m)
+    conv("conv2_reduce", 64, 64, 1, 56, p, m)
+    conv("conv2", 64, 192, 3, 56, p, m)
+    cin = 192
+    for name, hw, *cs in GOOGLENET_TABLE:
+        out = inception(name, cin, hw, *cs, p, m)
+        if aux and name in ("inception_4a", "inception_4d"):
+            head = "aux1" if name == "inception_4a" else "aux2"
+            conv(f"{head}.conv", out, 128, 1, 4, p, m)                 # after avg-pool 5x5/3: 4x4
+            fc(f"{head}.fc1", 128 * 4 * 4, 1024, p, m)
+            fc(f"{head}.fc2", 1024, 1000, p, m)
+        cin = out
+    fc("fc", 1024, 1000, p, m)
+    return p, m
+
+
+def vgg_mini():
+    p, m = {}, {}
+    conv("stage1.conv1", 1, 16, 3, 28, p, m)
+    conv("stage1.conv2", 16, 16, 3, 28, p, m)
+    conv("stage2.conv1", 16, 32, 3, 14, p, m)
+    conv("stage2.conv2", 32, 32, 3, 14, p, m)
+    fc("fc1", 32 * 7 * 7, 128, p, m)
+    fc("fc2", 128, 10, p, m)
+    return p, m
+
+
+def nin_mini():
+    p, m = {}, {}
+    cin = 1
+    for i, (filters, k, hw, out) in enumerate([(32, 5, 28, 32), (64, 3, 14, 64), (96, 3, 7, 10)], 1):
+        conv(f"mlpconv{i}.conv", cin, filters, k, hw, p, m)
+        conv(f"mlpconv{i}.cccp1", filters, filters, 1, hw, p, m)
+        conv(f"mlpconv{i}.cccp2", filters, out, 1, hw, p, m)
+        cin = out
+    return p, m
+
+
+def googlenet_mini():
+    p, m = {}, {}
+    conv("conv1", 1, 32, 3, 28, p, m)
+    cin = inception("inception_a", 32, 14, 16, 16, 32, 8, 8, 8, p, m)
+    cin = inception("inception_b", cin, 14, 32, 32, 48, 8, 16, 16, p, m)
+    conv("aux.conv", cin, 32, 1, 6, p, m)
+    fc("aux.fc1", 32 * 6 * 6, 64, p, m)
+    fc("aux.fc2", 64, 10, p, m)
+    cin = inception("inception_c", cin, 7, 48, 32, 64, 8, 16, 16, p, m)
+    cin = inception("inception_d", cin, 7, 64, 48, 80, 16, 24, 24, p, m)
+    fc("fc", cin, 10, p, m)
+    return p, m
+
+
 EXPECTED = {
+    "vgg16.yaml": vgg16(),
+    "nin.yaml": nin(),
+    "googlenet.yaml": googlenet(),
+    "variants/vgg-mini.yaml": vgg_mini(),
+    "variants/nin-mini.yaml": nin_mini(),
+    "variants/googlenet-mini.yaml": googlenet_mini(),
     "alexnet.yaml": (ALEXNET_PARAMS, ALEXNET_MACS),
     "alexnet-1gpu.yaml": (ALEXNET_PARAMS, ALEXNET_MACS),
     "variants/no-dropout.yaml": (ALEXNET_PARAMS, ALEXNET_MACS),
@@ -133,6 +253,26 @@ def test_totals(spec):
 
 def test_torchvision_alexnet_has_torchvisions_parameter_count():
     assert sum(TORCHVISION_PARAMS.values()) == 61_100_840   # sum(p.numel() for p in alexnet().parameters())
+def test_headline_numbers_of_the_block_specs():
+    """The published totals: VGG-16 138,357,544; GoogLeNet 6,998,552 without its auxiliary heads (the
+    inference graph drops them); NiN's ImageNet model 7.6 M (the Caffe model zoo's 7,595,176)."""
+    assert sum(vgg16()[0].values()) == 138_357_544
+    assert sum(googlenet(aux=False)[0].values()) == 6_998_552
+    assert sum(nin()[0].values()) == 7_595_176
+    net = compile_spec(SPECS / "googlenet.yaml")
+    inference_params = sum(math.prod(n.shapes[0]) for n in net.inference().graph.nodes() if n.is_param)
+    assert inference_params == 6_998_552
+    assert not any(n.layer and n.layer.startswith("aux") for n in net.inference().graph.nodes())
+
+
+@pytest.mark.parametrize("spec", ["vgg16.yaml", "nin.yaml", "googlenet.yaml"])
+def test_block_specs_compile_in_under_a_second(spec, tmp_path):
+    # a fresh process, so nothing is cached; CPU time, so that a busy machine does not fail it
+    code = ("import time, sys; from alexnetc.compiler import compile_spec; t = time.process_time(); "
+            f"compile_spec({str(SPECS / spec)!r}); print(time.process_time() - t)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout) < 1.0
 
 
 def test_totals_do_not_depend_on_batch():

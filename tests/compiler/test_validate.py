@@ -42,7 +42,8 @@ def test_unknown_op_with_did_you_mean(tmp_path):
     """)
     # Only the op is reported: the keys of an unknown op cannot be judged.
     assert errs == ["F:6:21: layer conv1: unknown op 'cnov' (did you mean 'conv'?); known ops: conv, fc, lrn, "
-                    "maxpool, avgpool, dropout, relu, tanh, sigmoid, flatten, concat, softmax_loss"]
+                    "maxpool, avgpool, globalmaxpool, globalavgpool, dropout, relu, tanh, sigmoid, add, flatten, concat, "
+                    "softmax_loss"]
 
 
 def test_unknown_key_with_did_you_mean(tmp_path):
@@ -269,7 +270,7 @@ def test_many_errors_reported_together_sorted_by_position(tmp_path):
     """)
     assert errs == [
         "F:6:21: layer conv1: unknown op 'cnov' (did you mean 'conv'?); known ops: conv, fc, lrn, maxpool, avgpool, "
-        "dropout, relu, tanh, sigmoid, flatten, concat, softmax_loss",
+        "globalmaxpool, globalavgpool, dropout, relu, tanh, sigmoid, add, flatten, concat, softmax_loss",
         "F:7:3: layer conv2: missing required key 'kernel'",
         "F:7:40: layer conv2: unknown key 'kernal' in conv layer (did you mean 'kernel'?)",
         "F:8:10: layer conv2: duplicate layer name 'conv2' (first defined at line 7)",

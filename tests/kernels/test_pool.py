@@ -124,3 +124,87 @@ def test_pool_half_precision_alexnet_shapes(dtype):
     for c, h in [(96, 55), (256, 27), (256, 13)]:
         x = torch.relu(torch.randn(4, c, h, h, device="cuda")).to(dtype).to(memory_format=torch.channels_last)
         _check(x, (3, 3), (2, 2), (0, 0), (_window_out(h, 3, 2, 0, False),) * 2, tol=1e-2)
+
+
+# -- global pooling ------------------------------------------------------------------------------------------
+@settings(max_examples=12, deadline=None)
+@given(n=st.integers(1, 2), c=st.integers(1, 70), h=st.integers(1, 13), w=st.integers(1, 13),
+       relu=st.booleans(), layout=st.sampled_from(["contiguous", "channels_last", "sliced"]))
+def test_global_pool_matches_reference(n, c, h, w, relu, layout):
+    """oracle: reference global pooling in float64, itself checked against amax/mean/autograd below.
+    Max and its offsets exact (ties on ReLU'd zeros go to the first pixel on both sides); the mean and
+    the backwards 1e-6 (fp32 sums of up to 169 terms in another order)."""
+    x = torch.randn(n, c, h, w, device=DEVICE)
+    x = _layout(torch.relu(x) if relu else x, layout)
+    y, a = T.globalmaxpool(x)
+    yr, ar = R.globalmaxpool(x.double())
+    assert y.shape == yr.shape == (n, c, 1, 1) and a.dtype == ar.dtype == torch.int32
+    torch.testing.assert_close(y.double(), yr, rtol=0, atol=0)
+    assert torch.equal(a.cpu(), ar.cpu())
+    torch.testing.assert_close(T.globalavgpool(x).double(), R.globalavgpool(x.double()), rtol=1e-6, atol=1e-6)
+    dy = torch.randn(n, c, 1, 1, device=DEVICE)
+    torch.testing.assert_close(T.globalmaxpool_backward(dy, a, in_hw=(h, w)).double(),
+                               R.globalmaxpool_backward(dy.double(), ar, in_hw=(h, w)), rtol=0, atol=0)
+    torch.testing.assert_close(T.globalavgpool_backward(dy, in_hw=(h, w)).double(),
+                               R.globalavgpool_backward(dy.double(), in_hw=(h, w)), rtol=1e-6, atol=1e-6)
+
+
+def test_global_pool_reference_against_autograd():
+    """oracle: torch's amax / mean and their autograd gradients in float64 (distinct values, so the
+    maximum's gradient is unambiguous)."""
+    x = torch.randn(2, 5, 6, 7, dtype=torch.float64, requires_grad=True)
+    dy = torch.randn(2, 5, 1, 1, dtype=torch.float64)
+    y, a = R.globalmaxpool(x.detach())
+    want = x.amax(dim=(2, 3), keepdim=True)
+    torch.testing.assert_close(y, want.detach(), rtol=0, atol=0)
+    (gx,) = torch.autograd.grad(want, x, dy)
+    torch.testing.assert_close(R.globalmaxpool_backward(dy, a, in_hw=(6, 7)), gx, rtol=0, atol=0)
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    torch.testing.assert_close(R.globalavgpool(x.detach()), mean.detach(), rtol=1e-12, atol=1e-12)
+    (gx,) = torch.autograd.grad(mean, x, dy)
+    torch.testing.assert_close(R.globalavgpool_backward(dy, in_hw=(6, 7)), gx, rtol=1e-12, atol=1e-12)
+
+
+def test_global_max_pool_ties_nan_and_minus_inf():
+    """oracle: hand-computed offsets. Ties go to the first pixel in row-major order, a NaN wins (and
+    is returned), a map of -inf still points at a pixel inside it; the map spans several loop tiles."""
+    x = torch.zeros(1, 3, 9, 9, device=DEVICE)
+    x[0, 0, 4, 4] = x[0, 0, 8, 8] = 5.0         # tie: the first one (offset 40)
+    x[0, 1, 7, 2] = float("nan")                 # NaN at offset 65 wins over the 1.0 below
+    x[0, 1, 0, 0] = 1.0
+    x[0, 2] = float("-inf")
+    for mod in (T, R):
+        y, a = mod.globalmaxpool(x)
+        assert a.flatten().tolist() == [40, 65, 0]
+        assert y[0, 0].item() == 5.0 and y[0, 1].isnan().all() and y[0, 2].item() == float("-inf")
+
+
+@pytest.mark.parametrize("op", ["maxpool", "avgpool"])
+def test_explicit_pad_in_a_spec(op, tmp_path):
+    """oracle: F.max_pool2d / F.avg_pool2d(count_include_pad=False) with the same padding, float64.
+    A 3x3/1 window with pad 1 keeps the map size (GoogLeNet's pool branch) on both backends."""
+    import torch.nn.functional as F
+    import yaml
+
+    from alexnetc.compiler import compile_spec
+    from alexnetc.runtime.execution.executor import bind
+
+    spec = {"input": {"channels": 3, "height": 6, "width": 5}, "classes": 2, "layers": [
+        {"name": "p", "op": op, "kernel": 3, "stride": 1, "pad": 1},
+        {"name": "q", "op": op, "kernel": [3, 2], "stride": 2, "pad": [1, 1]},
+        {"name": "out", "op": "fc", "units": 2}, {"name": "loss", "op": "softmax_loss"}]}
+    path = tmp_path / "pad.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    net = compile_spec(path, batch=2)
+    shapes = {n.name: n.shapes[0] for n in net.graph.nodes()}
+    assert shapes["p"] == (2, 3, 6, 5) and shapes["q"] == (2, 3, 3, 3)
+    x = torch.randn(2, 3, 6, 5)
+    if op == "maxpool":
+        want = F.max_pool2d(F.max_pool2d(x.double(), 3, 1, 1), (3, 2), 2, (1, 1))
+    else:
+        want = F.avg_pool2d(F.avg_pool2d(x.double(), 3, 1, 1, count_include_pad=False), (3, 2), 2, (1, 1),
+                            count_include_pad=False)
+    for backend in ("reference", "triton"):
+        ex = bind(net, {"gpu0": "cpu"}, backend=backend, for_training=False)
+        got = ex.forward(x, keep=("q",))["q"]
+        torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=1e-6)

@@ -1,0 +1,78 @@
+"""Elementwise ops over several inputs: `add`, the sum of same-shaped layers (ResNet's shortcut).
+
+The inputs must have equal shapes: a mismatch is an error at the layer's ``inputs`` naming both shapes
+(Darknet's ``[shortcut]`` silently adds the channels two maps share; we refuse and suggest the 1x1
+projection that makes them equal). Its lowering gathers each input whole onto the add's device (its
+``device``, else the device of its first input), so inputs from other devices arrive through the
+placement pass's copy nodes, and the gradient pass's copy-back puts each input's gradient on the
+device that input lives on (MXNet's elemwise_add lost it across devices under group2ctx). The
+gradient is an identity fan-out: every input receives dy itself, no backward kernel.
+Kernels: ``kernels/elementwise.py``, reference ``kernels/reference/elementwise.py``.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from ..errors import ShapeError
+from ..graph import Entry, Node
+from .registry import EagerContext, Kernel, OpDef, need, register
+from .weighted import DEVICE
+
+if TYPE_CHECKING:
+    from ..lower import Lowerer, Value
+    from ..onnx_export import OnnxBuilder
+
+INPUTS = "inputs"   # the common layer key the shape error points at (not an op attribute)
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+@register
+class Add(OpDef):
+    name = "add"
+    doc = ("Elementwise sum of two or more layers of equal shape (a residual shortcut); a mismatch is an error, "
+           "never a silent broadcast or truncation.")
+    in_spec = True
+    inputs = (2, None)
+    arguments = None
+    attrs = (DEVICE,)
+    kernel = Kernel("add")
+
+    def lower(self, lw: "Lowerer", layer: Mapping[str, Any], inputs: Sequence["Value"]) -> "Value":
+        from ..lower import Part, Value
+
+        names = list(layer[INPUTS])
+        first = inputs[0]
+        for ref, v in zip(names[1:], inputs[1:]):
+            if tuple(v.shape) != tuple(first.shape):
+                hint = (f"; make them equal with a 1x1 conv projection of {ref} (op: conv, filters: "
+                        f"{first.shape[0]}, kernel: 1, and a stride where the maps differ in size)"
+                        if len(v.shape) == len(first.shape) == 3 else "")
+                raise ShapeError(f"add inputs differ in shape: {names[0]} is {_shape_text(first.shape)} but {ref} "
+                                 f"is {_shape_text(v.shape)}{hint}", key=INPUTS)
+        name = layer["name"]
+        dev = layer.get(DEVICE.name) or first.parts[0].device or lw.devices[0]
+        entries = [lw.gather(v, 0, v.shape[0], dev, layer, f"{name}_in{k}") for k, v in enumerate(inputs)]
+        node = lw.node(self.name, entries, name=name, device=dev, layer=layer)
+        return Value(tuple(first.shape), [Part(Entry(node, 0), dev, 0, first.shape[0])])
+
+    def infer(self, attrs, in_shapes):
+        shapes = [need(in_shapes, i, f"input {i}") for i in range(len(in_shapes))]
+        for s in shapes[1:]:
+            if tuple(s) != tuple(shapes[0]):
+                raise ShapeError(f"add inputs differ in shape: {tuple(shapes[0])} vs {tuple(s)}", key=INPUTS)
+        return shapes, [tuple(shapes[0])]
+
+    def gradient(self, node: Node, ograds: Sequence[Entry | None]) -> list[Entry | None]:
+        # d(sum)/d(input) = 1 for every input: each one receives dy itself (copied back to its device by
+        # the copy node's own gradient when the input came from another device).
+        dy = ograds[0] if ograds else None
+        return [dy] * len(node.inputs)
+
+    def eager(self, node: Node, xs: Sequence[Any], ctx: EagerContext) -> list[Any]:
+        return [sum(xs[1:], xs[0])]
+
+    def onnx(self, node: Node, b: "OnnxBuilder") -> None:
+        b.emit("Sum", [b.x(node, i) for i in range(len(node.inputs))], [b.y(node)])

@@ -1,0 +1,42 @@
+"""Triton elementwise ops: `add`, the sum of two or more same-shaped tensors.
+
+Inputs are summed left to right in fp32, one kernel launch per extra input: the first launch writes
+x0 + x1, the next ones add x_k into that result in place, so the order (part of the contract: fp32
+addition is not associative) is the reference's. Tensors are read flat, so inputs are made contiguous
+(a channels-last input costs a copy); the output is contiguous. The backward is the identity fan-out
+(every input receives dy), which needs no kernel.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+BLOCK = 1024
+
+
+@triton.jit
+def _add2_kernel(a_ptr, b_ptr, y_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < n
+    a = tl.load(a_ptr + offs, mask=m, other=0.0).to(tl.float32)
+    b = tl.load(b_ptr + offs, mask=m, other=0.0).to(tl.float32)
+    tl.store(y_ptr + offs, (a + b).to(y_ptr.dtype.element_ty), mask=m)
+
+
+def add(*xs: torch.Tensor) -> torch.Tensor:
+    if len(xs) < 2:
+        raise ValueError(f"add needs at least two inputs, got {len(xs)}")
+    for t in xs[1:]:
+        if t.shape != xs[0].shape:
+            raise ValueError(f"add: shapes {tuple(xs[0].shape)} and {tuple(t.shape)} differ")
+    y = torch.empty(xs[0].shape, dtype=xs[0].dtype, device=xs[0].device)
+    n = y.numel()
+    if n == 0:
+        return y
+    grid = (triton.cdiv(n, BLOCK),)
+    acc = xs[0].contiguous()
+    for t in xs[1:]:
+        _add2_kernel[grid](acc, t.contiguous(), y, n, BLOCK=BLOCK)
+        acc = y
+    return y

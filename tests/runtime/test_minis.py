@@ -1,0 +1,32 @@
+"""The block specs' minis reach >= 90% test accuracy on Fashion-MNIST within their shipped epoch budget
+(slow: minutes each on 2 cores; run with -m slow). Oracle: the Fashion-MNIST test set's labels."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from alexnetc.runtime.training.loop import Trainer, TrainOptions
+
+SPECS = Path(__file__).resolve().parents[2] / "specs" / "variants"
+
+
+# Measured (2026-11-24, 2 CPU cores, shared machine): vgg-mini 90.33 % in its 6 epochs; nin-mini 87.35 %
+# in 6 epochs (short of the promise: strict xfail, so the test says so the day it passes);
+# googlenet-mini not yet trained to the end here (about 40 min an epoch on the loaded machine).
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", [
+    "vgg-mini.yaml",
+    pytest.param("nin-mini.yaml", marks=pytest.mark.xfail(strict=True, reason="87.35 % measured in 6 epochs")),
+    "googlenet-mini.yaml",
+])
+def test_mini_reaches_90_percent_on_fashion_mnist(spec, tmp_path):
+    from alexnetc.runtime.data.datasets import DatasetError, find_default_dataset
+
+    try:
+        find_default_dataset()
+    except DatasetError as exc:
+        pytest.skip(str(exc))
+    final = Trainer(TrainOptions(spec=str(SPECS / spec), out=str(tmp_path / "run"), progress=False,
+                                 log=lambda s: None)).run()
+    assert 1 - final["val_top1_err"] >= 0.90
