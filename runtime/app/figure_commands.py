@@ -140,16 +140,14 @@ def subset_indices(n: int, limit: int | None) -> list[int]:
 def resolve_checkpoint_file(path: str) -> str:
     """The checkpoint JSON a path means (a run directory, its checkpoints/, a .json or .safetensors);
     ``path`` unchanged when none is found (loading then says why)."""
-    from ..training.checkpoint import latest_checkpoint
+    from ..training.checkpoint import checkpoints_dir, fallback_warning, latest_checkpoint
 
-    if os.path.isdir(path) and os.path.isdir(os.path.join(path, "checkpoints")):
-        path = os.path.join(path, "checkpoints")
+    path = checkpoints_dir(path)
     if os.path.isdir(path):
         problems: list[str] = []
         found = latest_checkpoint(path, problems)
         if found and problems:
-            print(f"warning: using {found}; {len(problems)} newer checkpoint{'s' if len(problems) != 1 else ''} "
-                  "failed verification: " + "; ".join(problems[:3]), file=sys.stderr)
+            print(fallback_warning(found, problems), file=sys.stderr)
         return found or path
     if path.endswith(".safetensors"):
         return path[: -len(".safetensors")] + ".json"

@@ -150,12 +150,11 @@ def load_model(path: str, device: str = "auto", batch: int = 64, warn: Any = Non
     import sys
 
     from ..execution.memory import MemoryLimitError, check_fits
-    from ..training.checkpoint import latest_checkpoint
+    from ..training.checkpoint import checkpoints_dir, fallback_warning, latest_checkpoint
     from ..training.verify import check_classes, check_state, check_tensors
 
     warn = warn or (lambda msg: print(msg, file=sys.stderr))
-    if os.path.isdir(path) and os.path.isdir(os.path.join(path, "checkpoints")):
-        path = os.path.join(path, "checkpoints")
+    path = checkpoints_dir(path)
     if os.path.isdir(path):
         problems: list[str] = []
         found = latest_checkpoint(path, problems)
@@ -163,8 +162,7 @@ def load_model(path: str, device: str = "auto", batch: int = 64, warn: Any = Non
             detail = f": {'; '.join(problems[:3])}" if problems else ""
             raise CheckpointError(f"{path}: no checkpoint in this directory verifies{detail}")
         if problems:
-            warn(f"warning: using {found}; {len(problems)} newer checkpoint{'s' if len(problems) != 1 else ''} "
-                 f"failed verification: " + "; ".join(problems[:3]))
+            warn(fallback_warning(found, problems))
         path = found
     tensors, state = load_checkpoint(path)
     if "spec" not in state or "classes" not in state:

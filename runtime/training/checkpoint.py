@@ -378,6 +378,19 @@ def latest_checkpoint(directory: str | os.PathLike, problems: list | None = None
     return None
 
 
+def checkpoints_dir(path: str) -> str:
+    """A run directory's ``checkpoints/`` folder; any other path unchanged."""
+    if os.path.isdir(path) and os.path.isdir(os.path.join(path, "checkpoints")):
+        return os.path.join(path, "checkpoints")
+    return path
+
+
+def fallback_warning(found: str, problems: list[str]) -> str:
+    """The warning that `found` was used because newer checkpoints (`problems`) failed verification."""
+    return (f"warning: using {found}; {len(problems)} newer checkpoint{'s' if len(problems) != 1 else ''} "
+            "failed verification: " + "; ".join(problems[:3]))
+
+
 # --------------------------------------------------------------------------- load
 
 def load_checkpoint(path: str | os.PathLike, verify: bool = True) -> tuple[dict, dict]:
