@@ -75,6 +75,7 @@ class _Step:
     run: Callable                     # _call_kernel or _copy
     kernel: Kernel | None
     kwargs: dict[str, Any]            # op.kernel_args(node), per-run values left unresolved
+    run_values: bool                  # kwargs holds RunValues to resolve at each call (dropout)
     groups: int                       # independent channel groups (Kernel.grouped)
     absent: int                       # trailing optional arguments the node leaves out (no bias): None
     device: torch.device
@@ -156,8 +157,9 @@ class Executor:
                 run, kwargs = _call_kernel, op.kernel_args(node)
                 groups = op.channel_groups(node) if op.kernel.grouped else 1
             absent = len(op.arguments) - len(node.inputs) if op.arguments is not None else 0
-            step = _Step(node, fn, backend, run, op.kernel, kwargs, groups, absent, dev, self._streams.get(node.device),
-                         [(id(e.node), e.index) for e in node.inputs], release)
+            run_values = any(isinstance(v, RunValue) for v in kwargs.values())
+            step = _Step(node, fn, backend, run, op.kernel, kwargs, run_values, groups, absent, dev,
+                         self._streams.get(node.device), [(id(e.node), e.index) for e in node.inputs], release)
             (self._forward if id(node) in forward_ids else self._backward).append(step)
         self._var_ids = {n.name: id(n) for n in nodes if n.is_variable}
         self._grad_heads = {(id(h.node), h.index): name for name, h in self.program.grad_heads.items()}
@@ -315,7 +317,7 @@ def _call_kernel(s: _Step, args: list[torch.Tensor], ex: "Executor", is_train: b
     kernel = s.kernel
     if kernel.train_only and not is_train:
         return (args[0],)
-    kw = _resolve(s.kwargs, ex)
+    kw = _resolve(s.kwargs, ex) if s.run_values else s.kwargs
     if s.absent:
         args = [*args, *([None] * s.absent)]
     if s.groups > 1:
