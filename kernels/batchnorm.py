@@ -2,7 +2,8 @@
 forward (running statistics) and backward, for (N, C, H, W) and (N, C) inputs, activation fused.
 
     mean_c, var_c = mean and biased variance of x[:, c] over N (and H, W);  invstd_c = 1/sqrt(var_c + eps)
-    y = act(x * a_c + b_c),  a_c = scale_c * invstd_c,  b_c = shift_c - mean_c * a_c
+    y = act((x - mean_c) * a_c + shift_c),  a_c = scale_c * invstd_c   (centred first: no cancellation
+        when the mean is large against the spread)
     running_mean' = (1 - m) running_mean + m mean;  running_var' = (1 - m) running_var + m var M/(M-1)
     backward (dz: the gradient after the activation, x^ = (x - mean) invstd, M values per channel):
     dshift = sum dz,  dscale = sum dz x^,  dx = scale invstd (dz - dshift/M - x^ dscale/M)
@@ -69,10 +70,10 @@ def _bn_apply_kernel(x_ptr, y_ptr, scale_ptr, shift_ptr, mean_ptr, stat_ptr, C, 
     else:          # training: the batch's invstd
         inv = st
     a = tl.load(scale_ptr + c, mask=cm, other=0.0).to(tl.float32) * inv
-    b = tl.load(shift_ptr + c, mask=cm, other=0.0).to(tl.float32) - mean * a
+    b = tl.load(shift_ptr + c, mask=cm, other=0.0).to(tl.float32)
     m = (p < P)[:, None] & cm[None, :]
     x = tl.load(x_ptr + n * xsn + p[:, None] * xsp + c[None, :] * xsc, mask=m, other=0.0).to(tl.float32)
-    y = apply_act(x * a[None, :] + b[None, :], ACT)
+    y = apply_act((x - mean[None, :]) * a[None, :] + b[None, :], ACT)
     tl.store(y_ptr + n * ysn + p[:, None] * ysp + c[None, :] * ysc, y.to(y_ptr.dtype.element_ty), mask=m)
 
 

@@ -32,7 +32,7 @@ def batchnorm(x, scale, shift, running_mean, running_var, *, eps, momentum, act)
     var, mean = torch.var_mean(xf, _dims(x), correction=0)
     invstd = torch.rsqrt(var + eps)
     a = f32(scale) * invstd
-    y = _act(xf * _c(a, x) + _c(f32(shift) - mean * a, x), act)
+    y = _act((xf - _c(mean, x)) * _c(a, x) + _c(f32(shift), x), act)
     new_mean = (1 - momentum) * f32(running_mean) + momentum * mean
     new_var = (1 - momentum) * f32(running_var) + momentum * var * (count / max(count - 1, 1))
     return y.to(x.dtype), mean, invstd, new_mean, new_var
@@ -41,7 +41,7 @@ def batchnorm(x, scale, shift, running_mean, running_var, *, eps, momentum, act)
 def batchnorm_eval(x, scale, shift, running_mean, running_var, *, eps, momentum, act):
     xf = f32(x)
     a = f32(scale) * torch.rsqrt(f32(running_var) + eps)
-    y = _act(xf * _c(a, x) + _c(f32(shift) - f32(running_mean) * a, x), act)
+    y = _act((xf - _c(f32(running_mean), x)) * _c(a, x) + _c(f32(shift), x), act)
     return y.to(x.dtype)
 
 
