@@ -230,3 +230,19 @@ def test_sigkill_resume_restores_running_statistics_bit_for_bit(spec, data, tmp_
     assert len(stats) == 4
     for k in stats + [k for k in a if k.startswith(ckpt.PARAM_PREFIX)]:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_export_of_a_trained_run_carries_its_running_statistics(spec, data, tmp_path, capsys):
+    """oracle: onnxruntime against the executor in evaluation mode (`export --verify`, <= 1e-5)."""
+    run = tmp_path / "run"
+    Trainer(_opts(spec, data, run, epochs=1, limit_train_batches=2, limit_val_batches=1)).run()
+    out = tmp_path / "bn.onnx"
+    assert main(["export", str(run), "-o", str(out), "--verify"]) == 0
+    text = capsys.readouterr().out
+    assert "9,628 parameters" in text and "normwise relative error" in text    # statistics not counted
+    import onnx
+    from onnx import numpy_helper
+
+    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(out)).graph.initializer}
+    tensors, _ = _final(run)
+    assert (inits["bn3_running_var"] == ckpt.state_from(tensors)["bn3.running_var"].numpy()).all()
