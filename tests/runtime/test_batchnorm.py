@@ -246,3 +246,52 @@ def test_export_of_a_trained_run_carries_its_running_statistics(spec, data, tmp_
     inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(out)).graph.initializer}
     tensors, _ = _final(run)
     assert (inits["bn3_running_var"] == ckpt.state_from(tensors)["bn3.running_var"].numpy()).all()
+
+
+# ------------------------------------------------------------------------------------------ data parallel
+def _dp_worker(rank: int, world: int, port: int, spec: str, data: str, out: str) -> None:
+    import os
+
+    from .test_data_parallel import _env
+
+    torch.set_num_threads(1)
+    os.environ.update(_env(rank, world, port))
+    t = Trainer(_opts(spec, data, out, epochs=1, batch_size=8, limit_train_batches=1, limit_val_batches=1,
+                      seed=3))
+    t.run()
+    torch.save({k: v.clone() for k, v in t.executor.state.items()}, os.path.join(out, f"state.{rank}.pt"))
+
+
+def test_data_parallel_ranks_hold_the_same_running_statistics(spec, data, tmp_path, monkeypatch):
+    """oracle: one process on the same global batch. Each shard normalises with its own statistics;
+    the running statistics are averaged over the ranks weighted by shard size after each step, so
+    every rank holds bit-identical ones, one process under torchrun equals no torchrun bit for bit,
+    and after one step the running mean is the global batch mean's update (weighted shard means are
+    the global mean; within 1e-6), while the running variance (mean of shard variances) is not."""
+    import os
+
+    import torch.multiprocessing as mp
+
+    from .test_distributed import free_port
+
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(k, raising=False)
+    one = Trainer(_opts(spec, data, tmp_path / "one", epochs=1, batch_size=8, limit_train_batches=1,
+                        limit_val_batches=1, seed=3))
+    one.run()
+    ref = one.executor.state
+    for world in (1, 3):
+        out = str(tmp_path / f"dp{world}")
+        mp.spawn(_dp_worker, args=(world, free_port(), spec, data, out), nprocs=world, join=True)
+        states = [torch.load(os.path.join(out, f"state.{r}.pt")) for r in range(world)]
+        for r in range(1, world):
+            assert all(torch.equal(states[r][k], states[0][k]) for k in ref), f"rank {r} differs from rank 0"
+        for k in ref:
+            if world == 1:
+                assert torch.equal(states[0][k], ref[k]), k
+            elif k.startswith("bn1") and k.endswith("running_mean"):
+                torch.testing.assert_close(states[0][k], ref[k], rtol=0, atol=1e-6)
+        if world > 1:
+            assert not torch.equal(states[0]["bn1_g0_running_var"], ref["bn1_g0_running_var"])
+        saved = ckpt.state_from(ckpt.load_checkpoint(out + "/checkpoints")[0])
+        assert torch.equal(saved["bn3.running_var"], states[0]["bn3_running_var"])
