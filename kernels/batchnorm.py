@@ -8,11 +8,13 @@ forward (running statistics) and backward, for (N, C, H, W) and (N, C) inputs, a
     backward (dz: the gradient after the activation, x^ = (x - mean) invstd, M values per channel):
     dshift = sum dz,  dscale = sum dz x^,  dx = scale invstd (dz - dshift/M - x^ dscale/M)
 
-Two kinds of kernel. The per-channel reductions (`_bn_stats_kernel`, `_bn_bwd_reduce_kernel`): one
-program per channel walks its M = N*H*W values in BLOCK chunks (flat index r -> image r // HW, pixel
-r % HW, so any layout the strides describe works); the statistics take two passes (mean, then the sum
-of squared deviations) so the variance does not cancel, and the same program writes the new running
-statistics. The elementwise ones (`_bn_apply_kernel`, `_bn_dx_kernel`): tiles of BLOCK_P pixels x
+Two kinds of kernel. The per-channel reductions (`_bn_partial_kernel`, `_bn_bwd_partial_kernel`): a
+program owns BLOCK_C channels and one of S chunks of their M = N*H*W values (flat index r -> image
+r // HW, pixel r % HW, so any layout the strides describe works), tiles (BLOCK_R, BLOCK_C) wide along
+the contiguous axis; it writes per-chunk sums that the host adds in a fixed order (deterministic: no
+atomics, so a resumed run is bit-identical). The statistics take two passes (mean, then the sum of
+squared deviations) so the variance does not cancel; the (C,)-vector arithmetic after them (invstd,
+running statistics) is a few ATen ops. The elementwise ones (`_bn_apply_kernel`, `_bn_dx_kernel`): tiles of BLOCK_P pixels x
 BLOCK_C channels of one image, per-channel coefficients loaded once per tile. Math in fp32; y and dx
 in x's dtype (NCHW or channels-last kept), statistics in fp32.
 """
@@ -24,35 +26,28 @@ import triton.language as tl
 
 from .activation import act_code, apply_act
 
-RBLOCK = 1024
-
+PROGRAMS = 2048   # the per-channel reductions cut each channel's values into chunks until about this many run
 
 @triton.jit
-def _bn_stats_kernel(x_ptr, rm_ptr, rv_ptr, mean_ptr, invstd_ptr, nrm_ptr, nrv_ptr, P, R, sn, sc, sp,
-                     eps, momentum, unbias, BLOCK: tl.constexpr):
-    c = tl.program_id(0).to(tl.int64)
-    base = x_ptr + c * sc
-    acc = tl.zeros((BLOCK,), dtype=tl.float32)
-    for start in range(0, R, BLOCK):
-        r = (start + tl.arange(0, BLOCK)).to(tl.int64)
+def _bn_partial_kernel(x_ptr, mu_ptr, out_ptr, C, P, R, sn, sc, sp, CHUNK,
+                       SQUARE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Per channel, the sum over one chunk of the M values of x - mu (SQUARE: of (x - mu)^2)."""
+    c = (tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)).to(tl.int64)
+    s = tl.program_id(1).to(tl.int64)
+    cm = c < C
+    mu = tl.load(mu_ptr + c, mask=cm, other=0.0)
+    acc = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
+    for i in range(0, CHUNK, BLOCK_R):
+        r = s * CHUNK + i + tl.arange(0, BLOCK_R).to(tl.int64)
         n = r // P
-        acc += tl.load(base + n * sn + (r - n * P) * sp, mask=r < R, other=0.0).to(tl.float32)
-    mean = tl.sum(acc, 0) / R
-    acc2 = tl.zeros((BLOCK,), dtype=tl.float32)
-    for start in range(0, R, BLOCK):
-        r = (start + tl.arange(0, BLOCK)).to(tl.int64)
-        n = r // P
-        m = r < R
-        v = tl.load(base + n * sn + (r - n * P) * sp, mask=m, other=0.0).to(tl.float32)
-        d = tl.where(m, v - mean, 0.0)
-        acc2 += d * d
-    var = tl.sum(acc2, 0) / R
-    tl.store(mean_ptr + c, mean)
-    tl.store(invstd_ptr + c, 1.0 / tl.sqrt(var + eps))
-    rm = tl.load(rm_ptr + c).to(tl.float32)
-    rv = tl.load(rv_ptr + c).to(tl.float32)
-    tl.store(nrm_ptr + c, (1.0 - momentum) * rm + momentum * mean)
-    tl.store(nrv_ptr + c, (1.0 - momentum) * rv + momentum * (var * unbias))
+        m = (r < R)[:, None] & cm[None, :]
+        v = tl.load(x_ptr + (n * sn + (r - n * P) * sp)[:, None] + c[None, :] * sc, mask=m, other=0.0)
+        d = tl.where(m, v.to(tl.float32) - mu[None, :], 0.0)
+        if SQUARE:
+            acc += d * d
+        else:
+            acc += d
+    tl.store(out_ptr + s * C + c, tl.sum(acc, 0), mask=cm)
 
 
 @triton.jit
@@ -78,24 +73,28 @@ def _bn_apply_kernel(x_ptr, y_ptr, scale_ptr, shift_ptr, mean_ptr, stat_ptr, C, 
 
 
 @triton.jit
-def _bn_bwd_reduce_kernel(g_ptr, x_ptr, mean_ptr, invstd_ptr, dscale_ptr, dshift_ptr, P, R,
-                          gsn, gsc, gsp, xsn, xsc, xsp, BLOCK: tl.constexpr):
-    c = tl.program_id(0).to(tl.int64)
-    mean = tl.load(mean_ptr + c).to(tl.float32)
-    inv = tl.load(invstd_ptr + c).to(tl.float32)
-    acc_g = tl.zeros((BLOCK,), dtype=tl.float32)
-    acc_gx = tl.zeros((BLOCK,), dtype=tl.float32)
-    for start in range(0, R, BLOCK):
-        r = (start + tl.arange(0, BLOCK)).to(tl.int64)
+def _bn_bwd_partial_kernel(g_ptr, x_ptr, mean_ptr, invstd_ptr, out_ptr, C, P, R, gsn, gsc, gsp, xsn, xsc, xsp,
+                           CHUNK, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Per channel, over one chunk: sum dy (out[0]) and sum dy * x^ (out[1])."""
+    c = (tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)).to(tl.int64)
+    s = tl.program_id(1).to(tl.int64)
+    S = tl.num_programs(1)
+    cm = c < C
+    mu = tl.load(mean_ptr + c, mask=cm, other=0.0)
+    inv = tl.load(invstd_ptr + c, mask=cm, other=0.0)
+    acc_g = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
+    acc_gx = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
+    for i in range(0, CHUNK, BLOCK_R):
+        r = s * CHUNK + i + tl.arange(0, BLOCK_R).to(tl.int64)
         n = r // P
         p = r - n * P
-        m = r < R
-        g = tl.load(g_ptr + c * gsc + n * gsn + p * gsp, mask=m, other=0.0).to(tl.float32)
-        x = tl.load(x_ptr + c * xsc + n * xsn + p * xsp, mask=m, other=0.0).to(tl.float32)
+        m = (r < R)[:, None] & cm[None, :]
+        g = tl.load(g_ptr + (n * gsn + p * gsp)[:, None] + c[None, :] * gsc, mask=m, other=0.0).to(tl.float32)
+        x = tl.load(x_ptr + (n * xsn + p * xsp)[:, None] + c[None, :] * xsc, mask=m, other=0.0).to(tl.float32)
         acc_g += g
-        acc_gx += g * tl.where(m, (x - mean) * inv, 0.0)
-    tl.store(dshift_ptr + c, tl.sum(acc_g, 0))
-    tl.store(dscale_ptr + c, tl.sum(acc_gx, 0))
+        acc_gx += g * tl.where(m, (x - mu[None, :]) * inv[None, :], 0.0)
+    tl.store(out_ptr + s * C + c, tl.sum(acc_g, 0), mask=cm)
+    tl.store(out_ptr + (S + s) * C + c, tl.sum(acc_gx, 0), mask=cm)
 
 
 @triton.jit
@@ -174,16 +173,47 @@ def _apply(x, scale, shift, mean, stat, eps, act, from_var):
     return y
 
 
+def _split(x: torch.Tensor) -> tuple[int, int, int, int, tuple[int, int]]:
+    """(BLOCK_R, BLOCK_C, CHUNK, S, grid) of the per-channel reductions: tiles wide along whichever axis
+    is contiguous; the M values of a channel cut into S chunks so that about 2K programs run."""
+    C, R = x.shape[1], x.numel() // x.shape[1]
+    if x.stride(1) == 1 and C > 1:
+        bc = min(64, max(16, triton.next_power_of_2(C)))
+        br = max(16, 2048 // bc)
+    else:
+        bc, br = 16, 128
+    cblocks = triton.cdiv(C, bc)
+    rblocks = triton.cdiv(R, br)
+    s = max(1, min(rblocks, PROGRAMS // cblocks))
+    chunk = triton.cdiv(rblocks, s) * br
+    s = triton.cdiv(R, chunk)
+    return br, bc, chunk, s, (cblocks, s)
+
+
+def _channel_sum(x: torch.Tensor, mu: torch.Tensor, square: bool) -> torch.Tensor:
+    """Per channel, sum (x - mu) (or its square) over the M values."""
+    br, bc, chunk, s, grid = _split(x)
+    C = x.shape[1]
+    part = torch.empty(s, C, dtype=torch.float32, device=x.device)
+    _bn_partial_kernel[grid](x, mu, part, C, _pixels(x), x.numel() // C, *_strides(x), chunk,
+                             SQUARE=square, BLOCK_R=br, BLOCK_C=bc)
+    return part.sum(0)   # the S chunk sums in a fixed order: deterministic
+
+
 def batchnorm(x, scale, shift, running_mean, running_var, *, eps, momentum, act):
     x = _ncp(x)
-    C, R = x.shape[1], x.numel() // max(x.shape[1], 1)
+    R = x.numel() // max(x.shape[1], 1)
     if R == 0:
         raise ValueError("batchnorm: no values per channel to take statistics over")
-    stats = [torch.empty(C, dtype=torch.float32, device=x.device) for _ in range(4)]
-    mean, invstd, new_rm, new_rv = stats
-    _bn_stats_kernel[(C,)](x, _vec(running_mean), _vec(running_var), mean, invstd, new_rm, new_rv,
-                           _pixels(x), R, *_strides(x), float(eps), float(momentum), R / max(R - 1, 1),
-                           BLOCK=RBLOCK)
+    # Two passes, each on centred values so nothing cancels: the mean as the first image's value plus
+    # the mean deviation from it (the sums stay at the data's spread, not its offset), then the sum
+    # of squared deviations from that mean.
+    pivot = _vec(x[0, :, 0, 0] if x.dim() == 4 else x[0])
+    mean = pivot + _channel_sum(x, pivot, False).div_(R)
+    var = _channel_sum(x, mean, True).div_(R)
+    invstd = torch.rsqrt(var + eps)
+    new_rm = running_mean.float() * (1 - momentum) + mean * momentum
+    new_rv = running_var.float() * (1 - momentum) + var * (momentum * R / max(R - 1, 1))
     return _apply(x, scale, shift, mean, invstd, eps, act, False), mean, invstd, new_rm, new_rv
 
 
@@ -195,14 +225,15 @@ def batchnorm_backward(dy, x, scale, mean, invstd):
     dy, x = _ncp(dy), _ncp(x)
     C, R = x.shape[1], x.numel() // max(x.shape[1], 1)
     mean, invstd = _vec(mean), _vec(invstd)
-    dscale = torch.empty(C, dtype=torch.float32, device=x.device)
-    dshift = torch.empty(C, dtype=torch.float32, device=x.device)
     dx = _out_like(dy)
     if R == 0:
-        return dx, dscale.zero_(), dshift.zero_()
+        return dx, torch.zeros(C, device=x.device), torch.zeros(C, device=x.device)
+    br, bc, chunk, s, grid = _split(dy)
+    part = torch.empty(2, s, C, dtype=torch.float32, device=x.device)
     P = _pixels(x)
-    _bn_bwd_reduce_kernel[(C,)](dy, x, mean, invstd, dscale, dshift, P, R, *_strides(dy), *_strides(x),
-                                BLOCK=RBLOCK)
+    _bn_bwd_partial_kernel[grid](dy, x, mean, invstd, part, C, P, R, *_strides(dy), *_strides(x), chunk,
+                                 BLOCK_R=br, BLOCK_C=bc)
+    dshift, dscale = part.sum(1).unbind(0)
     bp, bc, grid = _tiles_grid(dy)
     _bn_dx_kernel[grid](dy, x, dx, _vec(scale), mean, invstd, dscale, dshift, C, P, 1.0 / R,
                         *_strides(dy), *_strides(x), *_strides(dx), BLOCK_P=bp, BLOCK_C=bc)

@@ -113,12 +113,18 @@ def test_features_match_reference(n, c, act, layout):
     _check(_layout(torch.randn(n, c, device=DEVICE) * 2 - 1, layout), act)
 
 
-def test_reduction_spans_several_blocks_and_layout_is_kept():
-    """oracle: reference in float64; 3*24*24 = 1728 values per channel cross the 1024-wide reduction
-    block, with a large mean (the two-pass variance must not cancel)."""
-    x = (torch.randn(3, 5, 24, 24, device=DEVICE) + 50).to(memory_format=torch.channels_last)
+@pytest.mark.parametrize("programs", [T.PROGRAMS, 3])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_reduction_spans_several_chunks_and_layout_is_kept(layout, programs, monkeypatch):
+    """oracle: reference in float64; 3*24*24 = 1728 values per channel in several chunks (one tile
+    each, or with few programs several tiles per chunk and a ragged last one), with a large mean (the
+    two-pass variance must not cancel)."""
+    monkeypatch.setattr(T, "PROGRAMS", programs)
+    x = _layout(torch.randn(3, 5, 24, 24, device=DEVICE) + 50, layout)
+    br, _, chunk, s, _ = T._split(x)
+    assert s > 1 and (chunk > br) == (programs == 3)
     y = _check(x, "relu")
-    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert y.is_contiguous(memory_format=torch.channels_last if layout == "channels_last" else torch.contiguous_format)
 
 
 def test_one_value_per_channel_uses_the_biased_variance():
