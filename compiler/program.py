@@ -14,6 +14,10 @@ from typing import Mapping
 
 from .graph import Entry, Graph
 
+# train.dtype: the precisions a run trains in, the default first (the schema's enum; the runtime's
+# execution/precision.py says what each means for parameters, values between ops and the loss).
+TRAIN_DTYPES = ("float32", "float64", "bfloat16")
+
 # The main loss head's outputs (loss, prob) come first among a graph's outputs; auxiliary heads follow.
 MAIN_HEAD_OUTPUTS = 2
 

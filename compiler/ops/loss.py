@@ -102,7 +102,8 @@ class SoftmaxLossBackward(OpDef):
     name = "softmax_loss_backward"
     arguments = ("prob", "label")
     attrs = (Attr(WEIGHT.name, spec=False, default=1.0),)   # the head's weight: the seed d(total)/d(loss)
-    output_dtypes = {0: "float32"}
+    # The logit gradient is a value between ops like any other: in the compute dtype (the kernels
+    # compute it from the fp32 probabilities; the executor keeps it in the compute dtype).
     kernel = Kernel("softmax_loss_backward")
 
     def kernel_args(self, node):

@@ -18,7 +18,7 @@ from ..graph import Graph
 from ..ops import get_op
 from ..program import DeviceMemory, MemoryPlan
 
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1, "int16": 2, "int32": 4, "int64": 8}
+DTYPE_BYTES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int8": 1, "int16": 2, "int32": 4, "int64": 8}
 
 
 def _nbytes(shape, dtype: str) -> int:
