@@ -37,12 +37,11 @@ class MemoryLimitError(Exception):
 def estimate_bytes(net: CompiledNet, for_training: bool = True, dtype: str = "float32") -> dict[str, int]:
     """Estimated bytes per logical device for binding ``net`` (a CompiledNet) at its batch size, training
     or evaluating in precision ``dtype`` (a `train.dtype` value)."""
-    from ...compiler.program import TRAIN_DTYPES
+    from ...compiler.program import TRAIN_DTYPES, master_dtype
 
     if dtype not in TRAIN_DTYPES:
         raise ValueError(f"dtype {dtype!r}: expected one of {TRAIN_DTYPES}")
-    compute = DTYPE_BYTES[dtype]
-    master = DTYPE_BYTES["float64" if dtype == "float64" else "float32"]
+    compute, master = DTYPE_BYTES[dtype], DTYPE_BYTES[master_dtype(dtype)]
     out: dict[str, int] = {}
     for node in net.graph.nodes():
         dev = node.device or (net.devices[0] if net.devices else "gpu0")

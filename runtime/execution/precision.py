@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import torch
 
-from ...compiler.program import TRAIN_DTYPES
+from ...compiler.program import TRAIN_DTYPES, master_dtype
 
 
 class PrecisionError(ValueError):
@@ -40,12 +40,8 @@ class Precision:
         return self.name == TRAIN_DTYPES[0]
 
 
-_PRECISIONS = {
-    "float32": Precision("float32", torch.float32, torch.float32),
-    "float64": Precision("float64", torch.float64, torch.float64),
-    "bfloat16": Precision("bfloat16", torch.bfloat16, torch.float32),
-}
-assert tuple(_PRECISIONS) == TRAIN_DTYPES
+# The compiler names the dtypes (the schema's enum, the memory plan's bytes); torch has the same names.
+_PRECISIONS = {d: Precision(d, getattr(torch, d), getattr(torch, master_dtype(d))) for d in TRAIN_DTYPES}
 
 
 def precision(name: str | None) -> Precision:

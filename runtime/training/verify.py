@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Mapping
 
+from ...compiler.program import master_dtype
 from .checkpoint import PARAM_PREFIX, CheckpointError
 
 if TYPE_CHECKING:
@@ -80,12 +81,6 @@ def check_classes(path: str, state: Mapping[str, Any], classes: int) -> None:
     n = len(state.get("classes") or [])
     if n != classes:
         raise CheckpointError(f"{path}: state.classes lists {n} class names for a network with {classes} classes")
-
-
-def master_dtype(dtype: str | None) -> str:
-    """The dtype parameters are stored in by a run trained in `dtype` (its `train.dtype`; None: a
-    checkpoint from before dtypes, float32): float64 for float64, fp32 master weights otherwise."""
-    return "float64" if dtype == "float64" else "float32"
 
 
 def expected_params(net: CompiledNet, dtype: str | None = None) -> dict[str, tuple[tuple[int, ...], str]]:

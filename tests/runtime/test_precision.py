@@ -351,3 +351,25 @@ def test_triton_bfloat16_step_matches_reference_bfloat16(tmp_path):
     for node, dtypes in seen.items():
         if node not in grad_nodes and node != "loss":
             assert all(d == torch.bfloat16 or not d.is_floating_point for d in dtypes), (node, dtypes)
+
+
+def test_compile_report_and_memory_plan_count_the_specs_dtype(tmp_path):
+    from alexnetc.compiler.report import rows
+
+    from .test_train import TINY
+
+    plain, bf = tmp_path / "f32.yaml", tmp_path / "bf.yaml"
+    plain.write_text(TINY)
+    bf.write_text(TINY.replace("seed: 7,", "seed: 7, dtype: bfloat16,"))
+    a, b = compile_spec(plain, batch=8), compile_spec(bf, batch=8)
+    assert (a.dtype, b.dtype) == ("float32", "bfloat16")
+    n_params = {d: 0 for d in a.devices}
+    for p in a.graph.params():
+        n_params[p.device] += math.prod(p.shapes[0])
+    for dev, m in a.training().memory.devices.items():
+        mb = b.training().memory.devices[dev]
+        assert m.param_bytes == 4 * n_params.get(dev, 0) and mb.param_bytes == 6 * n_params.get(dev, 0)
+        assert mb.peak_activation_bytes < m.peak_activation_bytes
+    ra, rb = rows(a)[0], rows(b)[0]
+    conv1 = [(x.act_bytes, y.act_bytes) for x, y in zip(ra, rb) if x.name == "conv1"][0]
+    assert conv1[0] == 2 * conv1[1]
