@@ -66,7 +66,7 @@ class SoftmaxLoss(OpDef):
     arguments = ("data", "label")
     outputs = ("loss", "prob")
     visible = 2
-    output_dtypes = {0: "float32", 1: "float32"}   # always fp32, whatever the compute dtype
+    output_dtypes = {0: "float32", 1: "float32"}   # fp32 under bf16 compute (float64 runs keep float64)
     kernel = Kernel("softmax_loss")
 
     def lower(self, lw: "Lowerer", layer: Mapping[str, Any], inputs: Sequence["Value"]) -> "Value":

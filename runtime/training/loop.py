@@ -150,8 +150,9 @@ class Trainer:
         spec_net = compile_spec(opts.spec)
         tr = spec_net.settings("train")
         _check_options(opts)
+        self.dtype = opts.dtype or tr.get("dtype", TRAIN_DTYPES[0])
         # Under torchrun: this process's place in the job (None in one process). Only rank 0 talks.
-        self.dist = dp.from_env("cpu" if opts.device == "cpu" else None, opts.dist_timeout)
+        self.dist = dp.from_env("cpu" if self._cpu_only() else None, opts.dist_timeout)
         self.writes = self.dist is None or self.dist.is_writer
         if not self.writes:
             self.log = lambda s: None
@@ -160,7 +161,6 @@ class Trainer:
         self.net: CompiledNet = spec_net.at_batch(self.batch_size)
         self.epochs = opts.epochs or tr.get("epochs", 90)
         self.seed = opts.seed if opts.seed is not None else tr.get("seed", 0)
-        self.dtype = opts.dtype or tr.get("dtype", TRAIN_DTYPES[0])
         self.base_lr = opts.lr or tr.get("lr", 0.01)
         self.momentum = tr.get("momentum", 0.9)
         self.weight_decay = tr.get("weight_decay", 0.0005)
@@ -175,6 +175,10 @@ class Trainer:
         self.ckpt_dir = os.path.join(self.out, "checkpoints")
 
     # -- setup -----------------------------------------------------------------------------------------
+    def _cpu_only(self) -> bool:
+        """--device cpu; or float64 with --device auto (float64 runs only on the CPU reference kernels)."""
+        return self.opts.device == "cpu" or (self.opts.device == "auto" and self.dtype == "float64")
+
     def _datasets(self):
         from ..data.augment import build_transforms, dataset_stats
         from ..data.datasets import find_default_dataset, open_dataset
@@ -230,7 +234,7 @@ class Trainer:
                            pin_memory=self.real_device.type == "cuda")
 
     def _bind(self, params: dict[str, torch.Tensor] | None):
-        prefer = "cpu" if self.opts.device == "cpu" else None
+        prefer = "cpu" if self._cpu_only() else None
         if self.opts.device == "cuda" and not torch.cuda.is_available():
             raise TrainingError("--device cuda: no CUDA device is available")
         g2c = self.dist.bind(self.net.devices, prefer) if self.dist else default_group2ctx(self.net, prefer)
