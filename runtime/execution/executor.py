@@ -191,7 +191,8 @@ class Executor:
             s.run = _call_kernel_cast
 
     def _make_grad_buckets(self) -> None:
-        """One flat fp32 gradient buffer per real device; each parameter's gradient is a view into it."""
+        """One flat gradient buffer per real device, in the master dtype (fp32 under bfloat16 too, so
+        data parallelism all-reduces the same buckets); each parameter's gradient is a view into it."""
         self.grads: dict[str, torch.Tensor] = {}
         self.buckets: dict[torch.device, torch.Tensor] = {}
         sizes: dict[torch.device, int] = {}
