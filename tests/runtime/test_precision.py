@@ -275,8 +275,8 @@ def test_spec_dtype_is_used_and_checkpoint_dtype_is_checked(tiny, tmp_path):  # 
 @pytest.mark.slow
 def test_bfloat16_mini_reaches_float32_accuracy_within_half_a_point(tmp_path):
     """variants/mini on Fashion-MNIST, trained in float32 and in bfloat16 mixed precision from the same
-    seed: the bf16 run's test accuracy is within 0.5 points of the fp32 run's (two full runs: ~20
-    minutes on 2 cores; run with -m slow)."""
+    seed: the bf16 run's test accuracy is within 0.5 points of the fp32 run's (two full runs of ~7-10
+    minutes each on 2 quiet cores, bf16 somewhat slower on the CPU; run with -m slow)."""
     from alexnetc.runtime.app.specs import resolve_spec_path
     from alexnetc.runtime.data.datasets import DatasetError, find_default_dataset
 
