@@ -20,7 +20,7 @@ from .errors import ShapeError, SpecError, SpecErrors
 from .graph import Graph
 from .lower import LayerInfo, lower
 from .passes import fuse_activations, gradient, infer_shapes, place_devices, plan_memory
-from .program import MAIN_HEAD_OUTPUTS, Program
+from .program import MAIN_HEAD_OUTPUTS, TRAIN_DTYPES, Program
 from .source import SpecMap
 from .validate import DEFAULT_DEVICES, schema_errors, semantic_errors
 from .variants import resolve
@@ -93,6 +93,11 @@ class CompiledNet:
     def hash(self) -> str:
         return spec_hash(self.spec)
 
+    @property
+    def dtype(self) -> str:
+        """The spec's train.dtype (float32 when it names none): what the memory plans count bytes in."""
+        return self.settings("train").get("dtype") or TRAIN_DTYPES[0]
+
     def settings(self, section: str) -> dict:
         return plain(self.spec.get(section) or {})
 
@@ -106,7 +111,7 @@ class CompiledNet:
         """Forward + backward graph (gradient pass) with its memory plan, at this batch size."""
         if "training" not in self._programs:
             program = gradient(self.graph)
-            self._programs["training"] = replace(program, memory=plan_memory(program.graph))
+            self._programs["training"] = replace(program, memory=plan_memory(program.graph, self.dtype))
         return self._programs["training"]
 
     def inference(self) -> Program:
@@ -114,7 +119,7 @@ class CompiledNet:
         are dropped), with its own memory plan (activations freed after their last use)."""
         if "inference" not in self._programs:
             main = Graph(tuple(self.graph.outputs[:MAIN_HEAD_OUTPUTS]), dict(self.graph.attrs))
-            self._programs["inference"] = Program(main, MAIN_HEAD_OUTPUTS, (), plan_memory(main))
+            self._programs["inference"] = Program(main, MAIN_HEAD_OUTPUTS, (), plan_memory(main, self.dtype))
         return self._programs["inference"]
 
 

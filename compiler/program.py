@@ -14,6 +14,16 @@ from typing import Mapping
 
 from .graph import Entry, Graph
 
+# train.dtype: the precisions a run trains in, the default first (the schema's enum; the runtime's
+# execution/precision.py says what each means for parameters, values between ops and the loss).
+TRAIN_DTYPES = ("float32", "float64", "bfloat16")
+
+
+def master_dtype(dtype: str | None) -> str:
+    """The dtype of the parameters, gradients and SGD state of a run whose values between ops are in
+    `dtype` (None: float32): float64 for float64; fp32 master weights for float32 and bfloat16."""
+    return "float64" if dtype == "float64" else "float32"
+
 # The main loss head's outputs (loss, prob) come first among a graph's outputs; auxiliary heads follow.
 MAIN_HEAD_OUTPUTS = 2
 

@@ -2,7 +2,8 @@
 
 Per layer: name, op, output shape per group, device per group, parameters, multiply-adds per image
 (conv and fc weights only; biases, LRN and pooling are not counted, as in the paper's 724 M), and the
-activation memory of its outputs (saved values such as LRN's scale included) at the batch size.
+activation memory of its outputs (saved values such as LRN's scale included) at the batch size, in the
+spec's train.dtype (float32 unless it says otherwise).
 Totals add cross-device bytes per image (forward; the backward sends as many back) and the memory
 plan's peak per device for a training step.
 """
@@ -55,10 +56,10 @@ def rows(net: CompiledNet) -> tuple[list[Row], dict]:
         op = get_op(n.op)
         by_layer_macs[n.layer] += op.macs(n.attrs, [e.shape for e in n.inputs], n.shapes)
         for k, s in enumerate(n.shapes):
-            dt = op.output_dtypes.get(k, "float32")
+            dt = op.output_dtypes.get(k, net.dtype)
             by_layer_act[n.layer] += math.prod(s) * DTYPE_BYTES[dt]
         if n.op == "copy":
-            copy_bytes += math.prod(n.shapes[0]) * 4
+            copy_bytes += math.prod(n.shapes[0]) * DTYPE_BYTES[net.dtype]
     out = []
     for info in net.layers:
         # One node may hold several groups (merged onto one device): show each group's shape, g times.

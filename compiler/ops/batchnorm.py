@@ -82,6 +82,8 @@ class BatchNorm(OpDef):
     # Saved for the backward (batch mean, 1/sqrt(var + eps)), then the new running statistics.
     outputs = ("output", "mean", "invstd", "new_running_mean", "new_running_var")
     visible = 1
+    # Statistics stay fp32 under bfloat16 (a running average rounded to bf16 every step would drift).
+    output_dtypes = {1: "float32", 2: "float32", 3: "float32", 4: "float32"}
     state_outputs = {"running_mean": 3, "running_var": 4}
     kernel = Kernel("batchnorm", eval_entry="batchnorm_eval")
 

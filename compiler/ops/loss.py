@@ -66,7 +66,7 @@ class SoftmaxLoss(OpDef):
     arguments = ("data", "label")
     outputs = ("loss", "prob")
     visible = 2
-    output_dtypes = {0: "float32", 1: "float32"}   # always fp32, whatever the compute dtype
+    output_dtypes = {0: "float32", 1: "float32"}   # fp32 under bf16 compute (float64 runs keep float64)
     kernel = Kernel("softmax_loss")
 
     def lower(self, lw: "Lowerer", layer: Mapping[str, Any], inputs: Sequence["Value"]) -> "Value":
@@ -102,7 +102,8 @@ class SoftmaxLossBackward(OpDef):
     name = "softmax_loss_backward"
     arguments = ("prob", "label")
     attrs = (Attr(WEIGHT.name, spec=False, default=1.0),)   # the head's weight: the seed d(total)/d(loss)
-    output_dtypes = {0: "float32"}
+    # The logit gradient is a value between ops like any other: in the compute dtype (the kernels
+    # compute it from the fp32 probabilities; the executor keeps it in the compute dtype).
     kernel = Kernel("softmax_loss_backward")
 
     def kernel_args(self, node):

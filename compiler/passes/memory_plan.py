@@ -16,9 +16,9 @@ from collections import defaultdict
 
 from ..graph import Graph
 from ..ops import get_op
-from ..program import DeviceMemory, MemoryPlan
+from ..program import DeviceMemory, MemoryPlan, master_dtype
 
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1, "int16": 2, "int32": 4, "int64": 8}
+DTYPE_BYTES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int8": 1, "int16": 2, "int32": 4, "int64": 8}
 
 
 def _nbytes(shape, dtype: str) -> int:
@@ -26,6 +26,9 @@ def _nbytes(shape, dtype: str) -> int:
 
 
 def plan_memory(graph: Graph, dtype: str = "float32") -> MemoryPlan:
+    """`dtype`: the compute dtype of the values between ops (a `train.dtype`); parameters are counted
+    in their master dtype, plus the compute copy a mixed-precision step makes of them."""
+    master = master_dtype(dtype)
     nodes = graph.nodes()
     if any(n.shapes is None for n in nodes):
         raise ValueError("plan_memory() needs a shape-annotated graph: run infer_shapes first")
@@ -48,8 +51,11 @@ def plan_memory(graph: Graph, dtype: str = "float32") -> MemoryPlan:
     for i, n in enumerate(nodes):
         dev = n.device or "host"
         if n.is_variable:
-            if n.is_param or n.role == "state":   # resident for the whole run (running statistics too)
-                params[dev] += _nbytes(n.shapes[0], dtype)
+            if n.is_param:   # the master copy, and the compute copy a mixed-precision step casts
+                params[dev] += _nbytes(n.shapes[0], master) + (_nbytes(n.shapes[0], dtype)
+                                                               if master != dtype else 0)
+            elif n.role == "state":   # resident for the whole run, in the master dtype (running statistics)
+                params[dev] += _nbytes(n.shapes[0], master)
             continue
         op = get_op(n.op)
         for k, shape in enumerate(n.shapes):

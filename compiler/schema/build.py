@@ -16,6 +16,7 @@ from ..ops import OPS, spec_ops
 from ..ops.attrs import IDENT, integer
 from ..ops.weighted import DEVICE, INIT_SCHEMA, SPEC_DEFAULTS
 from ..ops.window import ROUNDING
+from ..program import TRAIN_DTYPES
 
 
 def bounded(maxv: int, minv: int = 1, desc: str | None = None) -> dict:
@@ -98,7 +99,11 @@ TRAIN = {"type": "object", "additionalProperties": False, "properties": {
                   "description": "step: drop every this many epochs."}}},
     "limit_train_batches": {"type": "integer", "minimum": 1,
                             "description": "Use at most this many batches per epoch (quick runs)."},
-    "limit_val_batches": {"type": "integer", "minimum": 1}}}
+    "limit_val_batches": {"type": "integer", "minimum": 1},
+    "dtype": {"enum": list(TRAIN_DTYPES),
+              "description": "float32 (default); float64 (CPU reference backend only: exact checks); "
+                             "bfloat16 mixed precision (bf16 compute, fp32 master weights, SGD state and "
+                             "loss)."}}}
 DATA = {"type": "object", "additionalProperties": False, "properties": {
     "resize": bounded(1 << 14, desc="Resize the shorter side to this before cropping (the paper: 256)."),
     "crop": bounded(1 << 14, desc="Random crop size while training, centre crop when evaluating "

@@ -41,7 +41,7 @@ def _train(args) -> int:
                         lr=args.lr, device=args.device, workers=args.workers, resume=args.resume,
                         overwrite=args.overwrite,
                         limit_train_batches=args.limit_train_batches, limit_val_batches=args.limit_val_batches,
-                        seed=args.seed, synthetic=args.synthetic, progress=not args.no_progress,
+                        seed=args.seed, dtype=args.dtype, synthetic=args.synthetic, progress=not args.no_progress,
                         bucket_mb=args.bucket_mb, overlap=not args.no_overlap, dist_timeout=args.dist_timeout)
     if args.spec is None and os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 only
         print(f"alexnetc train: no spec given, using the embedded default {spec}")
@@ -164,6 +164,10 @@ def register(sub: Any) -> None:
     t.add_argument("--batch", type=int, help="override train.batch_size")
     t.add_argument("--lr", type=float, help="override train.lr")
     t.add_argument("--seed", type=int, help="override train.seed")
+    # Checked by the trainer, not argparse choices: a bad value is one line naming --dtype.
+    t.add_argument("--dtype", metavar="DTYPE",
+                   help="override train.dtype: float32 (default), float64 (CPU reference kernels: exact "
+                        "checks) or bfloat16 (mixed precision: bf16 compute, fp32 weights, SGD state, loss)")
     t.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where to run: auto (a GPU when there is one), cpu or cuda (default auto)")
     t.add_argument("--workers", type=int, help="data loading processes (default: min(4, cores))")

@@ -149,7 +149,9 @@ def load_model(path: str, device: str = "auto", batch: int = 64, warn: Any = Non
     (through ``warn``, default: stderr) names each newer one that was passed over and why."""
     import sys
 
+    from ...compiler.program import TRAIN_DTYPES
     from ..execution.memory import MemoryLimitError, check_fits
+    from ..execution.precision import PrecisionError, check_supported, precision
     from ..training.checkpoint import checkpoints_dir, fallback_warning, latest_checkpoint
     from ..training.verify import check_classes, check_state, check_tensors
 
@@ -179,13 +181,17 @@ def load_model(path: str, device: str = "auto", batch: int = 64, warn: Any = Non
     except LayoutError as exc:
         raise CheckpointError(str(exc)) from None
     check_classes(str(path), state, net.classes)
-    check_tensors(str(path), tensors, net, for_training=False)
+    # Evaluate in the precision the run trained in (its validation numbers are reproduced); a float64
+    # run, which only the CPU can run, goes to the CPU unless a device is asked for.
+    dtype = state.get("dtype") or TRAIN_DTYPES[0]
+    check_tensors(str(path), tensors, net, for_training=False, dtype=dtype)
     params = params_from(tensors)
     bn_state = state_from(tensors)
-    g2c = default_group2ctx(net, "cpu" if device == "cpu" else None)
+    g2c = default_group2ctx(net, "cpu" if device == "cpu" or (device == "auto" and dtype == "float64") else None)
     try:
-        check_fits(net, g2c, for_training=False)
-    except MemoryLimitError as exc:
+        check_supported(precision(dtype), g2c)
+        check_fits(net, g2c, for_training=False, dtype=dtype)
+    except (MemoryLimitError, PrecisionError) as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    ex = Executor(net, g2c, for_training=False, params=params, state=bn_state or None)
+    ex = Executor(net, g2c, for_training=False, params=params, state=bn_state or None, dtype=dtype)
     return Model(str(path), net, ex, list(state["classes"]), state)

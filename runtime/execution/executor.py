@@ -27,6 +27,13 @@ produces them, so a bucket's all-reduce can start while the rest of the backward
 called inside the producing stream's context). `sample_base` is the index, in the global batch, of
 this process's first sample: dropout masks are keyed by the global element index, so a shard drops
 what the whole batch would (0, the default, is one process's masks).
+
+Precision (`dtype`, see `precision.py`): float32 by default. float64 keeps parameters, values and
+gradients in float64 (CPU reference backend only). bfloat16 is mixed precision: `params`, `grads` and
+the buckets stay fp32; each forward casts the parameters to bf16 once and the data to bf16; a kernel
+output the op's descriptor does not declare with its own dtype (`OpDef.output_dtypes`: the loss and
+probabilities are fp32) and that is not a parameter's gradient is kept in the compute dtype, so every
+value between ops is bf16 (the loss backward's fp32 logit gradient is cast once, at its source).
 """
 from __future__ import annotations
 
@@ -46,8 +53,7 @@ from ...compiler.program import Program
 from ...kernels.backend import get_backend
 from .layout import bind_params
 from .params import init_state
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from .precision import check_supported, precision
 
 
 def default_group2ctx(net: CompiledNet, prefer: str | None = None) -> dict[str, torch.device]:
@@ -91,17 +97,20 @@ class _Step:
     stream: Any
     inputs: list[tuple[int, int]]
     release: list[tuple[int, int]]
+    cast: tuple[int, ...] = ()       # outputs kept in the compute dtype (a precision other than float32)
 
 
 class Executor:
     def __init__(self, net: CompiledNet, group2ctx: Mapping[str, Any], *, for_training: bool = True,
                  params: Mapping[str, torch.Tensor] | None = None, backend: str | None = None,
-                 state: Mapping[str, torch.Tensor] | None = None):
+                 state: Mapping[str, torch.Tensor] | None = None, dtype: str = "float32"):
         self.net = net
         self.group2ctx = {k: torch.device(v) for k, v in group2ctx.items()}
         missing = [d for d in net.devices if d not in self.group2ctx]
         if missing:
             raise ValueError(f"group2ctx has no real device for logical device(s) {missing}")
+        self.precision = precision(dtype)
+        check_supported(self.precision, self.group2ctx, backend)
         self.for_training = for_training
         # Inference runs the forward graph with its own memory plan, so activations are freed there too.
         self.program: Program = net.training() if for_training else net.inference()
@@ -118,19 +127,19 @@ class Executor:
         for p in self.param_nodes:
             dev = self.device_of(p)
             if params is not None and p.name in params:
-                self.params[p.name] = params[p.name].detach().to(dev, torch.float32).contiguous()
+                self.params[p.name] = params[p.name].detach().to(dev, self.precision.master).contiguous()
             else:
-                self.params[p.name] = torch.zeros(p.shapes[0], device=dev)
-        # State (batch norm's running statistics): bound like parameters, never differentiated; given
-        # tensors that already live on the right device in fp32 are shared, not copied (an inference
-        # executor then reads what the training one writes).
+                self.params[p.name] = torch.zeros(p.shapes[0], device=dev, dtype=self.precision.master)
+        # State (batch norm's running statistics): bound like parameters, in the master dtype, never
+        # differentiated; given tensors that already live on the right device in that dtype are shared,
+        # not copied (an inference executor then reads what the training one writes).
         self.state_nodes = [n for n in nodes if n.is_variable and n.role == "state"]
         given = bind_params(state, net.graph, role="state") if state is not None else {}
         initial = init_state(net) if any(n.name not in given for n in self.state_nodes) else {}
         self.state: dict[str, torch.Tensor] = {}
         for n in self.state_nodes:
             t = given[n.name] if n.name in given else initial[n.name]
-            self.state[n.name] = t.detach().to(self.device_of(n), torch.float32).contiguous()
+            self.state[n.name] = t.detach().to(self.device_of(n), self.precision.master).contiguous()
         self._compile_steps(nodes)
         self.grad_names: list[str] = list(self.program.grad_of)
         self._make_grad_buckets()
@@ -189,9 +198,24 @@ class Executor:
         self._grad_heads = {(id(h.node), h.index): name for name, h in self.program.grad_heads.items()}
         self._node_ids = defaultdict(lambda: None, {n.name: id(n) for n in nodes})
         self._heads = list(self.graph.outputs)
+        if not self.precision.default:
+            for s in self._forward + self._backward:
+                self._keep_compute_dtype(s)
+
+    def _keep_compute_dtype(self, s: _Step) -> None:
+        """Outputs of `s` that must be in the compute dtype: not declared otherwise by the op, not a
+        parameter's gradient (those go to the master-dtype buckets as the kernels made them)."""
+        if s.run is _copy:
+            return  # a copy moves its input as it is
+        declared = get_op(s.node.op).output_dtypes
+        s.cast = tuple(k for k in range(len(s.node.shapes or ()))
+                       if k not in declared and (id(s.node), k) not in self._grad_heads)
+        if s.cast:
+            s.run = _call_kernel_cast
 
     def _make_grad_buckets(self) -> None:
-        """One flat fp32 gradient buffer per real device; each parameter's gradient is a view into it."""
+        """One flat gradient buffer per real device, in the master dtype (fp32 under bfloat16 too, so
+        data parallelism all-reduces the same buckets); each parameter's gradient is a view into it."""
         self.grads: dict[str, torch.Tensor] = {}
         self.buckets: dict[torch.device, torch.Tensor] = {}
         sizes: dict[torch.device, int] = {}
@@ -202,7 +226,7 @@ class Executor:
             layout.append((name, t.device, off, t.numel(), t.shape))
             sizes[t.device] = off + t.numel()
         for dev, size in sizes.items():
-            self.buckets[dev] = torch.zeros(size, device=dev)
+            self.buckets[dev] = torch.zeros(size, device=dev, dtype=self.precision.master)
         for name, dev, off, numel, shape in layout:
             self.grads[name] = self.buckets[dev][off:off + numel].view(shape)
 
@@ -283,8 +307,14 @@ class Executor:
             raise ValueError(f"labels must be in [0, {self.net.classes}), got {int(label.min())}..{int(label.max())}")
         self._env = {}
         self._uploads = {}
-        for name, t in self.params.items():
-            self._feed(name, t)
+        if self.precision.mixed:   # the compute copy of every parameter: one cast per step, not per use
+            for name, t in self.params.items():
+                self._feed(name, t.to(self.precision.compute))
+        else:
+            for name, t in self.params.items():
+                self._feed(name, t)
+        if not self.precision.default and data.is_floating_point():
+            data = data.to(self.precision.compute)
         for name, t in self.state.items():
             self._feed(name, t)
         self._feed("data", data)
@@ -361,6 +391,18 @@ def _call_kernel(s: _Step, args: list[torch.Tensor], ex: "Executor", is_train: b
         # training forward; an inference forward only reads them.
         for pos, k in s.writes:
             args[pos].copy_(outs[k])
+    return outs
+
+
+def _call_kernel_cast(s: _Step, args: list[torch.Tensor], ex: "Executor",
+                      is_train: bool) -> tuple[torch.Tensor, ...]:
+    """_call_kernel, with the outputs in `s.cast` brought to the compute dtype where a kernel made
+    another (the loss backward's fp32 logit gradient under bfloat16)."""
+    outs = _call_kernel(s, args, ex, is_train)
+    dt = ex.precision.compute
+    if any(outs[k].dtype != dt and outs[k].is_floating_point() for k in s.cast if k < len(outs)):
+        outs = tuple(t.to(dt) if k in s.cast and t.dtype != dt and t.is_floating_point() else t
+                     for k, t in enumerate(outs))
     return outs
 
 

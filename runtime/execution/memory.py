@@ -3,9 +3,11 @@ before anything is allocated, so a spec asking for quadrillions of parameters or
 refused with a message instead of an allocator traceback.
 
 The estimate reads only the compiled forward graph: every node's output ``shapes`` (at the bound batch
-size) and dtype (``float32`` unless the node says otherwise), grouped by the real device its logical
-device is bound to. Training counts each parameter three times (weight, gradient, momentum) and each
-activation twice (the output kept for backward and its gradient); inference counts each once. It is
+size) and dtype (the run's compute dtype, `train.dtype`, unless the node says otherwise), grouped by
+the real device its logical device is bound to. Training counts each parameter three times (weight,
+gradient, momentum, in the master dtype) and each activation twice (the output kept for backward and
+its gradient); inference counts each once. Mixed precision adds the per-step compute copy of every
+parameter. It is
 deliberately simple and somewhat pessimistic: the memory plan reuses buffers, this does not.
 
 ``MEMORY_FRACTION`` of the memory the device reports available may be claimed
@@ -32,18 +34,26 @@ class MemoryLimitError(Exception):
     """A net would not fit on its device; the message gives the estimate, the budget and the override."""
 
 
-def estimate_bytes(net: CompiledNet, for_training: bool = True) -> dict[str, int]:
-    """Estimated bytes per logical device for binding ``net`` (a CompiledNet) at its batch size."""
+def estimate_bytes(net: CompiledNet, for_training: bool = True, dtype: str = "float32") -> dict[str, int]:
+    """Estimated bytes per logical device for binding ``net`` (a CompiledNet) at its batch size, training
+    or evaluating in precision ``dtype`` (a `train.dtype` value)."""
+    from ...compiler.program import TRAIN_DTYPES, master_dtype
+
+    if dtype not in TRAIN_DTYPES:
+        raise ValueError(f"dtype {dtype!r}: expected one of {TRAIN_DTYPES}")
+    compute, master = DTYPE_BYTES[dtype], DTYPE_BYTES[master_dtype(dtype)]
     out: dict[str, int] = {}
     for node in net.graph.nodes():
         dev = node.device or (net.devices[0] if net.devices else "gpu0")
         shapes = node.shapes or ()
-        dtype = str(node.attrs.get("dtype", "float32"))
-        each = DTYPE_BYTES.get(dtype, 4)
+        each = DTYPE_BYTES.get(str(node.attrs["dtype"]), 4) if "dtype" in node.attrs else compute
         if node.is_variable and not node.is_param:
             copies = 1  # data, labels
         elif node.is_variable:
+            # weight, gradient, momentum in the master dtype; under mixed precision also the compute copy
             copies = 3 if for_training else 1
+            each = master * copies + (compute if compute != master else 0)
+            copies = 1
         else:
             copies = 2 if for_training else 1
         for shape in shapes:
@@ -82,13 +92,14 @@ def available_bytes(device: Any) -> tuple[int | None, str]:
         return None, "unknown"
 
 
-def check_fits(net: CompiledNet, group2ctx: Mapping[str, object], for_training: bool = True) -> dict[str, int]:
+def check_fits(net: CompiledNet, group2ctx: Mapping[str, object], for_training: bool = True,
+               dtype: str = "float32") -> dict[str, int]:
     """Raise :class:`MemoryLimitError` when ``net`` would not fit on the devices it is bound to.
 
     Returns the estimate per real device (bytes)."""
     per_real: dict[str, int] = {}
     real_of: dict[str, object] = {}
-    for logical, n in estimate_bytes(net, for_training).items():
+    for logical, n in estimate_bytes(net, for_training, dtype).items():
         dev = group2ctx.get(logical, next(iter(group2ctx.values())) if group2ctx else "cpu")
         per_real[str(dev)] = per_real.get(str(dev), 0) + n
         real_of[str(dev)] = dev

@@ -18,7 +18,7 @@ Nothing is lost and nothing wrong is saved:
   every tensor's name, dtype and shape); newer ones that fail are named with their problem; with none
   that verifies it refuses instead of starting over. ``metrics.jsonl`` is rewritten from the
   checkpoint's history, so a crash never leaves duplicated epochs. ``lr`` and ``epochs`` apply from the
-  resume point; a different seed, batch size or batch limit is refused;
+  resume point; a different seed, batch size, batch limit or dtype is refused;
 * divergence is caught before it is saved: a non-finite loss, gradient norm or parameter after any step
   (the last of an epoch included), or a non-finite validation loss, stops with the step and the last
   good checkpoint named. An epoch or validation split with no usable image is an error;
@@ -46,11 +46,13 @@ import torch
 from ...compiler import CompiledNet, compile_spec
 from ...compiler.ops.weighted import param_multipliers
 from ...compiler.pipeline import compile_dict, plain
+from ...compiler.program import TRAIN_DTYPES
 from ..execution import distributed as dp
 from ..execution.executor import Executor, default_group2ctx, describe_binding
 from ..execution.layout import LayoutError, logical_tensors, network_hash, placed_tensors
 from ..execution.optim import SGD, LRSchedule
 from ..execution.params import init_params
+from ..execution.precision import PrecisionError, check_supported, precision
 from . import checkpoint as ckpt
 from .metrics import MetricsWriteError, append_metrics, plot_curves, topk_errors
 
@@ -94,6 +96,7 @@ class TrainOptions:
     limit_train_batches: int | None = None
     limit_val_batches: int | None = None
     seed: int | None = None
+    dtype: str | None = None             # float32 | float64 | bfloat16 (None: train.dtype, else float32)
     synthetic: int | None = None         # N random images per epoch instead of a dataset (benchmarks)
     progress: bool = True
     keep: int = 3
@@ -112,6 +115,8 @@ def _check_options(opts: TrainOptions) -> None:
             raise TrainingError(f"{name} {v}: must be at least {lo}")
     if opts.lr is not None and not (0 < opts.lr < float("inf")):
         raise TrainingError(f"lr {opts.lr:g}: must be a positive number")
+    if opts.dtype is not None and opts.dtype not in TRAIN_DTYPES:
+        raise TrainingError(f"--dtype {str(opts.dtype)[:40]}: expected one of {', '.join(TRAIN_DTYPES)}")
     for name in ("bucket_mb", "dist_timeout"):
         if not 0 < getattr(opts, name) < float("inf"):
             raise TrainingError(f"{name} {getattr(opts, name):g}: must be a positive number")
@@ -145,8 +150,9 @@ class Trainer:
         spec_net = compile_spec(opts.spec)
         tr = spec_net.settings("train")
         _check_options(opts)
+        self.dtype = opts.dtype or tr.get("dtype", TRAIN_DTYPES[0])
         # Under torchrun: this process's place in the job (None in one process). Only rank 0 talks.
-        self.dist = dp.from_env("cpu" if opts.device == "cpu" else None, opts.dist_timeout)
+        self.dist = dp.from_env("cpu" if self._cpu_only() else None, opts.dist_timeout)
         self.writes = self.dist is None or self.dist.is_writer
         if not self.writes:
             self.log = lambda s: None
@@ -169,6 +175,10 @@ class Trainer:
         self.ckpt_dir = os.path.join(self.out, "checkpoints")
 
     # -- setup -----------------------------------------------------------------------------------------
+    def _cpu_only(self) -> bool:
+        """--device cpu; or float64 with --device auto (float64 runs only on the CPU reference kernels)."""
+        return self.opts.device == "cpu" or (self.opts.device == "auto" and self.dtype == "float64")
+
     def _datasets(self):
         from ..data.augment import build_transforms, dataset_stats
         from ..data.datasets import find_default_dataset, open_dataset
@@ -224,7 +234,7 @@ class Trainer:
                            pin_memory=self.real_device.type == "cuda")
 
     def _bind(self, params: dict[str, torch.Tensor] | None, state: dict[str, torch.Tensor] | None = None):
-        prefer = "cpu" if self.opts.device == "cpu" else None
+        prefer = "cpu" if self._cpu_only() else None
         if self.opts.device == "cuda" and not torch.cuda.is_available():
             raise TrainingError("--device cuda: no CUDA device is available")
         g2c = self.dist.bind(self.net.devices, prefer) if self.dist else default_group2ctx(self.net, prefer)
@@ -232,16 +242,18 @@ class Trainer:
         from ..execution.memory import MemoryLimitError, check_fits
 
         try:
-            check_fits(self.net, g2c, for_training=True)  # before a single parameter is allocated
-        except MemoryLimitError as exc:
+            check_supported(precision(self.dtype), g2c)
+            check_fits(self.net, g2c, for_training=True, dtype=self.dtype)  # before a parameter is allocated
+        except (MemoryLimitError, PrecisionError) as exc:
             raise TrainingError(str(exc)) from None
         if params is None:
             params = init_params(self.net, self.seed)
-        self.executor = Executor(self.net, g2c, for_training=True, params=params, state=state or None)
+        self.executor = Executor(self.net, g2c, for_training=True, params=params, state=state or None,
+                                 dtype=self.dtype)
         # The inference executor shares the parameter and state tensors: evaluation always sees the
         # current weights and running statistics.
         self.eval_executor = Executor(self.net, g2c, for_training=False, params=self.executor.params,
-                                      state=self.executor.state)
+                                      state=self.executor.state, dtype=self.dtype)
         mults = {n.name: param_multipliers(n)
                  for n in self.executor.param_nodes}
         self.opt = SGD(self.executor.params, mults, momentum=self.momentum, weight_decay=self.weight_decay)
@@ -255,12 +267,17 @@ class Trainer:
             self.log(f"no GPU in use: running on the CPU with the ATen reference kernels ({where})")
         else:
             self.log(f"running on {where}")
+        if not self.executor.precision.default:
+            p = self.executor.precision
+            self.log(f"precision {p.name}: " + ("bf16 compute, fp32 master weights, SGD state and loss"
+                                                if p.mixed else "parameters, values and gradients in float64"))
 
     # -- checkpoints -----------------------------------------------------------------------------------
     def _state(self, epoch: int, batch: int, step: int, history: list, running: dict, rng: dict) -> dict:
         return {
             "epoch": epoch, "batch": batch, "step": step,
             "schedule": self.schedule.state(), "seed": self.seed, "batch_size": self.batch_size,
+            "dtype": self.dtype,
             "limit_train_batches": self.limit_train,
             "spec_hash": self.net.hash, "spec_name": self.net.name, "spec_path": os.path.abspath(self.opts.spec),
             "spec": plain(self.net.spec), "classes": self.class_names, "data": str(self.data_root),
@@ -423,7 +440,7 @@ class Trainer:
             raise TrainingError(str(exc)) from None
         try:
             check_classes(path, state, self.net.classes)
-            check_tensors(path, tensors, self.net, for_training=True)
+            check_tensors(path, tensors, self.net, for_training=True, dtype=self.dtype)
         except ckpt.CheckpointError as exc:
             raise TrainingError(str(exc)) from None
         return path, tensors, state
@@ -608,10 +625,14 @@ class Trainer:
                              f"is {last or 'none (nothing was saved yet)'}; {advice}")
 
     def _continue_run(self, path: str, state: dict) -> None:
-        """Resume with the seed, batch size and epoch count the run was started with, unless given; a
-        different seed or batch size would not continue the run (other data order, other batches)."""
-        for key, given in (("seed", self.opts.seed), ("batch_size", self.opts.batch_size)):
-            saved = state.get(key)
+        """Resume with the seed, batch size, dtype and epoch count the run was started with, unless given;
+        a different seed, batch size or dtype would not continue the run (other data order, other
+        batches, other arithmetic)."""
+        # A checkpoint from before train.dtype existed was trained in float32.
+        saved_state = {**state, "dtype": state.get("dtype") or TRAIN_DTYPES[0]}
+        for key, given in (("seed", self.opts.seed), ("batch_size", self.opts.batch_size),
+                           ("dtype", self.opts.dtype)):
+            saved = saved_state.get(key)
             if saved is None:
                 continue
             if given is not None and given != saved:

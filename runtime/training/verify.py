@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Mapping
 
+from ...compiler.program import master_dtype
 from .checkpoint import PARAM_PREFIX, STATE_PREFIX, CheckpointError
 
 if TYPE_CHECKING:
@@ -29,6 +30,7 @@ def _is_int(v: Any) -> bool:
 def check_state(path: str, state: Mapping[str, Any], for_training: bool) -> None:
     """The JSON state a checkpoint carries has the fields (and types) alexnetc reads from it."""
     from ...compiler.pipeline import spec_hash
+    from ...compiler.program import TRAIN_DTYPES
 
     def bad(what: str) -> CheckpointError:
         return CheckpointError(f"{path}: not a usable alexnetc training checkpoint: {what}")
@@ -44,6 +46,9 @@ def check_state(path: str, state: Mapping[str, Any], for_training: bool) -> None
     if actual != state["spec_hash"]:
         raise bad("state.spec was changed after the checkpoint was written (its hash does not match "
                   "state.spec_hash)")
+    dtype = state.get("dtype")
+    if dtype is not None and dtype not in TRAIN_DTYPES:
+        raise bad(f"state.dtype is {repr(dtype)[:30]} (expected one of {', '.join(TRAIN_DTYPES)})")
     classes = state.get("classes")
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
         raise bad("state.classes is missing or not a list of names")
@@ -78,11 +83,12 @@ def check_classes(path: str, state: Mapping[str, Any], classes: int) -> None:
         raise CheckpointError(f"{path}: state.classes lists {n} class names for a network with {classes} classes")
 
 
-def expected_params(net: CompiledNet) -> dict[str, tuple[tuple[int, ...], str]]:
-    """name -> (shape, dtype) of every parameter of a compiled net (from its graph)."""
+def expected_params(net: CompiledNet, dtype: str | None = None) -> dict[str, tuple[tuple[int, ...], str]]:
+    """name -> (shape, dtype) of every parameter of a compiled net (from its graph), for a run trained
+    in `dtype`."""
     out = {}
     for n in net.graph.params():
-        out[n.name] = (tuple(n.shapes[0]) if n.shapes else None, str(n.attrs.get("dtype", "float32")))
+        out[n.name] = (tuple(n.shapes[0]) if n.shapes else None, str(n.attrs.get("dtype", master_dtype(dtype))))
     return out
 
 
@@ -103,10 +109,11 @@ def check_state_tensors(path: str, tensors: Mapping[str, Any], net: CompiledNet)
         raise CheckpointError(f"{path}: tensors do not fit {net.name}: {_names(wrong)}")
 
 
-def check_tensors(path: str, tensors: Mapping[str, Any], net: CompiledNet, for_training: bool) -> None:
-    """Every parameter present with the graph's shape and dtype, no unknown parameter; for training
-    also the momentum buffers (when the checkpoint has any)."""
-    want = expected_params(net)
+def check_tensors(path: str, tensors: Mapping[str, Any], net: CompiledNet, for_training: bool,
+                  dtype: str | None = None) -> None:
+    """Every parameter present with the graph's shape and the dtype a `dtype` run stores, no unknown
+    parameter; for training also the momentum buffers (when the checkpoint has any)."""
+    want = expected_params(net, dtype)
     have = {k[len(PARAM_PREFIX):]: t for k, t in tensors.items() if k.startswith(PARAM_PREFIX)}
     missing = sorted(set(want) - set(have))
     extra = sorted(set(have) - set(want))
