@@ -7,8 +7,12 @@ import torch
 from alexnetc.runtime.execution.eager import EagerNet
 
 
-def forward(net, params: dict[str, torch.Tensor], data: torch.Tensor, label: torch.Tensor):
-    """(loss, prob) and the module whose `.param(name).grad` holds each gradient after backward()."""
-    model = EagerNet(net, params, lrn="formula").eval()  # eval: dropout is the identity
+def forward(net, params: dict[str, torch.Tensor], data: torch.Tensor, label: torch.Tensor,
+            training: bool = False):
+    """(loss, prob) and the module whose `.param(name).grad` holds each gradient after backward().
+    Evaluation mode by default (dropout the identity); `training` runs every op as in training (batch
+    statistics), so its specs must make dropout the identity themselves (p = 0): the masks here come
+    from torch's RNG, not ours."""
+    model = EagerNet(net, params, lrn="formula").train(training)
     loss, prob = model(data, label)
     return loss, prob, model
