@@ -15,16 +15,21 @@ from ._common import extra, f32, up
 def maxpool(x, *, kernel, stride, pad, out_size):
     (kh, kw), (sh, sw), (ph, pw), (P, Q) = pair(kernel), pair(stride), pair(pad), pair(out_size)
     H, W = x.shape[2], x.shape[3]
-    xp = F.pad(up(x), (pw, pw + extra(W, Q, kw, sw, pw), ph, ph + extra(H, P, kh, sh, ph)),
-               value=float("-inf"))
-    y, idx = F.max_pool2d(xp, (kh, kw), (sh, sw), return_indices=True)
-    y, idx = y[:, :, :P, :Q], idx[:, :, :P, :Q]
-    Wp = xp.shape[3]
     oh = torch.arange(P, device=x.device).view(P, 1) * sh
     ow = torch.arange(Q, device=x.device).view(1, Q) * sw
-    r = torch.div(idx, Wp, rounding_mode="floor") - oh
-    s = idx.remainder(Wp) - ow
-    return y.to(x.dtype).contiguous(), (r * kw + s).to(argmax_dtype((kh, kw))).contiguous()
+    if extra(H, P, kh, sh, ph) == extra(W, Q, kw, sw, pw) == 0 and 2 * ph <= kh and 2 * pw <= kw:
+        # ATen pads with -inf itself here, sparing the padded copy; its indices address the input
+        y, idx = F.max_pool2d(up(x), (kh, kw), (sh, sw), (ph, pw), return_indices=True)
+        width, corner = W, (oh - ph) * W + (ow - pw)
+    else:
+        xp = F.pad(up(x), (pw, pw + extra(W, Q, kw, sw, pw), ph, ph + extra(H, P, kh, sh, ph)),
+                   value=float("-inf"))
+        y, idx = F.max_pool2d(xp, (kh, kw), (sh, sw), return_indices=True)
+        y, idx = y[:, :, :P, :Q], idx[:, :, :P, :Q]
+        width, corner = xp.shape[3], oh * xp.shape[3] + ow
+    d = idx - corner                                # r * width + s: the maximum's place in its window
+    r = torch.div(d, width, rounding_mode="floor")
+    return y.to(x.dtype).contiguous(), (d - r * (width - kw)).to(argmax_dtype((kh, kw))).contiguous()
 
 
 def maxpool_backward(dy, argmax, *, in_hw, kernel, stride, pad):
@@ -34,14 +39,16 @@ def maxpool_backward(dy, argmax, *, in_hw, kernel, stride, pad):
     Wp = max(W + 2 * pw, (Q - 1) * sw + kw)
     off = argmax.long()
     r = torch.div(off, kw, rounding_mode="floor")
-    s = off - r * kw
-    ih = r + (torch.arange(P, device=dy.device).view(P, 1) * sh)
-    iw = s + (torch.arange(Q, device=dy.device).view(1, Q) * sw)
-    flat = (ih * Wp + iw).reshape(N, C, P * Q)
+    corner = (torch.arange(P, device=dy.device).view(P, 1) * (sh * Wp)
+              + torch.arange(Q, device=dy.device).view(1, Q) * sw)
+    flat = off + r * (Wp - kw) + corner             # (r, s) in the window -> a cell of the padded plane
     g = f32(dy)
-    dxp = torch.zeros((N, C, Hp * Wp), dtype=g.dtype, device=dy.device)
-    dxp.scatter_add_(2, flat, g.reshape(N, C, P * Q))
-    dx = dxp.view(N, C, Hp, Wp)[:, :, ph:ph + H, pw:pw + W]
+    # ATen's max-pool backward scatters dy to `flat` on the padded plane (every window lies inside it, so
+    # any offset in [0, kh*kw) is in bounds), adding in output order as scatter_add_ would, in one pass.
+    plane = g.new_empty(()).expand(N, C, Hp, Wp)
+    dxp = torch.ops.aten.max_pool2d_with_indices_backward(g, plane, [kh, kw], [sh, sw], [0, 0], [1, 1],
+                                                          False, flat)
+    dx = dxp[:, :, ph:ph + H, pw:pw + W]
     return dx.to(dy.dtype).contiguous()
 
 
