@@ -27,9 +27,12 @@ def maxpool(x, *, kernel, stride, pad, out_size):
         y, idx = F.max_pool2d(xp, (kh, kw), (sh, sw), return_indices=True)
         y, idx = y[:, :, :P, :Q], idx[:, :, :P, :Q]
         width, corner = xp.shape[3], oh * xp.shape[3] + ow
-    d = idx - corner                                # r * width + s: the maximum's place in its window
-    r = torch.div(d, width, rounding_mode="floor")
-    return y.to(x.dtype).contiguous(), (d - r * (width - kw)).to(argmax_dtype((kh, kw))).contiguous()
+    # idx - corner = r * width + s, the maximum's place in its window; a table of the kh*kw places
+    # turns it into the offset r*kw + s in one gather (an int64 floor division costs several passes)
+    cells = torch.arange(kh * kw, device=x.device)
+    table = torch.zeros((kh - 1) * width + kw, dtype=argmax_dtype((kh, kw)), device=x.device)
+    table[cells // kw * width + cells % kw] = cells.to(table.dtype)
+    return y.to(x.dtype).contiguous(), torch.take(table, idx - corner).view(idx.shape)
 
 
 def maxpool_backward(dy, argmax, *, in_hw, kernel, stride, pad):
@@ -37,11 +40,11 @@ def maxpool_backward(dy, argmax, *, in_hw, kernel, stride, pad):
     N, C, P, Q = dy.shape
     Hp = max(H + 2 * ph, (P - 1) * sh + kh)
     Wp = max(W + 2 * pw, (Q - 1) * sw + kw)
-    off = argmax.long()
-    r = torch.div(off, kw, rounding_mode="floor")
+    cells = torch.arange(kh * kw, device=dy.device)
+    place = cells // kw * Wp + cells % kw           # offset r*kw + s -> r*Wp + s on the padded plane
     corner = (torch.arange(P, device=dy.device).view(P, 1) * (sh * Wp)
               + torch.arange(Q, device=dy.device).view(1, Q) * sw)
-    flat = off + r * (Wp - kw) + corner             # (r, s) in the window -> a cell of the padded plane
+    flat = torch.take(place, argmax.long()) + corner
     g = f32(dy)
     # ATen's max-pool backward scatters dy to `flat` on the padded plane (every window lies inside it, so
     # any offset in [0, kh*kw) is in bounds), adding in output order as scatter_add_ would, in one pass.
@@ -74,15 +77,16 @@ def avgpool(x, *, kernel, stride, pad, out_size):
 def avgpool_backward(dy, *, in_hw, kernel, stride, pad):
     (kh, kw), (sh, sw), (ph, pw), (H, W) = pair(kernel), pair(stride), pair(pad), pair(in_hw)
     N, C, P, Q = dy.shape
+    Hp = max(H + 2 * ph, (P - 1) * sh + kh)
+    Wp = max(W + 2 * pw, (Q - 1) * sw + kw)
     g = f32(dy) / _avg_counts(H, W, P, Q, (kh, kw), (sh, sw), (ph, pw), dy.device)
-    ones = torch.ones((1, 1, kh, kw), dtype=g.dtype, device=dy.device)
-    full = F.conv_transpose2d(g.reshape(N * C, 1, P, Q), ones, stride=(sh, sw))
-    fh, fw = full.shape[2], full.shape[3]
-    full = F.pad(full, (0, max(0, W + 2 * pw - fw), 0, max(0, H + 2 * ph - fh)))
-    return full[:, :, ph:ph + H, pw:pw + W].reshape(N, C, H, W).to(dy.dtype).contiguous()
+    # each window's share to every cell of it on the padded plane: ATen's average-pool backward with
+    # divisor 1 (the counts are divided above), then the padding cut off
+    plane = g.new_empty(()).expand(N, C, Hp, Wp)
+    full = torch.ops.aten.avg_pool2d_backward(g, plane, [kh, kw], [sh, sw], [0, 0], False, True, 1)
+    return full[:, :, ph:ph + H, pw:pw + W].to(dy.dtype).contiguous()
 
 
-# -- global pooling -----------------------------------------------------------------------------------------
 def globalmaxpool(x):
     """Maximum of each channel's map and its flat offset h*W + w (int32; ties: the first, NaN wins)."""
     N, C = x.shape[0], x.shape[1]
