@@ -59,6 +59,7 @@ def run(argv=None) -> dict:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=3, help="rounds of --steps per contender, in turns (median)")
     ap.add_argument("--device", choices=("auto", "cpu"), default="auto")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")
     ap.add_argument("--tiny", action="store_true", help="mini spec, batch 4, 2 steps: a CPU smoke run")
     ap.add_argument("--out", default=RESULTS)
@@ -66,6 +67,8 @@ def run(argv=None) -> dict:
     if args.tiny:
         args.spec, args.batch, args.steps, args.warmup, args.repeats = "variants/mini", 4, 2, 1, 1
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     net = compile_spec(resolve_spec_path(args.spec), batch=args.batch)
     g2c = default_group2ctx(net, "cpu" if args.device == "cpu" else None)
     device = next(iter(g2c.values()))
