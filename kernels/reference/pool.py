@@ -17,14 +17,15 @@ def maxpool(x, *, kernel, stride, pad, out_size):
     H, W = x.shape[2], x.shape[3]
     oh = torch.arange(P, device=x.device).view(P, 1) * sh
     ow = torch.arange(Q, device=x.device).view(1, Q) * sw
-    if extra(H, P, kh, sh, ph) == extra(W, Q, kw, sw, pw) == 0 and 2 * ph <= kh and 2 * pw <= kw:
-        # ATen pads with -inf itself here, sparing the padded copy; its indices address the input
-        y, idx = F.max_pool2d(up(x), (kh, kw), (sh, sw), (ph, pw), return_indices=True)
+    if extra(H, P, kh, sh, ph) == extra(W, Q, kw, sw, pw) == 0 and 2 * ph <= kh and 2 * pw <= kw and kw <= W:
+        # ATen pads with -inf itself here, sparing the padded copy; its indices address the input (whose
+        # rows are at least a window wide, so a row and column within the window give a unique index)
+        y, idx = F.max_pool2d(_cl(up(x)), (kh, kw), (sh, sw), (ph, pw), return_indices=True)
         width, corner = W, (oh - ph) * W + (ow - pw)
     else:
         xp = F.pad(up(x), (pw, pw + extra(W, Q, kw, sw, pw), ph, ph + extra(H, P, kh, sh, ph)),
                    value=float("-inf"))
-        y, idx = F.max_pool2d(xp, (kh, kw), (sh, sw), return_indices=True)
+        y, idx = F.max_pool2d(_cl(xp), (kh, kw), (sh, sw), return_indices=True)
         y, idx = y[:, :, :P, :Q], idx[:, :, :P, :Q]
         width, corner = xp.shape[3], oh * xp.shape[3] + ow
     # idx - corner = r * width + s, the maximum's place in its window; a table of the kh*kw places
@@ -32,7 +33,13 @@ def maxpool(x, *, kernel, stride, pad, out_size):
     cells = torch.arange(kh * kw, device=x.device)
     table = torch.zeros((kh - 1) * width + kw, dtype=argmax_dtype((kh, kw)), device=x.device)
     table[cells // kw * width + cells % kw] = cells.to(table.dtype)
-    return y.to(x.dtype).contiguous(), torch.take(table, idx - corner).view(idx.shape)
+    return y.to(x.dtype).contiguous(), torch.take(table, idx - corner).view(idx.shape).contiguous()
+
+
+def _cl(x: torch.Tensor) -> torch.Tensor:
+    """Channels-last on the CPU: ATen's max-pool is 3-5x faster there (vectorised over channels), and
+    visits each window in the same order, so the maxima and their indices are the same."""
+    return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
 
 
 def maxpool_backward(dy, argmax, *, in_hw, kernel, stride, pad):
