@@ -145,10 +145,11 @@ class Lowerer:
         if op.maps_only and len(value.shape) != 3:
             raise ShapeError(f"{op.name} needs feature maps (C, H, W) but its input has shape {value.shape}")
         parts, shape = [], value.shape
+        variables = op.variable_attrs(layer, self.defaults)
         for k, part in enumerate(value.parts):
             nm = name if len(value.parts) == 1 else f"{name}_g{k}"
             node = self.node(op.name, [part.entry], name=nm, device=part.device or self.devices[0], layer=layer,
-                             group=part.group, **attrs, **op.part_attrs(nm, part.groups))
+                             group=part.group, param_attrs=variables, **attrs, **op.part_attrs(nm, part.groups))
             out = self.shape_of(Entry(node, 0))
             parts.append(Part(Entry(node, 0), node.device, part.lo, part.hi, part.groups, part.group))
             shape = (shape[0], *out[2:])

@@ -114,8 +114,9 @@ def _loss_node(graph: Graph) -> Node:
 
 def export_onnx(graph: Graph, params: Mapping[str, Any], *, opset: int = OPSET, name: str = "alexnetc",
                 metadata: Mapping[str, str] | None = None) -> Any:
-    """The inference `graph` (forward only, shapes inferred) with `params` (graph parameter name ->
-    array-like, cast to float32) as an `onnx.ModelProto` (check it with `serialize_checked`).
+    """The inference `graph` (forward only, shapes inferred) with `params` (graph parameter and state
+    variable name -> array-like, cast to float32: batch norm's running statistics are initializers
+    like the weights) as an `onnx.ModelProto` (check it with `serialize_checked`).
 
     Inputs: ``data`` (N, C, H, W), N symbolic. Outputs: ``prob`` and ``logits`` (N, classes).
     Raises ExportError naming the node when an op has no ONNX form or a parameter is missing."""

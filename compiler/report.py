@@ -118,7 +118,7 @@ def to_dot(graph: Graph, title: str = "alexnetc") -> str:
     clusters: dict[str, list[str]] = defaultdict(list)
     lines = [f'digraph "{title}" {{', "  rankdir=TB;", '  node [shape=box, fontname="Helvetica", fontsize=10];']
     for n in nodes:
-        if n.is_param:
+        if n.is_param or n.role == "state":
             continue
         shape = f"\\n{_shape(n.shapes[0][1:])}" if n.shapes and n.shapes[0] else ""
         style = ', color=red, penwidth=2' if n.op == "copy" else (', shape=ellipse' if n.is_variable else "")
@@ -131,7 +131,7 @@ def to_dot(graph: Graph, title: str = "alexnetc") -> str:
         lines += [f"  subgraph cluster_{i} {{", f'    label="{dev}"; style=rounded; color=gray40;', *items, "  }"]
     for n in nodes:
         for e in n.inputs:
-            if n.is_variable or e.node.is_param:
+            if n.is_variable or e.node.is_param or e.node.role == "state":
                 continue
             lines.append(f"  {ids[id(e.node)]} -> {ids[id(n)]};")
     lines.append("}")

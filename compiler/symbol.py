@@ -9,8 +9,9 @@
 
 There is one constructor per registered op (``sym.conv``, ``sym.lrn``, ``sym.softmax_loss`` ...), made from
 its descriptor: keyword attributes are checked against the op's declared attributes and defaults filled
-in (`OpDef.construct_attrs`). Constructors create the parameter variables they need (``NAME_weight``,
-``NAME_bias``) unless given. The YAML lowering (`lower.py`) builds graphs through the same `apply`.
+in (`OpDef.construct_attrs`). Constructors create the parameter and state variables they need
+(``NAME_weight``, ``NAME_bias``; batch norm's ``NAME_running_mean``) unless given. The YAML lowering
+(`lower.py`) builds graphs through the same `apply`.
 """
 from __future__ import annotations
 
@@ -135,18 +136,22 @@ def apply(op_name: str, inputs: Sequence[Symbol], *, name: str | None = None, de
           params: dict[str, Symbol] | None = None, param_attrs: dict[str, dict] | None = None,
           **attrs: Any) -> Symbol:
     """Apply a registered op with these node attributes as given (the lowering fills them from the
-    spec; the op constructors check and complete them first). Missing learnable parameters become
-    variables named NAME_PARAM."""
+    spec; the op constructors check and complete them first). Missing learnable parameters and state
+    variables (`OpDef.params`, `OpDef.state`) become variables named NAME_ARG, with `param_attrs`
+    (default: the op's `variable_attrs`)."""
     op = get_op(op_name)
     name = name or f"{op_name}{next(_counter)}"
     entries = [_entry(x) for x in inputs]
     params = dict(params or {})
-    for pname in op.params:
-        if pname not in op.arguments_for(attrs):
+    if param_attrs is None:
+        param_attrs = op.variable_attrs({}, {})
+    wanted = op.arguments_for(attrs)
+    for pname, role in [*((p, "param") for p in op.params), *((s, "state") for s in op.state)]:
+        if pname not in wanted:
             continue
         if pname not in params:
-            params[pname] = var(f"{name}_{pname}", device=device, role="param", layer=layer, mark=mark,
-                                group=group, **(param_attrs or {}).get(pname, {}))
+            params[pname] = var(f"{name}_{pname}", device=device, role=role, layer=layer, mark=mark,
+                                group=group, **param_attrs.get(pname, {}))
         entries.append(_entry(params[pname]))
     node = make_node(op_name, name, attrs, entries, device, layer, mark, group=group)
     return Symbol([Entry(node, i) for i in range(op.visible)])
@@ -154,7 +159,7 @@ def apply(op_name: str, inputs: Sequence[Symbol], *, name: str | None = None, de
 
 def _constructor(op_name: str):
     op = get_op(op_name)
-    fixed = None if op.arguments is None else len([a for a in op.arguments if a not in op.params])
+    fixed = None if op.arguments is None else len([a for a in op.arguments if a not in (*op.params, *op.state)])
 
     def construct(*inputs: Symbol, name: str | None = None, device: str | None = None,
                   params: dict[str, Symbol] | None = None, param_attrs: dict[str, dict] | None = None,

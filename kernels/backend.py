@@ -55,11 +55,12 @@ def entry_points() -> dict[str, EntryPoint]:
         k = op.kernel
         if k is None:
             continue
-        prev = out.get(k.entry)
-        if prev is not None and (prev.family, prev.shared) != (op.family, k.shared):
-            raise TypeError(f"kernel entry '{k.entry}' is named by ops of two families "
-                            f"({prev.family}: {prev.ops[0]}, {op.family}: {op.name})")
-        out[k.entry] = EntryPoint(k.entry, op.family, k.shared, (*(prev.ops if prev else ()), op.name))
+        for entry in k.entries():
+            prev = out.get(entry)
+            if prev is not None and (prev.family, prev.shared) != (op.family, k.shared):
+                raise TypeError(f"kernel entry '{entry}' is named by ops of two families "
+                                f"({prev.family}: {prev.ops[0]}, {op.family}: {op.name})")
+            out[entry] = EntryPoint(entry, op.family, k.shared, (*(prev.ops if prev else ()), op.name))
     return out
 
 

@@ -28,6 +28,8 @@ OTHER_MEANINGS = {
     ("runtime/app/figure_commands.py", "filters"): "the subcommand's name",
     ("compiler/passes/infer_shape.py", "shape"): "a variable's given shape (sym.var(shape=...))",
     ("compiler/symbol.py", "shape"): "a variable's given shape (sym.var(shape=...))",
+    ("compiler/schema/build.py", "momentum"): "SGD's momentum (the training section)",
+    ("runtime/training/loop.py", "momentum"): "SGD's momentum (the training section)",
 }
 
 

@@ -29,6 +29,7 @@ EXAMPLES: dict[str, dict] = {
     "conv": {"filters": 4, "kernel": 3, "pad": 1, "groups": {"count": 2}},
     "fc": {"units": 6, "act": "relu"},
     "lrn": {"size": 3, "k": 2.0, "alpha": 0.1, "beta": 0.75, "alpha_over_n": True},
+    "batchnorm": {"momentum": 0.2, "eps": 1e-3, "act": "relu"},
     "maxpool": {"kernel": 3, "stride": 2, "rounding": "ceil"},
     "avgpool": {"kernel": 2, "stride": 2, "pad": 1},
     "globalmaxpool": {},
@@ -78,6 +79,8 @@ def test_a_missing_entry_point_is_an_import_error_naming_the_op(monkeypatch):
 
 def _spec(name: str) -> dict:
     layers = [{"name": "pre", "op": "conv", "filters": 4, "kernel": 1, "act": "tanh"}]
+    if name == "batchnorm":   # no conv bias before it: its gradient is 0 exactly, compared it is only noise
+        layers[0] = {**layers[0], "act": "none", "bias": False}
     if name == "concat":
         layers.append({"name": "pre2", "op": "conv", "filters": 2, "kernel": 1, "input": "data"})
     if name == "add":   # the second branch on the other device: the add gathers it through a copy
@@ -115,12 +118,16 @@ def test_backends_and_eager_agree(name, tmp_path, monkeypatch):
         ex = bind(net, cpu2, params=params, backend=backend)
         ex.seed, ex.step_count = 3, 1
         out = ex.forward(x, y, is_train=True)
-        results[backend] = (out["loss"], out["prob"], {k: v.clone() for k, v in ex.backward().items()})
-    (l_r, p_r, g_r), (l_t, p_t, g_t) = results["reference"], results["triton"]
+        results[backend] = (out["loss"], out["prob"], {k: v.clone() for k, v in ex.backward().items()},
+                            {k: v.clone() for k, v in ex.state.items()})
+    (l_r, p_r, g_r, s_r), (l_t, p_t, g_t, s_t) = results["reference"], results["triton"]
     _close(l_t, l_r, 1e-5)
     _close(p_t, p_r, 1e-5)
     for k in g_r:
         _close(g_t[k], g_r[k], 1e-5)
+    assert set(s_t) == set(s_r)
+    for k in s_r:   # state a training forward updated (batch norm's running statistics)
+        _close(s_t[k], s_r[k], 1e-5)
 
     # The oracle: dropout's masks are torch's own there, so compare it as the identity (eval mode).
     training = name != "dropout"
@@ -132,6 +139,8 @@ def test_backends_and_eager_agree(name, tmp_path, monkeypatch):
         _close(l_r, loss, 1e-4)
         for k in g_r:
             _close(g_r[k], eager.param(k).grad, 1e-4)
+        for k in s_r:
+            _close(s_r[k], eager.state(k), 1e-4)
     else:
         ex = bind(net, cpu2, params=params, backend="reference", for_training=False)
         _close(ex.forward(x, y)["prob"], prob, 1e-4)

@@ -14,6 +14,6 @@ import importlib
 from .registry import FAMILIES, OPS, OpDef, get_op, register, spec_ops  # noqa: F401
 
 # The op families, in the order specs list their ops ("known ops: ..."); importing one registers its ops.
-FAMILIES.extend(("conv", "fc", "lrn", "pool", "dropout", "activation", "elementwise", "tensor", "loss"))
+FAMILIES.extend(("conv", "fc", "lrn", "batchnorm", "pool", "dropout", "activation", "elementwise", "tensor", "loss"))
 for _family in FAMILIES:
     importlib.import_module(f"{__name__}.{_family}")

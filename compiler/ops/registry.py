@@ -8,11 +8,13 @@ stage                       what it reads
 schema (`schema/build.py`)  `attrs` (typed; spec attributes), `inputs` (arity), `in_spec`
 validation                  `check` (semantic checks that need no shapes), `role`
 lowering (`lower.py`)       `lower` (which lowering strategy), `node_attrs`
-symbol constructors         `attrs` (node attributes, defaults), `arguments`, `params`, `outputs`
+symbol constructors         `attrs` (node attributes, defaults), `arguments`, `params`, `state`,
+                            `variable_attrs`, `outputs`
 shape inference, report     `infer` (shape rule), `macs` (cost), `output_dtypes`
 gradient pass               `gradient` / `input_grad` (backward nodes, themselves registered ops)
 fusion pass                 `activation` (can be folded into a producer), `fuse_activation`
-executor, backends          `kernel` (entry-point name + adapter data), `kernel_args`, `family`
+executor, backends          `kernel` (entry-point name + adapter data), `kernel_args`, `family`,
+                            `state_outputs` (state written back after a training forward)
 eager oracle                `eager` (the same op on ATen, differentiated by torch.autograd)
 ONNX export                 `onnx` (the node as ONNX operators, through `onnx_export.OnnxBuilder`)
 ==========================  =====================================================================
@@ -70,13 +72,18 @@ class Kernel:
     adapter runs them as batch entries, (N, C, ...) -> (N*g, C/g, ...), and reshapes back (LRN
     within towers merged onto one device). `train_only`: outside training the op is the identity on
     its first input (dropout). `shared`: one implementation, ``alexnetc.kernels.<family>.<entry>``,
-    serves every backend (data movement: views and concatenation, nothing to compute).
+    serves every backend (data movement: views and concatenation, nothing to compute). `eval_entry`:
+    outside training the executor calls this entry point (same arguments) and reads only output 0.
     """
 
     entry: str
     grouped: bool = False
     train_only: bool = False
     shared: bool = False
+    eval_entry: str | None = None   # outside training, this entry point instead (batch norm: running stats)
+
+    def entries(self) -> tuple[str, ...]:
+        return (self.entry,) if self.eval_entry is None else (self.entry, self.eval_entry)
 
 
 @dataclass(frozen=True)
@@ -144,8 +151,11 @@ class OpDef:
 
     Graph shape: `arguments` names the inputs (None: any number, e.g. concat); `params` the subset
     that are learnable parameters, created as variables by the symbol constructors when not given;
-    `outputs` names the outputs, of which the first `visible` are the op's results and the rest are
-    saved for the backward pass (LRN's scale, max-pool's argmax).
+    `state` the subset that are state variables (role "state": not learned, updated by the op itself,
+    batch norm's running statistics), created the same way after the parameters; `outputs` names the
+    outputs, of which the first `visible` are the op's results and the rest are saved for the backward
+    pass (LRN's scale, max-pool's argmax) or hold new state values: `state_outputs` maps a state
+    argument to the output the executor writes back into it after each training forward.
     """
 
     name: ClassVar[str] = ""
@@ -156,6 +166,8 @@ class OpDef:
     role: ClassVar[str] = "layer"            # "loss": a head the gradient pass seeds
     arguments: ClassVar[tuple[str, ...] | None] = ("data",)
     params: ClassVar[tuple[str, ...]] = ()
+    state: ClassVar[tuple[str, ...]] = ()
+    state_outputs: ClassVar[Mapping[str, int]] = {}
     outputs: ClassVar[tuple[str, ...]] = ("output",)
     visible: ClassVar[int] = 1
     output_dtypes: ClassVar[Mapping[int, str]] = {}   # dtype of an output when not the compute dtype
@@ -198,6 +210,11 @@ class OpDef:
     def lower(self, lw: "Lowerer", layer: Mapping[str, Any], inputs: Sequence["Value"]) -> "Value":
         """Lower one spec layer. The default: run per part (tower) on the part's device."""
         return lw.per_part(self, layer, inputs[0], self.node_attrs(layer, lw.defaults))
+
+    def variable_attrs(self, layer: Mapping[str, Any], spec_defaults: Mapping[str, Any]) -> dict[str, dict]:
+        """Attributes of the parameter and state variables a spec layer's per-part nodes create
+        (initialiser, multipliers), by argument name; also the symbol constructors' defaults."""
+        return {}
 
     def part_attrs(self, name: str, groups: int) -> dict[str, Any]:
         """Node attributes that depend on the part (tower) a per-part node computes: its name and how

@@ -72,13 +72,15 @@ PARAM_ATTRS = (ACT, GROUPS, DEVICE, WEIGHT_INIT, BIAS_INIT, LR_MULT, DECAY_MULT,
 SPEC_DEFAULTS = (ACT, WEIGHT_INIT, BIAS_INIT, LR_MULT, DECAY_MULT)
 
 
-def _init(value: Any) -> dict:
+def init_spec(value: Any) -> dict:
+    """A spec initialiser as a variable's `init` attribute (a bare number: a constant)."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return {"type": "constant", "value": float(value)}
     return dict(value)
 
 
-def _mult(value: Any) -> tuple[float, float]:
+def multipliers(value: Any) -> tuple[float, float]:
+    """A spec multiplier as (for the weight, for the bias)."""
     if value is None:
         return 1.0, 1.0
     if isinstance(value, (int, float)):
@@ -125,10 +127,10 @@ class WeightedLayer(OpDef):
         def pick(a: Attr) -> Any:
             return layer.get(a.name, spec_defaults.get(a.name, a.default))
 
-        wl, bl = _mult(pick(LR_MULT))
-        wd, bd = _mult(pick(DECAY_MULT))
-        return {"weight": {"init": _init(pick(WEIGHT_INIT)), "lr_mult": wl, "decay_mult": wd},
-                "bias": {"init": _init(pick(BIAS_INIT)), "lr_mult": bl, "decay_mult": bd}}
+        wl, bl = multipliers(pick(LR_MULT))
+        wd, bd = multipliers(pick(DECAY_MULT))
+        return {"weight": {"init": init_spec(pick(WEIGHT_INIT)), "lr_mult": wl, "decay_mult": wd},
+                "bias": {"init": init_spec(pick(BIAS_INIT)), "lr_mult": bl, "decay_mult": bd}}
 
     # -- shapes ---------------------------------------------------------------------------------------
     def complete(self, attrs: Mapping[str, Any], in_shapes: Sequence[Shape | None], x: Shape, weight: Shape,

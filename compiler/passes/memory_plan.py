@@ -48,7 +48,7 @@ def plan_memory(graph: Graph, dtype: str = "float32") -> MemoryPlan:
     for i, n in enumerate(nodes):
         dev = n.device or "host"
         if n.is_variable:
-            if n.is_param:
+            if n.is_param or n.role == "state":   # resident for the whole run (running statistics too)
                 params[dev] += _nbytes(n.shapes[0], dtype)
             continue
         op = get_op(n.op)

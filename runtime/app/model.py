@@ -13,7 +13,7 @@ from ...compiler import CompiledNet
 from ...compiler.pipeline import compile_dict
 from ..execution.executor import Executor, default_group2ctx
 from ..execution.layout import LayoutError, placed_tensors
-from ..training.checkpoint import CheckpointError, load_checkpoint, params_from
+from ..training.checkpoint import CheckpointError, load_checkpoint, params_from, state_from
 
 # predict/neighbors: an image whose size differs from the network's input, with no data.resize in the
 # spec, is resized (shorter side to the input size, centre crop) only when its aspect ratio is at most
@@ -181,10 +181,11 @@ def load_model(path: str, device: str = "auto", batch: int = 64, warn: Any = Non
     check_classes(str(path), state, net.classes)
     check_tensors(str(path), tensors, net, for_training=False)
     params = params_from(tensors)
+    bn_state = state_from(tensors)
     g2c = default_group2ctx(net, "cpu" if device == "cpu" else None)
     try:
         check_fits(net, g2c, for_training=False)
     except MemoryLimitError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
-    ex = Executor(net, g2c, for_training=False, params=params)
+    ex = Executor(net, g2c, for_training=False, params=params, state=bn_state or None)
     return Model(str(path), net, ex, list(state["classes"]), state)

@@ -70,7 +70,8 @@ def verify_onnx(data: bytes, model: Any, batch: int = 2, seed: int = 0) -> float
     from ..execution.executor import Executor
 
     net = model.net.at_batch(batch)
-    ex = Executor(net, {d: "cpu" for d in net.devices}, for_training=False, params=model.executor.params)
+    ex = Executor(net, {d: "cpu" for d in net.devices}, for_training=False, params=model.executor.params,
+                  state=model.executor.state)
     loss = next(e.node for e in net.graph.outputs if get_op(e.node.op).role == "loss")
     scores = loss.inputs[0].node.name
     x = torch.randn(batch, *net.input_shape, generator=torch.Generator().manual_seed(seed))
@@ -93,8 +94,9 @@ def _export(args) -> int:
             raise _user_error("--verify needs onnxruntime: pip install 'alexnetc[onnx]'") from None
     model = _load_model(args.checkpoint)
     params = {k: v.detach().float().cpu().numpy() for k, v in model.executor.params.items()}
+    state = {k: v.detach().float().cpu().numpy() for k, v in model.executor.state.items()}   # running stats
     try:
-        proto = export_onnx(model.net.inference().graph, params, opset=args.opset, name=model.net.name,
+        proto = export_onnx(model.net.inference().graph, {**params, **state}, opset=args.opset, name=model.net.name,
                             metadata=_metadata(model))
         data = serialize_checked(proto)
     except ExportError as exc:

@@ -15,7 +15,11 @@ MASTER_PORT), each process trains one replica of the network:
   a batch of 8 it is off by 0.29);
 - :class:`GradReducer` all-reduces in buckets of bounded size (25 MB by default), each started
   asynchronously by the executor's ``on_grad_ready`` hook as soon as the backward pass has produced
-  every gradient in it (fc8's first), so communication overlaps the rest of the backward pass.
+  every gradient in it (fc8's first), so communication overlaps the rest of the backward pass;
+- batch norm normalises each shard with the shard's own statistics (as PyTorch's DDP without
+  SyncBatchNorm: N processes equal one process only for nets without batch norm); after every step
+  the running statistics are replaced by their shard-size-weighted mean over the processes
+  (:meth:`DataParallel.average_state`), so every rank holds, saves and evaluates with the same ones.
 
 :class:`DataParallel` is one training step of all that; the training loop calls it instead of its own.
 """
@@ -324,6 +328,7 @@ class DataParallel:
             return float("nan"), probs
         if total == 0:
             return None
+        self.average_state(n / total)
         self.reducer.begin(n / total)
         if n:
             ex.backward()
@@ -335,6 +340,25 @@ class DataParallel:
         self.reducer.finish()
         update(ex.grads)
         return loss, probs.detach().float().cpu()
+
+
+    def average_state(self, weight: float) -> None:
+        """Make every process's state (batch norm's running statistics, just updated from its own
+        shard) the shard-size-weighted mean of all of them: one flat all-reduce, so every rank holds
+        bit-identical statistics, as if one process had seen the global batch's shard statistics."""
+        ex = self.executor
+        if not ex.state:
+            return
+        names = list(ex.state)
+        comm = self.ctx.comm_device
+        flat = torch.cat([ex.state[k].reshape(-1).to(comm, torch.float32) for k in names]).mul_(weight)
+        with _collective("averaging batch norm running statistics", self.ctx):
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM, group=self.ctx.group)
+        off = 0
+        for k in names:
+            t = ex.state[k]
+            t.copy_(flat[off:off + t.numel()].view(t.shape))
+            off += t.numel()
 
 
 def allreduce_gradients(executor: Executor, n_local: int, ctx: DistContext) -> None:

@@ -15,6 +15,12 @@ devices sharing one CUDA device run on separate CUDA streams. Values are freed a
 last use as the memory plan says. Gradients are written into one flat buffer per device, in parameter
 order, so data parallelism can all-reduce whole buckets (`grad_buckets()`).
 
+State variables (`state`: batch norm's running statistics) are bound like parameters but have no
+gradient and no place in the buckets. The mode is explicit: a forward with ``is_train=True`` calls
+each op's training entry point and writes the outputs its descriptor names (`OpDef.state_outputs`)
+back into the state tensors, once per forward; ``is_train=False`` calls `Kernel.eval_entry` where
+there is one (normalising with the running statistics) and changes no state.
+
 Data parallelism hooks: `on_grad_ready(name)`, when set, is called during `backward()` as soon as
 parameter `name`'s gradient is final (written into `grads[name]`), in the order the backward pass
 produces them, so a bucket's all-reduce can start while the rest of the backward runs (on CUDA it is
@@ -39,6 +45,7 @@ from ...compiler.ops.tensor import copy_source
 from ...compiler.program import Program
 from ...kernels.backend import get_backend
 from .layout import bind_params
+from .params import init_state
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -78,6 +85,8 @@ class _Step:
     run_values: bool                  # kwargs holds RunValues to resolve at each call (dropout)
     groups: int                       # independent channel groups (Kernel.grouped)
     absent: int                       # trailing optional arguments the node leaves out (no bias): None
+    eval_fn: Callable | None          # the entry point outside training (Kernel.eval_entry)
+    writes: tuple[tuple[int, int], ...]   # (input position, output index): state written back in training
     device: torch.device
     stream: Any
     inputs: list[tuple[int, int]]
@@ -86,7 +95,8 @@ class _Step:
 
 class Executor:
     def __init__(self, net: CompiledNet, group2ctx: Mapping[str, Any], *, for_training: bool = True,
-                 params: Mapping[str, torch.Tensor] | None = None, backend: str | None = None):
+                 params: Mapping[str, torch.Tensor] | None = None, backend: str | None = None,
+                 state: Mapping[str, torch.Tensor] | None = None):
         self.net = net
         self.group2ctx = {k: torch.device(v) for k, v in group2ctx.items()}
         missing = [d for d in net.devices if d not in self.group2ctx]
@@ -111,6 +121,16 @@ class Executor:
                 self.params[p.name] = params[p.name].detach().to(dev, torch.float32).contiguous()
             else:
                 self.params[p.name] = torch.zeros(p.shapes[0], device=dev)
+        # State (batch norm's running statistics): bound like parameters, never differentiated; given
+        # tensors that already live on the right device in fp32 are shared, not copied (an inference
+        # executor then reads what the training one writes).
+        self.state_nodes = [n for n in nodes if n.is_variable and n.role == "state"]
+        given = bind_params(state, net.graph, role="state") if state is not None else {}
+        initial = init_state(net) if any(n.name not in given for n in self.state_nodes) else {}
+        self.state: dict[str, torch.Tensor] = {}
+        for n in self.state_nodes:
+            t = given[n.name] if n.name in given else initial[n.name]
+            self.state[n.name] = t.detach().to(self.device_of(n), torch.float32).contiguous()
         self._compile_steps(nodes)
         self.grad_names: list[str] = list(self.program.grad_of)
         self._make_grad_buckets()
@@ -158,8 +178,12 @@ class Executor:
                 groups = op.channel_groups(node) if op.kernel.grouped else 1
             absent = len(op.arguments) - len(node.inputs) if op.arguments is not None else 0
             run_values = any(isinstance(v, RunValue) for v in kwargs.values())
-            step = _Step(node, fn, backend, run, op.kernel, kwargs, run_values, groups, absent, dev,
-                         self._streams.get(node.device), [(id(e.node), e.index) for e in node.inputs], release)
+            eval_fn = getattr(backend, op.kernel.eval_entry) if op.kernel is not None and op.kernel.eval_entry else None
+            args = op.arguments_for(node.attrs) if op.arguments is not None else ()
+            writes = tuple((args.index(a), k) for a, k in op.state_outputs.items() if a in args)
+            step = _Step(node, fn, backend, run, op.kernel, kwargs, run_values, groups, absent, eval_fn, writes,
+                         dev, self._streams.get(node.device), [(id(e.node), e.index) for e in node.inputs],
+                         release)
             (self._forward if id(node) in forward_ids else self._backward).append(step)
         self._var_ids = {n.name: id(n) for n in nodes if n.is_variable}
         self._grad_heads = {(id(h.node), h.index): name for name, h in self.program.grad_heads.items()}
@@ -261,6 +285,8 @@ class Executor:
         self._uploads = {}
         for name, t in self.params.items():
             self._feed(name, t)
+        for name, t in self.state.items():
+            self._feed(name, t)
         self._feed("data", data)
         self._feed("label", label.long())
         self._is_train = is_train
@@ -318,6 +344,9 @@ def _call_kernel(s: _Step, args: list[torch.Tensor], ex: "Executor", is_train: b
     if kernel.train_only and not is_train:
         return (args[0],)
     kw = _resolve(s.kwargs, ex) if s.run_values else s.kwargs
+    if s.eval_fn is not None and not is_train:
+        out = s.eval_fn(*args, **kw)
+        return out if isinstance(out, tuple) else (out,)
     if s.absent:
         args = [*args, *([None] * s.absent)]
     if s.groups > 1:
@@ -326,7 +355,13 @@ def _call_kernel(s: _Step, args: list[torch.Tensor], ex: "Executor", is_train: b
         outs = out if isinstance(out, tuple) else (out,)
         return tuple(t.reshape(shape) for t in outs)  # a grouped op's outputs have its first input's shape
     out = s.fn(*args, **kw)
-    return out if isinstance(out, tuple) else (out,)
+    outs = out if isinstance(out, tuple) else (out,)
+    if is_train:
+        # The op's new state (running statistics) into the bound state tensors, in place, once per
+        # training forward; an inference forward only reads them.
+        for pos, k in s.writes:
+            args[pos].copy_(outs[k])
+    return outs
 
 
 def _copy(s: _Step, args: list[torch.Tensor], ex: "Executor", is_train: bool) -> tuple[torch.Tensor, ...]:

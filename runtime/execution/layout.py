@@ -12,7 +12,9 @@ argument names, shapes); `to_logical` joins (saving), `to_placed` splits (bindin
 the placed names of the same graph or, given the graph they were saved from, of another placement
 (checkpoints written before names were logical). A spec that does not fit is refused naming the first
 layer that differs and both shapes. Variables that belong to no layer (symbols composed by hand)
-keep their names.
+keep their names. State variables (batch norm's running statistics, role "state") follow the same
+rules under ``role="state"`` (``bn1.running_mean``), kept apart from the parameters so that SGD and
+the parameter counts never see them.
 """
 from __future__ import annotations
 
@@ -26,9 +28,10 @@ from ...compiler.ops import get_op
 from ...compiler.ops.weighted import DEVICE, GROUPS
 from ...compiler.pipeline import plain, spec_hash
 
-# Checkpoint tensor groups keyed by parameter name: the weights (training.checkpoint.PARAM_PREFIX) and
-# SGD's velocity (optim.SGD.state_tensors).
-NAMED_GROUPS = ("param/", "momentum/")
+# Checkpoint tensor groups keyed by variable name, and the role of the variables they belong to: the
+# weights (training.checkpoint.PARAM_PREFIX), SGD's velocity (optim.SGD.state_tensors) and the state
+# ops update themselves (training.checkpoint.STATE_PREFIX: batch norm's running statistics).
+NAMED_GROUPS = {"param/": "param", "momentum/": "param", "state/": "state"}
 
 
 class LayoutError(ValueError):
@@ -51,8 +54,9 @@ def logical_name(layer: str, argument: str) -> str:
     return f"{layer}.{argument}"
 
 
-def param_layout(graph: Graph) -> list[LogicalParam]:
-    """The logical parameters of a forward graph, in the order its nodes first read them."""
+def param_layout(graph: Graph, role: str = "param") -> list[LogicalParam]:
+    """The logical parameters (or, with role="state", state variables) of a forward graph, in the
+    order its nodes first read them."""
     found: dict[str, tuple[str | None, str, list[tuple[int, str, Shape]]]] = {}
     seen: set[str] = set()
     for node in graph.nodes():
@@ -62,7 +66,7 @@ def param_layout(graph: Graph) -> list[LogicalParam]:
         args = op.arguments_for(node.attrs) if op.arguments is not None else ()
         for e, arg in zip(node.inputs, args):
             v = e.node
-            if not v.is_variable or v.role not in ("param", "state") or v.name in seen:
+            if not v.is_variable or v.role != role or v.name in seen:
                 continue
             seen.add(v.name)
             name = logical_name(node.layer, arg) if node.layer else v.name
@@ -84,10 +88,11 @@ def placed_names(layout: Sequence[LogicalParam]) -> list[str]:
     return [n for lp in layout for n, _ in lp.pieces]
 
 
-def to_logical(params: Mapping[str, Any], graph: Graph) -> dict[str, Any]:
-    """Placed parameters of `graph` (name -> tensor) joined into logical ones; other entries are dropped."""
+def to_logical(params: Mapping[str, Any], graph: Graph, role: str = "param") -> dict[str, Any]:
+    """Placed parameters (or state) of `graph` (name -> tensor) joined into logical ones; other entries
+    are dropped."""
     out = {}
-    for lp in param_layout(graph):
+    for lp in param_layout(graph, role):
         parts = [params[n] for n, _ in lp.pieces]
         out[lp.name] = parts[0] if len(parts) == 1 else torch.cat([p.to(parts[0].device) for p in parts], 0)
     return out
@@ -103,12 +108,14 @@ def _split(logical: Mapping[str, Any], layout: Sequence[LogicalParam]) -> dict[s
     return out
 
 
-def _check(logical: Mapping[str, Any], layout: Sequence[LogicalParam], source: str, target: str) -> None:
+def _check(logical: Mapping[str, Any], layout: Sequence[LogicalParam], source: str, target: str,
+           role: str = "param") -> None:
     """Refuse, naming the first layer that differs (and both shapes), parameters that do not fit."""
     wanted = {lp.name for lp in layout}
+    what = "parameter" if role == "param" else "state tensor"
     for lp in layout:
         if lp.name not in logical:
-            raise LayoutError(f"{source} has no parameter {lp.name} for layer {lp.layer} of {target} "
+            raise LayoutError(f"{source} has no {what} {lp.name} for layer {lp.layer} of {target} "
                               f"(shape {tuple(lp.shape)})")
         shape = tuple(logical[lp.name].shape)
         if shape != tuple(lp.shape):
@@ -116,57 +123,58 @@ def _check(logical: Mapping[str, Any], layout: Sequence[LogicalParam], source: s
                               f"{tuple(lp.shape)} in {target}")
     extra = [n for n in logical if n not in wanted]
     if extra:
-        raise LayoutError(f"{source} has parameters that {target} lacks: {', '.join(extra[:3])}"
+        raise LayoutError(f"{source} has {what}s that {target} lacks: {', '.join(extra[:3])}"
                           f"{' ...' if len(extra) > 3 else ''}")
 
 
 def to_placed(params: Mapping[str, Any], graph: Graph, *, saved_graph: Graph | None = None,
-              source: str = "the parameters", target: str = "this network") -> dict[str, Any]:
+              source: str = "the parameters", target: str = "this network", role: str = "param") -> dict[str, Any]:
     """`graph`'s placed parameters from logical ones, from `graph`'s own placed names, or from the
     placed names of `saved_graph` (another placement of the same network). Raises LayoutError."""
-    layout = param_layout(graph)
+    layout = param_layout(graph, role)
     names = set(params)
     mine = placed_names(layout)
     if names == set(mine):               # already this graph's placement: check shapes, keep as is
-        logical = to_logical(params, graph)
-    elif saved_graph is not None and names == set(placed_names(param_layout(saved_graph))) and names:
-        logical = to_logical(params, saved_graph)      # an old-layout checkpoint of another placement
+        logical = to_logical(params, graph, role)
+    elif saved_graph is not None and names == set(placed_names(param_layout(saved_graph, role))) and names:
+        logical = to_logical(params, saved_graph, role)      # an old-layout checkpoint of another placement
     else:
         logical = dict(params)
-    _check(logical, layout, source, target)
+    _check(logical, layout, source, target, role)
     return _split(logical, layout)
 
 
-def bind_params(params: Mapping[str, Any], graph: Graph) -> dict[str, Any]:
+def bind_params(params: Mapping[str, Any], graph: Graph, role: str = "param") -> dict[str, Any]:
     """What an executor binds: `graph`'s placed names pass through (any subset, the rest initialised
     by the caller); anything else is taken as logical names and split (all of them, checked)."""
-    if set(params) <= set(placed_names(param_layout(graph))):
+    if set(params) <= set(placed_names(param_layout(graph, role))):
         return dict(params)
-    return to_placed(params, graph)
+    return to_placed(params, graph, role=role)
 
 
-def map_named_groups(tensors: Mapping[str, Any], fn: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
-    """Apply `fn` to each named group of checkpoint tensors (``param/...``, ``momentum/...``, names
-    without the prefix); other tensors (RNG states) pass through."""
-    out = {k: v for k, v in tensors.items() if not k.startswith(NAMED_GROUPS)}
-    for prefix in NAMED_GROUPS:
+def map_named_groups(tensors: Mapping[str, Any],
+                     fn: Callable[[dict[str, Any], str], dict[str, Any]]) -> dict[str, Any]:
+    """Apply `fn(group, role)` to each named group of checkpoint tensors (``param/...``,
+    ``momentum/...``, ``state/...``, names without the prefix); other tensors (RNG states) pass through."""
+    out = {k: v for k, v in tensors.items() if not k.startswith(tuple(NAMED_GROUPS))}
+    for prefix, role in NAMED_GROUPS.items():
         group = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
         if group:
-            out.update({prefix + k: v for k, v in fn(group).items()})
+            out.update({prefix + k: v for k, v in fn(group, role).items()})
     return out
 
 
 def logical_tensors(tensors: Mapping[str, Any], graph: Graph) -> dict[str, Any]:
     """Checkpoint tensors with parameters and their momentum under logical names (saving joins)."""
-    return map_named_groups(tensors, lambda g: to_logical(g, graph))
+    return map_named_groups(tensors, lambda g, role: to_logical(g, graph, role))
 
 
 def placed_tensors(tensors: Mapping[str, Any], graph: Graph, *, saved_graph: Graph | None = None,
                    source: str = "the checkpoint", target: str = "this network") -> dict[str, Any]:
     """Checkpoint tensors with parameters and momentum under `graph`'s placed names (loading splits);
     old-layout checkpoints are converted through `saved_graph`, the graph they were saved from."""
-    return map_named_groups(tensors, lambda g: to_placed(g, graph, saved_graph=saved_graph, source=source,
-                                                         target=target))
+    return map_named_groups(tensors, lambda g, role: to_placed(g, graph, saved_graph=saved_graph, source=source,
+                                                               target=target, role=role))
 
 
 def network_hash(spec: Mapping[str, Any]) -> str:

@@ -1,4 +1,5 @@
-"""Initial parameter values: each parameter drawn from its spec initialiser, reproducibly."""
+"""Initial values: each parameter drawn from its spec initialiser, reproducibly; state variables set to
+their constant initial values."""
 from __future__ import annotations
 
 import math
@@ -31,4 +32,14 @@ def init_params(net: CompiledNet, seed: int) -> dict[str, torch.Tensor]:
         else:
             t = torch.full(shape, float(init.get("value", 0.0)))
         out[n.name] = t
+    return out
+
+
+def init_state(net: CompiledNet) -> dict[str, torch.Tensor]:
+    """Initial state variables (batch norm's running mean 0 and variance 1: their constant `init`)."""
+    out = {}
+    for n in net.graph.variables():
+        if n.role == "state":
+            init = dict(n.attrs.get("init") or {"type": "constant", "value": 0.0})
+            out[n.name] = torch.full(n.shapes[0], float(init.get("value", 0.0)))
     return out

@@ -36,11 +36,17 @@ _CHUNK = 1 << 22
 
 
 PARAM_PREFIX = "param/"  # tensor names of the network's weights; momentum is "momentum/<name>"
+STATE_PREFIX = "state/"  # state variables ops update themselves (batch norm's running statistics)
 
 
 def params_from(tensors: Mapping[str, Any]) -> dict[str, Any]:
     """The network's parameters among a checkpoint's tensors, by parameter name."""
     return {k[len(PARAM_PREFIX):]: v for k, v in tensors.items() if k.startswith(PARAM_PREFIX)}
+
+
+def state_from(tensors: Mapping[str, Any]) -> dict[str, Any]:
+    """The network's state variables among a checkpoint's tensors, by name (none before batch norm)."""
+    return {k[len(STATE_PREFIX):]: v for k, v in tensors.items() if k.startswith(STATE_PREFIX)}
 
 
 class CheckpointError(Exception):

@@ -223,7 +223,7 @@ class Trainer:
                            limit_batches=self.limit_train if train else self.limit_val,
                            pin_memory=self.real_device.type == "cuda")
 
-    def _bind(self, params: dict[str, torch.Tensor] | None):
+    def _bind(self, params: dict[str, torch.Tensor] | None, state: dict[str, torch.Tensor] | None = None):
         prefer = "cpu" if self.opts.device == "cpu" else None
         if self.opts.device == "cuda" and not torch.cuda.is_available():
             raise TrainingError("--device cuda: no CUDA device is available")
@@ -237,9 +237,11 @@ class Trainer:
             raise TrainingError(str(exc)) from None
         if params is None:
             params = init_params(self.net, self.seed)
-        self.executor = Executor(self.net, g2c, for_training=True, params=params)
-        # The inference executor shares the parameter tensors: evaluation always sees current weights.
-        self.eval_executor = Executor(self.net, g2c, for_training=False, params=self.executor.params)
+        self.executor = Executor(self.net, g2c, for_training=True, params=params, state=state or None)
+        # The inference executor shares the parameter and state tensors: evaluation always sees the
+        # current weights and running statistics.
+        self.eval_executor = Executor(self.net, g2c, for_training=False, params=self.executor.params,
+                                      state=self.executor.state)
         mults = {n.name: param_multipliers(n)
                  for n in self.executor.param_nodes}
         self.opt = SGD(self.executor.params, mults, momentum=self.momentum, weight_decay=self.weight_decay)
@@ -270,6 +272,7 @@ class Trainer:
 
     def _tensors(self, rng: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         t = {ckpt.PARAM_PREFIX + k: v for k, v in self.executor.params.items()}
+        t.update({ckpt.STATE_PREFIX + k: v for k, v in self.executor.state.items()})
         t.update(self.opt.state_tensors())
         t.update(rng)
         return logical_tensors(t, self.net.graph)   # placement-independent names: conv1.weight, momentum/...
@@ -456,11 +459,12 @@ class Trainer:
         if self.writes:
             self._claim_run_dir()
         start_epoch, start_batch, step, history, running = 0, 0, 0, [], _fresh_running()
-        params = None
+        params = bn_state = None
         resumed = None
         if self.resuming:
             path, tensors, state = self._load_resume()
             params = ckpt.params_from(tensors)
+            bn_state = ckpt.state_from(tensors)
             resumed = (path, tensors, state)
             start_epoch, start_batch, step = state["epoch"], state["batch"], state["step"]
             history, running = state.get("history", []), state.get("running") or _fresh_running()
@@ -475,7 +479,7 @@ class Trainer:
         if len(self.train_set) < self.batch_size:
             raise TrainingError(f"{len(self.train_set)} training images make no full batch of {self.batch_size}: "
                                 f"lower the batch size (--batch) or give more data")
-        self._bind(params)
+        self._bind(params, bn_state)
         if resumed:
             path, tensors, state = resumed
             try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any, Mapping
 
-from .checkpoint import PARAM_PREFIX, CheckpointError
+from .checkpoint import PARAM_PREFIX, STATE_PREFIX, CheckpointError
 
 if TYPE_CHECKING:
     from ...compiler import CompiledNet
@@ -86,6 +86,23 @@ def expected_params(net: CompiledNet) -> dict[str, tuple[tuple[int, ...], str]]:
     return out
 
 
+def check_state_tensors(path: str, tensors: Mapping[str, Any], net: CompiledNet) -> None:
+    """Every state variable (batch norm's running statistics) present with the graph's shape, none
+    unknown: evaluation and resuming both need them exactly."""
+    want = {n.name: tuple(n.shapes[0]) for n in net.graph.variables() if n.role == "state"}
+    have = {k[len(STATE_PREFIX):]: t for k, t in tensors.items() if k.startswith(STATE_PREFIX)}
+    missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+    if missing:
+        raise CheckpointError(f"{path}: missing state tensors (running statistics) for {net.name}: "
+                              f"{_names(missing)}")
+    if extra:
+        raise CheckpointError(f"{path}: state tensors {net.name} does not have: {_names(extra)}")
+    wrong = [f"{n} has shape {tuple(have[n].shape)}, the spec needs {s}" for n, s in want.items()
+             if tuple(have[n].shape) != s]
+    if wrong:
+        raise CheckpointError(f"{path}: tensors do not fit {net.name}: {_names(wrong)}")
+
+
 def check_tensors(path: str, tensors: Mapping[str, Any], net: CompiledNet, for_training: bool) -> None:
     """Every parameter present with the graph's shape and dtype, no unknown parameter; for training
     also the momentum buffers (when the checkpoint has any)."""
@@ -107,6 +124,7 @@ def check_tensors(path: str, tensors: Mapping[str, Any], net: CompiledNet, for_t
             problems.append(f"{name} is {tdtype}, the spec needs {dtype}")
     if problems:
         raise CheckpointError(f"{path}: tensors do not fit {net.name}: {_names(problems)}")
+    check_state_tensors(path, tensors, net)
     if not for_training:
         return
     mom = {k[len(MOMENTUM_PREFIX):]: t for k, t in tensors.items() if k.startswith(MOMENTUM_PREFIX)}

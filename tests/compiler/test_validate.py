@@ -41,7 +41,7 @@ def test_unknown_op_with_did_you_mean(tmp_path):
         - {name: loss, op: softmax_loss}
     """)
     # Only the op is reported: the keys of an unknown op cannot be judged.
-    assert errs == ["F:6:21: layer conv1: unknown op 'cnov' (did you mean 'conv'?); known ops: conv, fc, lrn, "
+    assert errs == ["F:6:21: layer conv1: unknown op 'cnov' (did you mean 'conv'?); known ops: conv, fc, lrn, batchnorm, "
                     "maxpool, avgpool, globalmaxpool, globalavgpool, dropout, relu, tanh, sigmoid, add, flatten, concat, "
                     "softmax_loss"]
 
@@ -269,7 +269,7 @@ def test_many_errors_reported_together_sorted_by_position(tmp_path):
         - {name: loss, op: softmax_loss, input: conv3}
     """)
     assert errs == [
-        "F:6:21: layer conv1: unknown op 'cnov' (did you mean 'conv'?); known ops: conv, fc, lrn, maxpool, avgpool, "
+        "F:6:21: layer conv1: unknown op 'cnov' (did you mean 'conv'?); known ops: conv, fc, lrn, batchnorm, maxpool, avgpool, "
         "globalmaxpool, globalavgpool, dropout, relu, tanh, sigmoid, add, flatten, concat, softmax_loss",
         "F:7:3: layer conv2: missing required key 'kernel'",
         "F:7:40: layer conv2: unknown key 'kernal' in conv layer (did you mean 'kernel'?)",

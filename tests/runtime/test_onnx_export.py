@@ -44,6 +44,17 @@ def _random_params(net, seed: int) -> dict[str, torch.Tensor]:
     return out
 
 
+def _random_state(net, seed: int) -> dict[str, torch.Tensor]:
+    """Running statistics far from the initial 0 / 1, so evaluation-mode batch norm matters."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for n in net.graph.variables():
+        if n.role == "state":
+            t = torch.rand(n.shapes[0], generator=g)
+            out[n.name] = t + 0.5 if n.name.endswith("var") else (t - 0.5) * 0.4
+    return out
+
+
 def _scores_node(net) -> str:
     loss = next(e.node for e in net.graph.outputs if get_op(e.node.op).role == "loss")
     return loss.inputs[0].node.name
@@ -54,13 +65,16 @@ def _normwise(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def check_parity(net, params, batches=(1, 3), scale: float = 1.0, seed: int = 0, opset: int = 17) -> bytes:
-    """Export, check, run in onnxruntime at each batch size; assert logits and probabilities match."""
-    data = serialize_checked(export_onnx(net.graph, {k: v.numpy() for k, v in params.items()}, opset=opset))
+    """Export, check, run in onnxruntime at each batch size; assert logits and probabilities match
+    (with random running statistics where the net has batch norm)."""
+    state = _random_state(net, seed)
+    data = serialize_checked(export_onnx(net.graph, {k: v.numpy() for k, v in {**params, **state}.items()},
+                                         opset=opset))
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     scores = _scores_node(net)
     for batch in batches:
         at = net.at_batch(batch)
-        ex = Executor(at, {d: "cpu" for d in at.devices}, for_training=False, params=params)
+        ex = Executor(at, {d: "cpu" for d in at.devices}, for_training=False, params=params, state=state)
         x = scale * torch.randn(batch, *net.input_shape, generator=torch.Generator().manual_seed(seed + batch))
         out = ex.forward(x, keep=(scores,))
         logits, prob = out[scores].double().numpy(), out["prob"].double().numpy()
@@ -212,3 +226,34 @@ def test_export_command_errors_are_one_line(tmp_path, capsys):
     assert err.startswith("alexnetc: error:") and len(err.strip().splitlines()) == 1
     assert main(["export", str(tmp_path), "-o", str(tmp_path / "m.onnx"), "--opset", "13"]) == 2
     assert "opset 17 or newer" in capsys.readouterr().err
+
+
+BN_SPEC = """
+name: loud-bn
+input: {channels: 3, height: 11, width: 11}
+classes: 5
+devices: [gpu0, gpu1]
+layers:
+  - {name: conv1, op: conv, filters: 8, kernel: 3, bias: false, groups: {count: 2, devices: [gpu0, gpu1], connect: all}}
+  - {name: bn1, op: batchnorm, eps: 0.01}
+  - {name: r1, op: relu}
+  - {name: conv2, op: conv, filters: 6, kernel: 3, groups: {count: 2}}
+  - {name: bn2, op: batchnorm, act: tanh}
+  - {name: fc1, op: fc, units: 12}
+  - {name: bn3, op: batchnorm, momentum: 0.3, act: sigmoid}
+  - {name: fc2, op: fc, units: 5}
+  - {name: loss, op: softmax_loss}
+"""
+
+
+def test_batchnorm_exports_with_its_running_statistics(tmp_path):
+    """Batch norm per tower on two devices, over merged towers, on fc outputs, with fused activations:
+    BatchNormalization with the running statistics as initializers (random ones: eval mode matters)."""
+    p = tmp_path / "bn.yaml"
+    p.write_text(BN_SPEC)
+    net = compile_spec(p)
+    model = onnx.load_from_string(check_parity(net, _random_params(net, 8), scale=2.0))
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("BatchNormalization") == 4 and "Tanh" in ops and "Sigmoid" in ops   # bn1 per tower
+    inits = {i.name for i in model.graph.initializer}
+    assert {"bn1_g0_running_mean", "bn1_g1_running_var", "bn2_running_mean", "bn3_running_var"} <= inits

@@ -1,0 +1,174 @@
+"""Batch normalisation (Ioffe & Szegedy 2015) per channel of feature maps or per unit of fc outputs,
+with a fused activation, and its backward.
+
+Convention (PyTorch's, so torchvision weights map directly): over the batch (N, H, W for maps; N for
+(N, C) features) each channel's mean and *biased* variance normalise it,
+    y = act(scale * (x - mean) / sqrt(var + eps) + shift),
+and a training forward updates the running statistics with `momentum` m
+    running_mean <- (1 - m) * running_mean + m * mean
+    running_var  <- (1 - m) * running_var  + m * var * M / (M - 1)      (M values per channel; unbiased)
+(M = 1 leaves the variance term as var, i.e. 0). Evaluation normalises with the running statistics
+instead. Defaults m = 0.1, eps = 1e-5; `scale` starts at 1, `shift` at 0, running_mean at 0,
+running_var at 1.
+
+`scale` and `shift` are learned parameters (``bn1.scale``, ``bn1.shift``), with the layer's `lr_mult` /
+`decay_mult` ({weight: for scale, bias: for shift}) or the spec's `defaults:`; weight decay applies to
+them unless a spec says ``decay_mult: 0``. `running_mean` and `running_var` are *state*
+(``bn1.running_mean``): never differentiated, never seen by SGD or weight decay, written by the
+executor from the training forward's extra outputs (`state_outputs`), read by evaluation
+(`Kernel.eval_entry`), checkpointed with the parameters. After a two-tower layer the lowering runs one
+node per tower on the tower's device, each with its channels' parameters and statistics (joined along
+the channel axis in the logical checkpoint names).
+
+Kernels: ``kernels/batchnorm.py``, reference ``kernels/reference/batchnorm.py``.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from ..errors import ShapeError
+from ..graph import Entry, Node
+from .activation import ACT, activation_grad, apply_act, onnx_with_act
+from .attrs import Attr, number
+from .registry import EagerContext, Kernel, OpDef, backward_node, check_param, need, register
+from .weighted import DECAY_MULT, LR_MULT, init_spec, multipliers
+
+if TYPE_CHECKING:
+    from ..onnx_export import OnnxBuilder
+
+MOMENTUM = Attr("momentum", number(0, 1),
+                "Running statistics: running = (1 - momentum) * running + momentum * batch (PyTorch's "
+                "convention; default 0.1).", default=0.1)
+EPS = Attr("eps", number(0, 1, lo_open=True), "Added to the variance before its square root (default 1e-5).",
+           default=1e-5)
+BN_ATTRS = (MOMENTUM, EPS, ACT, LR_MULT, DECAY_MULT)
+
+# Initial values of the variables a batchnorm node creates.
+_INITIAL = {"scale": 1.0, "shift": 0.0, "running_mean": 0.0, "running_var": 1.0}
+
+
+def _kernel_args(node: Node) -> dict[str, Any]:
+    a = node.attrs
+    return {EPS.name: float(a[EPS.name]), MOMENTUM.name: float(a[MOMENTUM.name]), ACT.name: a[ACT.name]}
+
+
+def _features(op: str, x: tuple[int, ...]) -> int:
+    if len(x) not in (2, 4):
+        raise ShapeError(f"{op} expects a 4-d input (N, C, H, W) or a 2-d input (N, features), got {x}")
+    return x[1]
+
+
+def _per_channel(t: Any, x: Any) -> Any:
+    """A (C,) tensor shaped to broadcast over x's channel axis."""
+    return t.reshape(1, -1, *([1] * (x.dim() - 2)))
+
+
+def batchnorm_formula(x: Any, scale: Any, shift: Any, mean: Any, var: Any, eps: float) -> Any:
+    """scale * (x - mean) / sqrt(var + eps) + shift per channel, written out on ATen."""
+    return (x - _per_channel(mean, x)) / (_per_channel(var, x) + eps).sqrt() * _per_channel(scale, x) \
+        + _per_channel(shift, x)
+
+
+@register
+class BatchNorm(OpDef):
+    name = "batchnorm"
+    doc = ("Batch normalisation per channel (maps) or unit (fc outputs): batch statistics in training, "
+           "running statistics in evaluation; learned scale and shift; optional fused activation.")
+    in_spec = True
+    attrs = BN_ATTRS
+    arguments = ("data", "scale", "shift", "running_mean", "running_var")
+    params = ("scale", "shift")
+    state = ("running_mean", "running_var")
+    # Saved for the backward (batch mean, 1/sqrt(var + eps)), then the new running statistics.
+    outputs = ("output", "mean", "invstd", "new_running_mean", "new_running_var")
+    visible = 1
+    state_outputs = {"running_mean": 3, "running_var": 4}
+    kernel = Kernel("batchnorm", eval_entry="batchnorm_eval")
+
+    def variable_attrs(self, layer: Mapping[str, Any], spec_defaults: Mapping[str, Any]) -> dict[str, dict]:
+        def pick(a: Attr) -> Any:
+            return layer.get(a.name, spec_defaults.get(a.name, a.default))
+
+        (sl, bl), (sd, bd) = multipliers(pick(LR_MULT)), multipliers(pick(DECAY_MULT))
+        mults = {"scale": (sl, sd), "shift": (bl, bd)}
+        out: dict[str, dict] = {}
+        for arg, value in _INITIAL.items():
+            out[arg] = {"init": init_spec(value)}
+            if arg in mults:
+                out[arg].update({LR_MULT.name: mults[arg][0], DECAY_MULT.name: mults[arg][1]})
+        return out
+
+    def infer(self, attrs, in_shapes):
+        x = need(in_shapes, 0, "data")
+        c = _features("batchnorm", x)
+        given = list(in_shapes) + [None] * (5 - len(in_shapes))
+        shapes = [x] + [check_param(given[i], (c,), arg) for i, arg in enumerate(self.arguments[1:], 1)]
+        return shapes, [x, (c,), (c,), (c,), (c,)]
+
+    def macs(self, attrs, in_shapes, out_shapes):
+        return 0   # elementwise: the report counts the GEMMs of conv and fc
+
+    def gradient(self, node: Node, ograds: Sequence[Entry | None]) -> list[Entry | None]:
+        dy = ograds[0] if ograds else None
+        if dy is None:
+            return [None] * len(node.inputs)
+        dz = activation_grad(node, dy)
+        bwd = backward_node("batchnorm_backward", node, "bwd",
+                            [dz, node.inputs[0], node.inputs[1], Entry(node, 1), Entry(node, 2)])
+        return [Entry(bwd.node, 0), Entry(bwd.node, 1), Entry(bwd.node, 2), None, None]
+
+    def fuse_activation(self, node: Node, act: str) -> Node | None:
+        if node.attrs.get(ACT.name, "none") != "none":
+            return None
+        return node.with_(attrs={**node.attrs, ACT.name: act})
+
+    def kernel_args(self, node):
+        return _kernel_args(node)
+
+    def eager(self, node: Node, xs: Sequence[Any], ctx: EagerContext) -> list[Any]:
+        import torch
+        import torch.nn.functional as F
+
+        x, scale, shift, rm, rv = xs
+        a = node.attrs
+        eps, m = float(a[EPS.name]), float(a[MOMENTUM.name])
+        if not ctx.training:
+            y = (batchnorm_formula(x, scale, shift, rm, rv, eps) if ctx.formula
+                 else F.batch_norm(x, rm, rv, scale, shift, False, m, eps))
+            return [apply_act(y, a[ACT.name]), None, None, None, None]
+        dims = [0, *range(2, x.dim())]
+        count = x.numel() // x.shape[1]
+        mean = x.mean(dims)
+        var = x.var(dims, unbiased=False)
+        if ctx.formula:
+            y = batchnorm_formula(x, scale, shift, mean, var, eps)
+        else:   # ATen's kernel, on copies of the running statistics (it updates them in place)
+            y = F.batch_norm(x, rm.detach().clone(), rv.detach().clone(), scale, shift, True, m, eps)
+        with torch.no_grad():
+            unbiased = var.detach() * (count / max(count - 1, 1))
+            new_rm = (1 - m) * rm + m * mean.detach()
+            new_rv = (1 - m) * rv + m * unbiased
+        return [apply_act(y, a[ACT.name]), mean, (var + eps).rsqrt(), new_rm, new_rv]
+
+    def onnx(self, node: Node, b: "OnnxBuilder") -> None:
+        # Inference form: ONNX's BatchNormalization with the running statistics (opset >= 15: one output).
+        onnx_with_act(b, node, "BatchNormalization", [b.x(node, i) for i in range(5)],
+                      epsilon=float(node.attrs[EPS.name]), momentum=1.0 - float(node.attrs[MOMENTUM.name]))
+
+
+@register
+class BatchNormBackward(OpDef):
+    """dx, dscale, dshift from dz (the gradient after the fused activation), x, scale and the saved
+    batch mean and invstd: with x^ = (x - mean) * invstd and M values per channel,
+    dshift = sum dz, dscale = sum dz * x^, dx = scale * invstd / M * (M * dz - dshift - x^ * dscale)."""
+
+    name = "batchnorm_backward"
+    arguments = ("grad", "data", "scale", "mean", "invstd")
+    outputs = ("grad_data", "grad_scale", "grad_shift")
+    visible = 3
+    kernel = Kernel("batchnorm_backward")
+
+    def infer(self, attrs, in_shapes):
+        dy = need(in_shapes, 0, "grad")
+        c = _features("batchnorm_backward", dy)
+        return [dy, dy, (c,), (c,), (c,)], [dy, (c,), (c,)]

@@ -1,0 +1,240 @@
+"""Triton batch normalisation: training forward (batch statistics + new running statistics), evaluation
+forward (running statistics) and backward, for (N, C, H, W) and (N, C) inputs, activation fused.
+
+    mean_c, var_c = mean and biased variance of x[:, c] over N (and H, W);  invstd_c = 1/sqrt(var_c + eps)
+    y = act((x - mean_c) * a_c + shift_c),  a_c = scale_c * invstd_c   (centred first: no cancellation
+        when the mean is large against the spread)
+    running_mean' = (1 - m) running_mean + m mean;  running_var' = (1 - m) running_var + m var M/(M-1)
+    backward (dz: the gradient after the activation, x^ = (x - mean) invstd, M values per channel):
+    dshift = sum dz,  dscale = sum dz x^,  dx = scale invstd (dz - dshift/M - x^ dscale/M)
+
+Two kinds of kernel. The per-channel reductions (`_bn_partial_kernel`, `_bn_bwd_partial_kernel`): a
+program owns BLOCK_C channels and one of S chunks of their M = N*H*W values (flat index r -> image
+r // HW, pixel r % HW, so any layout the strides describe works), tiles (BLOCK_R, BLOCK_C) wide along
+the contiguous axis; it writes per-chunk sums that the host adds in a fixed order (deterministic: no
+atomics, so a resumed run is bit-identical). The statistics take two passes (mean, then the sum of
+squared deviations) so the variance does not cancel; the (C,)-vector arithmetic after them (invstd,
+running statistics) is a few ATen ops. The elementwise ones (`_bn_apply_kernel`, `_bn_dx_kernel`): tiles of BLOCK_P pixels x
+BLOCK_C channels of one image, per-channel coefficients loaded once per tile. Math in fp32; y and dx
+in x's dtype (NCHW or channels-last kept), statistics in fp32.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .activation import act_code, apply_act
+
+PROGRAMS = 2048   # the per-channel reductions cut each channel's values into chunks until about this many run
+
+@triton.jit
+def _bn_partial_kernel(x_ptr, mu_ptr, out_ptr, C, P, R, sn, sc, sp, CHUNK,
+                       SQUARE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Per channel, the sum over one chunk of the M values of x - mu (SQUARE: of (x - mu)^2)."""
+    c = (tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)).to(tl.int64)
+    s = tl.program_id(1).to(tl.int64)
+    cm = c < C
+    mu = tl.load(mu_ptr + c, mask=cm, other=0.0)
+    acc = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
+    for i in range(0, CHUNK, BLOCK_R):
+        r = s * CHUNK + i + tl.arange(0, BLOCK_R).to(tl.int64)
+        n = r // P
+        m = (r < R)[:, None] & cm[None, :]
+        v = tl.load(x_ptr + (n * sn + (r - n * P) * sp)[:, None] + c[None, :] * sc, mask=m, other=0.0)
+        d = tl.where(m, v.to(tl.float32) - mu[None, :], 0.0)
+        if SQUARE:
+            acc += d * d
+        else:
+            acc += d
+    tl.store(out_ptr + s * C + c, tl.sum(acc, 0), mask=cm)
+
+
+@triton.jit
+def _bn_apply_kernel(x_ptr, y_ptr, scale_ptr, shift_ptr, mean_ptr, stat_ptr, C, P,
+                     xsn, xsc, xsp, ysn, ysc, ysp, eps,
+                     FROM_VAR: tl.constexpr, ACT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    p = (tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)).to(tl.int64)
+    c = (tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)).to(tl.int64)
+    n = tl.program_id(2).to(tl.int64)
+    cm = c < C
+    mean = tl.load(mean_ptr + c, mask=cm, other=0.0).to(tl.float32)
+    st = tl.load(stat_ptr + c, mask=cm, other=1.0).to(tl.float32)
+    if FROM_VAR:   # evaluation: the running variance
+        inv = 1.0 / tl.sqrt(st + eps)
+    else:          # training: the batch's invstd
+        inv = st
+    a = tl.load(scale_ptr + c, mask=cm, other=0.0).to(tl.float32) * inv
+    b = tl.load(shift_ptr + c, mask=cm, other=0.0).to(tl.float32)
+    m = (p < P)[:, None] & cm[None, :]
+    x = tl.load(x_ptr + n * xsn + p[:, None] * xsp + c[None, :] * xsc, mask=m, other=0.0).to(tl.float32)
+    y = apply_act((x - mean[None, :]) * a[None, :] + b[None, :], ACT)
+    tl.store(y_ptr + n * ysn + p[:, None] * ysp + c[None, :] * ysc, y.to(y_ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _bn_bwd_partial_kernel(g_ptr, x_ptr, mean_ptr, invstd_ptr, out_ptr, C, P, R, gsn, gsc, gsp, xsn, xsc, xsp,
+                           CHUNK, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Per channel, over one chunk: sum dy (out[0]) and sum dy * x^ (out[1])."""
+    c = (tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)).to(tl.int64)
+    s = tl.program_id(1).to(tl.int64)
+    S = tl.num_programs(1)
+    cm = c < C
+    mu = tl.load(mean_ptr + c, mask=cm, other=0.0)
+    inv = tl.load(invstd_ptr + c, mask=cm, other=0.0)
+    acc_g = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
+    acc_gx = tl.zeros((BLOCK_R, BLOCK_C), dtype=tl.float32)
+    for i in range(0, CHUNK, BLOCK_R):
+        r = s * CHUNK + i + tl.arange(0, BLOCK_R).to(tl.int64)
+        n = r // P
+        p = r - n * P
+        m = (r < R)[:, None] & cm[None, :]
+        g = tl.load(g_ptr + (n * gsn + p * gsp)[:, None] + c[None, :] * gsc, mask=m, other=0.0).to(tl.float32)
+        x = tl.load(x_ptr + (n * xsn + p * xsp)[:, None] + c[None, :] * xsc, mask=m, other=0.0).to(tl.float32)
+        acc_g += g
+        acc_gx += g * tl.where(m, (x - mu[None, :]) * inv[None, :], 0.0)
+    tl.store(out_ptr + s * C + c, tl.sum(acc_g, 0), mask=cm)
+    tl.store(out_ptr + (S + s) * C + c, tl.sum(acc_gx, 0), mask=cm)
+
+
+@triton.jit
+def _bn_dx_kernel(g_ptr, x_ptr, dx_ptr, scale_ptr, mean_ptr, invstd_ptr, dscale_ptr, dshift_ptr, C, P, inv_count,
+                  gsn, gsc, gsp, xsn, xsc, xsp, osn, osc, osp, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    p = (tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)).to(tl.int64)
+    c = (tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)).to(tl.int64)
+    n = tl.program_id(2).to(tl.int64)
+    cm = c < C
+    mean = tl.load(mean_ptr + c, mask=cm, other=0.0).to(tl.float32)
+    inv = tl.load(invstd_ptr + c, mask=cm, other=0.0).to(tl.float32)
+    k = tl.load(scale_ptr + c, mask=cm, other=0.0).to(tl.float32) * inv
+    ds = tl.load(dshift_ptr + c, mask=cm, other=0.0).to(tl.float32) * inv_count
+    dsc = tl.load(dscale_ptr + c, mask=cm, other=0.0).to(tl.float32) * inv_count
+    m = (p < P)[:, None] & cm[None, :]
+    g = tl.load(g_ptr + n * gsn + p[:, None] * gsp + c[None, :] * gsc, mask=m, other=0.0).to(tl.float32)
+    x = tl.load(x_ptr + n * xsn + p[:, None] * xsp + c[None, :] * xsc, mask=m, other=0.0).to(tl.float32)
+    xhat = (x - mean[None, :]) * inv[None, :]
+    dx = k[None, :] * (g - ds[None, :] - xhat * dsc[None, :])
+    tl.store(dx_ptr + n * osn + p[:, None] * osp + c[None, :] * osc, dx.to(dx_ptr.dtype.element_ty), mask=m)
+
+
+def _ncp(t: torch.Tensor) -> torch.Tensor:
+    """t (N, C, H, W) or (N, C), or a contiguous copy when (H, W) do not merge into one pixel axis."""
+    if t.dim() == 2:
+        return t
+    if t.dim() != 4:
+        raise ValueError(f"batchnorm expects a 4-d (N, C, H, W) or 2-d (N, C) tensor, got shape {tuple(t.shape)}")
+    H, W = t.shape[2], t.shape[3]
+    if H == 1 or W == 1 or t.stride(2) == W * t.stride(3):
+        return t
+    return t.contiguous()
+
+
+def _pixels(t: torch.Tensor) -> int:
+    return t.shape[2] * t.shape[3] if t.dim() == 4 else 1
+
+
+def _strides(t: torch.Tensor) -> tuple[int, int, int]:
+    """(batch, channel, pixel) strides of a tensor that passed `_ncp`."""
+    if t.dim() == 2:
+        return t.stride(0), t.stride(1), 1
+    return t.stride(0), t.stride(1), (t.stride(2) if t.shape[3] == 1 else t.stride(3))
+
+
+def _out_like(x: torch.Tensor) -> torch.Tensor:
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return torch.empty_like(x, memory_format=torch.channels_last)
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+
+
+def _tiles_grid(x: torch.Tensor) -> tuple[int, int, tuple[int, int, int]]:
+    N, C, P = x.shape[0], x.shape[1], _pixels(x)
+    if x.stride(1) == 1 and C > 1:      # channels innermost (channels-last maps, (N, C) features)
+        bc = min(128, triton.next_power_of_2(C))
+        bp = max(16, 2048 // bc)
+    else:
+        bp = min(256, max(16, triton.next_power_of_2(P)))
+        bc = max(16, 2048 // bp)
+    if N > 65535:
+        raise ValueError(f"batchnorm: batch {N} exceeds the grid's z limit 65535")
+    return bp, bc, (triton.cdiv(P, bp), triton.cdiv(C, bc), N)
+
+
+def _vec(t: torch.Tensor) -> torch.Tensor:
+    return t.float().contiguous()
+
+
+def _apply(x, scale, shift, mean, stat, eps, act, from_var):
+    y = _out_like(x)
+    if x.numel():
+        bp, bc, grid = _tiles_grid(x)
+        _bn_apply_kernel[grid](x, y, _vec(scale), _vec(shift), mean, stat, x.shape[1], _pixels(x),
+                               *_strides(x), *_strides(y), float(eps), FROM_VAR=from_var, ACT=act_code(act),
+                               BLOCK_P=bp, BLOCK_C=bc)
+    return y
+
+
+def _split(x: torch.Tensor) -> tuple[int, int, int, int, tuple[int, int]]:
+    """(BLOCK_R, BLOCK_C, CHUNK, S, grid) of the per-channel reductions: tiles wide along whichever axis
+    is contiguous; the M values of a channel cut into S chunks so that about 2K programs run."""
+    C, R = x.shape[1], x.numel() // x.shape[1]
+    if x.stride(1) == 1 and C > 1:
+        bc = min(64, max(16, triton.next_power_of_2(C)))
+        br = max(16, 2048 // bc)
+    else:
+        bc, br = 16, 128
+    cblocks = triton.cdiv(C, bc)
+    rblocks = triton.cdiv(R, br)
+    s = max(1, min(rblocks, PROGRAMS // cblocks))
+    chunk = triton.cdiv(rblocks, s) * br
+    s = triton.cdiv(R, chunk)
+    return br, bc, chunk, s, (cblocks, s)
+
+
+def _channel_sum(x: torch.Tensor, mu: torch.Tensor, square: bool) -> torch.Tensor:
+    """Per channel, sum (x - mu) (or its square) over the M values."""
+    br, bc, chunk, s, grid = _split(x)
+    C = x.shape[1]
+    part = torch.empty(s, C, dtype=torch.float32, device=x.device)
+    _bn_partial_kernel[grid](x, mu, part, C, _pixels(x), x.numel() // C, *_strides(x), chunk,
+                             SQUARE=square, BLOCK_R=br, BLOCK_C=bc)
+    return part.sum(0)   # the S chunk sums in a fixed order: deterministic
+
+
+def batchnorm(x, scale, shift, running_mean, running_var, *, eps, momentum, act):
+    x = _ncp(x)
+    R = x.numel() // max(x.shape[1], 1)
+    if R == 0:
+        raise ValueError("batchnorm: no values per channel to take statistics over")
+    # Two passes, each on centred values so nothing cancels: the mean as the first image's value plus
+    # the mean deviation from it (the sums stay at the data's spread, not its offset), then the sum
+    # of squared deviations from that mean.
+    pivot = _vec(x[0, :, 0, 0] if x.dim() == 4 else x[0])
+    mean = pivot + _channel_sum(x, pivot, False).div_(R)
+    var = _channel_sum(x, mean, True).div_(R)
+    invstd = torch.rsqrt(var + eps)
+    new_rm = running_mean.float() * (1 - momentum) + mean * momentum
+    new_rv = running_var.float() * (1 - momentum) + var * (momentum * R / max(R - 1, 1))
+    return _apply(x, scale, shift, mean, invstd, eps, act, False), mean, invstd, new_rm, new_rv
+
+
+def batchnorm_eval(x, scale, shift, running_mean, running_var, *, eps, momentum, act):
+    return _apply(_ncp(x), scale, shift, _vec(running_mean), _vec(running_var), eps, act, True)
+
+
+def batchnorm_backward(dy, x, scale, mean, invstd):
+    dy, x = _ncp(dy), _ncp(x)
+    C, R = x.shape[1], x.numel() // max(x.shape[1], 1)
+    mean, invstd = _vec(mean), _vec(invstd)
+    dx = _out_like(dy)
+    if R == 0:
+        return dx, torch.zeros(C, device=x.device), torch.zeros(C, device=x.device)
+    br, bc, chunk, s, grid = _split(dy)
+    part = torch.empty(2, s, C, dtype=torch.float32, device=x.device)
+    P = _pixels(x)
+    _bn_bwd_partial_kernel[grid](dy, x, mean, invstd, part, C, P, R, *_strides(dy), *_strides(x), chunk,
+                                 BLOCK_R=br, BLOCK_C=bc)
+    dshift, dscale = part.sum(1).unbind(0)
+    bp, bc, grid = _tiles_grid(dy)
+    _bn_dx_kernel[grid](dy, x, dx, _vec(scale), mean, invstd, dscale, dshift, C, P, 1.0 / R,
+                        *_strides(dy), *_strides(x), *_strides(dx), BLOCK_P=bp, BLOCK_C=bc)
+    return dx, dscale, dshift

@@ -1,0 +1,151 @@
+"""Batch norm kernels: the reference (kernels/reference/batchnorm.py) against ATen's own batch norm and
+torch.autograd in float64, and the Triton kernels (kernels/batchnorm.py) against the reference in
+float64 -- in the interpreter on small shapes without CUDA, compiled on real shapes with one.
+
+Tolerances: fp32 kernels vs the float64 oracle rtol 1e-5 / atol 1e-5 (reductions of up to a few
+hundred thousand fp32 terms on the GPU: atol 1e-4 there); the reference in float64 vs ATen in float64
+1e-10; fp16/bf16 inputs on the GPU 2e-2 (16-bit outputs).
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alexnetc.kernels import batchnorm as T
+from alexnetc.kernels.reference import batchnorm as R
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+ACTS = {"none": lambda t: t, "relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
+
+
+def _layout(x: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "channels_last" and x.dim() == 4:
+        return x.to(memory_format=torch.channels_last)
+    if kind == "sliced":   # non-contiguous: every other channel (and a cropped width for maps)
+        shape = list(x.shape)
+        shape[1] *= 2
+        if x.dim() == 4:
+            shape[3] += 1
+        big = torch.zeros(shape, dtype=x.dtype, device=x.device)
+        if x.dim() == 4:
+            big[:, ::2, :, 1:] = x
+            return big[:, ::2, :, 1:]
+        big[:, ::2] = x
+        return big[:, ::2]
+    return x
+
+
+def _params(c: int, device=DEVICE, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [t.to(device, dtype) for t in (torch.randn(c, generator=g), torch.randn(c, generator=g),
+                                          torch.randn(c, generator=g), torch.rand(c, generator=g) + 0.5)]
+
+
+def _d(ts):
+    return [t.double() for t in ts]
+
+
+def test_reference_matches_aten_and_autograd_in_float64():
+    """oracle: F.batch_norm (training and eval, running statistics updated by ATen) and torch.autograd."""
+    for shape in [(4, 3, 5, 6), (9, 7), (1, 2, 3, 1)]:
+        x = torch.randn(shape, dtype=torch.float64) * 3 + 1
+        scale, shift, rm, rv = _d(_params(shape[1]))
+        y, mean, invstd, nrm, nrv = R.batchnorm(x, scale, shift, rm, rv, eps=1e-3, momentum=0.3, act="none")
+        rm2, rv2 = rm.clone(), rv.clone()
+        xa, sa, ba = (t.clone().requires_grad_() for t in (x, scale, shift))
+        ya = F.batch_norm(xa, rm2, rv2, sa, ba, True, 0.3, 1e-3)
+        torch.testing.assert_close(y, ya, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(nrm, rm2, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(nrv, rv2, rtol=1e-12, atol=1e-12)
+        assert torch.equal(rm, _d(_params(shape[1]))[2])           # inputs untouched
+        dy = torch.randn(shape, dtype=torch.float64)
+        ya.backward(dy)
+        dx, dscale, dshift = R.batchnorm_backward(dy, x, scale, mean, invstd)
+        for a, b in ((dx, xa.grad), (dscale, sa.grad), (dshift, ba.grad)):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+        ye = R.batchnorm_eval(x, scale, shift, rm, rv, eps=1e-3, momentum=0.3, act="tanh")
+        torch.testing.assert_close(ye, torch.tanh(F.batch_norm(x, rm, rv, scale, shift, False, 0.3, 1e-3)))
+
+
+def _check(x, act, eps=1e-5, momentum=0.1, rtol=1e-5, atol=1e-5):
+    c = x.shape[1]
+    scale, shift, rm, rv = _params(c, x.device)
+    before = rm.clone()
+    out = T.batchnorm(x, scale, shift, rm, rv, eps=eps, momentum=momentum, act=act)
+    ref = R.batchnorm(x.double(), *_d((scale, shift, rm, rv)), eps=eps, momentum=momentum, act=act)
+    assert out[0].shape == x.shape and out[0].dtype == x.dtype
+    assert all(t.dtype == torch.float32 and t.shape == (c,) for t in out[1:])
+    assert torch.equal(rm, before)
+    for a, b in zip(out, ref):
+        torch.testing.assert_close(a.double(), b, rtol=rtol, atol=atol)
+    ye = T.batchnorm_eval(x, scale, shift, rm, rv, eps=eps, momentum=momentum, act=act)
+    torch.testing.assert_close(ye.double(), R.batchnorm_eval(x.double(), *_d((scale, shift, rm, rv)), eps=eps,
+                                                             momentum=momentum, act=act), rtol=rtol, atol=atol)
+    dy = _layout(torch.randn(x.shape, device=x.device).to(x.dtype), "contiguous")
+    mean, invstd = ref[1].float(), ref[2].float()
+    dx, dscale, dshift = T.batchnorm_backward(dy, x, scale, mean, invstd)
+    rdx, rdscale, rdshift = R.batchnorm_backward(dy.double(), x.double(), scale.double(), mean.double(),
+                                                 invstd.double())
+    assert dx.shape == x.shape and dx.dtype == x.dtype
+    for a, b in ((dx, rdx), (dscale, rdscale), (dshift, rdshift)):
+        torch.testing.assert_close(a.double(), b, rtol=rtol, atol=atol * max(1.0, float(b.abs().max())))
+    return out[0]
+
+
+@settings(max_examples=12, deadline=None)
+@given(n=st.integers(1, 3), c=st.integers(1, 20), h=st.integers(1, 5), w=st.integers(1, 5),
+       act=st.sampled_from(sorted(ACTS)), layout=st.sampled_from(["contiguous", "channels_last", "sliced"]))
+def test_maps_match_reference(n, c, h, w, act, layout):
+    """oracle: reference batchnorm / batchnorm_eval / batchnorm_backward in float64, (N, C, H, W)."""
+    if n * h * w == 1:
+        n = 2
+    _check(_layout(torch.randn(n, c, h, w, device=DEVICE) * 3 + 1, layout), act)
+
+
+@settings(max_examples=8, deadline=None)
+@given(n=st.integers(2, 40), c=st.integers(1, 40), act=st.sampled_from(sorted(ACTS)),
+       layout=st.sampled_from(["contiguous", "sliced"]))
+def test_features_match_reference(n, c, act, layout):
+    """oracle: the same, on (N, C) fc outputs (statistics per unit over the batch)."""
+    _check(_layout(torch.randn(n, c, device=DEVICE) * 2 - 1, layout), act)
+
+
+@pytest.mark.parametrize("programs", [T.PROGRAMS, 3])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_reduction_spans_several_chunks_and_layout_is_kept(layout, programs, monkeypatch):
+    """oracle: reference in float64; 3*24*24 = 1728 values per channel in several chunks (one tile
+    each, or with few programs several tiles per chunk and a ragged last one), with a large mean (the
+    two-pass variance must not cancel)."""
+    monkeypatch.setattr(T, "PROGRAMS", programs)
+    x = _layout(torch.randn(3, 5, 24, 24, device=DEVICE) + 50, layout)
+    br, _, chunk, s, _ = T._split(x)
+    assert s > 1 and (chunk > br) == (programs == 3)
+    y = _check(x, "relu")
+    assert y.is_contiguous(memory_format=torch.channels_last if layout == "channels_last" else torch.contiguous_format)
+
+
+def test_one_value_per_channel_uses_the_biased_variance():
+    """oracle: the contract (M = 1: running_var moves towards 0, the biased variance, not NaN)."""
+    x = torch.randn(1, 3, 1, 1, device=DEVICE)
+    scale, shift, rm, rv = _params(3, x.device)
+    y, mean, invstd, nrm, nrv = T.batchnorm(x, scale, shift, rm, rv, eps=1e-5, momentum=0.1, act="none")
+    torch.testing.assert_close(nrv, 0.9 * rv)
+    torch.testing.assert_close(y, shift.reshape(1, 3, 1, 1).expand_as(y))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("shape", [(128, 64, 56, 56), (128, 256, 14, 14), (256, 4096)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_real_shapes_on_the_gpu(shape, layout):
+    """oracle: reference in float64 on ResNet-like shapes (compiled kernels)."""
+    _check(_layout(torch.randn(shape, device="cuda") * 2 + 0.5, layout), "relu", rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_on_the_gpu(dtype):
+    """oracle: reference in float64 on the same 16-bit inputs; tolerance 2e-2 (16-bit outputs)."""
+    _check((torch.randn(32, 64, 28, 28, device="cuda") * 2).to(dtype), "relu", rtol=2e-2, atol=2e-2)
