@@ -265,7 +265,47 @@ def test_headline_numbers_of_the_block_specs():
     assert not any(n.layer and n.layer.startswith("aux") for n in net.inference().graph.nodes())
 
 
-@pytest.mark.parametrize("spec", ["vgg16.yaml", "nin.yaml", "googlenet.yaml"])
+def _resnet_params(blocks: list[int], bottleneck: bool) -> int:
+    """He et al. 2016, Table 1, counted independently of the spec: convolutions without bias, batch
+    norm's scale and shift after each, 1x1 projections (with batch norm) where a stage's first block
+    changes the shape, global pooling, fc 1000 with bias."""
+    def conv(cin, cout, k):
+        return cin * cout * k * k + 2 * cout          # the convolution and its batch norm
+
+    total, cin = conv(3, 64, 7), 64
+    for stage, n in enumerate(blocks):
+        width = 64 * 2 ** stage
+        cout = 4 * width if bottleneck else width
+        for b in range(n):
+            if bottleneck:
+                total += conv(cin, width, 1) + conv(width, width, 3) + conv(width, cout, 1)
+            else:
+                total += conv(cin, width, 3) + conv(width, width, 3)
+            if b == 0 and (cin != cout or stage > 0):
+                total += conv(cin, cout, 1)
+            cin = cout
+    return total + cin * 1000 + 1000
+
+
+@pytest.mark.parametrize("spec, blocks, bottleneck, published", [
+    ("resnet18.yaml", [2, 2, 2, 2], False, 11_689_512),     # torchvision resnet18: sum(p.numel())
+    ("resnet50.yaml", [3, 4, 6, 3], True, 25_557_032),      # torchvision resnet50
+])
+def test_resnets_have_the_published_parameter_counts(spec, blocks, bottleneck, published):
+    assert _resnet_params(blocks, bottleneck) == published
+    net = compile_spec(SPECS / spec)
+    _, totals = rows(net)
+    assert totals["params"] == published
+    # batch norm's running statistics are state, not parameters: one mean and one variance per scale
+    bn = [n for n in net.graph.nodes() if n.op == "batchnorm"]
+    state = [n for n in net.graph.variables() if n.role == "state"]
+    projections = len(blocks) if bottleneck else len(blocks) - 1   # ResNet-18's first stage keeps 64 channels
+    assert len(state) == 2 * len(bn) == 2 * (1 + sum(blocks) * (3 if bottleneck else 2) + projections)
+    adds = [n for n in net.graph.nodes() if n.op == "add"]
+    assert len(adds) == sum(blocks)
+
+
+@pytest.mark.parametrize("spec", ["vgg16.yaml", "nin.yaml", "googlenet.yaml", "resnet18.yaml", "resnet50.yaml"])
 def test_block_specs_compile_in_under_a_second(spec, tmp_path):
     # a fresh process, so nothing is cached; CPU time, so that a busy machine does not fail it
     code = ("import time, sys; from alexnetc.compiler import compile_spec; t = time.process_time(); "
