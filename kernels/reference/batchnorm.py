@@ -46,7 +46,8 @@ def batchnorm(x, scale, shift, running_mean, running_var, *, eps, momentum, act)
         new_mean, new_var = f32(running_mean).clone(), f32(running_var).clone()   # ATen updates in place
         y, mean, invstd = torch.native_batch_norm(xf, f32(scale), f32(shift), new_mean, new_var, True,
                                                   momentum, eps)
-        return _act(y, act).to(x.dtype), mean, invstd, new_mean, new_var
+        y = torch.relu_(y) if act == "relu" else _act(y, act)   # y is ATen's fresh output: in place
+        return y.to(x.dtype), mean, invstd, new_mean, new_var
     var, mean = torch.var_mean(xf, _dims(x), correction=0)
     invstd = torch.rsqrt(var + eps)
     a = f32(scale) * invstd

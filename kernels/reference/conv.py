@@ -21,6 +21,8 @@ def conv(x, w, b, *, stride, pad, num_group, out_size, act):
     else:
         y = F.conv2d(F.pad(xu, (pw, pw + ew, ph, ph + eh)), up(w), bias, stride=(sh, sw), groups=num_group)
     y = y[:, :, :P, :Q]
+    if act == "relu":   # in place: y is this call's own fresh output, so no second buffer
+        return torch.relu_(y).to(x.dtype)
     return activation.act(y, act=act).to(x.dtype)
 
 
