@@ -344,11 +344,11 @@ def _call_kernel(s: _Step, args: list[torch.Tensor], ex: "Executor", is_train: b
     if kernel.train_only and not is_train:
         return (args[0],)
     kw = _resolve(s.kwargs, ex) if s.run_values else s.kwargs
-    if s.eval_fn is not None and not is_train:
-        out = s.eval_fn(*args, **kw)
-        return out if isinstance(out, tuple) else (out,)
     if s.absent:
         args = [*args, *([None] * s.absent)]
+    if s.eval_fn is not None and not is_train:   # evaluation's own entry point: reads state, writes none
+        out = s.eval_fn(*args, **kw)
+        return out if isinstance(out, tuple) else (out,)
     if s.groups > 1:
         shape = args[0].shape
         out = s.fn(*(_grouped(t, s.groups) for t in args), **kw)

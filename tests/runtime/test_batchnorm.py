@@ -295,3 +295,30 @@ def test_data_parallel_ranks_hold_the_same_running_statistics(spec, data, tmp_pa
             assert not torch.equal(states[0]["bn1_g0_running_var"], ref["bn1_g0_running_var"])
         saved = ckpt.state_from(ckpt.load_checkpoint(out + "/checkpoints")[0])
         assert torch.equal(saved["bn3.running_var"], states[0]["bn3_running_var"])
+
+
+def test_a_two_tower_run_resumes_on_one_device_with_its_running_statistics(spec, data, tmp_path):
+    """oracle: the same run resumed on its own two-tower spec. Resumed on the one-device spec (bn1's two
+    tower nodes become one over 8 channels), the statistics after one more step agree with it to fp32
+    rounding (the convolutions compute in another grouping), and differ from the saved ones."""
+    import shutil
+
+    run = tmp_path / "run"
+    Trainer(_opts(spec, data, run, epochs=1, limit_train_batches=1, limit_val_batches=1)).run()
+    saved = ckpt.state_from(_final(run)[0])
+    shutil.copytree(run, tmp_path / "two")
+    one = tmp_path / "one.yaml"
+    one.write_text(ONE_GPU)
+    logs = []
+    o = _opts(str(one), data, run, epochs=2, limit_train_batches=1, limit_val_batches=1, resume=True)
+    o.log = logs.append
+    t = Trainer(o)
+    t.run()
+    assert any("resumed from" in line for line in logs), logs
+    assert set(t.executor.state) == {"bn1_running_mean", "bn1_running_var", "bn3_running_mean", "bn3_running_var"}
+    Trainer(_opts(spec, data, tmp_path / "two", epochs=2, limit_train_batches=1, limit_val_batches=1,
+                  resume=True)).run()
+    a, b = ckpt.state_from(_final(run)[0]), ckpt.state_from(_final(tmp_path / "two")[0])
+    for k in saved:
+        assert not torch.equal(a[k], saved[k]), k
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
