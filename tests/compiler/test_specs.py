@@ -209,10 +209,69 @@ def googlenet_mini():
     return p, m
 
 
+def conv_bn(name, bn, cin, cout, k, hw, d_params, d_macs):
+    """He et al. 2016: a k x k convolution without bias (output hw x hw) and its batch norm (scale and
+    shift per channel; the running statistics are state, not parameters)."""
+    d_params[name] = cin * k * k * cout
+    d_macs[name] = hw * hw * cout * cin * k * k
+    d_params[bn] = 2 * cout
+
+
+def basic_blocks(stages, cin, hw, p, m):
+    """ResNet basic blocks: stages of (filters, instance names, first one halves the map)."""
+    for width, names, down in stages:
+        for i, n in enumerate(names):
+            if down and i == 0:
+                hw //= 2
+                conv_bn(f"{n}.proj", f"{n}.proj_bn", cin, width, 1, hw, p, m)
+            conv_bn(f"{n}.conv1", f"{n}.bn1", cin, width, 3, hw, p, m)
+            conv_bn(f"{n}.conv2", f"{n}.bn2", width, width, 3, hw, p, m)
+            cin = width
+    return cin
+
+
+def resnet18():
+    p, m = {}, {}
+    conv_bn("conv1", "bn1", 3, 64, 7, 112, p, m)
+    cin = basic_blocks([(64, ["layer1.1", "layer1.2"], False), (128, ["layer2_down", "layer2"], True),
+                        (256, ["layer3_down", "layer3"], True), (512, ["layer4_down", "layer4"], True)], 64, 56, p, m)
+    fc("fc", cin, 1000, p, m)
+    return p, m
+
+
+def resnet50():
+    p, m = {}, {}
+    conv_bn("conv1", "bn1", 3, 64, 7, 112, p, m)
+    cin, hw = 64, 56
+    for s, (width, out, n) in enumerate([(64, 256, 3), (128, 512, 4), (256, 1024, 6), (512, 2048, 3)], 1):
+        for j, name in enumerate([f"layer{s}_proj"] + [f"layer{s}.{i}" for i in range(1, n)]):
+            conv_bn(f"{name}.conv1", f"{name}.bn1", cin, width, 1, hw, p, m)   # before the stride
+            if j == 0 and s > 1:
+                hw //= 2                                                    # the 3x3 strides (v1.5)
+            conv_bn(f"{name}.conv2", f"{name}.bn2", width, width, 3, hw, p, m)
+            conv_bn(f"{name}.conv3", f"{name}.bn3", width, out, 1, hw, p, m)
+            if j == 0:
+                conv_bn(f"{name}.proj", f"{name}.proj_bn", cin, out, 1, hw, p, m)
+            cin = out
+    fc("fc", cin, 1000, p, m)
+    return p, m
+
+
+def resnet_mini():
+    p, m = {}, {}
+    conv_bn("conv1", "bn1", 1, 16, 3, 28, p, m)
+    cin = basic_blocks([(16, ["layer1"], False), (32, ["layer2"], True), (64, ["layer3"], True)], 16, 28, p, m)
+    fc("fc", cin, 10, p, m)
+    return p, m
+
+
 EXPECTED = {
     "vgg16.yaml": vgg16(),
     "nin.yaml": nin(),
     "googlenet.yaml": googlenet(),
+    "resnet18.yaml": resnet18(),
+    "resnet50.yaml": resnet50(),
+    "variants/resnet-mini.yaml": resnet_mini(),
     "variants/vgg-mini.yaml": vgg_mini(),
     "variants/nin-mini.yaml": nin_mini(),
     "variants/googlenet-mini.yaml": googlenet_mini(),
@@ -293,6 +352,7 @@ def _resnet_params(blocks: list[int], bottleneck: bool) -> int:
 ])
 def test_resnets_have_the_published_parameter_counts(spec, blocks, bottleneck, published):
     assert _resnet_params(blocks, bottleneck) == published
+    assert sum((resnet18 if spec == "resnet18.yaml" else resnet50)()[0].values()) == published
     net = compile_spec(SPECS / spec)
     _, totals = rows(net)
     assert totals["params"] == published
