@@ -19,23 +19,15 @@ version, date, rows) goes to benchmarks/results/ unless --out says otherwise.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
-import platform
 import socket
 import statistics
 import sys
 import time
 
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            model = next((l.split(":", 1)[1].strip() for l in fh if l.startswith("model name")), "")
-    except OSError:
-        model = platform.processor()
-    return f"cpu: {model or 'unknown'}, {os.cpu_count()} cores"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # results_io, beside this file
+from results_io import RESULTS, cpu_name, environment, machine_load, write_result  # noqa: E402
 
 
 def _free_port() -> int:
@@ -150,7 +142,7 @@ def run(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads per process (default: cores / processes, at least 1)")
     ap.add_argument("--tiny", action="store_true", help="batch 4, 1 step, 0.1 MB buckets: a smoke run")
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    ap.add_argument("--out", default=RESULTS)
     args = ap.parse_args(argv)
     if args.tiny:
         args.batch, args.steps, args.warmup, args.bucket_mb, args.repeats = 4, 1, 1, 0.1, 1
@@ -181,10 +173,9 @@ def run(argv=None) -> dict:
         "benchmark": "distributed_train_step", "spec": args.spec, "global_batch": args.batch,
         "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats, "bucket_mb": args.bucket_mb,
         "backend": "gloo (127.0.0.1)",
-        "device": _cpu_name(), "torch": torch.__version__, "python": platform.python_version(),
-        "machine": platform.platform(),
-        "load_average_1_5_15min_at_end": list(os.getloadavg()),  # the machine is shared: other load skews times
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "rows": rows,
+        "device": cpu_name(), **environment(),
+        "load_at_end": machine_load(),  # the machine is shared: other load skews times
+        "rows": rows,
     }
     print(f"{args.spec}, global batch {args.batch}, buckets {args.bucket_mb:g} MB, {result['device']}, "
           f"torch {torch.__version__}")
@@ -193,14 +184,8 @@ def run(argv=None) -> dict:
         exp = f"{r['exposed_comm_ms']:.1f}" if "exposed_comm_ms" in r else ""
         print(f"{r['processes']:>5} {r['mode']:<15} {r['ms_per_step']:>10.1f} {r['images_per_second']:>9.1f} "
               f"{exp:>16}")
-    os.makedirs(args.out, exist_ok=True)
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     name = args.spec.replace("/", "-").replace(".yaml", "")
-    path = os.path.join(args.out, f"distributed-{name}-cpu-{stamp}.json")
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(result, fh, indent=1)
-    print(f"written {path}")
-    result["path"] = path
+    write_result(result, args.out, f"distributed-{name}-cpu")
     return result
 
 

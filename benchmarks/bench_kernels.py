@@ -16,20 +16,18 @@ unnoticed) a perf_counter median. Run: `python benchmarks/bench_kernels.py [--ti
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import json
-import platform
+import os
 import re
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-RESULTS = Path(__file__).resolve().parent / "results"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # results_io, beside this file
+from results_io import RESULTS, device_name, environment, machine_load, write_result  # noqa: E402
 
 # (name, C_in, H, K_out, kernel, stride, pad): one-tower AlexNet, 224 input with conv1 padded to 55x55
 CONVS = [("conv1", 3, 224, 96, 11, 4, 2), ("conv2", 96, 27, 256, 5, 1, 2), ("conv3", 256, 13, 384, 3, 1, 1),
@@ -229,12 +227,6 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()})"
-
-
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiny", action="store_true", help="CPU-sized shapes (batch 2): a smoke run anywhere")
@@ -255,32 +247,22 @@ def main(argv: list[str] | None = None) -> dict:
     reps = args.reps or (3 if args.tiny else 20)
 
     from alexnetc.kernels.backend import get_backend
-    try:
-        import triton
-        triton_version = triton.__version__
-    except ImportError:
-        triton_version = None
+    load_before = machine_load()
     rows = run(args.tiny, reps, not args.no_compile, dtypes, device)
-    now = _dt.datetime.now(_dt.timezone.utc)
     result = {
-        "device": _device_name(device),
-        "torch": torch.__version__,
-        "triton": triton_version,
-        "date": now.isoformat(timespec="seconds"),
+        "device": device_name(device),
+        **environment(),
         "backend": get_backend(device).describe(),
         "batch": 2 if args.tiny else 128,
         "tiny": args.tiny,
+        "load_before": load_before,
+        "load_after": machine_load(),
         "rows": rows,
     }
     print(f"{result['device']} | torch {result['torch']} | triton {result['triton']} | {result['backend']}")
     print(table(rows))
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     slug = re.sub(r"[^A-Za-z0-9]+", "-", result["device"]).strip("-").lower()
-    path = out / f"kernels-{slug}{'-tiny' if args.tiny else ''}-{now.strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.write_text(json.dumps(result, indent=1))
-    print(f"wrote {path}")
-    result["path"] = str(path)
+    write_result(result, args.out, f"kernels-{slug}{'-tiny' if args.tiny else ''}")
     return result
 
 

@@ -2,31 +2,28 @@
 PyTorch eager (cuDNN) and under torch.compile.
 
     python benchmarks/bench_train.py specs/alexnet.yaml --batch 128 --steps 20      # on a GPU
+    python benchmarks/bench_train.py variants/googlenet-mini --device cpu --batch 128
     python benchmarks/bench_train.py --tiny --out /tmp/results                     # CPU smoke run
 
-Every contender does the same work per step: forward, backward and the paper's SGD update on the
-same initial weights and the same synthetic batch. Images per second are measured over `--steps`
-steps after `--warmup` steps, with the device synchronised. The JSON (device, torch and triton
-versions, date, every row) goes to benchmarks/results/ unless --out says otherwise.
+Any spec (a file, or a shipped name: alexnet, vgg16, variants/resnet-mini, ...) whatever its layers
+(blocks, residual adds, auxiliary loss heads, global pooling). Every contender does the same work
+per step: forward, backward and the paper's SGD update on the same initial weights and the same
+synthetic batch. The contenders are timed in turns, `--repeats` rounds of `--steps` steps each (after
+`--warmup` steps), so on a shared machine they see the same load; a row's time is the median round,
+every round is in the JSON. The load average before and after is recorded too. The JSON (device,
+torch and triton versions, date, load, every row) goes to benchmarks/results/ unless --out says
+otherwise.
 """
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import json
 import os
-import platform
+import statistics
 import sys
 import time
 
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            model = next((l.split(":", 1)[1].strip() for l in fh if l.startswith("model name")), "")
-    except OSError:
-        model = platform.processor()
-    return f"cpu: {model or 'unknown'}, {os.cpu_count()} cores"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # results_io, beside this file
+from results_io import RESULTS, device_name, environment, machine_load, write_result  # noqa: E402
 
 
 def _sync(device):
@@ -36,9 +33,7 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _time_steps(step, device, warmup: int, steps: int) -> float:
-    for _ in range(warmup):
-        step()
+def _time_steps(step, device, steps: int) -> float:
     _sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
@@ -62,14 +57,18 @@ def run(argv=None) -> dict:
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="rounds of --steps per contender, in turns (median)")
     ap.add_argument("--device", choices=("auto", "cpu"), default="auto")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile row")
     ap.add_argument("--tiny", action="store_true", help="mini spec, batch 4, 2 steps: a CPU smoke run")
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    ap.add_argument("--out", default=RESULTS)
     args = ap.parse_args(argv)
     if args.tiny:
-        args.spec, args.batch, args.steps, args.warmup = "variants/mini", 4, 2, 1
+        args.spec, args.batch, args.steps, args.warmup, args.repeats = "variants/mini", 4, 2, 1, 1
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     net = compile_spec(resolve_spec_path(args.spec), batch=args.batch)
     g2c = default_group2ctx(net, "cpu" if args.device == "cpu" else None)
     device = next(iter(g2c.values()))
@@ -78,7 +77,7 @@ def run(argv=None) -> dict:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(args.batch, c, h, w, generator=gen).to(device)
     y = torch.randint(0, net.classes, (args.batch,), generator=gen).to(device)
-    rows = []
+    load_before = machine_load()
 
     ex = Executor(net, g2c, for_training=True, params=params)
     mults = {n.name: (n.attrs.get("lr_mult", 1.0), n.attrs.get("decay_mult", 1.0)) for n in ex.param_nodes}
@@ -92,10 +91,6 @@ def run(argv=None) -> dict:
         opt.step(ex.grads, 0.01)
         state["step"] += 1
 
-    t = _time_steps(ours, device, args.warmup, args.steps)
-    rows.append({"impl": "alexnetc", "binding": describe_binding(g2c), "ms_per_step": t * 1e3,
-                 "images_per_second": args.batch / t})
-
     def eager_step(model, optim):
         def step():
             optim.zero_grad(set_to_none=True)
@@ -108,32 +103,41 @@ def run(argv=None) -> dict:
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optim = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=0.0005)
-    t = _time_steps(eager_step(model, optim), device, args.warmup, args.steps)
-    rows.append({"impl": "pytorch-eager", "binding": str(device), "ms_per_step": t * 1e3,
-                 "images_per_second": args.batch / t})
+    contenders = {"alexnetc": (ours, describe_binding(g2c)), "pytorch-eager": (eager_step(model, optim), str(device))}
+    errors = {}
     if not args.no_compile:
+        cmodel = torch.compile(EagerNet(net, params).to(device).train())
+        coptim = torch.optim.SGD(cmodel.parameters(), lr=0.01, momentum=0.9, weight_decay=0.0005)
+        contenders["torch.compile"] = (eager_step(cmodel, coptim), str(device))
+    for impl, (step, _) in list(contenders.items()):
         try:
-            cmodel = torch.compile(EagerNet(net, params).to(device).train())
-            coptim = torch.optim.SGD(cmodel.parameters(), lr=0.01, momentum=0.9, weight_decay=0.0005)
-            t = _time_steps(eager_step(cmodel, coptim), device, max(args.warmup, 2), args.steps)
-            rows.append({"impl": "torch.compile", "binding": str(device), "ms_per_step": t * 1e3,
-                         "images_per_second": args.batch / t})
+            for _ in range(max(args.warmup, 2) if impl == "torch.compile" else args.warmup):
+                step()
         except Exception as exc:  # a compiler toolchain missing on this machine is a row, not a crash
-            rows.append({"impl": "torch.compile", "binding": str(device), "error": f"{type(exc).__name__}: {exc}"[:300]})
+            if impl != "torch.compile":
+                raise
+            errors[impl] = f"{type(exc).__name__}: {exc}"[:300]
+            del contenders[impl]
+    rounds: dict[str, list[float]] = {impl: [] for impl in contenders}
+    for _ in range(args.repeats):
+        for impl, (step, _) in contenders.items():
+            rounds[impl].append(_time_steps(step, device, args.steps))
+    rows = []
+    for impl, (_, binding) in contenders.items():
+        t = statistics.median(rounds[impl])
+        rows.append({"impl": impl, "binding": binding, "ms_per_step": t * 1e3, "images_per_second": args.batch / t,
+                     "rounds_ms": [r * 1e3 for r in rounds[impl]]})
+    rows += [{"impl": impl, "binding": str(device), "error": msg} for impl, msg in errors.items()]
 
-    try:
-        import triton
-        triton_version = triton.__version__
-    except Exception:
-        triton_version = None
     result = {
-        "benchmark": "train_step", "spec": net.name, "batch": args.batch, "steps": args.steps,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
-        "torch": torch.__version__, "triton": triton_version, "python": platform.python_version(),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "rows": rows,
+        "benchmark": "train_step", "spec": net.name, "spec_path": args.spec, "batch": args.batch,
+        "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats, "device": device_name(device),
+        **environment(), "torch_threads": torch.get_num_threads(),
+        "load_before": load_before, "load_after": machine_load(), "rows": rows,
     }
     base = next((r["images_per_second"] for r in rows if r["impl"] == "pytorch-eager"), None)
-    print(f"{net.name}, batch {args.batch}, {result['device']}, torch {torch.__version__}, triton {triton_version}")
+    print(f"{net.name}, batch {args.batch}, {result['device']}, torch {result['torch']}, triton {result['triton']}, "
+          f"load {result['load_before']['load_average_1_5_15min'][0]} -> {result['load_after']['load_average_1_5_15min'][0]}")
     print(f"{'impl':<15} {'ms/step':>10} {'images/s':>10} {'vs eager':>9}")
     for r in rows:
         if "error" in r:
@@ -141,16 +145,9 @@ def run(argv=None) -> dict:
             continue
         ratio = r["images_per_second"] / base if base else float("nan")
         print(f"{r['impl']:<15} {r['ms_per_step']:>10.2f} {r['images_per_second']:>10.1f} {ratio:>8.2f}x")
-    os.makedirs(args.out, exist_ok=True)
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = os.path.join(args.out, f"train-{net.name}-{device.type}-{stamp}.json")
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(result, fh, indent=1)
-    print(f"written {path}")
-    result["path"] = path
+    write_result(result, args.out, f"train-{net.name}-{device.type}")
     return result
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     run()

@@ -39,11 +39,13 @@ def slice_backward(dy: torch.Tensor, *, begin: int, channels: int) -> torch.Tens
 
 
 def add_n(*xs: torch.Tensor) -> torch.Tensor:
-    """Sum of same-shaped tensors: the first cloned, the others added to it in argument order.
+    """Sum of same-shaped tensors, added in argument order into a new tensor.
 
     The order is part of the contract: fp32 addition is not associative, and the executor's results
     are pinned bit for bit."""
-    out = xs[0].clone()
-    for t in xs[1:]:
+    if len(xs) == 1:
+        return xs[0].clone()
+    out = xs[0] + xs[1]          # one pass, the same sum as a clone and an in-place add
+    for t in xs[2:]:
         out += t
     return out

@@ -140,6 +140,12 @@ class BatchNorm(OpDef):
             return [apply_act(y, a[ACT.name]), None, None, None, None]
         dims = [0, *range(2, x.dim())]
         count = x.numel() // x.shape[1]
+        if not ctx.formula and count > 1:
+            # ATen's kernel alone, as a PyTorch user writes it (the baseline): it updates copies of the
+            # running statistics in place; nothing in the forward graph reads the saved mean and invstd
+            new_rm, new_rv = rm.detach().clone(), rv.detach().clone()
+            y = F.batch_norm(x, new_rm, new_rv, scale, shift, True, m, eps)
+            return [apply_act(y, a[ACT.name]), None, None, new_rm, new_rv]
         mean = x.mean(dims)
         var = x.var(dims, unbiased=False)
         if ctx.formula:

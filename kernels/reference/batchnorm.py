@@ -4,6 +4,11 @@ running statistics), the evaluation forward (running statistics) and the backwar
 The contract (docs/kernel-interface.md): x is (N, C, H, W) or (N, C); per channel over the other axes,
 mean and biased variance normalise; running_var moves towards the unbiased variance (M / (M - 1), M the
 values per channel; M = 1 uses the biased one); `act` is applied after scale and shift.
+
+In float64 (the oracle in the tests) every step is written out on ATen's elementwise ops; in fp32 and
+16-bit, where the executor runs it on the CPU, ATen's fused batch-norm kernels compute the same
+quantities on contiguous maps (see `_fused`) in a couple of passes instead of about ten
+(tests/kernels/test_batchnorm.py holds one to the other).
 """
 from __future__ import annotations
 
@@ -26,9 +31,23 @@ def _act(y: torch.Tensor, act: str) -> torch.Tensor:
     return _ACT[act](y) if act in _ACT else y
 
 
+def _fused(x: torch.Tensor, count: int) -> bool:
+    """ATen's fused kernels where they reduce each channel in one thread, so the result does not depend
+    on the thread count (contiguous NCHW maps; for (N, C) features and channels-last maps they split a
+    channel's sum across threads), and M > 1 (ATen's running variance would divide by M - 1 = 0)."""
+    return (x.dtype != torch.float64 and count > 1 and x.dim() == 4 and x.is_contiguous()
+            and x.shape[2] * x.shape[3] > 1)
+
+
 def batchnorm(x, scale, shift, running_mean, running_var, *, eps, momentum, act):
     xf = f32(x)
     count = x.numel() // x.shape[1]
+    if _fused(x, count):
+        new_mean, new_var = f32(running_mean).clone(), f32(running_var).clone()   # ATen updates in place
+        y, mean, invstd = torch.native_batch_norm(xf, f32(scale), f32(shift), new_mean, new_var, True,
+                                                  momentum, eps)
+        y = torch.relu_(y) if act == "relu" else _act(y, act)   # y is ATen's fresh output: in place
+        return y.to(x.dtype), mean, invstd, new_mean, new_var
     var, mean = torch.var_mean(xf, _dims(x), correction=0)
     invstd = torch.rsqrt(var + eps)
     a = f32(scale) * invstd
@@ -40,6 +59,10 @@ def batchnorm(x, scale, shift, running_mean, running_var, *, eps, momentum, act)
 
 def batchnorm_eval(x, scale, shift, running_mean, running_var, *, eps, momentum, act):
     xf = f32(x)
+    if _fused(x, 2):
+        y = torch.nn.functional.batch_norm(xf, f32(running_mean), f32(running_var), f32(scale), f32(shift),
+                                           False, 0.0, eps)
+        return _act(y, act).to(x.dtype)
     a = f32(scale) * torch.rsqrt(f32(running_var) + eps)
     y = _act((xf - _c(f32(running_mean), x)) * _c(a, x) + _c(f32(shift), x), act)
     return y.to(x.dtype)
@@ -48,6 +71,10 @@ def batchnorm_eval(x, scale, shift, running_mean, running_var, *, eps, momentum,
 def batchnorm_backward(dy, x, scale, mean, invstd):
     d, xf = f32(dy), f32(x)
     count = x.numel() // x.shape[1]
+    if _fused(x, count):
+        dx, dscale, dshift = torch.ops.aten.native_batch_norm_backward(
+            d, xf, f32(scale), None, None, f32(mean), f32(invstd), True, 0.0, [True, True, True])
+        return dx.to(dy.dtype), dscale, dshift
     xhat = (xf - _c(mean, x)) * _c(invstd, x)
     dshift = d.sum(_dims(x))
     dscale = (d * xhat).sum(_dims(x))

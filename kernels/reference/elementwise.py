@@ -9,9 +9,10 @@ from ._common import f32
 def add(*xs: torch.Tensor) -> torch.Tensor:
     if len(xs) < 2:
         raise ValueError(f"add needs at least two inputs, got {len(xs)}")
-    out = f32(xs[0]).clone()
     for t in xs[1:]:
         if t.shape != xs[0].shape:
             raise ValueError(f"add: shapes {tuple(xs[0].shape)} and {tuple(t.shape)} differ")
+    out = f32(xs[0]) + f32(xs[1])   # a new tensor in one pass (not a clone and an add)
+    for t in xs[2:]:
         out += f32(t)
     return out.to(xs[0].dtype)

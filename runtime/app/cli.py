@@ -141,6 +141,20 @@ def _fail(message: str, status: int) -> int:
     return status
 
 
+def _drop_stdout() -> None:
+    """Point file descriptor 1 at /dev/null, so the interpreter's final flush of what is still buffered
+    for a closed pipe cannot raise again (an 'Exception ignored' message and status 120)."""
+    import os
+
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # a captured, in-memory stdout: nothing to redirect
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
 def main(argv: list[str] | None = None) -> int:
     from ...compiler.errors import SpecErrors
     from ...compiler.limits import LimitSettingError
@@ -158,7 +172,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"alexnetc: error: {problem}", file=sys.stderr)
         return 2
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, not at interpreter exit, so a closed pipe is caught below
+        return status
+    except BrokenPipeError:
+        # The reader went away (`alexnetc predict ... | head`): stop quietly, as Unix tools do when
+        # SIGPIPE ends them, and with their status (128 + SIGPIPE).
+        _drop_stdout()
+        return 128 + 13
     except SpecErrors as exc:
         if _debug():
             raise

@@ -462,7 +462,7 @@ class Trainer:
         if self.writes:  # under torchrun only rank 0 owns the run directory
             self._lock()
         try:
-            with _signals_saved():
+            with _signals_saved() as self._signals:
                 return self._run()
         except OSError as exc:  # the machine failed us mid-run: one line naming the path
             raise TrainingEnvironmentError(f"{exc.filename or self.out}: {exc.strerror or exc}") from None
@@ -531,6 +531,7 @@ class Trainer:
                 t0, seen = time.perf_counter(), 0
                 for images, labels in loader:
                     try:
+                        self._signals.raise_pending()
                         result = self.train_step(images, labels, step)
                         if result is None:  # no process had a readable sample: nothing trained
                             batch_i += 1
@@ -791,16 +792,25 @@ class _signals_saved:
 
         self.old = {}
         self.hits = 0
+        self.pending: BaseException | None = None
         if threading.current_thread() is not threading.main_thread():
             return self
+        self.old_hook = sys.unraisablehook
+
+        def quiet(unraisable):   # the swallowed signal is raised again between steps: no traceback for it
+            if unraisable.exc_value is None or unraisable.exc_value is not self.pending:
+                self.old_hook(unraisable)
+
+        sys.unraisablehook = quiet
 
         def handler(signum, frame):
             self.hits += 1
             if self.hits > 1:
                 os._exit(128 + signum)
-            if signum == signal.SIGTERM:
-                raise Terminated(signum)
-            raise KeyboardInterrupt
+            # Kept as well as raised: a signal that lands in a garbage-collector or weakref callback has
+            # its exception swallowed there ("Exception ignored in ..."), and would otherwise be lost.
+            self.pending = Terminated(signum) if signum == signal.SIGTERM else KeyboardInterrupt()
+            raise self.pending
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             try:
@@ -809,9 +819,16 @@ class _signals_saved:
                 pass
         return self
 
+    def raise_pending(self) -> None:
+        """Raise a signal's exception that a callback swallowed (called between training steps)."""
+        if self.pending is not None:
+            raise self.pending
+
     def __exit__(self, *exc):
         import signal
 
+        if hasattr(self, "old_hook"):
+            sys.unraisablehook = self.old_hook
         for sig, old in self.old.items():
             signal.signal(sig, old)
         return False

@@ -54,7 +54,7 @@ def test_tiny_run_writes_json(bench, tmp_path, capsys):
         if r["dtype"] == "fp32":
             assert r["ms"]["aten"] > 0 and r["speedup"]["aten"] > 0
     out = capsys.readouterr().out
-    assert "aten/ours" in out and "wrote" in out
+    assert "aten/ours" in out and "written" in out
 
 
 def test_compile_failure_is_recorded_not_fatal(bench, tmp_path, monkeypatch):

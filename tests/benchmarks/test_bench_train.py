@@ -5,6 +5,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from alexnetc.compiler import compile_spec
@@ -13,6 +14,13 @@ from alexnetc.runtime.execution.eager import EagerNet
 from alexnetc.runtime.execution.params import init_params
 
 ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = sorted(str(p.relative_to(ROOT / "specs").with_suffix("")) for p in (ROOT / "specs").rglob("*.yaml"))
+
+
+def _small(name: str) -> bool:
+    """The size class a CPU runs in a blink: inputs of at most 32x32 (the Fashion-MNIST minis)."""
+    c, h, w = compile_spec(ROOT / "specs" / f"{name}.yaml").input_shape
+    return h * w <= 32 * 32
 
 
 def _load():
@@ -29,7 +37,24 @@ def test_tiny_run_writes_rows(tmp_path):
     assert {"device", "triton", "date", "rows"} <= data.keys()
     impls = [r["impl"] for r in data["rows"]]
     assert impls == ["alexnetc", "pytorch-eager"]
-    assert all(r["images_per_second"] > 0 for r in data["rows"])
+    assert all(r["images_per_second"] > 0 and len(r["rounds_ms"]) == data["repeats"] for r in data["rows"])
+    for when in ("load_before", "load_after"):
+        assert len(data[when]["load_average_1_5_15min"]) == 3
+
+
+@pytest.mark.parametrize("name", [n for n in SHIPPED if _small(n)])
+def test_every_small_shipped_spec_runs_one_step(name, tmp_path):
+    """Blocks, residual adds, auxiliary loss heads, global pooling: one step of each contender."""
+    result = _load().run([name, "--batch", "2", "--steps", "1", "--warmup", "0", "--repeats", "1",
+                          "--device", "cpu", "--no-compile", "--out", str(tmp_path)])
+    assert [r["impl"] for r in result["rows"]] == ["alexnetc", "pytorch-eager"]
+    assert all(r["images_per_second"] > 0 for r in result["rows"])
+
+
+def test_the_small_class_holds_every_mini():
+    small = {n for n in SHIPPED if _small(n)}
+    assert {"variants/mini", "variants/vgg-mini", "variants/nin-mini", "variants/googlenet-mini"} <= small
+    assert "alexnet" in SHIPPED and "alexnet" not in small
 
 
 def test_eager_baseline_computes_the_same_lrn_both_ways():

@@ -209,10 +209,69 @@ def googlenet_mini():
     return p, m
 
 
+def conv_bn(name, bn, cin, cout, k, hw, d_params, d_macs):
+    """He et al. 2016: a k x k convolution without bias (output hw x hw) and its batch norm (scale and
+    shift per channel; the running statistics are state, not parameters)."""
+    d_params[name] = cin * k * k * cout
+    d_macs[name] = hw * hw * cout * cin * k * k
+    d_params[bn] = 2 * cout
+
+
+def basic_blocks(stages, cin, hw, p, m):
+    """ResNet basic blocks: stages of (filters, instance names, first one halves the map)."""
+    for width, names, down in stages:
+        for i, n in enumerate(names):
+            if down and i == 0:
+                hw //= 2
+                conv_bn(f"{n}.proj", f"{n}.proj_bn", cin, width, 1, hw, p, m)
+            conv_bn(f"{n}.conv1", f"{n}.bn1", cin, width, 3, hw, p, m)
+            conv_bn(f"{n}.conv2", f"{n}.bn2", width, width, 3, hw, p, m)
+            cin = width
+    return cin
+
+
+def resnet18():
+    p, m = {}, {}
+    conv_bn("conv1", "bn1", 3, 64, 7, 112, p, m)
+    cin = basic_blocks([(64, ["layer1.1", "layer1.2"], False), (128, ["layer2_down", "layer2"], True),
+                        (256, ["layer3_down", "layer3"], True), (512, ["layer4_down", "layer4"], True)], 64, 56, p, m)
+    fc("fc", cin, 1000, p, m)
+    return p, m
+
+
+def resnet50():
+    p, m = {}, {}
+    conv_bn("conv1", "bn1", 3, 64, 7, 112, p, m)
+    cin, hw = 64, 56
+    for s, (width, out, n) in enumerate([(64, 256, 3), (128, 512, 4), (256, 1024, 6), (512, 2048, 3)], 1):
+        for j, name in enumerate([f"layer{s}_proj"] + [f"layer{s}.{i}" for i in range(1, n)]):
+            conv_bn(f"{name}.conv1", f"{name}.bn1", cin, width, 1, hw, p, m)   # before the stride
+            if j == 0 and s > 1:
+                hw //= 2                                                    # the 3x3 strides (v1.5)
+            conv_bn(f"{name}.conv2", f"{name}.bn2", width, width, 3, hw, p, m)
+            conv_bn(f"{name}.conv3", f"{name}.bn3", width, out, 1, hw, p, m)
+            if j == 0:
+                conv_bn(f"{name}.proj", f"{name}.proj_bn", cin, out, 1, hw, p, m)
+            cin = out
+    fc("fc", cin, 1000, p, m)
+    return p, m
+
+
+def resnet_mini():
+    p, m = {}, {}
+    conv_bn("conv1", "bn1", 1, 16, 3, 28, p, m)
+    cin = basic_blocks([(16, ["layer1"], False), (32, ["layer2"], True), (64, ["layer3"], True)], 16, 28, p, m)
+    fc("fc", cin, 10, p, m)
+    return p, m
+
+
 EXPECTED = {
     "vgg16.yaml": vgg16(),
     "nin.yaml": nin(),
     "googlenet.yaml": googlenet(),
+    "resnet18.yaml": resnet18(),
+    "resnet50.yaml": resnet50(),
+    "variants/resnet-mini.yaml": resnet_mini(),
     "variants/vgg-mini.yaml": vgg_mini(),
     "variants/nin-mini.yaml": nin_mini(),
     "variants/googlenet-mini.yaml": googlenet_mini(),
@@ -265,7 +324,48 @@ def test_headline_numbers_of_the_block_specs():
     assert not any(n.layer and n.layer.startswith("aux") for n in net.inference().graph.nodes())
 
 
-@pytest.mark.parametrize("spec", ["vgg16.yaml", "nin.yaml", "googlenet.yaml"])
+def _resnet_params(blocks: list[int], bottleneck: bool) -> int:
+    """He et al. 2016, Table 1, counted independently of the spec: convolutions without bias, batch
+    norm's scale and shift after each, 1x1 projections (with batch norm) where a stage's first block
+    changes the shape, global pooling, fc 1000 with bias."""
+    def conv(cin, cout, k):
+        return cin * cout * k * k + 2 * cout          # the convolution and its batch norm
+
+    total, cin = conv(3, 64, 7), 64
+    for stage, n in enumerate(blocks):
+        width = 64 * 2 ** stage
+        cout = 4 * width if bottleneck else width
+        for b in range(n):
+            if bottleneck:
+                total += conv(cin, width, 1) + conv(width, width, 3) + conv(width, cout, 1)
+            else:
+                total += conv(cin, width, 3) + conv(width, width, 3)
+            if b == 0 and (cin != cout or stage > 0):
+                total += conv(cin, cout, 1)
+            cin = cout
+    return total + cin * 1000 + 1000
+
+
+@pytest.mark.parametrize("spec, blocks, bottleneck, published", [
+    ("resnet18.yaml", [2, 2, 2, 2], False, 11_689_512),     # torchvision resnet18: sum(p.numel())
+    ("resnet50.yaml", [3, 4, 6, 3], True, 25_557_032),      # torchvision resnet50
+])
+def test_resnets_have_the_published_parameter_counts(spec, blocks, bottleneck, published):
+    assert _resnet_params(blocks, bottleneck) == published
+    assert sum((resnet18 if spec == "resnet18.yaml" else resnet50)()[0].values()) == published
+    net = compile_spec(SPECS / spec)
+    _, totals = rows(net)
+    assert totals["params"] == published
+    # batch norm's running statistics are state, not parameters: one mean and one variance per scale
+    bn = [n for n in net.graph.nodes() if n.op == "batchnorm"]
+    state = [n for n in net.graph.variables() if n.role == "state"]
+    projections = len(blocks) if bottleneck else len(blocks) - 1   # ResNet-18's first stage keeps 64 channels
+    assert len(state) == 2 * len(bn) == 2 * (1 + sum(blocks) * (3 if bottleneck else 2) + projections)
+    adds = [n for n in net.graph.nodes() if n.op == "add"]
+    assert len(adds) == sum(blocks)
+
+
+@pytest.mark.parametrize("spec", ["vgg16.yaml", "nin.yaml", "googlenet.yaml", "resnet18.yaml", "resnet50.yaml"])
 def test_block_specs_compile_in_under_a_second(spec, tmp_path):
     # a fresh process, so nothing is cached; CPU time, so that a busy machine does not fail it
     code = ("import time, sys; from alexnetc.compiler import compile_spec; t = time.process_time(); "

@@ -149,3 +149,48 @@ def test_real_shapes_on_the_gpu(shape, layout):
 def test_half_precision_on_the_gpu(dtype):
     """oracle: reference in float64 on the same 16-bit inputs; tolerance 2e-2 (16-bit outputs)."""
     _check((torch.randn(32, 64, 28, 28, device="cuda") * 2).to(dtype), "relu", rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("shape", [(8, 5, 7, 6), (16, 9), (3, 4, 1, 1)])
+def test_reference_fp32_fused_path_matches_its_float64_formula(shape):
+    """oracle: the reference's own float64 path (every step written out, itself checked against ATen and
+    autograd above): its fp32 path (ATen's fused kernels) agrees to fp32 rounding, both modes and the
+    backward, running statistics included."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(shape, generator=g) * 2 + 0.5
+    dy = torch.randn(shape, generator=g)
+    scale, shift, rm, rv = _params(shape[1], device="cpu")
+    for act in ("none", "relu"):
+        out = R.batchnorm(x, scale, shift, rm, rv, eps=1e-5, momentum=0.1, act=act)
+        ref = R.batchnorm(x.double(), *_d((scale, shift, rm, rv)), eps=1e-5, momentum=0.1, act=act)
+        for a, b in zip(out, ref):
+            assert a.dtype == torch.float32
+            torch.testing.assert_close(a.double(), b, rtol=1e-5, atol=1e-5)
+        ye = R.batchnorm_eval(x, scale, shift, rm, rv, eps=1e-5, momentum=0.1, act=act)
+        torch.testing.assert_close(ye.double(), R.batchnorm_eval(x.double(), *_d((scale, shift, rm, rv)), eps=1e-5,
+                                                                 momentum=0.1, act=act), rtol=1e-5, atol=1e-5)
+    mean, invstd = ref[1], ref[2]
+    got = R.batchnorm_backward(dy, x, scale, mean.float(), invstd.float())
+    want = R.batchnorm_backward(dy.double(), x.double(), scale.double(), mean, invstd)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-4)
+
+
+def test_reference_fp32_does_not_depend_on_the_thread_count():
+    """Data-parallel runs give each process its own thread count; the statistics must not change with it
+    (oracle: the same call on one thread)."""
+    g = torch.Generator().manual_seed(4)
+    threads = torch.get_num_threads()
+    results = []
+    for shape in [(32, 16, 14, 14), (64, 24)]:
+        x, dy = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+        scale, shift, rm, rv = _params(shape[1], device="cpu")
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            try:
+                y, mean, invstd, nrm, nrv = R.batchnorm(x, scale, shift, rm, rv, eps=1e-5, momentum=0.1, act="relu")
+                results.append((y, mean, invstd, nrm, nrv, *R.batchnorm_backward(dy, x, scale, mean, invstd)))
+            finally:
+                torch.set_num_threads(threads)
+        one, three = results[-2:]
+        assert all(torch.equal(a, b) for a, b in zip(one, three)), shape

@@ -305,6 +305,35 @@ def test_predict_maps_or_refuses_images_of_another_size(trained, tmp_path, capsy
     assert "wide.png: a 280x28 image cannot be mapped" in line
 
 
+def _into_closed_pipe(argv: list[str]) -> subprocess.CompletedProcess:
+    """The command line with its stdout a pipe whose reader has already gone (`... | head` once head
+    has exited), so every write to it fails with EPIPE, deterministically."""
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        return subprocess.run([sys.executable, "-m", "alexnetc.runtime.app.cli", *argv], stdout=w,
+                              stderr=subprocess.PIPE, text=True, timeout=120, cwd=ROOT)
+    finally:
+        os.close(w)
+
+
+def test_predict_into_a_closed_pipe_exits_quietly(trained, tmp_path):
+    """`alexnetc predict ... | head`: no traceback, no 'Exception ignored', no error line; the status
+    of a Unix tool ended by SIGPIPE (128 + 13). Oracle: the same command into a working pipe prints."""
+    imgs = []
+    for i in range(40):  # more lines than one buffer flush, so the write fails inside the command too
+        Image.fromarray(np.full((28, 28), i * 6, dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        imgs.append(str(tmp_path / f"{i}.png"))
+    ok = subprocess.run([sys.executable, "-m", "alexnetc.runtime.app.cli", "predict", str(trained), *imgs],
+                        capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert ok.returncode == 0 and ok.stdout.count(".png") >= 40, ok.stderr
+    done = _into_closed_pipe(["predict", str(trained), *imgs])
+    assert done.stderr == "" and done.returncode == 141, done.stderr
+    # a command whose whole output fits the buffer fails only at the final flush: caught there too
+    done = _into_closed_pipe(["compile", "--expand", "variants/mini"])
+    assert done.stderr == "" and done.returncode == 141, done.stderr
+
+
 # ------------------------------------------------------------------------------------------ 5. checkpoint checks
 
 @pytest.fixture(scope="module")
