@@ -188,8 +188,8 @@ def nin_mini():
     p, m = {}, {}
     cin = 1
     for i, (filters, k, hw, out) in enumerate([(32, 5, 28, 32), (64, 3, 14, 64), (96, 3, 7, 10)], 1):
-        conv(f"mlpconv{i}.conv", cin, filters, k, hw, p, m)
-        conv(f"mlpconv{i}.cccp1", filters, filters, 1, hw, p, m)
+        conv_bn(f"mlpconv{i}.conv", f"mlpconv{i}.bn", cin, filters, k, hw, p, m)
+        conv_bn(f"mlpconv{i}.cccp1", f"mlpconv{i}.bn1", filters, filters, 1, hw, p, m)
         conv(f"mlpconv{i}.cccp2", filters, out, 1, hw, p, m)
         cin = out
     return p, m
