@@ -132,6 +132,16 @@ class DistContext:
             dist.destroy_process_group()
             self.owns_group = False
 
+    def abort(self) -> None:
+        """After another process failed: take our process group down now, while this process can
+        still join its threads; left to the interpreter's exit, gloo's threads could still be
+        running and the process would abort ('terminate called without an active exception')
+        after having reported the failure."""
+        try:
+            self.close()
+        except (RuntimeError, ValueError):
+            self.owns_group = False
+
 
 class _collective:
     """Turns a failed or timed-out collective into a DistributedError that says what to do."""
@@ -267,14 +277,31 @@ class GradReducer:
                 self._launch(b)
         grads = self.executor.grads
         for b in self.buckets:
-            with _collective("waiting for a gradient all-reduce", self.ctx):
-                b.work.wait()
+            try:
+                with _collective("waiting for a gradient all-reduce", self.ctx):
+                    b.work.wait()
+            except DistributedError:
+                self.abandon()
+                raise
             if b.packed is not None:
                 off = 0
                 for n in b.names:
                     g = grads[n]
                     g.copy_(b.packed[off:off + g.numel()].view_as(g))
                     off += g.numel()
+        self._armed = False
+
+    def abandon(self) -> None:
+        """After a failed collective: wait out every all-reduce still in flight (each ends with the
+        same lost connection or timeout), so no gloo work is pending when the process exits (the
+        process otherwise aborts in its destructors: 'terminate called without an active exception')."""
+        for b in self.buckets:
+            if b.work is not None:
+                try:
+                    b.work.wait()
+                except RuntimeError:
+                    pass
+                b.work = None
         self._armed = False
 
     def describe(self) -> str:

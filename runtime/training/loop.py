@@ -468,6 +468,10 @@ class Trainer:
             raise TrainingEnvironmentError(f"{exc.filename or self.out}: {exc.strerror or exc}") from None
         except (ckpt.CheckpointWriteError, MetricsWriteError) as exc:
             raise TrainingEnvironmentError(str(exc)) from None
+        except dp.DistributedError:
+            if self.dist:
+                self.dist.abort()
+            raise
         finally:
             self._unlock()
 
