@@ -98,7 +98,6 @@ def _predict(args) -> int:
     import torch
 
     from ..data.augment import AugmentError
-    from ..data.datasets import load_image
     from ..training.checkpoint import CheckpointError
     from .model import load_model
 
@@ -123,16 +122,7 @@ def _predict(args) -> int:
     for path in args.images:
         if not os.path.isfile(path):
             raise _user_error(f"{path}: no such image file")
-        img = load_image(path, mode)
-        if not hasattr(img, "shape"):
-            raise _user_error(f"{path}: cannot read this image ({getattr(img, 'reason', 'unreadable')})")
-        try:
-            img, note = model.fit_image(img, path)
-        except CheckpointError as exc:
-            raise _user_error(str(exc)) from None
-        if note:
-            print(note)
-        images.append(tf(img))
+        images.append(tf(model.read_image(path)))
         names.append(path)
     with torch.no_grad():
         probs = model.probs(torch.stack(images))

@@ -257,8 +257,7 @@ def _neighbors(args) -> int:
     import numpy as np
     import torch
 
-    from ..data.datasets import DatasetError, load_image, open_dataset
-    from ..training.checkpoint import CheckpointError
+    from ..data.datasets import DatasetError, open_dataset
     from .figures import draw_neighbors
 
     _check_output(args.output)
@@ -277,7 +276,6 @@ def _neighbors(args) -> int:
     except KeyError as exc:
         raise _user_error(f"--layer: {exc.args[0]}") from None
     c = model.net.input_shape[0]
-    mode = "L" if c == 1 else "RGB"
     try:
         args.data = model.data_dir(args.data)
         ds = open_dataset(args.data, args.split, channels=c, classes=model.class_names)
@@ -291,18 +289,7 @@ def _neighbors(args) -> int:
                                    workers=args.workers)
 
     tf = model.eval_transform("center")
-    q_imgs = []
-    for q in args.query:
-        img = load_image(q, mode)
-        if not hasattr(img, "shape"):
-            raise _user_error(f"{q}: cannot read this image ({getattr(img, 'reason', 'unreadable')})")
-        try:
-            img, note = model.fit_image(img, q)
-        except CheckpointError as exc:
-            raise _user_error(str(exc)) from None
-        if note:
-            print(note)
-        q_imgs.append(img)
+    q_imgs = [model.read_image(q) for q in args.query]
     with torch.no_grad():
         q_feats = np.concatenate([model.features(torch.stack([tf(i) for i in q_imgs[s:s + args.batch]]), layer).numpy()
                                   for s in range(0, len(q_imgs), args.batch)])

@@ -72,6 +72,23 @@ class Model:
 
         return find_default_dataset()
 
+    def read_image(self, path: str) -> Any:
+        """An image file decoded in the network's channel mode and mapped onto its input (`fit_image`,
+        whose note is printed); a UserError naming the file when it cannot be read or mapped."""
+        from ..data.datasets import load_image
+        from .errors import UserError
+
+        img = load_image(path, "L" if self.net.input_shape[0] == 1 else "RGB")
+        if not hasattr(img, "shape"):
+            raise UserError(f"{path}: cannot read this image ({getattr(img, 'reason', 'unreadable')})")
+        try:
+            img, note = self.fit_image(img, path)
+        except CheckpointError as exc:
+            raise UserError(str(exc)) from None
+        if note:
+            print(note)
+        return img
+
     def fit_image(self, img: Any, path: str) -> Any:
         """An (H, W, C) image mapped onto the network's input as the spec's data section prescribes.
 
