@@ -12,6 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .shared import check_add_inputs
+
 BLOCK = 1024
 
 
@@ -25,11 +27,7 @@ def _add2_kernel(a_ptr, b_ptr, y_ptr, n, BLOCK: tl.constexpr):
 
 
 def add(*xs: torch.Tensor) -> torch.Tensor:
-    if len(xs) < 2:
-        raise ValueError(f"add needs at least two inputs, got {len(xs)}")
-    for t in xs[1:]:
-        if t.shape != xs[0].shape:
-            raise ValueError(f"add: shapes {tuple(xs[0].shape)} and {tuple(t.shape)} differ")
+    check_add_inputs(xs)
     y = torch.empty(xs[0].shape, dtype=xs[0].dtype, device=xs[0].device)
     n = y.numel()
     if n == 0:

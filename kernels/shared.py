@@ -1,4 +1,5 @@
-"""Definitions both backends must agree on: the dropout hash's constants and keys, the argmax dtype.
+"""Definitions both backends must agree on: the dropout hash's constants and keys, the argmax dtype,
+the inputs `add` accepts.
 
 The Triton kernels and the reference (`kernels/reference/`) each import these from here, so neither
 depends on the other: the reference is the Triton kernels' test oracle, and an oracle that shares
@@ -7,6 +8,15 @@ code with what it checks would check nothing. Only what must be identical on bot
 from __future__ import annotations
 
 import torch
+
+
+def check_add_inputs(xs) -> None:
+    """`add`'s contract: two or more tensors of one shape (both backends refuse the same inputs)."""
+    if len(xs) < 2:
+        raise ValueError(f"add needs at least two inputs, got {len(xs)}")
+    for t in xs[1:]:
+        if t.shape != xs[0].shape:
+            raise ValueError(f"add: shapes {tuple(xs[0].shape)} and {tuple(t.shape)} differ")
 
 
 def pair(v) -> tuple[int, int]:

@@ -3,15 +3,12 @@ from __future__ import annotations
 
 import torch
 
+from ..shared import check_add_inputs
 from ._common import f32
 
 
 def add(*xs: torch.Tensor) -> torch.Tensor:
-    if len(xs) < 2:
-        raise ValueError(f"add needs at least two inputs, got {len(xs)}")
-    for t in xs[1:]:
-        if t.shape != xs[0].shape:
-            raise ValueError(f"add: shapes {tuple(xs[0].shape)} and {tuple(t.shape)} differ")
+    check_add_inputs(xs)
     out = f32(xs[0]) + f32(xs[1])   # a new tensor in one pass (not a clone and an add)
     for t in xs[2:]:
         out += f32(t)
