@@ -40,6 +40,7 @@ def _setup(spec: str, batch: int, local: int):
     import torch
 
     from alexnetc.compiler import compile_spec
+    from alexnetc.compiler.ops.weighted import param_multipliers
     from alexnetc.runtime.app.specs import resolve_spec_path
     from alexnetc.runtime.execution.executor import Executor
     from alexnetc.runtime.execution.optim import SGD
@@ -48,7 +49,7 @@ def _setup(spec: str, batch: int, local: int):
     net = compile_spec(resolve_spec_path(spec), batch=max(local, 1))
     g2c = {d: torch.device("cpu") for d in net.devices}
     ex = Executor(net, g2c, for_training=True, params=init_params(net, 0))
-    mults = {n.name: (n.attrs.get("lr_mult", 1.0), n.attrs.get("decay_mult", 1.0)) for n in ex.param_nodes}
+    mults = {n.name: param_multipliers(n) for n in ex.param_nodes}
     opt = SGD(ex.params, mults)
     c, h, w = net.input_shape
     gen = torch.Generator().manual_seed(0)

@@ -46,6 +46,7 @@ def run(argv=None) -> dict:
     import torch
 
     from alexnetc.compiler import compile_spec
+    from alexnetc.compiler.ops.weighted import param_multipliers
     from alexnetc.runtime.app.specs import resolve_spec_path
     from alexnetc.runtime.execution.eager import EagerNet
     from alexnetc.runtime.execution.executor import Executor, default_group2ctx, describe_binding
@@ -80,7 +81,7 @@ def run(argv=None) -> dict:
     load_before = machine_load()
 
     ex = Executor(net, g2c, for_training=True, params=params)
-    mults = {n.name: (n.attrs.get("lr_mult", 1.0), n.attrs.get("decay_mult", 1.0)) for n in ex.param_nodes}
+    mults = {n.name: param_multipliers(n) for n in ex.param_nodes}
     opt = SGD(ex.params, mults)
     state = {"step": 0}
 
