@@ -8,6 +8,8 @@ import argparse
 import os
 from typing import Any
 
+from .errors import UserError
+
 EPILOG_TRAIN = """examples:
   alexnetc train                                   # embedded default: two-tower mini AlexNet, Fashion-MNIST
   alexnetc train specs/alexnet.yaml --data /data/imagenet --out runs/alexnet
@@ -19,12 +21,6 @@ EPILOG_TRAIN = """examples:
 Data: --data DIR takes MNIST-style IDX files or an ImageNet-style tree (DIR/train/<class>/*.jpg,
 DIR/val/<class>/*). Without --data: $ALEXNETC_DATA, else Fashion-MNIST from Debian's
 dataset-fashion-mnist package (/usr/share/datasets/fashion-mnist)."""
-
-
-def _user_error(msg: str):
-    from .errors import UserError
-
-    return UserError(msg)
 
 
 def _train(args) -> int:
@@ -50,7 +46,7 @@ def _train(args) -> int:
     except TrainingEnvironmentError as exc:
         raise EnvironmentFailure(str(exc)) from None
     except (AugmentError, DatasetError, CheckpointError, TrainingError, DistributedError) as exc:
-        raise _user_error(str(exc)) from None
+        raise UserError(str(exc)) from None
     except Terminated:
         return 143
     except KeyboardInterrupt:
@@ -84,7 +80,7 @@ def _eval(args) -> int:
             finally:
                 bar.close()
     except (AugmentError, DatasetError, CheckpointError, TrainingError) as exc:
-        raise _user_error(str(exc)) from None
+        raise UserError(str(exc)) from None
     crops = args.crops or (model.state.get("data_config") or {}).get("test_crops", "center")
     print(f"{model.net.name} on {args.data} ({args.split}, {r['n']} images, {crops} crop"
           f"{'s' if crops == 'ten' else ''}): loss {r['loss']:.4f}  top-1 error {r['top1']:.2%}  "
@@ -105,23 +101,23 @@ def _predict(args) -> int:
         model = load_model(args.checkpoint, args.device, spec=args.spec)
         tf = model.eval_transform(args.crops)
     except (AugmentError, CheckpointError) as exc:
-        raise _user_error(str(exc)) from None
+        raise UserError(str(exc)) from None
     mode = "L" if model.net.input_shape[0] == 1 else "RGB"
     if args.truth is not None:
         if len(args.truth) != len(args.images):
-            raise _user_error(f"--truth: {len(args.truth)} label{'s' if len(args.truth) != 1 else ''} for "
+            raise UserError(f"--truth: {len(args.truth)} label{'s' if len(args.truth) != 1 else ''} for "
                               f"{len(args.images)} image{'s' if len(args.images) != 1 else ''}; give one per image")
         unknown = [t for t in args.truth if t not in model.class_names]
         if unknown:
             from ...compiler.errors import did_you_mean
 
-            raise _user_error(f"--truth: '{unknown[0][:40]}' is not a class of this model"
+            raise UserError(f"--truth: '{unknown[0][:40]}' is not a class of this model"
                               f"{did_you_mean(unknown[0], model.class_names)} (classes: "
                               f"{', '.join(model.class_names[:12])}{', ...' if len(model.class_names) > 12 else ''})")
     images, names = [], []
     for path in args.images:
         if not os.path.isfile(path):
-            raise _user_error(f"{path}: no such image file")
+            raise UserError(f"{path}: no such image file")
         images.append(tf(model.read_image(path)))
         names.append(path)
     with torch.no_grad():

@@ -13,6 +13,8 @@ import os
 import sys
 from typing import Any
 
+from .errors import UserError
+
 FEATURES_VERSION = 1
 
 EPILOG_FILTERS = """example:
@@ -42,12 +44,6 @@ ReLU reaches 25% error six times faster than tanh). Re-running the same command 
 interrupted comparison; finished runs are not retrained."""
 
 
-def _user_error(msg: str):
-    from .errors import UserError
-
-    return UserError(msg)
-
-
 def _load_model(path: str, device: str, batch: int = 64):
     from ..training.checkpoint import CheckpointError
     from .model import load_model
@@ -55,14 +51,14 @@ def _load_model(path: str, device: str, batch: int = 64):
     try:
         return load_model(path, device, batch)
     except CheckpointError as exc:
-        raise _user_error(str(exc)) from None
+        raise UserError(str(exc)) from None
 
 
 def _check_output(path: str, option: str = "-o") -> None:
     if not path.lower().endswith(".png"):
-        raise _user_error(f"{option} {path}: the figure is a PNG; give a file name ending in .png")
+        raise UserError(f"{option} {path}: the figure is a PNG; give a file name ending in .png")
     if os.path.isdir(path):
-        raise _user_error(f"{option} {path}: is a directory; give a file name ending in .png")
+        raise UserError(f"{option} {path}: is a directory; give a file name ending in .png")
 
 
 # --------------------------------------------------------------------------- filters
@@ -75,10 +71,10 @@ def first_conv_kernels(model: Any, layer: str | None = None) -> tuple[str, list[
 
     convs = [i.name for i in model.net.layers if i.op == "conv"]
     if not convs:
-        raise _user_error(f"{model.path}: the network {model.net.name} has no convolution layer")
+        raise UserError(f"{model.path}: the network {model.net.name} has no convolution layer")
     name = layer or convs[0]
     if name not in convs:
-        raise _user_error(f"--layer {name}: not a convolution layer of {model.net.name} "
+        raise UserError(f"--layer {name}: not a convolution layer of {model.net.name} "
                           f"(convolutions: {', '.join(convs)})")
     params = [n for n in model.net.graph.params() if n.layer == name and len(n.shapes[0]) == 4]
 
@@ -218,7 +214,7 @@ def dataset_features(model: Any, dataset: Any, indices: Any, layer: str, cache_p
     if loader.skipped:
         log(loader.skipped_message())
     if not feats:
-        raise _user_error(f"{getattr(dataset, 'root', 'the dataset')}: no readable images to search")
+        raise UserError(f"{getattr(dataset, 'root', 'the dataset')}: no readable images to search")
     f, i = np.concatenate(feats), np.concatenate(idx).astype(np.int64)
     try:
         with replacing(cache_path, ".npz") as tmp:  # .npz: np.savez would append it
@@ -262,25 +258,25 @@ def _neighbors(args) -> int:
 
     _check_output(args.output)
     if args.k < 1:
-        raise _user_error(f"--k {args.k}: must be at least 1")
+        raise UserError(f"--k {args.k}: must be at least 1")
     if args.limit is not None and args.limit < 1:
-        raise _user_error(f"--limit {args.limit}: must be at least 1")
+        raise UserError(f"--limit {args.limit}: must be at least 1")
     for q in args.query:
         if not os.path.isfile(q):
-            raise _user_error(f"{q}: no such image file")
+            raise UserError(f"{q}: no such image file")
     ckpt_json = resolve_checkpoint_file(args.checkpoint)
     model = _load_model(ckpt_json, args.device, args.batch)
     try:
         layer = args.layer or model.last_hidden_layer()
         model.layer_nodes(layer)
     except KeyError as exc:
-        raise _user_error(f"--layer: {exc.args[0]}") from None
+        raise UserError(f"--layer: {exc.args[0]}") from None
     c = model.net.input_shape[0]
     try:
         args.data = model.data_dir(args.data)
         ds = open_dataset(args.data, args.split, channels=c, classes=model.class_names)
     except DatasetError as exc:
-        raise _user_error(str(exc)) from None
+        raise UserError(str(exc)) from None
     indices = subset_indices(len(ds), args.limit)
     key = features_key(ckpt_json, model, ds, args.split, indices, layer)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
@@ -384,11 +380,11 @@ def _compare(args) -> int:
     from .specs import resolve_spec_path
 
     if len(args.specs) < 2:
-        raise _user_error("compare: give at least two specs to compare")
+        raise UserError("compare: give at least two specs to compare")
     if not 0 < args.target_error < 1:
-        raise _user_error(f"--target-error {args.target_error}: must be between 0 and 1 (0.25 is 25%)")
+        raise UserError(f"--target-error {args.target_error}: must be between 0 and 1 (0.25 is 25%)")
     if args.epochs is not None and args.epochs < 1:
-        raise _user_error(f"--epochs {args.epochs}: must be at least 1")
+        raise UserError(f"--epochs {args.epochs}: must be at least 1")
     png = args.png or os.path.join(args.out, "compare.png")
     _check_output(png, "--png")
     paths = [resolve_spec_path(s) for s in args.specs]
@@ -416,7 +412,7 @@ def _compare(args) -> int:
 
             raise EnvironmentFailure(str(exc)) from None
         except (AugmentError, DatasetError, CheckpointError, TrainingError) as exc:
-            raise _user_error(f"{args.specs[paths.index(path)]}: {exc}") from None
+            raise UserError(f"{args.specs[paths.index(path)]}: {exc}") from None
         except KeyboardInterrupt:
             print("comparison interrupted; run the same command again to resume it", file=sys.stderr)
             return 130

@@ -10,6 +10,8 @@ import argparse
 import json
 from typing import Any
 
+from .errors import UserError
+
 EPILOG_EXPORT = """examples:
   alexnetc export runs/alexnetc -o mini.onnx
   alexnetc export runs/alexnet/checkpoints/ckpt-000090-e0090.json -o alexnet.onnx --verify
@@ -32,12 +34,6 @@ a dataset's train folder (its sorted subfolders, torchvision's label order; use 
 dataset). Without it the classes are named class0 .. class999."""
 
 
-def _user_error(msg: str):
-    from .errors import UserError
-
-    return UserError(msg)
-
-
 def _load_model(path: str):
     from ..training.checkpoint import CheckpointError
     from .model import load_model
@@ -45,7 +41,7 @@ def _load_model(path: str):
     try:
         return load_model(path, "cpu", 1)
     except CheckpointError as exc:
-        raise _user_error(str(exc)) from None
+        raise UserError(str(exc)) from None
 
 
 def _metadata(model: Any) -> dict[str, str]:
@@ -86,12 +82,12 @@ def _export(args) -> int:
     from ..atomic import replacing
 
     if args.opset < OPSET:
-        raise _user_error(f"--opset {args.opset}: alexnetc exports opset {OPSET} or newer")
+        raise UserError(f"--opset {args.opset}: alexnetc exports opset {OPSET} or newer")
     if args.verify:
         try:
             import onnxruntime  # noqa: F401
         except ImportError:
-            raise _user_error("--verify needs onnxruntime: pip install 'alexnetc[onnx]'") from None
+            raise UserError("--verify needs onnxruntime: pip install 'alexnetc[onnx]'") from None
     model = _load_model(args.checkpoint)
     params = {k: v.detach().float().cpu().numpy() for k, v in model.executor.params.items()}
     state = {k: v.detach().float().cpu().numpy() for k, v in model.executor.state.items()}   # running stats
@@ -100,12 +96,12 @@ def _export(args) -> int:
                             metadata=_metadata(model))
         data = serialize_checked(proto)
     except ExportError as exc:
-        raise _user_error(str(exc)) from None
+        raise UserError(str(exc)) from None
     try:
         with replacing(args.output) as tmp, open(tmp, "wb") as fh:
             fh.write(data)
     except OSError as exc:
-        raise _user_error(f"{args.output}: cannot write: {exc.strerror or exc}") from None
+        raise UserError(f"{args.output}: cannot write: {exc.strerror or exc}") from None
     c, h, w = model.net.input_shape
     n_params = sum(int(p.size) for p in params.values())
     print(f"{args.output}: ONNX opset {args.opset}, {len(proto.graph.node)} operators, {n_params:,} parameters, "
@@ -115,7 +111,7 @@ def _export(args) -> int:
         err = verify_onnx(data, model)
         print(f"onnxruntime vs alexnetc logits (random batch of 2): normwise relative error {err:.2e}")
         if not err <= 1e-5:
-            raise _user_error(f"{args.output}: onnxruntime's logits differ from alexnetc's by {err:.2e} (> 1e-5)")
+            raise UserError(f"{args.output}: onnxruntime's logits differ from alexnetc's by {err:.2e} (> 1e-5)")
     return 0
 
 
@@ -126,7 +122,7 @@ def _import(args) -> int:
     try:
         path = import_weights(args.architecture, args.weights, args.output, args.classes)
     except (WeightsError, CheckpointError) as exc:
-        raise _user_error(str(exc)) from None
+        raise UserError(str(exc)) from None
     print(f"imported {args.weights} as {args.architecture}: {path}")
     return 0
 
