@@ -38,7 +38,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -661,20 +661,26 @@ class Trainer:
         ex = self.executor
         ex.seed, ex.step_count = self.seed, step
         if self.dp is not None:
-            return self.dp.train_step(images, labels, self.batch_size, lambda g: self.opt.step(g, self.schedule.lr))
+            return self.dp.train_step(images, labels, self.batch_size, self._update)
         out = ex.forward(images, labels, is_train=True)
         loss = float(out["loss"])
         if not math.isfinite(loss):
             return loss, out["prob"]
         ex.backward()
-        norm = _global_norm(ex.grads.values())
+        self._update(ex.grads)
+        return loss, out["prob"].detach().float().cpu()
+
+    def _update(self, grads: Mapping[str, torch.Tensor]) -> None:
+        """One SGD step, refused (_Diverged) before it when the gradient norm is not finite and reported
+        after it when a parameter became non-finite. Under data parallelism `grads` are the all-reduced
+        ones and every process applies the same update, so every process reaches the same verdict."""
+        norm = _global_norm(grads.values())
         if not math.isfinite(norm):
             raise _Diverged(f"the gradient norm became {norm}")
-        self.opt.step(ex.grads, self.schedule.lr)
+        self.opt.step(grads, self.schedule.lr)
         bad = _first_non_finite(self.executor.params)
         if bad is not None:
             raise _Diverged(f"parameter {bad} became non-finite after the update")
-        return loss, out["prob"].detach().float().cpu()
 
     @torch.no_grad()
     def evaluate(self, epoch: int) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 import torch
@@ -170,6 +171,59 @@ def test_a_failed_process_stops_the_others_with_a_message(tmp_path, how):
     # from rank 1's failure to rank 0's error: at once for a lost connection, the timeout for a hang
     # (generous margins: the test machine is a shared 2-core one)
     assert float(ended) - failed < (15 if how == "exit" else 4 + 20)
+
+
+def _diverging_worker(rank: int, world: int, port: int, data: str, out: str, how: str) -> None:
+    """At the second step, "update": every process's SGD step leaves an infinite weight (as a too
+    high learning rate does); "one-gradient": rank 1 alone hands an infinite gradient to the all-reduce."""
+    from alexnetc.runtime.execution import distributed
+    from alexnetc.runtime.execution.optim import SGD
+    from alexnetc.runtime.training.loop import TrainingError
+
+    torch.set_num_threads(1)
+    os.environ.update(_env(rank, world, port))
+    calls = {"step": 0, "ready": 0}
+    if how == "update":
+        real_step = SGD.step
+
+        def poisoned_step(self, grads, lr):
+            real_step(self, grads, lr)
+            calls["step"] += 1
+            if calls["step"] == 2:
+                next(iter(self.params.values())).view(-1)[0] = float("inf")
+        SGD.step = poisoned_step
+    elif rank == 1:
+        real_ready = distributed.GradReducer._ready
+
+        def poisoned_ready(self, name):
+            calls["ready"] += 1
+            if calls["ready"] == len(self.executor.grad_names) + 1:  # the second backward's first gradient
+                self.executor.grads[name].view(-1)[0] = float("inf")
+            real_ready(self, name)
+        distributed.GradReducer._ready = poisoned_ready
+    try:
+        Trainer(_opts(data, out, epochs=2)).run()
+        msg = "finished"
+    except TrainingError as exc:
+        msg = str(exc)
+    with open(os.path.join(out, f"rank{rank}.txt"), "w") as fh:
+        fh.write(msg)
+
+
+@pytest.mark.parametrize("how", ["update", "one-gradient"])
+def test_divergence_under_data_parallelism_stops_every_process_before_saving(tmp_path, how):
+    """oracle: the same verdict as one process (issue 13's checks): a non-finite gradient norm (of the
+    all-reduced gradients, so one process's overflow stops all) or parameter at step 2, the last batch
+    of epoch 1, stops every process with the step named and nothing saved."""
+    data = _pattern_dataset(tmp_path / "data", n_train=64, n_val=21)
+    out = str(tmp_path / "run")
+    os.makedirs(out)
+    mp.spawn(_diverging_worker, args=(2, free_port(), data, out, how), nprocs=2, join=True)
+    what = "parameter \\S+ became non-finite after the update" if how == "update" else "the gradient norm became (nan|inf)"
+    for r in range(2):
+        msg = open(os.path.join(out, f"rank{r}.txt")).read()
+        assert re.search(rf"training diverged at epoch 1, batch 2 \(step 2\): {what}; stopped without saving", msg), msg
+    assert not os.path.exists(os.path.join(out, "checkpoints")) or os.listdir(os.path.join(out, "checkpoints")) == []
 
 
 def _torchrun(args: list[str], out: str, data: str, extra: list[str] = ()) -> list[str]:
