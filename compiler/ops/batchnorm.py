@@ -86,6 +86,8 @@ class BatchNorm(OpDef):
     output_dtypes = {1: "float32", 2: "float32", 3: "float32", 4: "float32"}
     state_outputs = {"running_mean": 3, "running_var": 4}
     kernel = Kernel("batchnorm", eval_entry="batchnorm_eval")
+    torch_names = {"scale": "weight", "shift": "bias"}
+    torch_extra = ("num_batches_tracked",)   # only counts steps when momentum is None; ours never is
 
     def variable_attrs(self, layer: Mapping[str, Any], spec_defaults: Mapping[str, Any]) -> dict[str, dict]:
         def pick(a: Attr) -> Any:

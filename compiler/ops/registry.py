@@ -17,6 +17,7 @@ executor, backends          `kernel` (entry-point name + adapter data), `kernel_
                             `state_outputs` (state written back after a training forward)
 eager oracle                `eager` (the same op on ATen, differentiated by torch.autograd)
 ONNX export                 `onnx` (the node as ONNX operators, through `onnx_export.OnnxBuilder`)
+weights import              `torch_names`, `torch_extra` (PyTorch's state-dict suffixes)
 ==========================  =====================================================================
 
 An op defined in ``compiler/ops/F.py`` has family ``F``: its Triton kernels are in ``kernels/F.py``
@@ -174,6 +175,11 @@ class OpDef:
     activation: ClassVar[bool] = False       # a standalone activation the fusion pass may fold away
     maps_only: ClassVar[bool] = False        # spec layers need (C, H, W) feature maps as input
     kernel: ClassVar[Kernel | None] = None
+    # PyTorch's state-dict suffix of a parameter or state argument where it is not the argument's own
+    # name (batch norm's scale is torch's `weight`), and the buffers torch's module keeps that we have
+    # no use for (accepted and dropped by `alexnetc import`).
+    torch_names: ClassVar[Mapping[str, str]] = {}
+    torch_extra: ClassVar[tuple[str, ...]] = ()
 
     # -- identity ------------------------------------------------------------------------------------
     @property

@@ -28,7 +28,8 @@ EPILOG_NEIGHBORS = """examples:
   alexnetc neighbors runs/alexnetc --data /usr/share/datasets/fashion-mnist --query shoe.png shirt.png -o nn.png
   alexnetc neighbors runs/alexnet --data /data/imagenet --query q.jpg --k 8 --limit 20000 -o nn.png
 
-The training images whose last-hidden-layer features (fc7 in alexnet.yaml; --layer to choose) are
+The training images whose last-hidden-layer features (what the class scores are computed from: fc7 in
+alexnet.yaml, the global pooling in resnet18.yaml; --layer to choose) are
 nearest in Euclidean distance to each query's (the paper's Figure 4, right). The dataset's features
 are computed once (centre crop) and cached beside the checkpoint (RUN/cache/, or $ALEXNETC_CACHE),
 keyed by checkpoint, dataset, split, size, layer and transform; later queries reuse them."""
@@ -453,7 +454,7 @@ def register(sub: Any) -> None:
     n.add_argument("-o", "--output", required=True, metavar="FILE.png", help="the picture to write")
     n.add_argument("--k", type=int, default=6, help="neighbours per query (default 6)")
     n.add_argument("--split", default="train", choices=("train", "val"), help="which split to search (default train)")
-    n.add_argument("--layer", help="feature layer (default: the last hidden layer, fc7 in alexnet.yaml)")
+    n.add_argument("--layer", help="feature layer (default: the last hidden layer, fc7 in alexnet.yaml, pool5 in resnet18.yaml)")
     n.add_argument("--limit", type=int, metavar="N", help="search only N evenly spaced images of the split")
     n.add_argument("--batch", type=int, default=64, help="images per forward pass (default 64)")
     n.add_argument("--workers", type=int, default=2, help="data loading processes (default 2)")

@@ -128,11 +128,24 @@ class Model:
                        f"(layers: {', '.join(i.name for i in self.net.layers)})")
 
     def last_hidden_layer(self) -> str:
-        """The last fc layer before the one that produces the class scores (fc7 in alexnet.yaml)."""
-        fcs = [i.name for i in self.net.layers if i.op == "fc"]
-        if len(fcs) < 2:
-            raise KeyError(f"{self.net.name} has no hidden fully connected layer")
-        return fcs[-2]
+        """The layer whose output the class scores are computed from: fc7 in alexnet.yaml, the global
+        pooling in the ResNets and GoogLeNet. Walks back from the (first, main) loss head through the
+        layer producing the scores to the first other layer that is not a dropout."""
+        from ...compiler.ops import get_op
+
+        loss = next(e.node for e in self.net.graph.outputs if get_op(e.node.op).role == "loss")
+        skip, node = {loss.layer}, loss
+        while True:
+            data = [e.node for e in node.inputs if not e.node.is_variable]
+            if not data:
+                raise KeyError(f"{self.net.name}: no layer feeds its class scores")
+            node = data[0]
+            if node.layer in skip or node.op == "dropout":
+                continue
+            if len(skip) == 1:     # the layer computing the scores (fc8): its input is what we want
+                skip.add(node.layer)
+                continue
+            return node.layer
 
     @torch.no_grad()
     def features(self, images: torch.Tensor, layer: str | None = None) -> torch.Tensor:

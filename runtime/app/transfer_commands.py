@@ -26,9 +26,12 @@ executor on a random batch and prints the normwise relative error of the logits.
 EPILOG_IMPORT = """examples:
   alexnetc import torchvision-alexnet alexnet-owt-7be5be79.pth -o runs/tv-alexnet --classes imagenet_classes.txt
   alexnetc import torchvision-alexnet alexnet.safetensors -o runs/tv-alexnet --classes /data/imagenet/train
+  alexnetc import torchvision-resnet50 resnet50-11ad3fa6.pth -o runs/tv-resnet50 --classes imagenet_classes.txt
 
-WEIGHTS: torchvision.models.alexnet's state dict, as .safetensors or a plain PyTorch pickle (read with
-torch.load(weights_only=True): a file holding anything but tensors is refused). The run then works with
+WEIGHTS: the torchvision model's state dict (alexnet into specs/torchvision-alexnet.yaml, resnet18 and
+resnet50 into specs/resnet18.yaml and resnet50.yaml, batch norm's running statistics included), as
+.safetensors or a plain PyTorch pickle (read with torch.load(weights_only=True): a file holding
+anything but tensors is refused). The run then works with
 eval, predict, filters, neighbors and export. --classes: class names in label order, one per line, or
 a dataset's train folder (its sorted subfolders, torchvision's label order; use this to eval on that
 dataset). Without it the classes are named class0 .. class999."""
@@ -138,7 +141,7 @@ def register(sub: Any) -> None:
 
     from .weights_import import ARCHITECTURES
 
-    i = sub.add_parser("import", help="published weights (torchvision's AlexNet) as an alexnetc run",
+    i = sub.add_parser("import", help="published weights (torchvision's AlexNet, ResNet-18, ResNet-50) as an alexnetc run",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_IMPORT)
     i.add_argument("architecture", choices=sorted(ARCHITECTURES), help="which published network")
     i.add_argument("weights", help="its state dict: .safetensors, or .pth/.pt (plain tensors only)")

@@ -1,4 +1,5 @@
-"""Published weights into an alexnetc checkpoint: `alexnetc import torchvision-alexnet WEIGHTS -o RUN`.
+"""Published weights into an alexnetc checkpoint: `alexnetc import torchvision-alexnet WEIGHTS -o RUN`
+(also torchvision-resnet18 and torchvision-resnet50, batch norm's running statistics included).
 
 A weights file is read without running code: ``.safetensors`` through safetensors, anything else
 through ``torch.load(weights_only=True)``, which refuses every pickle that is more than containers of
@@ -12,8 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from ...compiler.pipeline import plain
 
@@ -24,11 +26,44 @@ class WeightsError(Exception):
 
 @dataclass(frozen=True)
 class Architecture:
-    """A published network: the shipped spec it is, and its state-dict prefix per spec layer."""
+    """A published network: the shipped spec it is, and how its state-dict keys name the spec's layers.
 
-    spec: str                         # shipped spec name (specs/<spec>.yaml)
-    layers: Mapping[str, str]         # spec layer -> state-dict prefix (prefix.weight, prefix.bias)
+    `layers` maps a spec layer to the state-dict prefix of its tensors (``prefix.weight``): a mapping,
+    or a callable that builds it from the spec's layer names (in spec order)."""
+
+    spec: str                                                  # shipped spec name (specs/<spec>.yaml)
+    layers: Mapping[str, str] | Callable[[Sequence[str]], Mapping[str, str]]
     about: str
+
+    def prefixes(self, layer_names: Sequence[str]) -> Mapping[str, str]:
+        return self.layers(layer_names) if callable(self.layers) else self.layers
+
+
+_RESNET_LAYER = re.compile(r"(layer[1-4])(_down|_proj)?(?:\.(\d+))?\.(.+)")
+_RESNET_SHORTCUT = {"proj": "downsample.0", "proj_bn": "downsample.1"}
+
+
+def torchvision_resnet_prefixes(layer_names: Sequence[str]) -> dict[str, str]:
+    """torchvision's ResNet key prefixes of the layers of specs/resnet18.yaml or resnet50.yaml.
+
+    torchvision numbers each stage's blocks from 0. In the specs a stage's first block, when it has the
+    projection shortcut, is its own entry (``layer2_down``, ``layer1_proj``; its projection and that
+    projection's batch norm are torchvision's ``downsample.0`` and ``.1``), and the repeated blocks
+    after it are numbered from 1 (``layer3.2.conv1``; a single one leaves the number out:
+    ``layer2.conv1``); a stage without a projection block (resnet18's stage 1) numbers its repeats from
+    1 as well, so they are torchvision's blocks 0 and 1. conv1, bn1 and fc keep their names."""
+    parsed = {n: _RESNET_LAYER.fullmatch(n) for n in layer_names}
+    with_first = {m.group(1) for m in parsed.values() if m and m.group(2)}
+    out = {n: n for n in ("conv1", "bn1", "fc") if n in parsed}
+    for name, m in parsed.items():
+        if m is None:
+            continue
+        stage, first, index, rest = m.groups()
+        if first:
+            out[name] = f"{stage}.0.{_RESNET_SHORTCUT.get(rest, rest)}"
+        else:
+            out[name] = f"{stage}.{int(index or 1) - (stage not in with_first)}.{rest}"
+    return out
 
 
 ARCHITECTURES: dict[str, Architecture] = {
@@ -37,6 +72,12 @@ ARCHITECTURES: dict[str, Architecture] = {
         {"conv1": "features.0", "conv2": "features.3", "conv3": "features.6", "conv4": "features.8",
          "conv5": "features.10", "fc6": "classifier.1", "fc7": "classifier.4", "fc8": "classifier.6"},
         "torchvision.models.alexnet's state dict (e.g. alexnet-owt-7be5be79.pth)"),
+    "torchvision-resnet18": Architecture(
+        "resnet18", torchvision_resnet_prefixes,
+        "torchvision.models.resnet18's state dict (e.g. resnet18-f37072fd.pth)"),
+    "torchvision-resnet50": Architecture(
+        "resnet50", torchvision_resnet_prefixes,
+        "torchvision.models.resnet50's state dict (e.g. resnet50-0676ba61.pth or resnet50-11ad3fa6.pth)"),
 }
 
 
@@ -73,31 +114,42 @@ def _first_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:300]
 
 
-def map_state_dict(net: Any, arch: Architecture, sd: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """The net's logical parameters (``conv1.weight`` ..., float32) from a state dict under `arch`'s keys:
-    ``<prefix>.<argument>``, the op's argument names being PyTorch's suffixes (weight, bias)."""
+def map_state_dict(net: Any, arch: Architecture, sd: Mapping[str, Any],
+                   source: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The net's logical parameters (``conv1.weight`` ...) and state (``bn1.running_mean`` ...), float32,
+    from a state dict under `arch`'s keys: ``<prefix>.<suffix>``, the suffix being the op's argument
+    name or its descriptor's `torch_names` entry for it. Every key of the dict must be used, except the
+    buffers an op's descriptor lists as `torch_extra`."""
     import torch
 
+    from ...compiler.ops import get_op
     from ..execution.layout import param_layout
 
-    out: dict[str, Any] = {}
+    op_of = {info.name: get_op(info.op) for info in net.layers}
+    prefixes = arch.prefixes(list(op_of))
+    taken: dict[str, dict[str, Any]] = {"param": {}, "state": {}}
     expected: list[str] = []
-    for lp in param_layout(net.graph):
-        if lp.layer not in arch.layers:
-            raise WeightsError(f"{net.name}: layer {lp.layer} has no counterpart in {arch.about}")
-        key = f"{arch.layers[lp.layer]}.{lp.argument}"
-        expected.append(key)
-        if key not in sd:
-            continue
-        t = sd[key]
-        if tuple(t.shape) != tuple(lp.shape):
-            raise WeightsError(f"{source}: {key} has shape {tuple(t.shape)}, layer {lp.layer} of {net.name} "
-                               f"needs {tuple(lp.shape)}")
-        if not t.is_floating_point():
-            raise WeightsError(f"{source}: {key} holds {t.dtype} values, not floating point")
-        out[lp.name] = t.detach().to(torch.float32).contiguous()
+    allowed: set[str] = set()
+    for role, out in taken.items():
+        for lp in param_layout(net.graph, role=role):
+            prefix = prefixes.get(lp.layer) if lp.layer else None
+            if prefix is None:
+                raise WeightsError(f"{net.name}: layer {lp.layer} has no counterpart in {arch.about}")
+            op = op_of[lp.layer]
+            key = f"{prefix}.{op.torch_names.get(lp.argument, lp.argument)}"
+            expected.append(key)
+            allowed.update(f"{prefix}.{extra}" for extra in op.torch_extra)
+            if key not in sd:
+                continue
+            t = sd[key]
+            if tuple(t.shape) != tuple(lp.shape):
+                raise WeightsError(f"{source}: {key} has shape {tuple(t.shape)}, layer {lp.layer} of {net.name} "
+                                   f"needs {tuple(lp.shape)}")
+            if not t.is_floating_point():
+                raise WeightsError(f"{source}: {key} holds {t.dtype} values, not floating point")
+            out[lp.name] = t.detach().to(torch.float32).contiguous()
     missing = [k for k in expected if k not in sd]
-    extra = sorted(set(sd) - set(expected))
+    extra = sorted(set(sd) - set(expected) - allowed)
     if missing or extra:
         what = []
         if missing:
@@ -105,7 +157,7 @@ def map_state_dict(net: Any, arch: Architecture, sd: Mapping[str, Any], source: 
         if extra:
             what.append(f"unexpected {', '.join(extra[:3])}{' ...' if len(extra) > 3 else ''}")
         raise WeightsError(f"{source}: not {arch.about}: {'; '.join(what)}")
-    return out
+    return taken["param"], taken["state"]
 
 
 def read_class_names(path: str | None, classes: int) -> list[str]:
@@ -138,7 +190,7 @@ def import_weights(arch_name: str, weights: str, out: str, classes: str | None =
     """Import `weights` as architecture `arch_name` into the run directory `out` (which must not hold
     checkpoints yet); returns the checkpoint's JSON path."""
     from ...compiler import compile_spec
-    from ..training.checkpoint import PARAM_PREFIX, latest_checkpoint, save_checkpoint
+    from ..training.checkpoint import PARAM_PREFIX, STATE_PREFIX, latest_checkpoint, save_checkpoint
     from .specs import resolve_spec_path
 
     arch = ARCHITECTURES[arch_name]
@@ -147,9 +199,11 @@ def import_weights(arch_name: str, weights: str, out: str, classes: str | None =
         raise WeightsError(f"{out}: already holds a run; import into a new directory")
     net = compile_spec(resolve_spec_path(arch.spec))
     names = read_class_names(classes, net.classes)
-    params = map_state_dict(net, arch, read_state_dict(weights), weights)
+    params, bn_state = map_state_dict(net, arch, read_state_dict(weights), weights)
     state = {"spec": plain(net.spec), "spec_name": net.name, "spec_hash": net.hash, "classes": names,
              "data_config": plain(net.spec.get("data") or {}), "data_stats": None,
              "input_shape": list(net.input_shape), "epoch": 0, "history": [],
              "imported": {"architecture": arch_name, "weights": os.path.abspath(weights), "sha256": _sha256(weights)}}
-    return save_checkpoint(ckpt_dir, {PARAM_PREFIX + k: v for k, v in params.items()}, state, tag="imported")
+    tensors = {PARAM_PREFIX + k: v for k, v in params.items()}
+    tensors.update({STATE_PREFIX + k: v for k, v in bn_state.items()})
+    return save_checkpoint(ckpt_dir, tensors, state, tag="imported")

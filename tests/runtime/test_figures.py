@@ -257,6 +257,20 @@ def test_neighbors_rows_of_query_and_k_cells_features_cached(world, tmp_path, mo
     assert len([f for f in os.listdir(os.path.join(world["run"], "cache")) if f.startswith("features-")]) == 2
 
 
+@pytest.mark.parametrize("spec,layer", [("alexnet", "fc7"), ("variants/mini", "fc7"), ("vgg16", "fc7"),
+                                         ("resnet18", "pool5"), ("googlenet", "pool5")])
+def test_neighbors_default_layer_is_what_the_class_scores_are_computed_from(spec, layer):
+    """Through two towers' concat and dropout (alexnet: fc8 <- concat <- drop7 <- fc7), past GoogLeNet's
+    auxiliary heads (the main loss), and for nets with a single fc after global pooling."""
+    from alexnetc.compiler import compile_spec
+    from alexnetc.runtime.app.model import Model
+    from alexnetc.runtime.app.specs import resolve_spec_path
+
+    model = Model.__new__(Model)
+    model.net = compile_spec(resolve_spec_path(spec))
+    assert model.last_hidden_layer() == layer
+
+
 def test_neighbors_cache_dir_from_environment(world, tmp_path, monkeypatch):
     monkeypatch.setenv("ALEXNETC_CACHE", str(tmp_path / "cache"))
     argv = ["neighbors", world["run"], "--data", world["data"], "--query", world["queries"][2],
