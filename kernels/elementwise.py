@@ -2,7 +2,8 @@
 
 Inputs are summed left to right in fp32, one kernel launch per extra input: the first launch writes
 x0 + x1, the next ones add x_k into that result in place, so the order (part of the contract: fp32
-addition is not associative) is the reference's. Tensors are read flat, so inputs are made contiguous
+addition is not associative) is the reference's. Half-precision inputs are rounded once, at the end
+(the partial sums of three or more stay fp32), as the reference does. Tensors are read flat, so inputs are made contiguous
 (a channels-last input costs a copy); the output is contiguous. The backward is the identity fan-out
 (every input receives dy), which needs no kernel.
 """
@@ -33,8 +34,13 @@ def add(*xs: torch.Tensor) -> torch.Tensor:
     if n == 0:
         return y
     grid = (triton.cdiv(n, BLOCK),)
+    # Partial sums of three or more half-precision inputs stay in an fp32 buffer: written back to y
+    # between launches they would be rounded to bf16 once per input instead of once.
+    partial = y if y.dtype not in (torch.float16, torch.bfloat16) or len(xs) < 3 else \
+        torch.empty(y.shape, dtype=torch.float32, device=y.device)
     acc = xs[0].contiguous()
-    for t in xs[1:]:
-        _add2_kernel[grid](acc, t.contiguous(), y, n, BLOCK=BLOCK)
-        acc = y
+    for k, t in enumerate(xs[1:], 2):
+        out = y if k == len(xs) else partial
+        _add2_kernel[grid](acc, t.contiguous(), out, n, BLOCK=BLOCK)
+        acc = out
     return y

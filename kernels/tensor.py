@@ -42,10 +42,12 @@ def add_n(*xs: torch.Tensor) -> torch.Tensor:
     """Sum of same-shaped tensors, added in argument order into a new tensor.
 
     The order is part of the contract: fp32 addition is not associative, and the executor's results
-    are pinned bit for bit."""
+    are pinned bit for bit. Half-precision inputs (bfloat16 training's gradient sums where a value
+    feeds several ops) are added in fp32 and rounded once, not once per input."""
     if len(xs) == 1:
         return xs[0].clone()
-    out = xs[0] + xs[1]          # one pass, the same sum as a clone and an in-place add
+    half = xs[0].dtype in (torch.float16, torch.bfloat16) and len(xs) > 2
+    out = xs[0].float() + xs[1] if half else xs[0] + xs[1]   # one pass: a new tensor
     for t in xs[2:]:
         out += t
-    return out
+    return out.to(xs[0].dtype) if half else out

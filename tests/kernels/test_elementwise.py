@@ -30,6 +30,19 @@ def test_add_matches_reference(shape, k):
     torch.testing.assert_close(y.double(), want, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("k", [3, 4])
+def test_add_of_half_inputs_rounds_once_like_the_reference(k):
+    """oracle: the reference add (fp32 sum, rounded once). 1 + u/2 + u/2 (+ u/2) in float16 (the
+    interpreter has no bfloat16): rounded after each launch it stays 1 (ties to even); summed in fp32 it
+    is 1 + u (1 + 1.5u rounds to 1 + 2u). The Triton add must keep its partial sums in fp32 too."""
+    dtype = torch.float16
+    u = torch.finfo(dtype).eps
+    xs = [torch.full((3, 1001), 1.0 if i == 0 else u / 2, dtype=dtype, device=DEVICE) for i in range(k)]
+    want = R.add(*xs)
+    assert want.dtype == dtype and float(want[0, 0]) == (1 + u if k == 3 else 1 + 2 * u)
+    assert torch.equal(T.add(*xs), want)
+
+
 def test_add_refuses_mismatched_or_single_inputs():
     a, b = torch.zeros(2, 3, device=DEVICE), torch.zeros(2, 4, device=DEVICE)
     for mod in (T, R):

@@ -89,3 +89,16 @@ def test_add_n_sums_left_to_right_into_a_fresh_tensor():
     assert torch.equal(one, x2) and one.data_ptr() != x2.data_ptr()
     r = [torch.randn(3, 5, 2, 2, device=DEVICE) for _ in range(4)]
     assert torch.equal(T.add_n(*r), ((r[0] + r[1]) + r[2]) + r[3])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_add_n_of_half_inputs_rounds_once(dtype):
+    """oracle: the fp32 sum of the half inputs, rounded to the half dtype once. 1 + u/2 + u/2 (u the
+    dtype's ulp at 1) rounded after each add is 1 twice over (ties to even); summed in fp32 it is
+    1 + u, which the half dtype holds exactly."""
+    u = torch.finfo(dtype).eps
+    xs = [torch.full((2, 3), v, dtype=dtype, device=DEVICE) for v in (1.0, u / 2, u / 2)]
+    assert torch.equal((xs[0] + xs[1]) + xs[2], xs[0])   # the oracle can tell the roundings apart
+    y = T.add_n(*xs)
+    assert y.dtype == dtype and torch.equal(y, sum(x.float() for x in xs).to(dtype))
+    assert float(y[0, 0]) == 1 + u
