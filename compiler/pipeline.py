@@ -71,6 +71,7 @@ class CompiledNet:
     layers: list[LayerInfo]
     batch: int
     _programs: dict[str, Program] = field(default_factory=dict, repr=False)
+    dtype_override: str | None = None   # `alexnetc compile --dtype`: plan in another train.dtype
 
     @property
     def name(self) -> str:
@@ -95,8 +96,17 @@ class CompiledNet:
 
     @property
     def dtype(self) -> str:
-        """The spec's train.dtype (float32 when it names none): what the memory plans count bytes in."""
-        return self.settings("train").get("dtype") or TRAIN_DTYPES[0]
+        """The spec's train.dtype (float32 when it names none), or the override: what the memory plans
+        and the report count bytes in."""
+        return self.dtype_override or self.settings("train").get("dtype") or TRAIN_DTYPES[0]
+
+    def with_dtype(self, dtype: str | None) -> "CompiledNet":
+        """This net planned in `dtype` (one of TRAIN_DTYPES; None: as the spec says)."""
+        if dtype is not None and dtype not in TRAIN_DTYPES:
+            raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(TRAIN_DTYPES)}")
+        if dtype is None or dtype == self.dtype:
+            return self
+        return CompiledNet(self.spec, self.source, self.graph, self.layers, self.batch, dtype_override=dtype)
 
     def settings(self, section: str) -> dict:
         return plain(self.spec.get(section) or {})
@@ -105,7 +115,7 @@ class CompiledNet:
         if batch == self.batch:
             return self
         g = infer_shapes(_strip_shapes(self.graph), data=(batch, *self.input_shape), label=(batch,))
-        return CompiledNet(self.spec, self.source, g, self.layers, batch)
+        return CompiledNet(self.spec, self.source, g, self.layers, batch, dtype_override=self.dtype_override)
 
     def training(self) -> Program:
         """Forward + backward graph (gradient pass) with its memory plan, at this batch size."""

@@ -34,6 +34,10 @@ def _shape(s) -> str:
     return "x".join(str(d) for d in s)
 
 
+# How the report's memory line names a train.dtype: what values between ops and parameters are in.
+_PRECISION_LABEL = {"float32": "fp32", "float64": "fp64", "bfloat16": "bf16 values, fp32 master parameters"}
+
+
 def _bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(n) < 1024 or unit == "GiB":
@@ -75,6 +79,7 @@ def rows(net: CompiledNet) -> tuple[list[Row], dict]:
         "cross_device_bytes_per_image": copy_bytes,
         "copies": sorted({n.layer for n in one.nodes() if n.op == "copy"}),
         "batch": net.batch,
+        "dtype": net.dtype,
         "memory_plan": {d: m.as_dict() for d, m in plan.devices.items()},
     }
     return out, totals
@@ -108,7 +113,8 @@ def format_table(net: CompiledNet) -> str:
                f"(copies into: {copies})")
     for dev, m in t["memory_plan"].items():
         out.append(f"planned peak {dev:<8} {_bytes(m['peak_activation_bytes'])} activations+gradients, "
-                   f"{_bytes(m['param_bytes'])} parameters (training step at batch {net.batch}, fp32)")
+                   f"{_bytes(m['param_bytes'])} parameters (training step at batch {net.batch}, "
+                   f"{_PRECISION_LABEL[net.dtype]})")
     return "\n".join(out)
 
 

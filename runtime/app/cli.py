@@ -34,7 +34,7 @@ def _compile(args) -> int:
                 print(yaml.safe_dump({key: value}, sort_keys=False, width=120), end="")
         return 0
     t0 = time.perf_counter()
-    net = compile_spec(resolve_spec_path(args.spec), batch=args.batch)
+    net = compile_spec(resolve_spec_path(args.spec), batch=args.batch).with_dtype(args.dtype)
     table = format_table(net)
     elapsed = time.perf_counter() - t0
     if not args.quiet:
@@ -72,6 +72,8 @@ def _specs(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ...compiler.program import TRAIN_DTYPES
+
     p = argparse.ArgumentParser(
         prog="alexnetc",
         description="Describe a convolutional network in YAML, compile it to a device-placed graph, "
@@ -87,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="example:\n  alexnetc compile specs/alexnet.yaml --batch 128 --json alexnet.json")
     c.add_argument("spec", help="a spec file, or a shipped spec name (alexnet, variants/tanh, ...)")
     c.add_argument("--batch", type=int, default=1, help="batch size for activation memory (default 1)")
+    c.add_argument("--dtype", choices=TRAIN_DTYPES,
+                   help="count memory in this precision instead of the spec's train.dtype (as train --dtype)")
     c.add_argument("--json", metavar="FILE", help="write the graph (with the report) as JSON")
     c.add_argument("--dot", metavar="FILE", help="write a Graphviz picture, one cluster per device")
     c.add_argument("-q", "--quiet", action="store_true", help="print nothing; exit status says valid or not")

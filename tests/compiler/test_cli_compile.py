@@ -29,6 +29,30 @@ def test_compile_prints_the_totals():
     assert re.search(r"planned peak gpu1 ", r.stdout)
 
 
+def _peak(stdout: str, device: str) -> float:
+    m = re.search(rf"planned peak {device} +([0-9.]+) MiB activations", stdout)
+    return float(m.group(1))
+
+
+def test_dtype_override_plans_in_that_precision(tmp_path):
+    """oracle: the float32 plan of the same spec; bf16 values are half its bytes and float64's twice
+    (within the planner's rounding to the nearest 0.1 MiB: argmax indices and the fp32 loss and
+    probabilities keep their own dtypes, so the ratios are close to, not exactly, 1/2 and 2)."""
+    base = run("variants/mini", "--batch", "128")
+    bf16 = run("variants/mini", "--batch", "128", "--dtype", "bfloat16", "--json", str(tmp_path / "g.json"))
+    f64 = run("variants/mini", "--batch", "128", "--dtype", "float64")
+    assert base.returncode == bf16.returncode == f64.returncode == 0, bf16.stderr + f64.stderr
+    assert "(training step at batch 128, bf16 values, fp32 master parameters)" in bf16.stdout
+    assert "(training step at batch 128, fp64)" in f64.stdout
+    for dev in ("gpu0", "gpu1"):
+        assert 0.45 <= _peak(bf16.stdout, dev) / _peak(base.stdout, dev) <= 0.55
+        assert 1.9 <= _peak(f64.stdout, dev) / _peak(base.stdout, dev) <= 2.05
+    report = Graph.load_json((tmp_path / "g.json").read_text()).attrs["report"]
+    assert report["totals"]["dtype"] == "bfloat16"
+    bad = run("variants/mini", "--dtype", "float16")
+    assert bad.returncode == 2 and "invalid choice: 'float16'" in bad.stderr
+
+
 def test_shipped_name_resolves():
     r = run("variants/mini", "-q")
     assert (r.returncode, r.stdout, r.stderr) == (0, "", "")

@@ -6,6 +6,8 @@ from its ``kind`` attribute to the node's `role` field (``input`` became ``data`
 a `group` field, and LRN's channel-group attribute ``groups`` became ``num_group``; and one addition:
 the softmax_loss node carries its ``loss_weight`` (1.0) and ``aux`` (false) since a network may have
 several loss heads. `_renamed` applies exactly these to the old golden; everything else must be equal.
+Since `compile --dtype` the report's totals also say the precision they count bytes in (``dtype``:
+float32 here, checked and removed before the comparison).
 
 One later, deliberate change is in the table golden: the gradient pass lists parameter gradients last
 layer first (data parallelism all-reduces fc gradients while the convolutions' backward runs), which
@@ -55,6 +57,7 @@ def test_json_graph_is_unchanged_up_to_the_documented_renames(tmp_path):
     old = _renamed(json.loads((GOLDEN / "alexnet-graph.json").read_text()))
     # the planned peaks moved with the backward order (see the module docstring; the table pins them)
     plans = [d["attrs"]["report"]["totals"].pop("memory_plan") for d in (old, new)]
+    assert new["attrs"]["report"]["totals"].pop("dtype") == "float32"
     assert old == new
     assert {d: m["param_bytes"] for d, m in plans[0].items()} == {d: m["param_bytes"] for d, m in plans[1].items()}
     # the new field: the tower of every node of a grouped layer, None elsewhere
