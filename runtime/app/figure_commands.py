@@ -137,15 +137,14 @@ def subset_indices(n: int, limit: int | None) -> list[int]:
 def resolve_checkpoint_file(path: str) -> str:
     """The checkpoint JSON a path means (a run directory, its checkpoints/, a .json or .safetensors);
     ``path`` unchanged when none is found (loading then says why)."""
-    from ..training.checkpoint import checkpoints_dir, fallback_warning, latest_checkpoint
+    from ..training.checkpoint import CheckpointError, checkpoints_dir, newest_verified
 
     path = checkpoints_dir(path)
     if os.path.isdir(path):
-        problems: list[str] = []
-        found = latest_checkpoint(path, problems)
-        if found and problems:
-            print(fallback_warning(found, problems), file=sys.stderr)
-        return found or path
+        try:
+            return newest_verified(path, lambda msg: print(msg, file=sys.stderr))
+        except CheckpointError:
+            return path
     if path.endswith(".safetensors"):
         return path[: -len(".safetensors")] + ".json"
     return path

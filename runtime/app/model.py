@@ -182,20 +182,13 @@ def load_model(path: str, device: str = "auto", batch: int = 64, warn: Any = Non
     from ...compiler.program import TRAIN_DTYPES
     from ..execution.memory import MemoryLimitError, check_fits
     from ..execution.precision import PrecisionError, check_supported, precision
-    from ..training.checkpoint import checkpoints_dir, fallback_warning, latest_checkpoint
+    from ..training.checkpoint import checkpoints_dir, newest_verified
     from ..training.verify import check_classes, check_state, check_tensors
 
     warn = warn or (lambda msg: print(msg, file=sys.stderr))
     path = checkpoints_dir(path)
     if os.path.isdir(path):
-        problems: list[str] = []
-        found = latest_checkpoint(path, problems)
-        if found is None:
-            detail = f": {'; '.join(problems[:3])}" if problems else ""
-            raise CheckpointError(f"{path}: no checkpoint in this directory verifies{detail}")
-        if problems:
-            warn(fallback_warning(found, problems))
-        path = found
+        path = newest_verified(path, warn)
     tensors, state = load_checkpoint(path)
     if "spec" not in state or "classes" not in state:
         raise CheckpointError(f"{path}: not an alexnetc training checkpoint (no spec or class names in it)")

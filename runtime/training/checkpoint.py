@@ -25,7 +25,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 FORMAT = "alexnetc-checkpoint"
 VERSION = 1
@@ -391,6 +391,19 @@ def checkpoints_dir(path: str) -> str:
     return path
 
 
+def newest_verified(directory: str, warn: Callable[[str], None] | None = None) -> str:
+    """`latest_checkpoint` of a directory, or CheckpointError listing why none verifies; with `warn`,
+    a newer checkpoint passed over is reported through it (`fallback_warning`)."""
+    problems: list[str] = []
+    found = latest_checkpoint(directory, problems)
+    if found is None:
+        detail = f": {'; '.join(problems[:3])}" if problems else ""
+        raise CheckpointError(f"{directory}: no checkpoint in this directory verifies{detail}")
+    if problems and warn is not None:
+        warn(fallback_warning(found, problems))
+    return found
+
+
 def fallback_warning(found: str, problems: list[str]) -> str:
     """The warning that `found` was used because newer checkpoints (`problems`) failed verification."""
     return (f"warning: using {found}; {len(problems)} newer checkpoint{'s' if len(problems) != 1 else ''} "
@@ -411,12 +424,7 @@ def load_checkpoint(path: str | os.PathLike, verify: bool = True) -> tuple[dict,
 
     path = str(path)
     if os.path.isdir(path):
-        problems: list[str] = []
-        found = latest_checkpoint(path, problems)
-        if found is None:
-            detail = f" ({'; '.join(problems[:3])})" if problems else ""
-            raise CheckpointError(f"{path}: no complete checkpoint in this directory{detail}")
-        path = found
+        path = newest_verified(path)
     elif path.endswith(".safetensors"):
         cand = path[: -len(".safetensors")] + ".json"
         if not os.path.isfile(cand):

@@ -135,7 +135,7 @@ def test_latest_falls_back_to_previous_good(tmp_path, how):
 def test_errors_name_the_file(tmp_path):
     with pytest.raises(C.CheckpointError, match="nothing.json: no such checkpoint"):
         C.load_checkpoint(tmp_path / "nothing.json")
-    with pytest.raises(C.CheckpointError, match=f"{tmp_path}: no complete checkpoint"):
+    with pytest.raises(C.CheckpointError, match=f"{tmp_path}: no checkpoint in this directory verifies"):
         C.load_checkpoint(tmp_path)
     bogus = tmp_path / "model.pt"
     bogus.write_bytes(b"\x80\x04pickle")
