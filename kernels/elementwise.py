@@ -4,8 +4,9 @@ Inputs are summed left to right in fp32, one kernel launch per extra input: the 
 x0 + x1, the next ones add x_k into that result in place, so the order (part of the contract: fp32
 addition is not associative) is the reference's. Half-precision inputs are rounded once, at the end
 (the partial sums of three or more stay fp32), as the reference does. Tensors are read flat, so inputs are made contiguous
-(a channels-last input costs a copy); the output is contiguous. The backward is the identity fan-out
-(every input receives dy), which needs no kernel.
+(a channels-last input costs a copy); the output is contiguous. The activation (a ResNet block's relu,
+folded in) is applied in the last launch's epilogue. The backward is the identity fan-out (every input
+receives dy), which needs no kernel; the activation's backward is `act_backward`'s.
 """
 from __future__ import annotations
 
@@ -13,21 +14,22 @@ import torch
 import triton
 import triton.language as tl
 
+from .activation import act_code, apply_act
 from .shared import check_add_inputs
 
 BLOCK = 1024
 
 
 @triton.jit
-def _add2_kernel(a_ptr, b_ptr, y_ptr, n, BLOCK: tl.constexpr):
+def _add2_kernel(a_ptr, b_ptr, y_ptr, n, ACT: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     m = offs < n
     a = tl.load(a_ptr + offs, mask=m, other=0.0).to(tl.float32)
     b = tl.load(b_ptr + offs, mask=m, other=0.0).to(tl.float32)
-    tl.store(y_ptr + offs, (a + b).to(y_ptr.dtype.element_ty), mask=m)
+    tl.store(y_ptr + offs, apply_act(a + b, ACT).to(y_ptr.dtype.element_ty), mask=m)
 
 
-def add(*xs: torch.Tensor) -> torch.Tensor:
+def add(*xs: torch.Tensor, act: str = "none") -> torch.Tensor:
     check_add_inputs(xs)
     y = torch.empty(xs[0].shape, dtype=xs[0].dtype, device=xs[0].device)
     n = y.numel()
@@ -40,7 +42,8 @@ def add(*xs: torch.Tensor) -> torch.Tensor:
         torch.empty(y.shape, dtype=torch.float32, device=y.device)
     acc = xs[0].contiguous()
     for k, t in enumerate(xs[1:], 2):
-        out = y if k == len(xs) else partial
-        _add2_kernel[grid](acc, t.contiguous(), out, n, BLOCK=BLOCK)
+        last = k == len(xs)
+        out = y if last else partial
+        _add2_kernel[grid](acc, t.contiguous(), out, n, ACT=act_code(act) if last else 0, BLOCK=BLOCK)
         acc = out
     return y

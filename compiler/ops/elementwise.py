@@ -6,7 +6,12 @@ projection that makes them equal). Its lowering gathers each input whole onto th
 ``device``, else the device of its first input), so inputs from other devices arrive through the
 placement pass's copy nodes, and the gradient pass's copy-back puts each input's gradient on the
 device that input lives on (MXNet's elemwise_add lost it across devices under group2ctx). The
-gradient is an identity fan-out: every input receives dy itself, no backward kernel.
+gradient is an identity fan-out: every input receives dy itself (after the fused activation's
+backward, when there is one), no backward kernel.
+
+A ResNet block's ``relu`` after its add is folded into the add by the fusion pass (one pass over the
+map instead of two), or written on the layer itself (``act: relu``). Unlike conv and fc, an add does not
+take the spec's ``defaults: act``: a sum is linear unless a layer says otherwise.
 Kernels: ``kernels/elementwise.py``, reference ``kernels/reference/elementwise.py``.
 """
 from __future__ import annotations
@@ -15,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..errors import ShapeError
 from ..graph import Entry, Node
+from .activation import ACTIVATIONS, activation_grad, apply_act, onnx_with_act
+from .attrs import Attr, enum
 from .registry import EagerContext, Kernel, OpDef, need, register
 from .weighted import DEVICE
 
@@ -23,6 +30,9 @@ if TYPE_CHECKING:
     from ..onnx_export import OnnxBuilder
 
 INPUTS = "inputs"   # the common layer key the shape error points at (not an op attribute)
+# The sum's activation; "none" unless the layer says so (not the spec's defaults.act, see above).
+ADD_ACT = Attr("act", enum(*ACTIVATIONS), "Activation applied to the sum (default none; a following relu "
+               "layer is folded into it).", default="none")
 
 
 def _shape_text(shape: Sequence[int]) -> str:
@@ -37,7 +47,7 @@ class Add(OpDef):
     in_spec = True
     inputs = (2, None)
     arguments = None
-    attrs = (DEVICE,)
+    attrs = (DEVICE, ADD_ACT)
     kernel = Kernel("add")
 
     def lower(self, lw: "Lowerer", layer: Mapping[str, Any], inputs: Sequence["Value"]) -> "Value":
@@ -55,7 +65,7 @@ class Add(OpDef):
         name = layer["name"]
         dev = layer.get(DEVICE.name) or first.parts[0].device or lw.devices[0]
         entries = [lw.gather(v, 0, v.shape[0], dev, layer, f"{name}_in{k}") for k, v in enumerate(inputs)]
-        node = lw.node(self.name, entries, name=name, device=dev, layer=layer)
+        node = lw.node(self.name, entries, name=name, device=dev, layer=layer, **self.node_attrs(layer, lw.defaults))
         return Value(tuple(first.shape), [Part(Entry(node, 0), dev, 0, first.shape[0])])
 
     def infer(self, attrs, in_shapes):
@@ -69,10 +79,18 @@ class Add(OpDef):
         # d(sum)/d(input) = 1 for every input: each one receives dy itself (copied back to its device by
         # the copy node's own gradient when the input came from another device).
         dy = ograds[0] if ograds else None
-        return [dy] * len(node.inputs)
+        return [activation_grad(node, dy) if dy is not None else None] * len(node.inputs)
+
+    def fuse_activation(self, node: Node, act: str) -> Node | None:
+        if node.attrs.get(ADD_ACT.name, "none") != "none":
+            return None
+        return node.with_(attrs={**node.attrs, ADD_ACT.name: act})
+
+    def kernel_args(self, node: Node) -> dict[str, Any]:
+        return {ADD_ACT.name: node.attrs.get(ADD_ACT.name, "none")}
 
     def eager(self, node: Node, xs: Sequence[Any], ctx: EagerContext) -> list[Any]:
-        return [sum(xs[1:], xs[0])]
+        return [apply_act(sum(xs[1:], xs[0]), node.attrs.get(ADD_ACT.name, "none"))]
 
     def onnx(self, node: Node, b: "OnnxBuilder") -> None:
-        b.emit("Sum", [b.x(node, i) for i in range(len(node.inputs))], [b.y(node)])
+        onnx_with_act(b, node, "Sum", [b.x(node, i) for i in range(len(node.inputs))])

@@ -43,6 +43,20 @@ def test_add_of_half_inputs_rounds_once_like_the_reference(k):
     assert torch.equal(T.add(*xs), want)
 
 
+@pytest.mark.parametrize("act", ["relu", "tanh", "sigmoid"])
+@pytest.mark.parametrize("k", [2, 3])
+def test_add_with_activation_matches_reference(act, k):
+    """oracle: the reference add with its activation in float64, itself checked against act(sum) of
+    the plain sum; the Triton add applies it in its last launch: rtol/atol 1e-6 (fp32)."""
+    g = torch.Generator().manual_seed(10 + k)
+    xs = [torch.randn(2, 5, 7, 9, generator=g).to(DEVICE) for _ in range(k)]
+    want = R.add(*(x.double() for x in xs), act=act)
+    plain = sum(x.double() for x in xs)
+    torch.testing.assert_close(want, {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}[act](plain),
+                               rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(T.add(*xs, act=act).double(), want, rtol=1e-6, atol=1e-6)
+
+
 def test_add_refuses_mismatched_or_single_inputs():
     a, b = torch.zeros(2, 3, device=DEVICE), torch.zeros(2, 4, device=DEVICE)
     for mod in (T, R):
