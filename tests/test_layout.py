@@ -21,6 +21,7 @@ OTHER_MEANINGS = {
     ("compiler/lower.py", "channels"): "the spec's input section",
     ("compiler/schema/build.py", "channels"): "the spec's input section",
     ("runtime/data/augment.py", "channels"): "a dataset's channel count",
+    ("compiler/ops/batchnorm.py", "bias"): "PyTorch's state-dict suffix of batch norm's shift",
     ("runtime/data/augment.py", "size"): "a dataset's size",
     ("runtime/app/commands.py", "shape"): "numpy's attribute",
     ("runtime/app/figure_commands.py", "shape"): "numpy's attribute",

@@ -16,12 +16,12 @@ Kernels: ``kernels/elementwise.py``, reference ``kernels/reference/elementwise.p
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..errors import ShapeError
 from ..graph import Entry, Node
-from .activation import ACTIVATIONS, activation_grad, apply_act, onnx_with_act
-from .attrs import Attr, enum
+from .activation import ACT, activation_grad, apply_act, onnx_with_act
 from .registry import EagerContext, Kernel, OpDef, need, register
 from .weighted import DEVICE
 
@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 
 INPUTS = "inputs"   # the common layer key the shape error points at (not an op attribute)
 # The sum's activation; "none" unless the layer says so (not the spec's defaults.act, see above).
-ADD_ACT = Attr("act", enum(*ACTIVATIONS), "Activation applied to the sum (default none; a following relu "
-               "layer is folded into it).", default="none")
+ADD_ACT = replace(ACT, doc="Activation applied to the sum (default none; a following relu layer is folded "
+                  "into it).", default="none")
 
 
 def _shape_text(shape: Sequence[int]) -> str:
