@@ -26,7 +26,7 @@ executor on a random batch and prints the normwise relative error of the logits.
 EPILOG_IMPORT = """examples:
   alexnetc import torchvision-alexnet alexnet-owt-7be5be79.pth -o runs/tv-alexnet --classes imagenet_classes.txt
   alexnetc import torchvision-alexnet alexnet.safetensors -o runs/tv-alexnet --classes /data/imagenet/train
-  alexnetc import torchvision-resnet50 resnet50-11ad3fa6.pth -o runs/tv-resnet50 --classes imagenet_classes.txt
+  alexnetc import torchvision-resnet50 resnet50-0676ba61.pth -o runs/tv-resnet50 --classes imagenet_classes.txt
 
 WEIGHTS: the torchvision model's state dict (alexnet into specs/torchvision-alexnet.yaml, resnet18 and
 resnet50 into specs/resnet18.yaml and resnet50.yaml, batch norm's running statistics included), as
@@ -34,7 +34,9 @@ resnet50 into specs/resnet18.yaml and resnet50.yaml, batch norm's running statis
 anything but tensors is refused). The run then works with
 eval, predict, filters, neighbors and export. --classes: class names in label order, one per line, or
 a dataset's train folder (its sorted subfolders, torchvision's label order; use this to eval on that
-dataset). Without it the classes are named class0 .. class999."""
+dataset). Without it the classes are named class0 .. class999. --spec: a variant of the shipped spec
+with other train or data sections (the evaluation transform the weights were published with), checked
+to be the same network."""
 
 
 def _load_model(path: str):
@@ -123,7 +125,7 @@ def _import(args) -> int:
     from .weights_import import WeightsError, import_weights
 
     try:
-        path = import_weights(args.architecture, args.weights, args.output, args.classes)
+        path = import_weights(args.architecture, args.weights, args.output, args.classes, args.spec)
     except (WeightsError, CheckpointError) as exc:
         raise UserError(str(exc)) from None
     print(f"imported {args.weights} as {args.architecture}: {path}")
@@ -147,4 +149,6 @@ def register(sub: Any) -> None:
     i.add_argument("weights", help="its state dict: .safetensors, or .pth/.pt (plain tensors only)")
     i.add_argument("-o", "--output", required=True, metavar="RUN", help="the run directory to create")
     i.add_argument("--classes", metavar="FILE_OR_DIR", help="class names (one per line) or a train folder")
+    i.add_argument("--spec", help="import into this spec instead: the same network with other train/data "
+                                  "sections (e.g. ResNet-50's V2 weights are evaluated at resize 232)")
     i.set_defaults(func=_import)

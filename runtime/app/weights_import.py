@@ -77,7 +77,7 @@ ARCHITECTURES: dict[str, Architecture] = {
         "torchvision.models.resnet18's state dict (e.g. resnet18-f37072fd.pth)"),
     "torchvision-resnet50": Architecture(
         "resnet50", torchvision_resnet_prefixes,
-        "torchvision.models.resnet50's state dict (e.g. resnet50-0676ba61.pth or resnet50-11ad3fa6.pth)"),
+        "torchvision.models.resnet50's state dict (e.g. resnet50-0676ba61.pth)"),
 }
 
 
@@ -186,9 +186,23 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def import_weights(arch_name: str, weights: str, out: str, classes: str | None = None) -> str:
+# What a `--spec` may change of an architecture's shipped spec: how it trains and reads images, not the
+# network (names and placement are already outside `network_hash`).
+_NOT_NETWORK = ("train", "data")
+
+
+def _network_only(spec: Mapping[str, Any]) -> str:
+    from ..execution.layout import network_hash
+
+    return network_hash({k: v for k, v in plain(spec).items() if k not in _NOT_NETWORK})
+
+
+def import_weights(arch_name: str, weights: str, out: str, classes: str | None = None,
+                   spec: str | None = None) -> str:
     """Import `weights` as architecture `arch_name` into the run directory `out` (which must not hold
-    checkpoints yet); returns the checkpoint's JSON path."""
+    checkpoints yet); returns the checkpoint's JSON path. `spec`: a spec of the same network to import
+    into instead of the architecture's shipped one (another data section, e.g. the evaluation resize
+    of other published weights; other names or placement)."""
     from ...compiler import compile_spec
     from ..training.checkpoint import PARAM_PREFIX, STATE_PREFIX, latest_checkpoint, save_checkpoint
     from .specs import resolve_spec_path
@@ -198,6 +212,13 @@ def import_weights(arch_name: str, weights: str, out: str, classes: str | None =
     if os.path.isdir(ckpt_dir) and latest_checkpoint(ckpt_dir) is not None:
         raise WeightsError(f"{out}: already holds a run; import into a new directory")
     net = compile_spec(resolve_spec_path(arch.spec))
+    if spec is not None:
+        given = compile_spec(resolve_spec_path(spec))
+        if _network_only(given.spec) != _network_only(net.spec):
+            raise WeightsError(f"{spec}: not the network of specs/{arch.spec}.yaml (its layers, input or "
+                               f"classes differ); --spec may change only the train and data sections, names "
+                               f"and placement (e.g. base: {arch.spec}.yaml with another data: resize)")
+        net = given
     names = read_class_names(classes, net.classes)
     params, bn_state = map_state_dict(net, arch, read_state_dict(weights), weights)
     state = {"spec": plain(net.spec), "spec_name": net.name, "spec_hash": net.hash, "classes": names,

@@ -167,4 +167,28 @@ def test_a_resnet_state_dict_with_a_missing_statistic_or_an_alexnet_is_refused(t
     torch.save(_random_net("resnet18").state_dict(), tmp_path / "r18.pth")
     assert main(["import", "torchvision-resnet50", str(tmp_path / "r18.pth"), "-o", str(tmp_path / "c")]) == 2
     assert "has shape" in capsys.readouterr().err
-    assert not (tmp_path / "a" / "checkpoints").exists() and not (tmp_path / "c" / "checkpoints").exists()
+    assert not any((tmp_path / d / "checkpoints").exists() for d in "abc")
+
+
+def test_import_into_a_variant_with_another_data_section(tmp_path, capsys):
+    """--spec: ResNet-50's V2 weights are evaluated at resize 232; a variant saying so is the same
+    network, so the import takes it and the run reads images that way; a variant whose layers differ
+    is refused in one line, before anything is written."""
+    from alexnetc.runtime.training import checkpoint as ckpt
+
+    torch.save(_random_net("resnet18").state_dict(), tmp_path / "r18.pth")
+    v2 = tmp_path / "resnet18-232.yaml"
+    v2.write_text("base: resnet18\nname: resnet18-232\ndevices: [gpu1]\ndata: {resize: 232}\n")
+    run = tmp_path / "run"
+    assert main(["import", "torchvision-resnet18", str(tmp_path / "r18.pth"), "-o", str(run), "--spec", str(v2)]) == 0
+    state = ckpt.load_checkpoint(str(run / "checkpoints"))[1]
+    assert state["data_config"]["resize"] == 232 and state["data_config"]["crop"] == 224
+    assert state["spec_name"] == "resnet18-232"
+    capsys.readouterr()
+    wide = tmp_path / "resnet18-wide.yaml"
+    wide.write_text("base: resnet18\nmodify_layers: {fc: {units: 10}}\nclasses: 10\n")
+    assert main(["import", "torchvision-resnet18", str(tmp_path / "r18.pth"), "-o", str(tmp_path / "w"),
+                 "--spec", str(wide)]) == 2
+    err = capsys.readouterr().err
+    assert "not the network of specs/resnet18.yaml" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "w" / "checkpoints").exists()
