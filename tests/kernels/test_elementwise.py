@@ -57,9 +57,24 @@ def test_add_with_activation_matches_reference(act, k):
     torch.testing.assert_close(T.add(*xs, act=act).double(), want, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("act", ["relu", "sigmoid"])
+@pytest.mark.parametrize("k", [3, 4])
+def test_add_of_half_inputs_with_activation_matches_reference(act, k):
+    """oracle: the reference add (fp32 sum rounded once, activation before the rounding); the Triton
+    add's partial sums in fp32 and the activation in its last launch: float16 (the interpreter has no
+    bf16) within one half-precision ulp (rtol 1e-3)."""
+    g = torch.Generator().manual_seed(20 + k)
+    xs = [torch.randn(3, 1001, generator=g).to(DEVICE, torch.float16) for _ in range(k)]
+    want = R.add(*xs, act=act)
+    assert want.dtype == torch.float16
+    torch.testing.assert_close(T.add(*xs, act=act), want, rtol=1e-3, atol=1e-3)
+
+
 def test_add_refuses_mismatched_or_single_inputs():
     a, b = torch.zeros(2, 3, device=DEVICE), torch.zeros(2, 4, device=DEVICE)
     for mod in (T, R):
+        with pytest.raises(ValueError, match="activation"):
+            mod.add(a, a, act="gelu")
         with pytest.raises(ValueError, match="differ"):
             mod.add(a, b)
         with pytest.raises(ValueError, match="at least two"):
