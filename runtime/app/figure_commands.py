@@ -15,7 +15,9 @@ from typing import Any
 
 from .errors import UserError
 
-FEATURES_VERSION = 1
+# Part of the neighbors feature-cache key: bumped when the same checkpoint and layer name yield other
+# features (2: a relu after an add is folded into it, so an add layer's features are after the relu).
+FEATURES_VERSION = 2
 
 EPILOG_FILTERS = """example:
   alexnetc filters runs/alexnetc -o filters.png

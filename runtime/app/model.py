@@ -133,7 +133,9 @@ class Model:
         layer producing the scores to the first other layer that is not a dropout."""
         from ...compiler.ops import get_op
 
-        loss = next(e.node for e in self.net.graph.outputs if get_op(e.node.op).role == "loss")
+        loss = next((e.node for e in self.net.graph.outputs if get_op(e.node.op).role == "loss"), None)
+        if loss is None:
+            raise KeyError(f"{self.net.name} has no loss head to find its class scores from")
         skip, node = {loss.layer}, loss
         while True:
             data = [e.node for e in node.inputs if not e.node.is_variable]
@@ -143,6 +145,11 @@ class Model:
             if node.layer in skip or node.op == "dropout":
                 continue
             if len(skip) == 1:     # the layer computing the scores (fc8): its input is what we want
+                op = next((i.op for i in self.net.layers if i.name == node.layer), node.op)
+                if not get_op(op).params:
+                    # NiN: the scores are a global pooling of class maps, which are scores themselves
+                    raise KeyError(f"{self.net.name} computes its class scores by {op} ({node.layer}), "
+                                   "with no hidden layer before them")
                 skip.add(node.layer)
                 continue
             return node.layer

@@ -271,6 +271,19 @@ def test_neighbors_default_layer_is_what_the_class_scores_are_computed_from(spec
     assert model.last_hidden_layer() == layer
 
 
+def test_neighbors_has_no_default_layer_when_pooling_computes_the_scores():
+    """NiN pools 10 (1000) class maps into the scores: the maps are scores too, not a hidden layer, so
+    neighbors asks for --layer (a KeyError it turns into that message)."""
+    from alexnetc.compiler import compile_spec
+    from alexnetc.runtime.app.model import Model
+    from alexnetc.runtime.app.specs import resolve_spec_path
+
+    model = Model.__new__(Model)
+    model.net = compile_spec(resolve_spec_path("variants/nin-mini"))
+    with pytest.raises(KeyError, match="class scores by globalavgpool"):
+        model.last_hidden_layer()
+
+
 def test_neighbors_cache_dir_from_environment(world, tmp_path, monkeypatch):
     monkeypatch.setenv("ALEXNETC_CACHE", str(tmp_path / "cache"))
     argv = ["neighbors", world["run"], "--data", world["data"], "--query", world["queries"][2],
