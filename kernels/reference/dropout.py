@@ -7,6 +7,9 @@ The Triton kernel computes the same hash in uint32 and drops exactly the same el
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 
@@ -62,10 +65,40 @@ def _mix32_np(x):
     return x
 
 
+_CHUNK = 1 << 18          # elements per thread's piece: large enough that a piece outweighs its dispatch
+_pool: tuple[int, int, ThreadPoolExecutor] | None = None   # (pid, workers, pool), made on first use
+
+
+def _threads(workers: int) -> ThreadPoolExecutor:
+    """A pool of `workers` threads, remade after a fork (a forked child has none of its parent's
+    threads) or when torch's thread count changes."""
+    global _pool
+    if _pool is None or _pool[:2] != (os.getpid(), workers):
+        _pool = (os.getpid(), workers, ThreadPoolExecutor(workers, thread_name_prefix="alexnetc-dropout"))
+    return _pool[2]
+
+
 def _keep_np(numel: int, seed: int, step: int, p: float, offset: int):
     """dropout_mask's keep flags on the CPU through numpy's uint32 arithmetic: the same hash as
     dropout_hash_of, about 5x faster than the int64 emulation with its split multiplies (at a 2.4M
-    element map: 17 ms against 82 ms on one core), which made dropout a large share of a CPU step."""
+    element map: 17 ms against 82 ms on one core), which made dropout a large share of a CPU step.
+    numpy's ufuncs run on one core but release the GIL, so a large map is hashed in pieces on as many
+    threads as torch uses (the int64 emulation it replaced ran on torch's threads)."""
+    workers = min(torch.get_num_threads(), numel // _CHUNK)
+    if workers <= 1:
+        return _keep_piece(numel, seed, step, p, offset)
+    out = np.empty(numel, dtype=bool)
+    bounds = np.linspace(0, numel, workers + 1).astype(np.int64).tolist()
+
+    def piece(i: int) -> None:
+        lo, hi = bounds[i], bounds[i + 1]
+        out[lo:hi] = _keep_piece(hi - lo, seed, step, p, offset + lo)
+
+    list(_threads(workers).map(piece, range(workers)))
+    return out
+
+
+def _keep_piece(numel: int, seed: int, step: int, p: float, offset: int):
     a, b = dropout_keys(seed, step)
     if offset + numel <= (1 << 32):
         h = np.arange(offset, offset + numel, dtype=np.uint32)

@@ -277,6 +277,21 @@ def test_cpu_dropout_mask_equals_the_int64_hash(offset, numel, p):
         assert got.dtype == torch.bool and torch.equal(got, want)
 
 
+def test_cpu_dropout_mask_in_pieces_on_threads_equals_the_int64_hash():
+    """oracle: dropout_hash_of on the explicit indices. Large maps are hashed in pieces on torch's
+    thread count (3 here, whatever the cores): every piece starts at its own offset, one of them across
+    2^32."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        offset, numel = 2**32 - 300_001, 3 * RD._CHUNK + 12_345
+        got = RD.dropout_mask((numel,), 5, 9, 0.3, offset=offset)
+    finally:
+        torch.set_num_threads(threads)
+    idx = torch.arange(offset, offset + numel, dtype=torch.int64)
+    assert torch.equal(got, (RD.dropout_hash_of(idx, 5, 9) >> 8) >= RD.dropout_threshold(0.3))
+
+
 def test_dropout_mask_statistics_and_reproducibility():
     """reference dropout vs a Binomial(1-p) keep rate (5 sigma), determinism in (seed, step), and its own
     mask applied by hand."""
