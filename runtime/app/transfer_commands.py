@@ -28,8 +28,9 @@ EPILOG_IMPORT = """examples:
   alexnetc import torchvision-alexnet alexnet.safetensors -o runs/tv-alexnet --classes /data/imagenet/train
   alexnetc import torchvision-resnet50 resnet50-0676ba61.pth -o runs/tv-resnet50 --classes imagenet_classes.txt
 
-WEIGHTS: the torchvision model's state dict (alexnet into specs/torchvision-alexnet.yaml, resnet18 and
-resnet50 into specs/resnet18.yaml and resnet50.yaml, batch norm's running statistics included), as
+WEIGHTS: the torchvision model's state dict (alexnet into specs/torchvision-alexnet.yaml, resnet18,
+resnet50 and vgg16 into specs/resnet18.yaml, resnet50.yaml and vgg16.yaml, batch norm's running
+statistics included; the run normalises images with ImageNet's mean/std as torchvision does), as
 .safetensors or a plain PyTorch pickle (read with torch.load(weights_only=True): a file holding
 anything but tensors is refused). The run then works with
 eval, predict, filters, neighbors and export. --classes: class names in label order, one per line, or
@@ -143,7 +144,7 @@ def register(sub: Any) -> None:
 
     from .weights_import import ARCHITECTURES
 
-    i = sub.add_parser("import", help="published weights (torchvision's AlexNet, ResNet-18, ResNet-50) as an alexnetc run",
+    i = sub.add_parser("import", help="published weights (torchvision's AlexNet, ResNet-18/50, VGG-16) as an alexnetc run",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_IMPORT)
     i.add_argument("architecture", choices=sorted(ARCHITECTURES), help="which published network")
     i.add_argument("weights", help="its state dict: .safetensors, or .pth/.pt (plain tensors only)")

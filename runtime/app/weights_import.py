@@ -1,5 +1,5 @@
 """Published weights into an alexnetc checkpoint: `alexnetc import torchvision-alexnet WEIGHTS -o RUN`
-(also torchvision-resnet18 and torchvision-resnet50, batch norm's running statistics included).
+(also torchvision-resnet18, -resnet50 with batch norm's running statistics, and -vgg16).
 
 A weights file is read without running code: ``.safetensors`` through safetensors, anything else
 through ``torch.load(weights_only=True)``, which refuses every pickle that is more than containers of
@@ -14,10 +14,10 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from ...compiler.pipeline import plain
+from ...compiler.pipeline import plain, spec_hash
 
 
 class WeightsError(Exception):
@@ -34,6 +34,9 @@ class Architecture:
     spec: str                                                  # shipped spec name (specs/<spec>.yaml)
     layers: Mapping[str, str] | Callable[[Sequence[str]], Mapping[str, str]]
     about: str
+    # The preprocessing the weights were trained with, for the keys the spec's data section leaves
+    # out (VGG-16's spec, as the paper, subtracts the training set's mean; the weights need ImageNet's).
+    data: Mapping[str, Any] = field(default_factory=dict)
 
     def prefixes(self, layer_names: Sequence[str]) -> Mapping[str, str]:
         return self.layers(layer_names) if callable(self.layers) else self.layers
@@ -66,18 +69,37 @@ def torchvision_resnet_prefixes(layer_names: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def _vgg16_layers() -> dict[str, str]:
+    """specs/vgg16.yaml's layers -> torchvision.models.vgg16's `features.i` (every conv, counting the
+    ReLU and pooling modules between them) and `classifier.i` (Linear, ReLU, Dropout, ...)."""
+    out, i = {}, 0
+    for stage, convs in enumerate((2, 2, 3, 3, 3), 1):
+        for c in range(1, convs + 1):
+            out[f"stage{stage}.conv{c}"] = f"features.{i}"
+            i += 2                        # the conv and its ReLU
+        i += 1                            # the stage's max-pool
+    out.update({"fc6": "classifier.0", "fc7": "classifier.3", "fc8": "classifier.6"})
+    return out
+
+
+# torchvision's ImageNet normalisation (every model of torchvision.models).
+TORCHVISION_DATA = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
 ARCHITECTURES: dict[str, Architecture] = {
     "torchvision-alexnet": Architecture(
         "torchvision-alexnet",
         {"conv1": "features.0", "conv2": "features.3", "conv3": "features.6", "conv4": "features.8",
          "conv5": "features.10", "fc6": "classifier.1", "fc7": "classifier.4", "fc8": "classifier.6"},
-        "torchvision.models.alexnet's state dict (e.g. alexnet-owt-7be5be79.pth)"),
+        "torchvision.models.alexnet's state dict (e.g. alexnet-owt-7be5be79.pth)", data=TORCHVISION_DATA),
     "torchvision-resnet18": Architecture(
         "resnet18", torchvision_resnet_prefixes,
-        "torchvision.models.resnet18's state dict (e.g. resnet18-f37072fd.pth)"),
+        "torchvision.models.resnet18's state dict (e.g. resnet18-f37072fd.pth)", data=TORCHVISION_DATA),
     "torchvision-resnet50": Architecture(
         "resnet50", torchvision_resnet_prefixes,
-        "torchvision.models.resnet50's state dict (e.g. resnet50-0676ba61.pth)"),
+        "torchvision.models.resnet50's state dict (e.g. resnet50-0676ba61.pth)", data=TORCHVISION_DATA),
+    "torchvision-vgg16": Architecture(
+        "vgg16", _vgg16_layers(), "torchvision.models.vgg16's state dict (e.g. vgg16-397923af.pth)",
+        data=TORCHVISION_DATA),
 }
 
 
@@ -221,8 +243,10 @@ def import_weights(arch_name: str, weights: str, out: str, classes: str | None =
         net = given
     names = read_class_names(classes, net.classes)
     params, bn_state = map_state_dict(net, arch, read_state_dict(weights), weights)
-    state = {"spec": plain(net.spec), "spec_name": net.name, "spec_hash": net.hash, "classes": names,
-             "data_config": plain(net.spec.get("data") or {}), "data_stats": None,
+    spec_data = plain(net.spec)
+    spec_data["data"] = {**arch.data, **(spec_data.get("data") or {})}   # the spec's keys win
+    state = {"spec": spec_data, "spec_name": net.name, "spec_hash": spec_hash(spec_data), "classes": names,
+             "data_config": spec_data["data"], "data_stats": None,
              "input_shape": list(net.input_shape), "epoch": 0, "history": [],
              "imported": {"architecture": arch_name, "weights": os.path.abspath(weights), "sha256": _sha256(weights)}}
     tensors = {PARAM_PREFIX + k: v for k, v in params.items()}
