@@ -17,6 +17,7 @@ EPILOG_TRAIN = """examples:
   alexnetc train --resume --out runs/alexnetc      # continue a stopped run exactly where it stopped
   alexnetc train --overwrite --out runs/alexnetc   # replace the run in runs/alexnetc (one run per directory)
   torchrun --nproc_per_node=2 -m alexnetc train    # data parallel: one replica per process
+  alexnetc train my-resnet18-flowers.yaml --data /data/flowers --init-from runs/tv-resnet18   # fine-tune
 
 Data: --data DIR takes MNIST-style IDX files or an ImageNet-style tree (DIR/train/<class>/*.jpg,
 DIR/val/<class>/*). Without --data: $ALEXNETC_DATA, else Fashion-MNIST from Debian's
@@ -37,7 +38,8 @@ def _train(args) -> int:
                         lr=args.lr, device=args.device, workers=args.workers, resume=args.resume,
                         overwrite=args.overwrite,
                         limit_train_batches=args.limit_train_batches, limit_val_batches=args.limit_val_batches,
-                        seed=args.seed, dtype=args.dtype, synthetic=args.synthetic, progress=not args.no_progress,
+                        seed=args.seed, dtype=args.dtype, init_from=args.init_from,
+                        synthetic=args.synthetic, progress=not args.no_progress,
                         bucket_mb=args.bucket_mb, overlap=not args.no_overlap, dist_timeout=args.dist_timeout)
     if args.spec is None and os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 only
         print(f"alexnetc train: no spec given, using the embedded default {spec}")
@@ -160,6 +162,9 @@ def register(sub: Any) -> None:
     t.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its newest checkpoint that verifies (--lr and --epochs "
                         "apply from there)")
+    t.add_argument("--init-from", metavar="RUN_OR_CHECKPOINT",
+                   help="start from another run's weights (fine-tuning): every layer it holds with the same name "
+                        "and shape is loaded, the others (e.g. a classifier for other classes) start fresh")
     t.add_argument("--overwrite", action="store_true",
                    help="replace the run already in --out (its checkpoints, metrics and curves are deleted)")
     t.add_argument("--limit-train-batches", type=int, help="at most this many batches per epoch")

@@ -32,8 +32,9 @@ WEIGHTS: the torchvision model's state dict (alexnet into specs/torchvision-alex
 resnet50 and vgg16 into specs/resnet18.yaml, resnet50.yaml and vgg16.yaml, batch norm's running
 statistics included; the run normalises images with ImageNet's mean/std as torchvision does), as
 .safetensors or a plain PyTorch pickle (read with torch.load(weights_only=True): a file holding
-anything but tensors is refused). The run then works with eval, predict, filters, neighbors and export. --classes: class names in label order, one per line, or
-a dataset's train folder (its sorted subfolders, torchvision's label order; use this to eval on that
+anything but tensors is refused). The run then works with eval, predict, filters, neighbors and export
+(and train --init-from, to fine-tune it). --classes: class names in label order, one per line, or a
+dataset's train folder (its sorted subfolders, torchvision's label order; use this to eval on that
 dataset). Without it the classes are named class0 .. class999. --spec: a variant of the shipped spec
 with other train or data sections (the evaluation transform the weights were published with), checked
 to be the same network."""

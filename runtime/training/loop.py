@@ -97,6 +97,7 @@ class TrainOptions:
     limit_val_batches: int | None = None
     seed: int | None = None
     dtype: str | None = None             # float32 | float64 | bfloat16 (None: train.dtype, else float32)
+    init_from: str | None = None         # a run or checkpoint whose matching layers start this run
     synthetic: int | None = None         # N random images per epoch instead of a dataset (benchmarks)
     progress: bool = True
     keep: int = 3
@@ -115,6 +116,9 @@ def _check_options(opts: TrainOptions) -> None:
             raise TrainingError(f"{name} {v}: must be at least {lo}")
     if opts.lr is not None and not (0 < opts.lr < float("inf")):
         raise TrainingError(f"lr {opts.lr:g}: must be a positive number")
+    if opts.resume and opts.init_from:
+        raise TrainingError("--init-from starts a new run from another run's weights; --resume continues the run "
+                            "in --out: give one of them")
     if opts.dtype is not None and opts.dtype not in TRAIN_DTYPES:
         raise TrainingError(f"--dtype {str(opts.dtype)[:40]}: expected one of {', '.join(TRAIN_DTYPES)}")
     for name in ("bucket_mb", "dist_timeout"):
@@ -147,6 +151,7 @@ class Trainer:
     def __init__(self, opts: TrainOptions):
         self.opts = opts
         self.log = opts.log
+        self.init_from: str | None = None   # the checkpoint this run's weights started from (--init-from)
         spec_net = compile_spec(opts.spec)
         tr = spec_net.settings("train")
         _check_options(opts)
@@ -285,6 +290,7 @@ class Trainer:
             "data_config": self.data_cfg, "data_stats": self.stats.to_json() if self.stats else None,
             "input_shape": list(self.net.input_shape),
             "rng": rng,
+            "init_from": self.init_from,   # provenance: the run this one was started from
         }
 
     def _tensors(self, rng: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -445,6 +451,28 @@ class Trainer:
             raise TrainingError(str(exc)) from None
         return path, tensors, state
 
+    def _warm_start(self) -> tuple[dict, dict]:
+        """--init-from: the starting parameters and state (rank 0 reads the checkpoint and sends it to
+        every process, as for a resume)."""
+        from .warm_start import WarmStartError, warm_start
+
+        source = ckpt.checkpoints_dir(self.opts.init_from)
+        if self.writes:
+            try:
+                path = ckpt.newest_verified(source, self.log) if os.path.isdir(source) else source
+                tensors, state = ckpt.load_checkpoint(path)
+            except ckpt.CheckpointError as exc:
+                raise TrainingError(f"--init-from: {exc}") from None
+        if self.dist:
+            path, tensors, state = self.dist.broadcast((path, tensors, state) if self.writes else None)
+        try:
+            ws = warm_start(self.net, self.seed, tensors, state, path)
+        except WarmStartError as exc:
+            raise TrainingError(f"--init-from: {exc}") from None
+        self.init_from = path
+        self.log(ws.summary(path))
+        return ws.params, ws.state
+
     def _rewrite_metrics(self, history: list) -> None:
         """metrics.jsonl := the checkpoint's history (epochs logged after it, by a run that then crashed,
         are dropped: they will be trained and logged again, never twice)."""
@@ -487,6 +515,7 @@ class Trainer:
             params = ckpt.params_from(tensors)
             bn_state = ckpt.state_from(tensors)
             resumed = (path, tensors, state)
+            self.init_from = state.get("init_from")
             start_epoch, start_batch, step = state["epoch"], state["batch"], state["step"]
             history, running = state.get("history", []), state.get("running") or _fresh_running()
             if not self.writes:  # rank 0 carries the saved partial sums; the others add their own
@@ -496,6 +525,8 @@ class Trainer:
                                     f"{start_epoch + (1 if start_batch else 0)}; ask for more epochs to continue it")
             if self.writes:
                 self._rewrite_metrics(history)
+        elif self.opts.init_from:
+            params, bn_state = self._warm_start()
         self._datasets()
         if len(self.train_set) < self.batch_size:
             raise TrainingError(f"{len(self.train_set)} training images make no full batch of {self.batch_size}: "

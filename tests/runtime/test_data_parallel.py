@@ -25,7 +25,7 @@ STEPS = dict(epochs=2, batch_size=8, limit_train_batches=2, limit_val_batches=3)
 
 def _opts(data: str, out: str, **kw) -> TrainOptions:
     return TrainOptions(spec=os.path.abspath(MINI), data=data, out=out, workers=0, progress=False,
-                        seed=3, log=lambda s: None, **{**STEPS, **kw})
+                        log=lambda s: None, **{**STEPS, "seed": 3, **kw})
 
 
 def _env(rank: int, world: int, port: int) -> dict[str, str]:
@@ -276,3 +276,23 @@ def test_kill_9_of_a_worker_then_torchrun_restart_resumes(tmp_path):
     params = [k for k in a if k.startswith(ckpt.PARAM_PREFIX)]
     assert params and all(torch.equal(a[k], b[k]) for k in params)
     assert [r["epoch"] for r in _metrics(out)] == [1, 2, 3]
+
+
+def test_init_from_reaches_every_process(tmp_path):
+    """oracle: the same fine-tuning run in one process. Rank 0 reads the --init-from checkpoint and
+    sends it; 2 processes end within the tolerance of test_n_processes_train_like_one (a process that
+    started from its own random draw instead would be far off)."""
+    data = _pattern_dataset(tmp_path / "data", n_train=64, n_val=21)
+    src = str(tmp_path / "src")
+    Trainer(_opts(data, src, epochs=1, seed=11)).run()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = Trainer(_opts(data, str(tmp_path / "one"), epochs=1, init_from=src))
+        one.run()
+    finally:
+        torch.set_num_threads(threads)
+    two = _run(2, data, str(tmp_path / "two"), epochs=1, init_from=src)
+    for k, w in one.executor.params.items():
+        assert torch.equal(two[0][k], two[1][k]), k
+        torch.testing.assert_close(two[0][k], w, rtol=1e-4, atol=2e-6, msg=k)
