@@ -78,6 +78,11 @@ def test_matching_layers_load_and_a_changed_layer_starts_fresh_whole(trained, tm
     assert "not in the checkpoint" not in summary and "fc4.bias (with its layer)" in summary
     new_state = ckpt.load_checkpoint(str(tmp_path / "ft" / "checkpoints"))[1]
     assert new_state["init_from"].endswith(".json") and new_state["epoch"] == 1
+    # a fine-tuned run resumes as any run (from its own checkpoint) and keeps saying where it started
+    Trainer(_opts(str(spec), data, tmp_path / "ft", epochs=2, limit_train_batches=1, limit_val_batches=1,
+                  resume=True)).run()
+    again = ckpt.load_checkpoint(str(tmp_path / "ft" / "checkpoints"))[1]
+    assert again["epoch"] == 2 and again["init_from"] == new_state["init_from"]
 
 
 def test_another_number_of_classes_reinitialises_only_the_classifier(trained, tmp_path):
