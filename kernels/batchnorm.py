@@ -238,3 +238,43 @@ def batchnorm_backward(dy, x, scale, mean, invstd):
     _bn_dx_kernel[grid](dy, x, dx, _vec(scale), mean, invstd, dscale, dshift, C, P, 1.0 / R,
                         *_strides(dy), *_strides(x), *_strides(dx), BLOCK_P=bp, BLOCK_C=bc)
     return dx, dscale, dshift
+
+
+# -- synchronised across processes: the contract and the `sync` object are the reference's
+# (kernels/reference/batchnorm.py); the sums are this module's reduction kernels, the collective is
+# `sync.all_sum`, normalisation and dx are the same kernels as above.
+
+def batchnorm_sync(x, scale, shift, running_mean, running_var, *, eps, momentum, act, sync):
+    x = _ncp(x)
+    C = x.shape[1]
+    pivot = _vec(running_mean)
+    first = torch.cat([_channel_sum(x, pivot, False), pivot.new_tensor([float(x.numel() // max(C, 1))])])
+    sync.all_sum(first)
+    count = float(first[C])
+    mean = (pivot + first[:C] / count).contiguous()
+    var = sync.all_sum(_channel_sum(x, mean, True)) / count
+    invstd = torch.rsqrt(var + eps)
+    new_rm = running_mean.float() * (1 - momentum) + mean * momentum
+    new_rv = running_var.float() * (1 - momentum) + var * (momentum * count / max(count - 1, 1))
+    return _apply(x, scale, shift, mean, invstd, eps, act, False), mean, invstd, new_rm, new_rv
+
+
+def batchnorm_backward_sync(dy, x, scale, mean, invstd, *, sync):
+    dy, x = _ncp(dy), _ncp(x)
+    C, R = x.shape[1], x.numel() // max(x.shape[1], 1)
+    mean, invstd = _vec(mean), _vec(invstd)
+    dx = _out_like(dy)
+    br, bc, chunk, s, grid = _split(dy)
+    part = torch.empty(2, s, C, dtype=torch.float32, device=x.device)
+    P = _pixels(x)
+    _bn_bwd_partial_kernel[grid](dy, x, mean, invstd, part, C, P, R, *_strides(dy), *_strides(x), chunk,
+                                 BLOCK_R=br, BLOCK_C=bc)
+    dshift, dscale = part.sum(1).unbind(0)
+    w = float(sync.weight)
+    total = sync.all_sum(torch.cat([dshift * w, dscale * w, dshift.new_tensor([float(R)])]))
+    count = float(total[2 * C])
+    bp, bc, grid = _tiles_grid(dy)
+    _bn_dx_kernel[grid](dy, x, dx, _vec(scale), mean, invstd, (total[C:2 * C] / w).contiguous(),
+                        (total[:C] / w).contiguous(), C, P, 1.0 / count,
+                        *_strides(dy), *_strides(x), *_strides(dx), BLOCK_P=bp, BLOCK_C=bc)
+    return dx, dscale, dshift

@@ -85,7 +85,7 @@ class BatchNorm(OpDef):
     # Statistics stay fp32 under bfloat16 (a running average rounded to bf16 every step would drift).
     output_dtypes = {1: "float32", 2: "float32", 3: "float32", 4: "float32"}
     state_outputs = {"running_mean": 3, "running_var": 4}
-    kernel = Kernel("batchnorm", eval_entry="batchnorm_eval")
+    kernel = Kernel("batchnorm", eval_entry="batchnorm_eval", sync_entry="batchnorm_sync")
     torch_names = {"scale": "weight", "shift": "bias"}
     torch_extra = ("num_batches_tracked",)   # only counts steps when momentum is None; ours never is
 
@@ -176,7 +176,7 @@ class BatchNormBackward(OpDef):
     arguments = ("grad", "data", "scale", "mean", "invstd")
     outputs = ("grad_data", "grad_scale", "grad_shift")
     visible = 3
-    kernel = Kernel("batchnorm_backward")
+    kernel = Kernel("batchnorm_backward", sync_entry="batchnorm_backward_sync")
 
     def infer(self, attrs, in_shapes):
         dy = need(in_shapes, 0, "grad")

@@ -75,6 +75,9 @@ class Kernel:
     its first input (dropout). `shared`: one implementation, ``alexnetc.kernels.<family>.<entry>``,
     serves every backend (data movement: views and concatenation, nothing to compute). `eval_entry`:
     outside training the executor calls this entry point (same arguments) and reads only output 0.
+    `sync_entry`: in training under data parallelism with synchronised statistics
+    (``train.sync_batchnorm``), this entry point instead, with the keyword ``sync`` (the processes'
+    ``all_sum`` and this shard's ``weight``; docs/kernel-interface.md).
     """
 
     entry: str
@@ -82,9 +85,10 @@ class Kernel:
     train_only: bool = False
     shared: bool = False
     eval_entry: str | None = None   # outside training, this entry point instead (batch norm: running stats)
+    sync_entry: str | None = None   # data parallel with synchronised statistics: this entry point instead
 
     def entries(self) -> tuple[str, ...]:
-        return (self.entry,) if self.eval_entry is None else (self.entry, self.eval_entry)
+        return tuple(e for e in (self.entry, self.eval_entry, self.sync_entry) if e is not None)
 
 
 @dataclass(frozen=True)

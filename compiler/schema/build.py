@@ -100,6 +100,10 @@ TRAIN = {"type": "object", "additionalProperties": False, "properties": {
     "limit_train_batches": {"type": "integer", "minimum": 1,
                             "description": "Use at most this many batches per epoch (quick runs)."},
     "limit_val_batches": {"type": "integer", "minimum": 1},
+    "sync_batchnorm": {"type": "boolean",
+                       "description": "Under data parallelism, batch norm normalises with the global batch's "
+                                      "statistics (a collective in each batch norm's forward and backward); "
+                                      "default false: each process its own shard's, as DDP without SyncBatchNorm."},
     "dtype": {"enum": list(TRAIN_DTYPES),
               "description": "float32 (default); float64 (CPU reference backend only: exact checks); "
                              "bfloat16 mixed precision (bf16 compute, fp32 master weights, SGD state and "

@@ -80,3 +80,39 @@ def batchnorm_backward(dy, x, scale, mean, invstd):
     dscale = (d * xhat).sum(_dims(x))
     dx = _c(f32(scale) * invstd / count, x) * (count * d - _c(dshift, x) - xhat * _c(dscale, x))
     return dx.to(dy.dtype), dscale, dshift
+
+
+# -- synchronised across processes (data parallelism with train.sync_batchnorm) ---------------------------
+# `sync` adds a tensor up over the processes in place (`sync.all_sum`) and says this process's share of
+# the global batch (`sync.weight`, n_local / n_global). Statistics are those of the global batch, in two
+# passes as above (sums of deviations from running_mean, the same on every process, then of squared
+# deviations from the global mean). The backward returns this shard's mean loss's gradients, as every
+# other kernel (the gradient reducer weights them): dx needs the global sums of dz and dz·x̂, gathered
+# weighted by each shard's share and divided by this one's.
+
+def batchnorm_sync(x, scale, shift, running_mean, running_var, *, eps, momentum, act, sync):
+    xf, dims, C = f32(x), _dims(x), x.shape[1]
+    pivot = f32(running_mean)
+    first = torch.cat([(xf - _c(pivot, x)).sum(dims), xf.new_tensor([float(x.numel() // C)])])
+    sync.all_sum(first)
+    count = float(first[C])
+    mean = pivot + first[:C] / count
+    centred = xf - _c(mean, x)
+    var = sync.all_sum((centred * centred).sum(dims)) / count
+    invstd = torch.rsqrt(var + eps)
+    y = _act(centred * _c(f32(scale) * invstd, x) + _c(f32(shift), x), act)
+    new_mean = (1 - momentum) * f32(running_mean) + momentum * mean
+    new_var = (1 - momentum) * f32(running_var) + momentum * var * (count / max(count - 1, 1))
+    return y.to(x.dtype), mean, invstd, new_mean, new_var
+
+
+def batchnorm_backward_sync(dy, x, scale, mean, invstd, *, sync):
+    d, xf, dims, C = f32(dy), f32(x), _dims(x), x.shape[1]
+    xhat = (xf - _c(mean, x)) * _c(invstd, x)
+    dshift, dscale = d.sum(dims), (d * xhat).sum(dims)
+    w = float(sync.weight)
+    total = sync.all_sum(torch.cat([dshift * w, dscale * w, d.new_tensor([float(x.numel() // C)])]))
+    count = float(total[2 * C])
+    g_shift, g_scale = total[:C] / w, total[C:2 * C] / w
+    dx = _c(f32(scale) * invstd / count, x) * (count * d - _c(g_shift, x) - xhat * _c(g_scale, x))
+    return dx.to(dy.dtype), dscale, dshift

@@ -39,6 +39,7 @@ def _train(args) -> int:
                         overwrite=args.overwrite,
                         limit_train_batches=args.limit_train_batches, limit_val_batches=args.limit_val_batches,
                         seed=args.seed, dtype=args.dtype, init_from=args.init_from,
+                        sync_batchnorm=True if args.sync_bn else None,
                         synthetic=args.synthetic, progress=not args.no_progress,
                         bucket_mb=args.bucket_mb, overlap=not args.no_overlap, dist_timeout=args.dist_timeout)
     if args.spec is None and os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 only
@@ -174,6 +175,8 @@ def register(sub: Any) -> None:
     d = t.add_argument_group("more than one process (under torchrun; ignored otherwise)")
     d.add_argument("--bucket-mb", type=float, default=25.0, metavar="MB",
                    help="gradient all-reduce bucket size (default 25)")
+    d.add_argument("--sync-bn", action="store_true",
+                   help="batch norm over the global batch's statistics (train.sync_batchnorm), not each shard's")
     d.add_argument("--no-overlap", action="store_true",
                    help="all-reduce after the backward pass instead of during it (for comparison)")
     d.add_argument("--dist-timeout", type=float, default=300.0, metavar="S",

@@ -20,6 +20,9 @@ MASTER_PORT), each process trains one replica of the network:
   SyncBatchNorm: N processes equal one process only for nets without batch norm); after every step
   the running statistics are replaced by their shard-size-weighted mean over the processes
   (:meth:`DataParallel.average_state`), so every rank holds, saves and evaluates with the same ones.
+  With ``train.sync_batchnorm`` the kernels' sync entry points normalise with the global batch's
+  statistics through :class:`StatsSync` (collectives inside batch norm's forward and backward), the
+  running statistics come out the same everywhere, and N processes equal one for those nets too.
 
 :class:`DataParallel` is one training step of all that; the training loop calls it instead of its own.
 """
@@ -335,9 +338,13 @@ class DataParallel:
     on whether the loss is finite, backward with the bucketed weighted all-reduce, then `update`."""
 
     def __init__(self, ctx: DistContext, executor: Executor, bucket_mb: float = DEFAULT_BUCKET_MB,
-                 overlap: bool = True):
+                 overlap: bool = True, sync_batchnorm: bool = False):
         self.ctx, self.executor = ctx, executor
         self.reducer = GradReducer(ctx, executor, bucket_mb, overlap)
+        # Synchronised batch norm: the global batch's statistics, through the kernels' sync entry points
+        # (a collective inside each batch norm's forward and backward); otherwise each process
+        # normalises its shard and the running statistics are averaged after the step.
+        executor.sync = StatsSync(ctx) if sync_batchnorm and executor.state else None
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor, global_batch: int,
                    update: Callable[[Mapping[str, torch.Tensor]], None]) -> tuple[float, torch.Tensor] | None:
@@ -347,6 +354,10 @@ class DataParallel:
         n = int(labels.shape[0])
         ex.sample_base = self.ctx.shard(global_batch).start
         loss, probs = 0.0, torch.empty(0)
+        if ex.sync is not None and self.ctx.all_sum([0.0 if n else 1.0])[0]:
+            # A process without a readable sample cannot take part in the statistics' collectives
+            # inside the forward: every process skips this batch (rare: a whole shard unreadable).
+            return None
         if n:
             out = ex.forward(images, labels, is_train=True)
             loss, probs = float(out["loss"]), out["prob"]
@@ -355,7 +366,10 @@ class DataParallel:
             return float("nan"), probs
         if total == 0:
             return None
-        self.average_state(n / total)
+        if ex.sync is None:
+            self.average_state(n / total)
+        else:
+            ex.sync.weight = n / total   # the statistics are the global batch's already
         self.reducer.begin(n / total)
         if n:
             ex.backward()
@@ -386,6 +400,22 @@ class DataParallel:
             t = ex.state[k]
             t.copy_(flat[off:off + t.numel()].view(t.shape))
             off += t.numel()
+
+
+class StatsSync:
+    """What the kernels' sync entry points get: `all_sum` adds a tensor up over the processes in place
+    (through the communication device), `weight` is this process's share of the global batch."""
+
+    def __init__(self, ctx: DistContext):
+        self.ctx, self.weight = ctx, 1.0
+
+    def all_sum(self, t: torch.Tensor) -> torch.Tensor:
+        buf = t.to(self.ctx.comm_device)
+        with _collective("synchronising batch norm statistics", self.ctx):
+            dist.all_reduce(buf, op=dist.ReduceOp.SUM, group=self.ctx.group)
+        if buf is not t:
+            t.copy_(buf)
+        return t
 
 
 def allreduce_gradients(executor: Executor, n_local: int, ctx: DistContext) -> None:

@@ -92,6 +92,7 @@ class _Step:
     groups: int                       # independent channel groups (Kernel.grouped)
     absent: int                       # trailing optional arguments the node leaves out (no bias): None
     eval_fn: Callable | None          # the entry point outside training (Kernel.eval_entry)
+    sync_fn: Callable | None          # ... in training with statistics synchronised across processes
     writes: tuple[tuple[int, int], ...]   # (input position, output index): state written back in training
     device: torch.device
     stream: Any
@@ -119,6 +120,9 @@ class Executor:
         self.seed, self.step_count = 0, 0
         self.sample_base = 0                                   # global index of this shard's first sample
         self.on_grad_ready: Callable[[str], None] | None = None  # called when a gradient is final
+        # Data parallelism with synchronised statistics: the processes' all_sum and this shard's weight,
+        # given to the kernels' sync entry points in training (None: every process normalises its shard).
+        self.sync: Any = None
         self._streams = self._make_streams()
         nodes = self.graph.nodes()
         self.param_nodes = [n for n in nodes if n.is_param]
@@ -188,9 +192,10 @@ class Executor:
             absent = len(op.arguments) - len(node.inputs) if op.arguments is not None else 0
             run_values = any(isinstance(v, RunValue) for v in kwargs.values())
             eval_fn = getattr(backend, op.kernel.eval_entry) if op.kernel is not None and op.kernel.eval_entry else None
+            sync_fn = getattr(backend, op.kernel.sync_entry) if op.kernel is not None and op.kernel.sync_entry else None
             args = op.arguments_for(node.attrs) if op.arguments is not None else ()
             writes = tuple((args.index(a), k) for a, k in op.state_outputs.items() if a in args)
-            step = _Step(node, fn, backend, run, op.kernel, kwargs, run_values, groups, absent, eval_fn, writes,
+            step = _Step(node, fn, backend, run, op.kernel, kwargs, run_values, groups, absent, eval_fn, sync_fn, writes,
                          dev, self._streams.get(node.device), [(id(e.node), e.index) for e in node.inputs],
                          release)
             (self._forward if id(node) in forward_ids else self._backward).append(step)
@@ -379,12 +384,15 @@ def _call_kernel(s: _Step, args: list[torch.Tensor], ex: "Executor", is_train: b
     if s.eval_fn is not None and not is_train:   # evaluation's own entry point: reads state, writes none
         out = s.eval_fn(*args, **kw)
         return out if isinstance(out, tuple) else (out,)
-    if s.groups > 1:
+    if s.sync_fn is not None and ex.sync is not None and is_train:
+        out = s.sync_fn(*args, **kw, sync=ex.sync)
+    elif s.groups > 1:
         shape = args[0].shape
         out = s.fn(*(_grouped(t, s.groups) for t in args), **kw)
         outs = out if isinstance(out, tuple) else (out,)
         return tuple(t.reshape(shape) for t in outs)  # a grouped op's outputs have its first input's shape
-    out = s.fn(*args, **kw)
+    else:
+        out = s.fn(*args, **kw)
     outs = out if isinstance(out, tuple) else (out,)
     if is_train:
         # The op's new state (running statistics) into the bound state tensors, in place, once per

@@ -98,6 +98,7 @@ class TrainOptions:
     seed: int | None = None
     dtype: str | None = None             # float32 | float64 | bfloat16 (None: train.dtype, else float32)
     init_from: str | None = None         # a run or checkpoint whose matching layers start this run
+    sync_batchnorm: bool | None = None   # data parallel: global-batch statistics (None: train.sync_batchnorm)
     synthetic: int | None = None         # N random images per epoch instead of a dataset (benchmarks)
     progress: bool = True
     keep: int = 3
@@ -168,6 +169,8 @@ class Trainer:
         self.seed = opts.seed if opts.seed is not None else tr.get("seed", 0)
         self.base_lr = opts.lr or tr.get("lr", 0.01)
         self.momentum = tr.get("momentum", 0.9)
+        self.sync_batchnorm = bool(opts.sync_batchnorm if opts.sync_batchnorm is not None
+                                   else tr.get("sync_batchnorm", False))
         self.weight_decay = tr.get("weight_decay", 0.0005)
         self.schedule_cfg = tr.get("schedule", {"type": "constant"})
         self.limit_train = opts.limit_train_batches or tr.get("limit_train_batches")
@@ -265,9 +268,12 @@ class Trainer:
         self.schedule = LRSchedule(self.base_lr, self.schedule_cfg)
         where = describe_binding(g2c)
         if self.dist:
-            self.dp = dp.DataParallel(self.dist, self.executor, self.opts.bucket_mb, self.opts.overlap)
+            self.dp = dp.DataParallel(self.dist, self.executor, self.opts.bucket_mb, self.opts.overlap,
+                                      sync_batchnorm=self.sync_batchnorm)
+            bn = ("; batch norm statistics over the global batch (synchronised)" if self.executor.sync is not None
+                  else "; batch norm statistics per process" if self.executor.state else "")
             self.log(f"data parallel: {self.dist.world} processes ({self.dist.backend}), each a shard of every "
-                     f"global batch of {self.batch_size}; {self.dp.reducer.describe()}; rank 0 binds {where}")
+                     f"global batch of {self.batch_size}; {self.dp.reducer.describe()}{bn}; rank 0 binds {where}")
         if self.real_device.type == "cpu":
             self.log(f"no GPU in use: running on the CPU with the ATen reference kernels ({where})")
         else:

@@ -194,3 +194,75 @@ def test_reference_fp32_does_not_depend_on_the_thread_count():
                 torch.set_num_threads(threads)
         one, three = results[-2:]
         assert all(torch.equal(a, b) for a, b in zip(one, three)), shape
+
+
+# -- synchronised across processes -----------------------------------------------------------------------
+class _Replay:
+    """A shard's `sync` in one process: each all_sum returns the global total every process would get
+    (worked out from the whole batch in float64 by the test), in the order the kernels ask for them."""
+
+    def __init__(self, totals, weight: float):
+        self.totals, self.weight, self.calls = list(totals), weight, 0
+
+    def all_sum(self, t):
+        want = self.totals[self.calls]
+        assert t.shape == want.shape, (self.calls, t.shape, want.shape)
+        self.calls += 1
+        return t.copy_(want)
+
+
+@pytest.mark.parametrize("mod", [R, T], ids=["reference", "triton"])
+@pytest.mark.parametrize("shape", [(6, 5, 4, 3), (7, 9)])
+def test_sync_across_shards_equals_one_batch(mod, shape):
+    """oracle: the reference's unsynchronised kernels on the whole batch in float64, and the global
+    sums all processes add up (sum of x - running_mean and the count; sum of squared deviations from
+    the mean; sums of dz and dz·x̂ of the whole batch's gradient and the count), fed to each shard as
+    its all_sum results. The batch is cut into shards of 4 and the rest (weights n/N); each shard's
+    synchronised forward gives the whole batch's output rows, statistics and running statistics; its
+    backward, given its own mean loss's gradient (the whole batch's times N/n), gives the whole batch's
+    dx rows times N/n, and the shards' dscale/dshift weighted by n/N add up to the whole batch's.
+    Each shard's kernels put their own contribution in before every all_sum (checked: the local sums
+    each all_sum receives add up to the totals). fp32: 1e-5."""
+    g = torch.Generator().manual_seed(5)
+    f64 = dict(generator=g, dtype=torch.float64)
+    x = torch.randn(shape, **f64) * 3 + 1
+    c = shape[1]
+    scale, shift = torch.rand(c, **f64) + 0.5, torch.randn(c, **f64)
+    rm, rv = torch.randn(c, **f64) * 0.1, torch.rand(c, **f64) + 0.5
+    dz = torch.randn(shape, **f64)
+    kw = dict(eps=1e-5, momentum=0.1, act="none")
+    y, mean, invstd, new_rm, new_rv = R.batchnorm(x, scale, shift, rm, rv, **kw)
+    dx, dscale, dshift = R.batchnorm_backward(dz, x, scale, mean, invstd)
+    dims = [0, *range(2, x.dim())]
+
+    def bc(t):
+        return t.reshape(1, -1, *([1] * (x.dim() - 2)))
+    count = torch.tensor([float(x.numel() // c)], dtype=torch.float64)
+    xhat = (x - bc(mean)) * bc(invstd)
+    totals = [torch.cat([(x - bc(rm)).sum(dims), count]), ((x - bc(mean)) ** 2).sum(dims),
+              torch.cat([dz.sum(dims), (dz * xhat).sum(dims), count])]
+    N, dt, dev = shape[0], torch.float32, DEVICE
+    close = dict(rtol=1e-5, atol=1e-5)
+    sent = []
+    for lo, hi in [(0, 4), (4, N)]:
+        w = (hi - lo) / N
+        sync = _Replay([t.to(dev, dt) for t in totals], w)
+        real = sync.all_sum
+        sync.all_sum = lambda t, real=real: (sent.append(t.detach().double().cpu().clone()), real(t))[1]
+        ins = [t.to(dev, dt) for t in (x[lo:hi], scale, shift, rm, rv)]
+        out = mod.batchnorm_sync(*ins, sync=sync, **kw)
+        back = mod.batchnorm_backward_sync((dz[lo:hi] / w).to(dev, dt), ins[0], ins[1], out[1], out[2], sync=sync)
+        assert sync.calls == 3
+        torch.testing.assert_close(out[0].double().cpu(), y[lo:hi], **close)
+        for got, want in zip(out[1:], (mean, invstd, new_rm, new_rv)):
+            torch.testing.assert_close(got.double().cpu(), want, **close)
+        torch.testing.assert_close(back[0].double().cpu() * w, dx[lo:hi], **close)
+        sent.append((w, back[1].double().cpu(), back[2].double().cpu()))
+    contributions = [t for t in sent if isinstance(t, torch.Tensor)]
+    (w0, dsc0, dsh0), (w1, dsc1, dsh1) = [t for t in sent if isinstance(t, tuple)]
+    torch.testing.assert_close(w0 * dsc0 + w1 * dsc1, dscale, **close)
+    torch.testing.assert_close(w0 * dsh0 + w1 * dsh1, dshift, **close)
+    # what each shard put in: the first two all_sums are its local sums, the third its weighted ones
+    torch.testing.assert_close(contributions[0] + contributions[3], totals[0], **close)
+    torch.testing.assert_close(contributions[1] + contributions[4], totals[1], **close)
+    torch.testing.assert_close(contributions[2] + contributions[5], totals[2], **close)

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from alexnetc.runtime.execution.layout import to_placed
+from alexnetc.runtime.execution.layout import to_logical, to_placed
 from alexnetc.runtime.training import checkpoint as ckpt
 from alexnetc.runtime.training.loop import Trainer, TrainOptions
 
@@ -24,8 +24,8 @@ STEPS = dict(epochs=2, batch_size=8, limit_train_batches=2, limit_val_batches=3)
 
 
 def _opts(data: str, out: str, **kw) -> TrainOptions:
-    return TrainOptions(spec=os.path.abspath(MINI), data=data, out=out, workers=0, progress=False,
-                        log=lambda s: None, **{**STEPS, "seed": 3, **kw})
+    return TrainOptions(data=data, out=out, workers=0, progress=False,
+                        log=lambda s: None, **{"spec": os.path.abspath(MINI), **STEPS, "seed": 3, **kw})
 
 
 def _env(rank: int, world: int, port: int) -> dict[str, str]:
@@ -296,3 +296,34 @@ def test_init_from_reaches_every_process(tmp_path):
     for k, w in one.executor.params.items():
         assert torch.equal(two[0][k], two[1][k]), k
         torch.testing.assert_close(two[0][k], w, rtol=1e-4, atol=2e-6, msg=k)
+
+
+RESNET_MINI = os.path.join(os.path.dirname(__file__), "..", "..", "specs", "variants", "resnet-mini.yaml")
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_sync_batchnorm_processes_train_like_one(tmp_path, world):
+    """oracle: one process on the same global batches of resnet-mini (batch norm after every conv).
+    With train.sync_batchnorm each process normalises with the global batch's statistics, so 2 and 3
+    processes (shards 4/4, 3/3/2) end within the tolerance of test_n_processes_train_like_one, running
+    statistics included; without it they end measurably elsewhere (the oracle can tell)."""
+    data = _pattern_dataset(tmp_path / "data", n_train=64, n_val=21)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = Trainer(_opts(data, str(tmp_path / "one"), spec=os.path.abspath(RESNET_MINI)))
+        one.run()
+    finally:
+        torch.set_num_threads(threads)
+    ref = {k: v.clone() for k, v in one.executor.params.items()}
+    ref_state = {k: v.clone() for k, v in one.executor.state.items()}
+    synced = _run(world, data, str(tmp_path / "sync"), spec=os.path.abspath(RESNET_MINI), sync_batchnorm=True)
+    for k, w in ref.items():
+        assert torch.equal(synced[0][k], synced[1][k]), k
+        torch.testing.assert_close(synced[0][k], w, rtol=1e-4, atol=2e-6, msg=k)
+    state = ckpt.state_from(ckpt.load_checkpoint(str(tmp_path / "sync" / "checkpoints"))[0])
+    for k, v in to_logical(ref_state, one.net.graph, "state").items():
+        torch.testing.assert_close(state[k], v, rtol=1e-4, atol=1e-6, msg=k)
+    local = _run(world, data, str(tmp_path / "local"), spec=os.path.abspath(RESNET_MINI))
+    worst = max(float((local[0][k] - w).abs().max()) for k, w in ref.items())
+    assert worst > 1e-3, f"per-process batch norm came within {worst:.1e} of one process: no test"
