@@ -143,3 +143,33 @@ def test_without_torchrun_nothing_changes():
     assert from_env(env={"RANK": "0"}) is None
     assert launched_by_torchrun({"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "h",
                                  "MASTER_PORT": "1"})
+
+
+def _empty_shard_worker(rank, world, port, out):
+    from alexnetc.runtime.execution.distributed import DataParallel
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    ctx = DistContext(rank, world, rank, world, "gloo", 30.0)
+    spec = os.path.join(os.path.dirname(__file__), "..", "..", "specs", "variants", "resnet-mini.yaml")
+    net = compile_spec(spec, batch=4)
+    ex = bind(net, {"gpu0": "cpu"}, params=init_params(net, 0))
+    dp = DataParallel(ctx, ex, sync_batchnorm=True)
+    before = {k: v.clone() for k, v in ex.params.items()}
+    x, y = _data()
+    n = 0 if rank == 1 else 4          # rank 1: every image of its shard unreadable
+    updates = []
+    got = dp.train_step(x[:n], y[:n], 8, lambda g: updates.append(1))
+    same = all(torch.equal(before[k], v) for k, v in ex.params.items())
+    torch.save({"result": got, "updates": len(updates), "same": same}, f"{out}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_sync_batchnorm_skips_a_step_where_a_process_has_no_sample(tmp_path):
+    """With synchronised statistics a process without samples cannot join the forward's collectives:
+    every process skips the step (None, no update) instead of waiting for one that never comes."""
+    out = str(tmp_path / "r")
+    mp.spawn(_empty_shard_worker, args=(2, free_port(), out), nprocs=2, join=True)
+    for r in range(2):
+        res = torch.load(f"{out}.{r}", weights_only=False)
+        assert res == {"result": None, "updates": 0, "same": True}, (r, res)
