@@ -1,15 +1,17 @@
 """Data-parallel step time: 1 and 2 processes (gloo on 127.0.0.1), gradient all-reduce overlapping the
-backward pass or after it.
+backward pass or after it (and, with --sync-bn, overlapping with batch norm synchronised across the
+processes).
 
     python benchmarks/bench_distributed.py                                   # mini spec, batch 64
     python benchmarks/bench_distributed.py alexnet --batch 4 --steps 3       # 244 MB of gradients
     python benchmarks/bench_distributed.py --tiny --out /tmp/results         # smoke run
+    python benchmarks/bench_distributed.py variants/resnet-mini --sync-bn    # + synchronised batch norm
 
 Each row is one configuration: `processes` replicas on the CPU, each computing its shard of the
 same global batch (so a row's images/s is the job's), one `DataParallel.train_step` per step
 (forward, count all-reduce, backward with the bucketed gradient all-reduce, SGD update). The
 `plain` row is one process without any torch.distributed. Timed over `--steps` steps after
-`--warmup`, the two modes alternating in the same processes `--repeats` times (each block's time
+`--warmup`, the modes alternating in the same processes `--repeats` times (each block's time
 is the slowest process's mean; the median block is reported, all blocks are in the JSON). The load average at the
 end is recorded: on a shared machine other processes' load skews every number. `exposed_comm_ms` is
 step time minus the one-process-per-shard compute time measured in the same run (the plain step
@@ -71,7 +73,7 @@ def _worker(rank: int, world: int, port: int, cfg: dict, out: str) -> None:
     import torch
     import torch.distributed as dist
 
-    from alexnetc.runtime.execution.distributed import DataParallel, DistContext, shard
+    from alexnetc.runtime.execution.distributed import DataParallel, DistContext, StatsSync, shard
 
     torch.set_num_threads(cfg["threads"])
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
@@ -80,6 +82,7 @@ def _worker(rank: int, world: int, port: int, cfg: dict, out: str) -> None:
     net, ex, opt, x, y = _setup(cfg["spec"], cfg["batch"], len(part))
     xs, ys = x[part.start:part.stop], y[part.start:part.stop]
     dp = DataParallel(ctx, ex, cfg["bucket_mb"], True)
+    sync = StatsSync(ctx) if ex.state else None
     state = {"step": 0}
 
     def step():
@@ -89,10 +92,12 @@ def _worker(rank: int, world: int, port: int, cfg: dict, out: str) -> None:
 
     # The two modes alternate in blocks of `steps` steps in the same processes, `repeats` times, so a
     # change in the machine's load hits both alike; the median block per mode is reported.
-    blocks: dict[str, list[float]] = {"overlap": [], "after-backward": []}
+    modes = cfg["modes"]
+    blocks: dict[str, list[float]] = {m: [] for m in modes}
     for i in range(cfg["repeats"]):
-        for mode in (("overlap", "after-backward") if i % 2 == 0 else ("after-backward", "overlap")):
-            dp.reducer.overlap = mode == "overlap"
+        for mode in (modes if i % 2 == 0 else modes[::-1]):
+            dp.reducer.overlap = mode != "after-backward"
+            ex.sync = sync if mode == "overlap+sync-bn" else None   # batch norm over the global batch
             dist.barrier()
             t = _timed(step, cfg["warmup"], cfg["steps"])
             slowest = torch.tensor([t], dtype=torch.float64)
@@ -142,6 +147,8 @@ def run(argv=None) -> dict:
     ap.add_argument("--processes", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads per process (default: cores / processes, at least 1)")
+    ap.add_argument("--sync-bn", action="store_true",
+                    help="also time overlap with synchronised batch norm (a spec with batch norm)")
     ap.add_argument("--tiny", action="store_true", help="batch 4, 1 step, 0.1 MB buckets: a smoke run")
     ap.add_argument("--out", default=RESULTS)
     args = ap.parse_args(argv)
@@ -153,7 +160,8 @@ def run(argv=None) -> dict:
     for world in args.processes:
         cfg = {"spec": args.spec, "batch": args.batch, "steps": args.steps, "warmup": args.warmup,
                "bucket_mb": args.bucket_mb, "threads": args.threads or max(1, cores // world),
-               "repeats": args.repeats}
+               "repeats": args.repeats,
+               "modes": ["overlap", "after-backward"] + (["overlap+sync-bn"] if args.sync_bn else [])}
         local = len(shard(args.batch, 0, world))
         compute = _plain(cfg, local)
         if world == 1:
@@ -164,7 +172,7 @@ def run(argv=None) -> dict:
             mp.spawn(_worker, args=(world, _free_port(), cfg, out), nprocs=world, join=True)
             with open(out) as fh:
                 r = json.load(fh)
-        for mode in ("overlap", "after-backward"):
+        for mode in cfg["modes"]:
             t = statistics.median(r["blocks"][mode])
             rows.append({"processes": world, "mode": mode, "threads_per_process": cfg["threads"],
                          "buckets": r["buckets"], "ms_per_step": t * 1e3, "images_per_second": args.batch / t,

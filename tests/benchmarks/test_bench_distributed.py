@@ -24,3 +24,14 @@ def test_tiny_run_writes_rows(tmp_path, monkeypatch):
         (1, "plain"), (1, "overlap"), (1, "after-backward"), (2, "overlap"), (2, "after-backward")]
     assert all(r["ms_per_step"] > 0 for r in data["rows"])
     assert all(r["buckets"] > 1 for r in data["rows"][1:])
+
+
+@pytest.mark.slow
+def test_tiny_run_with_sync_batchnorm_times_a_third_mode(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    result = importlib.import_module("bench_distributed").run(
+        ["variants/resnet-mini", "--tiny", "--sync-bn", "--processes", "2", "--threads", "1", "--out", str(tmp_path)])
+    data = json.loads(Path(result["path"]).read_text())
+    assert [(r["processes"], r["mode"]) for r in data["rows"]] == [
+        (2, "overlap"), (2, "after-backward"), (2, "overlap+sync-bn")]
+    assert all(r["ms_per_step"] > 0 for r in data["rows"])
