@@ -247,12 +247,17 @@ def batchnorm_backward(dy, x, scale, mean, invstd):
 def batchnorm_sync(x, scale, shift, running_mean, running_var, *, eps, momentum, act, sync):
     x = _ncp(x)
     C = x.shape[1]
+    n = float(x.numel() // max(C, 1))
+    local_pivot = _vec(x[0, :, 0, 0] if x.dim() == 4 else x[0])
+    mean_l = local_pivot + _channel_sum(x, local_pivot, False).div_(n)
+    m2 = _channel_sum(x, mean_l.contiguous(), True)
     pivot = _vec(running_mean)
-    first = torch.cat([_channel_sum(x, pivot, False), pivot.new_tensor([float(x.numel() // max(C, 1))])])
-    sync.all_sum(first)
-    count = float(first[C])
-    mean = (pivot + first[:C] / count).contiguous()
-    var = sync.all_sum(_channel_sum(x, mean, True)) / count
+    d = mean_l - pivot
+    total = sync.all_sum(torch.cat([n * d, m2 + n * d * d, pivot.new_tensor([n])]))
+    count = float(total[2 * C])
+    offset = total[:C] / count
+    mean = (pivot + offset).contiguous()
+    var = (total[C:2 * C] / count - offset * offset).clamp_min(0)
     invstd = torch.rsqrt(var + eps)
     new_rm = running_mean.float() * (1 - momentum) + mean * momentum
     new_rv = running_var.float() * (1 - momentum) + var * (momentum * count / max(count - 1, 1))

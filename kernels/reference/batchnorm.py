@@ -84,23 +84,28 @@ def batchnorm_backward(dy, x, scale, mean, invstd):
 
 # -- synchronised across processes (data parallelism with train.sync_batchnorm) ---------------------------
 # `sync` adds a tensor up over the processes in place (`sync.all_sum`) and says this process's share of
-# the global batch (`sync.weight`, n_local / n_global). Statistics are those of the global batch, in two
-# passes as above (sums of deviations from running_mean, the same on every process, then of squared
-# deviations from the global mean). The backward returns this shard's mean loss's gradients, as every
-# other kernel (the gradient reducer weights them): dx needs the global sums of dz and dz·x̂, gathered
-# weighted by each shard's share and divided by this one's.
+# the global batch (`sync.weight`, n_local / n_global). Statistics are those of the global batch, from
+# one all-reduce: each process sends, per channel, n·d and M2 + n·d² (its count n, its mean's offset d
+# from running_mean, which is the same on every process, and its sum of squared deviations M2 from its
+# own mean, two-pass), and its count; the sums give the global mean's offset and the global sum of
+# squared deviations from running_mean, centred so nothing large cancels once running_mean tracks the
+# data. The backward returns this shard's mean loss's gradients, as every other kernel (the gradient
+# reducer weights them): dx needs the global sums of dz and dz·x̂, gathered weighted by each shard's
+# share and divided by this one's.
 
 def batchnorm_sync(x, scale, shift, running_mean, running_var, *, eps, momentum, act, sync):
     xf, dims, C = f32(x), _dims(x), x.shape[1]
+    n = float(x.numel() // C)
+    var_l, mean_l = torch.var_mean(xf, dims, correction=0)
     pivot = f32(running_mean)
-    first = torch.cat([(xf - _c(pivot, x)).sum(dims), xf.new_tensor([float(x.numel() // C)])])
-    sync.all_sum(first)
-    count = float(first[C])
-    mean = pivot + first[:C] / count
-    centred = xf - _c(mean, x)
-    var = sync.all_sum((centred * centred).sum(dims)) / count
+    d = mean_l - pivot
+    total = sync.all_sum(torch.cat([n * d, var_l * n + n * d * d, xf.new_tensor([n])]))
+    count = float(total[2 * C])
+    offset = total[:C] / count
+    mean = pivot + offset
+    var = (total[C:2 * C] / count - offset * offset).clamp_min(0)
     invstd = torch.rsqrt(var + eps)
-    y = _act(centred * _c(f32(scale) * invstd, x) + _c(f32(shift), x), act)
+    y = _act((xf - _c(mean, x)) * _c(f32(scale) * invstd, x) + _c(f32(shift), x), act)
     new_mean = (1 - momentum) * f32(running_mean) + momentum * mean
     new_var = (1 - momentum) * f32(running_var) + momentum * var * (count / max(count - 1, 1))
     return y.to(x.dtype), mean, invstd, new_mean, new_var
