@@ -244,20 +244,25 @@ def batchnorm_backward(dy, x, scale, mean, invstd):
 # (kernels/reference/batchnorm.py); the sums are this module's reduction kernels, the collective is
 # `sync.all_sum`, normalisation and dx are the same kernels as above.
 
+def _combine(local_mean, local_m2, n, sync):
+    """The global batch's (mean, biased variance, count) from every process's row (the reference's
+    combine_shard_statistics is the contract: Chan et al.'s exact combination, one all_sum)."""
+    C = local_mean.shape[0]
+    rows = local_mean.new_zeros(int(sync.world), 2 * C + 1)
+    rows[int(sync.rank)] = torch.cat([local_mean, local_m2, local_mean.new_tensor([n])])
+    sync.all_sum(rows)
+    ns = rows[:, 2 * C:]
+    count = float(ns.sum())
+    mean = (ns * rows[:, :C]).sum(0) / count
+    return mean.contiguous(), (rows[:, C:2 * C] + ns * (rows[:, :C] - mean) ** 2).sum(0) / count, count
+
+
 def batchnorm_sync(x, scale, shift, running_mean, running_var, *, eps, momentum, act, sync):
     x = _ncp(x)
-    C = x.shape[1]
-    n = float(x.numel() // max(C, 1))
-    local_pivot = _vec(x[0, :, 0, 0] if x.dim() == 4 else x[0])
-    mean_l = local_pivot + _channel_sum(x, local_pivot, False).div_(n)
-    m2 = _channel_sum(x, mean_l.contiguous(), True)
-    pivot = _vec(running_mean)
-    d = mean_l - pivot
-    total = sync.all_sum(torch.cat([n * d, m2 + n * d * d, pivot.new_tensor([n])]))
-    count = float(total[2 * C])
-    offset = total[:C] / count
-    mean = (pivot + offset).contiguous()
-    var = (total[C:2 * C] / count - offset * offset).clamp_min(0)
+    n = float(x.numel() // max(x.shape[1], 1))
+    pivot = _vec(x[0, :, 0, 0] if x.dim() == 4 else x[0])
+    mean_l = (pivot + _channel_sum(x, pivot, False).div_(n)).contiguous()
+    mean, var, count = _combine(mean_l, _channel_sum(x, mean_l, True), n, sync)
     invstd = torch.rsqrt(var + eps)
     new_rm = running_mean.float() * (1 - momentum) + mean * momentum
     new_rv = running_var.float() * (1 - momentum) + var * (momentum * count / max(count - 1, 1))

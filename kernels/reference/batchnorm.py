@@ -83,27 +83,37 @@ def batchnorm_backward(dy, x, scale, mean, invstd):
 
 
 # -- synchronised across processes (data parallelism with train.sync_batchnorm) ---------------------------
-# `sync` adds a tensor up over the processes in place (`sync.all_sum`) and says this process's share of
-# the global batch (`sync.weight`, n_local / n_global). Statistics are those of the global batch, from
-# one all-reduce: each process sends, per channel, n·d and M2 + n·d² (its count n, its mean's offset d
-# from running_mean, which is the same on every process, and its sum of squared deviations M2 from its
-# own mean, two-pass), and its count; the sums give the global mean's offset and the global sum of
-# squared deviations from running_mean, centred so nothing large cancels once running_mean tracks the
-# data. The backward returns this shard's mean loss's gradients, as every other kernel (the gradient
+# `sync` adds a tensor up over the processes in place (`sync.all_sum`), and says this process's `rank`
+# among `world` processes and its share of the global batch (`weight`, n_local / n_global).
+# Statistics are those of the global batch, from one all-reduce that gathers every process's count n,
+# mean and sum of squared deviations M2 (each in its own row, zeros elsewhere), combined exactly as in
+# Chan et al.'s parallel variance: mean = sum(n_r mean_r) / M, M2 = sum(M2_r + n_r (mean_r - mean)^2);
+# every process combines the same rows in the same order, so all hold bit-identical statistics.
+# The backward returns this shard's mean loss's gradients, as every other kernel (the gradient
 # reducer weights them): dx needs the global sums of dz and dz·x̂, gathered weighted by each shard's
 # share and divided by this one's.
+
+def combine_shard_statistics(local_mean, local_m2, n, sync):
+    """(mean, biased variance, count) of the global batch from this shard's per-channel mean, sum of
+    squared deviations and count: one all_sum of a (world, 2C + 1) table holding each process's row."""
+    C = local_mean.shape[0]
+    rows = local_mean.new_zeros(int(sync.world), 2 * C + 1)
+    rows[int(sync.rank), :C] = local_mean
+    rows[int(sync.rank), C:2 * C] = local_m2
+    rows[int(sync.rank), 2 * C] = n
+    sync.all_sum(rows)
+    ns = rows[:, 2 * C:]
+    count = float(ns.sum())
+    mean = (ns * rows[:, :C]).sum(0) / count
+    m2 = (rows[:, C:2 * C] + ns * (rows[:, :C] - mean) ** 2).sum(0)
+    return mean, m2 / count, count
+
 
 def batchnorm_sync(x, scale, shift, running_mean, running_var, *, eps, momentum, act, sync):
     xf, dims, C = f32(x), _dims(x), x.shape[1]
     n = float(x.numel() // C)
     var_l, mean_l = torch.var_mean(xf, dims, correction=0)
-    pivot = f32(running_mean)
-    d = mean_l - pivot
-    total = sync.all_sum(torch.cat([n * d, var_l * n + n * d * d, xf.new_tensor([n])]))
-    count = float(total[2 * C])
-    offset = total[:C] / count
-    mean = pivot + offset
-    var = (total[C:2 * C] / count - offset * offset).clamp_min(0)
+    mean, var, count = combine_shard_statistics(mean_l, var_l * n, n, sync)
     invstd = torch.rsqrt(var + eps)
     y = _act((xf - _c(mean, x)) * _c(f32(scale) * invstd, x) + _c(f32(shift), x), act)
     new_mean = (1 - momentum) * f32(running_mean) + momentum * mean

@@ -404,10 +404,12 @@ class DataParallel:
 
 class StatsSync:
     """What the kernels' sync entry points get: `all_sum` adds a tensor up over the processes in place
-    (through the communication device), `weight` is this process's share of the global batch."""
+    (through the communication device), `rank` and `world` say which row of a gathered table is this
+    process's, `weight` is this process's share of the global batch."""
 
     def __init__(self, ctx: DistContext):
         self.ctx, self.weight = ctx, 1.0
+        self.rank, self.world = ctx.rank, ctx.world
 
     def all_sum(self, t: torch.Tensor) -> torch.Tensor:
         buf = t.to(self.ctx.comm_device)

@@ -201,8 +201,9 @@ class _Replay:
     """A shard's `sync` in one process: each all_sum returns the global total every process would get
     (worked out from the whole batch in float64 by the test), in the order the kernels ask for them."""
 
-    def __init__(self, totals, weight: float):
+    def __init__(self, totals, weight: float, rank: int, world: int):
         self.totals, self.weight, self.calls = list(totals), weight, 0
+        self.rank, self.world = rank, world
 
     def all_sum(self, t):
         want = self.totals[self.calls]
@@ -212,20 +213,23 @@ class _Replay:
 
 
 @pytest.mark.parametrize("mod", [R, T], ids=["reference", "triton"])
-@pytest.mark.parametrize("shape", [(6, 5, 4, 3), (7, 9)])
-def test_sync_across_shards_equals_one_batch(mod, shape):
-    """oracle: the reference's unsynchronised kernels on the whole batch in float64, and the global
-    sums all processes add up (sums of x - running_mean and of its square, and the count; sums of dz
-    and dz·x̂ of the whole batch's gradient and the count), fed to each shard as its all_sum results.
+@pytest.mark.parametrize("shape,offset", [((6, 5, 4, 3), 1.0), ((7, 9), 1.0), ((6, 5, 4, 3), 1000.0)])
+def test_sync_across_shards_equals_one_batch(mod, shape, offset):
+    """oracle: the reference's unsynchronised kernels on the whole batch in float64, and what the
+    all_sums of all processes return (the table of every shard's mean, sum of squared deviations and
+    count; the sums of dz and dz·x̂ of the whole batch's gradient and the count), fed to each shard.
     The batch is cut into shards of 4 and the rest (weights n/N); each shard's
     synchronised forward gives the whole batch's output rows, statistics and running statistics; its
     backward, given its own mean loss's gradient (the whole batch's times N/n), gives the whole batch's
     dx rows times N/n, and the shards' dscale/dshift weighted by n/N add up to the whole batch's.
     Each shard's kernels put their own contribution in before every all_sum (checked: the local sums
-    each all_sum receives add up to the totals). fp32: 1e-5."""
+    each all_sum receives add up to the totals). fp32: 1e-5; with the data 1000 standard deviations
+    away from the running mean (offset 1000: the first steps of a layer whose inputs are not centred)
+    1e-4, which the inputs' own fp32 rounding needs, while statistics taken as sums around the running
+    mean would lose about 1e-2 of the variance to cancellation."""
     g = torch.Generator().manual_seed(5)
     f64 = dict(generator=g, dtype=torch.float64)
-    x = torch.randn(shape, **f64) * 3 + 1
+    x = torch.randn(shape, **f64) * 3 + offset
     c = shape[1]
     scale, shift = torch.rand(c, **f64) + 0.5, torch.randn(c, **f64)
     rm, rv = torch.randn(c, **f64) * 0.1, torch.rand(c, **f64) + 0.5
@@ -239,14 +243,20 @@ def test_sync_across_shards_equals_one_batch(mod, shape):
         return t.reshape(1, -1, *([1] * (x.dim() - 2)))
     count = torch.tensor([float(x.numel() // c)], dtype=torch.float64)
     xhat = (x - bc(mean)) * bc(invstd)
-    totals = [torch.cat([(x - bc(rm)).sum(dims), ((x - bc(rm)) ** 2).sum(dims), count]),
-              torch.cat([dz.sum(dims), (dz * xhat).sum(dims), count])]
     N, dt, dev = shape[0], torch.float32, DEVICE
-    close = dict(rtol=1e-5, atol=1e-5)
+    cuts = [(0, 4), (4, N)]
+
+    def row(part):   # a shard's mean, sum of squared deviations and count, per channel
+        m = part.mean(dims)
+        return torch.cat([m, ((part - bc(m)) ** 2).sum(dims), torch.tensor([float(part.numel() // c)],
+                                                                            dtype=torch.float64)])
+    totals = [torch.stack([row(x[lo:hi]) for lo, hi in cuts]),
+              torch.cat([dz.sum(dims), (dz * xhat).sum(dims), count])]
+    close = dict(rtol=1e-5, atol=1e-5) if offset == 1.0 else dict(rtol=1e-4, atol=1e-4)
     sent = []
-    for lo, hi in [(0, 4), (4, N)]:
+    for rank, (lo, hi) in enumerate(cuts):
         w = (hi - lo) / N
-        sync = _Replay([t.to(dev, dt) for t in totals], w)
+        sync = _Replay([t.to(dev, dt) for t in totals], w, rank, len(cuts))
         real = sync.all_sum
         sync.all_sum = lambda t, real=real: (sent.append(t.detach().double().cpu().clone()), real(t))[1]
         ins = [t.to(dev, dt) for t in (x[lo:hi], scale, shift, rm, rv)]
