@@ -200,44 +200,66 @@ def _channel_sum(x: torch.Tensor, mu: torch.Tensor, square: bool) -> torch.Tenso
     return part.sum(0)   # the S chunk sums in a fixed order: deterministic
 
 
-def batchnorm(x, scale, shift, running_mean, running_var, *, eps, momentum, act):
-    x = _ncp(x)
+def _local_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Per channel: the mean and the sum of squared deviations from it of this tensor's R values, and R.
+
+    Two passes, each on centred values so nothing cancels: the mean as the first image's value plus
+    the mean deviation from it (the sums stay at the data's spread, not its offset), then the sum of
+    squared deviations from that mean."""
     R = x.numel() // max(x.shape[1], 1)
-    if R == 0:
-        raise ValueError("batchnorm: no values per channel to take statistics over")
-    # Two passes, each on centred values so nothing cancels: the mean as the first image's value plus
-    # the mean deviation from it (the sums stay at the data's spread, not its offset), then the sum
-    # of squared deviations from that mean.
     pivot = _vec(x[0, :, 0, 0] if x.dim() == 4 else x[0])
-    mean = pivot + _channel_sum(x, pivot, False).div_(R)
-    var = _channel_sum(x, mean, True).div_(R)
+    mean = (pivot + _channel_sum(x, pivot, False).div_(R)).contiguous()
+    return mean, _channel_sum(x, mean, True), R
+
+
+def _train_outputs(x, scale, shift, running_mean, running_var, mean, var, count, eps, momentum, act):
+    """The training forward's five outputs from the statistics it normalises with (over `count` values)."""
     invstd = torch.rsqrt(var + eps)
     new_rm = running_mean.float() * (1 - momentum) + mean * momentum
-    new_rv = running_var.float() * (1 - momentum) + var * (momentum * R / max(R - 1, 1))
+    new_rv = running_var.float() * (1 - momentum) + var * (momentum * count / max(count - 1, 1))
     return _apply(x, scale, shift, mean, invstd, eps, act, False), mean, invstd, new_rm, new_rv
+
+
+def batchnorm(x, scale, shift, running_mean, running_var, *, eps, momentum, act):
+    x = _ncp(x)
+    if x.numel() // max(x.shape[1], 1) == 0:
+        raise ValueError("batchnorm: no values per channel to take statistics over")
+    mean, m2, R = _local_moments(x)
+    return _train_outputs(x, scale, shift, running_mean, running_var, mean, m2.div_(R), R, eps, momentum, act)
 
 
 def batchnorm_eval(x, scale, shift, running_mean, running_var, *, eps, momentum, act):
     return _apply(_ncp(x), scale, shift, _vec(running_mean), _vec(running_var), eps, act, True)
 
 
+def _grad_sums(dy, x, mean, invstd) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per channel over this tensor's values: (sum dy, sum dy·x̂)."""
+    C, R = x.shape[1], x.numel() // max(x.shape[1], 1)
+    br, bc, chunk, s, grid = _split(dy)
+    part = torch.empty(2, s, C, dtype=torch.float32, device=x.device)
+    _bn_bwd_partial_kernel[grid](dy, x, mean, invstd, part, C, _pixels(x), R, *_strides(dy), *_strides(x), chunk,
+                                 BLOCK_R=br, BLOCK_C=bc)
+    dshift, dscale = part.sum(1).unbind(0)
+    return dshift, dscale
+
+
+def _dx(dy, x, scale, mean, invstd, dscale, dshift, count) -> torch.Tensor:
+    """scale·invstd·(dy − dshift/count − x̂·dscale/count), the sums being over `count` values."""
+    dx = _out_like(dy)
+    bp, bc, grid = _tiles_grid(dy)
+    _bn_dx_kernel[grid](dy, x, dx, _vec(scale), mean, invstd, dscale, dshift, x.shape[1], _pixels(x), 1.0 / count,
+                        *_strides(dy), *_strides(x), *_strides(dx), BLOCK_P=bp, BLOCK_C=bc)
+    return dx
+
+
 def batchnorm_backward(dy, x, scale, mean, invstd):
     dy, x = _ncp(dy), _ncp(x)
     C, R = x.shape[1], x.numel() // max(x.shape[1], 1)
     mean, invstd = _vec(mean), _vec(invstd)
-    dx = _out_like(dy)
     if R == 0:
-        return dx, torch.zeros(C, device=x.device), torch.zeros(C, device=x.device)
-    br, bc, chunk, s, grid = _split(dy)
-    part = torch.empty(2, s, C, dtype=torch.float32, device=x.device)
-    P = _pixels(x)
-    _bn_bwd_partial_kernel[grid](dy, x, mean, invstd, part, C, P, R, *_strides(dy), *_strides(x), chunk,
-                                 BLOCK_R=br, BLOCK_C=bc)
-    dshift, dscale = part.sum(1).unbind(0)
-    bp, bc, grid = _tiles_grid(dy)
-    _bn_dx_kernel[grid](dy, x, dx, _vec(scale), mean, invstd, dscale, dshift, C, P, 1.0 / R,
-                        *_strides(dy), *_strides(x), *_strides(dx), BLOCK_P=bp, BLOCK_C=bc)
-    return dx, dscale, dshift
+        return _out_like(dy), torch.zeros(C, device=x.device), torch.zeros(C, device=x.device)
+    dshift, dscale = _grad_sums(dy, x, mean, invstd)
+    return _dx(dy, x, scale, mean, invstd, dscale, dshift, R), dscale, dshift
 
 
 # -- synchronised across processes: the contract and the `sync` object are the reference's
@@ -259,32 +281,18 @@ def _combine(local_mean, local_m2, n, sync):
 
 def batchnorm_sync(x, scale, shift, running_mean, running_var, *, eps, momentum, act, sync):
     x = _ncp(x)
-    n = float(x.numel() // max(x.shape[1], 1))
-    pivot = _vec(x[0, :, 0, 0] if x.dim() == 4 else x[0])
-    mean_l = (pivot + _channel_sum(x, pivot, False).div_(n)).contiguous()
-    mean, var, count = _combine(mean_l, _channel_sum(x, mean_l, True), n, sync)
-    invstd = torch.rsqrt(var + eps)
-    new_rm = running_mean.float() * (1 - momentum) + mean * momentum
-    new_rv = running_var.float() * (1 - momentum) + var * (momentum * count / max(count - 1, 1))
-    return _apply(x, scale, shift, mean, invstd, eps, act, False), mean, invstd, new_rm, new_rv
+    mean_l, m2_l, n = _local_moments(x)
+    mean, var, count = _combine(mean_l, m2_l, float(n), sync)
+    return _train_outputs(x, scale, shift, running_mean, running_var, mean, var, count, eps, momentum, act)
 
 
 def batchnorm_backward_sync(dy, x, scale, mean, invstd, *, sync):
     dy, x = _ncp(dy), _ncp(x)
     C, R = x.shape[1], x.numel() // max(x.shape[1], 1)
     mean, invstd = _vec(mean), _vec(invstd)
-    dx = _out_like(dy)
-    br, bc, chunk, s, grid = _split(dy)
-    part = torch.empty(2, s, C, dtype=torch.float32, device=x.device)
-    P = _pixels(x)
-    _bn_bwd_partial_kernel[grid](dy, x, mean, invstd, part, C, P, R, *_strides(dy), *_strides(x), chunk,
-                                 BLOCK_R=br, BLOCK_C=bc)
-    dshift, dscale = part.sum(1).unbind(0)
+    dshift, dscale = _grad_sums(dy, x, mean, invstd)
     w = float(sync.weight)
     total = sync.all_sum(torch.cat([dshift * w, dscale * w, dshift.new_tensor([float(R)])]))
-    count = float(total[2 * C])
-    bp, bc, grid = _tiles_grid(dy)
-    _bn_dx_kernel[grid](dy, x, dx, _vec(scale), mean, invstd, (total[C:2 * C] / w).contiguous(),
-                        (total[:C] / w).contiguous(), C, P, 1.0 / count,
-                        *_strides(dy), *_strides(x), *_strides(dx), BLOCK_P=bp, BLOCK_C=bc)
+    dx = _dx(dy, x, scale, mean, invstd, (total[C:2 * C] / w).contiguous(), (total[:C] / w).contiguous(),
+             float(total[2 * C]))
     return dx, dscale, dshift

@@ -49,6 +49,12 @@ def batchnorm(x, scale, shift, running_mean, running_var, *, eps, momentum, act)
         y = torch.relu_(y) if act == "relu" else _act(y, act)   # y is ATen's fresh output: in place
         return y.to(x.dtype), mean, invstd, new_mean, new_var
     var, mean = torch.var_mean(xf, _dims(x), correction=0)
+    return _train_outputs(x, xf, scale, shift, running_mean, running_var, mean, var, count, eps, momentum, act)
+
+
+def _train_outputs(x, xf, scale, shift, running_mean, running_var, mean, var, count, eps, momentum, act):
+    """The training forward's five outputs from the statistics it normalises with (over `count` values),
+    written out on ATen (`xf`: x's compute copy)."""
     invstd = torch.rsqrt(var + eps)
     a = f32(scale) * invstd
     y = _act((xf - _c(mean, x)) * _c(a, x) + _c(f32(shift), x), act)
@@ -75,11 +81,19 @@ def batchnorm_backward(dy, x, scale, mean, invstd):
         dx, dscale, dshift = torch.ops.aten.native_batch_norm_backward(
             d, xf, f32(scale), None, None, f32(mean), f32(invstd), True, 0.0, [True, True, True])
         return dx.to(dy.dtype), dscale, dshift
+    xhat, dshift, dscale = _grad_sums(d, xf, x, mean, invstd)
+    return _dx(d, xhat, x, scale, invstd, dshift, dscale, count).to(dy.dtype), dscale, dshift
+
+
+def _grad_sums(d, xf, x, mean, invstd):
+    """x̂ and, per channel over this tensor's values, (sum d, sum d·x̂)."""
     xhat = (xf - _c(mean, x)) * _c(invstd, x)
-    dshift = d.sum(_dims(x))
-    dscale = (d * xhat).sum(_dims(x))
-    dx = _c(f32(scale) * invstd / count, x) * (count * d - _c(dshift, x) - xhat * _c(dscale, x))
-    return dx.to(dy.dtype), dscale, dshift
+    return xhat, d.sum(_dims(x)), (d * xhat).sum(_dims(x))
+
+
+def _dx(d, xhat, x, scale, invstd, dshift, dscale, count):
+    """scale·invstd/count·(count·d − dshift − x̂·dscale), the sums being over `count` values."""
+    return _c(f32(scale) * invstd / count, x) * (count * d - _c(dshift, x) - xhat * _c(dscale, x))
 
 
 # -- synchronised across processes (data parallelism with train.sync_batchnorm) ---------------------------
@@ -110,24 +124,16 @@ def combine_shard_statistics(local_mean, local_m2, n, sync):
 
 
 def batchnorm_sync(x, scale, shift, running_mean, running_var, *, eps, momentum, act, sync):
-    xf, dims, C = f32(x), _dims(x), x.shape[1]
-    n = float(x.numel() // C)
-    var_l, mean_l = torch.var_mean(xf, dims, correction=0)
+    xf, n = f32(x), float(x.numel() // x.shape[1])
+    var_l, mean_l = torch.var_mean(xf, _dims(x), correction=0)
     mean, var, count = combine_shard_statistics(mean_l, var_l * n, n, sync)
-    invstd = torch.rsqrt(var + eps)
-    y = _act((xf - _c(mean, x)) * _c(f32(scale) * invstd, x) + _c(f32(shift), x), act)
-    new_mean = (1 - momentum) * f32(running_mean) + momentum * mean
-    new_var = (1 - momentum) * f32(running_var) + momentum * var * (count / max(count - 1, 1))
-    return y.to(x.dtype), mean, invstd, new_mean, new_var
+    return _train_outputs(x, xf, scale, shift, running_mean, running_var, mean, var, count, eps, momentum, act)
 
 
 def batchnorm_backward_sync(dy, x, scale, mean, invstd, *, sync):
-    d, xf, dims, C = f32(dy), f32(x), _dims(x), x.shape[1]
-    xhat = (xf - _c(mean, x)) * _c(invstd, x)
-    dshift, dscale = d.sum(dims), (d * xhat).sum(dims)
+    d, C = f32(dy), x.shape[1]
+    xhat, dshift, dscale = _grad_sums(d, f32(x), x, mean, invstd)
     w = float(sync.weight)
     total = sync.all_sum(torch.cat([dshift * w, dscale * w, d.new_tensor([float(x.numel() // C)])]))
-    count = float(total[2 * C])
-    g_shift, g_scale = total[:C] / w, total[C:2 * C] / w
-    dx = _c(f32(scale) * invstd / count, x) * (count * d - _c(g_shift, x) - xhat * _c(g_scale, x))
+    dx = _dx(d, xhat, x, scale, invstd, total[:C] / w, total[C:2 * C] / w, float(total[2 * C]))
     return dx.to(dy.dtype), dscale, dshift
