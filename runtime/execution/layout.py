@@ -132,16 +132,21 @@ def to_placed(params: Mapping[str, Any], graph: Graph, *, saved_graph: Graph | N
     """`graph`'s placed parameters from logical ones, from `graph`'s own placed names, or from the
     placed names of `saved_graph` (another placement of the same network). Raises LayoutError."""
     layout = param_layout(graph, role)
-    names = set(params)
-    mine = placed_names(layout)
-    if names == set(mine):               # already this graph's placement: check shapes, keep as is
-        logical = to_logical(params, graph, role)
-    elif saved_graph is not None and names == set(placed_names(param_layout(saved_graph, role))) and names:
-        logical = to_logical(params, saved_graph, role)      # an old-layout checkpoint of another placement
-    else:
-        logical = dict(params)
+    logical = as_logical(params, graph, saved_graph=saved_graph, role=role)
     _check(logical, layout, source, target, role)
     return _split(logical, layout)
+
+
+def as_logical(params: Mapping[str, Any], graph: Graph, *, saved_graph: Graph | None = None,
+               role: str = "param") -> dict[str, Any]:
+    """Parameters (or state) under logical names: given in `graph`'s placed names, in those of
+    `saved_graph` (an old-layout checkpoint of another placement of the network), or already logical."""
+    names = set(params)
+    if names == set(placed_names(param_layout(graph, role))):
+        return to_logical(params, graph, role)
+    if saved_graph is not None and names and names == set(placed_names(param_layout(saved_graph, role))):
+        return to_logical(params, saved_graph, role)
+    return dict(params)
 
 
 def bind_params(params: Mapping[str, Any], graph: Graph, role: str = "param") -> dict[str, Any]:

@@ -18,7 +18,7 @@ import torch
 
 from ...compiler import CompiledNet
 from ...compiler.pipeline import compile_dict
-from ..execution.layout import LayoutError, param_layout, placed_names, to_logical, to_placed
+from ..execution.layout import LayoutError, as_logical, param_layout, to_logical, to_placed
 from ..execution.params import init_params, init_state
 from . import checkpoint as ckpt
 
@@ -52,20 +52,15 @@ class WarmStart:
         return "; ".join(parts)
 
 
-def _saved_logical(group: Mapping[str, torch.Tensor], saved_spec: Any, source: str,
-                   role: str) -> dict[str, torch.Tensor]:
-    """A checkpoint's tensors of one role under logical names (a checkpoint from before logical names
-    holds its placement's names: joined through the graph of the spec it carries)."""
-    if not group or saved_spec is None:
-        return dict(group)
+def _saved_graph(spec: Any, source: str) -> Any:
+    """The graph of the spec a checkpoint carries, to read a checkpoint from before logical names by
+    (None: no spec, or one this version cannot compile; its names are then all we have)."""
+    if spec is None:
+        return None
     try:
-        saved = compile_dict(saved_spec, f"<spec in {source}>")
-    except Exception:   # noqa: BLE001 - a spec this version cannot compile: its names are all we have
-        return dict(group)
-    layout = param_layout(saved.graph, role)
-    if set(group) == set(placed_names(layout)) and set(group) != {lp.name for lp in layout}:
-        return to_logical(group, saved.graph, role)
-    return dict(group)
+        return compile_dict(spec, f"<spec in {source}>").graph
+    except Exception:   # noqa: BLE001 - an old or foreign spec: the names are taken as they are
+        return None
 
 
 def warm_start(net: CompiledNet, seed: int, tensors: Mapping[str, torch.Tensor], state: Mapping[str, Any],
@@ -73,9 +68,9 @@ def warm_start(net: CompiledNet, seed: int, tensors: Mapping[str, torch.Tensor],
     """`net`'s starting parameters and state: the checkpoint's for every layer whose tensors it all holds
     with this net's shapes, the spec's initialisers (drawn from `seed`) for the other layers, whole (a
     layer never mixes a loaded bias with a fresh weight)."""
-    spec = state.get("spec")
-    saved = {"param": _saved_logical(ckpt.params_from(tensors), spec, source, "param"),
-             "state": _saved_logical(ckpt.state_from(tensors), spec, source, "state")}
+    graph = _saved_graph(state.get("spec"), source)
+    saved = {"param": as_logical(ckpt.params_from(tensors), net.graph, saved_graph=graph, role="param"),
+             "state": as_logical(ckpt.state_from(tensors), net.graph, saved_graph=graph, role="state")}
     initial = {"param": to_logical(init_params(net, seed), net.graph, "param"),
                "state": to_logical(init_state(net), net.graph, "state")}
     layer_of = {(role, lp.name): lp.layer for role in initial for lp in param_layout(net.graph, role)}
