@@ -429,11 +429,7 @@ class Trainer:
         to every process (other machines need no copy of the run directory)."""
         from .verify import check_classes, check_state, check_tensors
 
-        if self.writes:
-            path = self._pick_checkpoint()
-            tensors, state = ckpt.load_checkpoint(path)
-        if self.dist:
-            path, tensors, state = self.dist.broadcast((path, tensors, state) if self.writes else None)
+        path, tensors, state = self._read_on_rank0(self._pick_checkpoint)
         try:
             check_state(path, state, for_training=True)
         except ckpt.CheckpointError as exc:
@@ -457,20 +453,28 @@ class Trainer:
             raise TrainingError(str(exc)) from None
         return path, tensors, state
 
+    def _read_on_rank0(self, pick: Callable[[], str]) -> tuple[str, dict, dict]:
+        """(path, tensors, state) of the checkpoint `pick` names: rank 0 (or the one process) picks and
+        reads it, and under torchrun sends it to every process."""
+        path = tensors = state = None
+        if self.writes:
+            path = pick()
+            tensors, state = ckpt.load_checkpoint(path)
+        if self.dist:
+            path, tensors, state = self.dist.broadcast((path, tensors, state) if self.writes else None)
+        return path, tensors, state
+
     def _warm_start(self) -> tuple[dict, dict]:
         """--init-from: the starting parameters and state (rank 0 reads the checkpoint and sends it to
         every process, as for a resume)."""
         from .warm_start import WarmStartError, warm_start
 
         source = ckpt.checkpoints_dir(self.opts.init_from)
-        if self.writes:
-            try:
-                path = ckpt.newest_verified(source, self.log) if os.path.isdir(source) else source
-                tensors, state = ckpt.load_checkpoint(path)
-            except ckpt.CheckpointError as exc:
-                raise TrainingError(f"--init-from: {exc}") from None
-        if self.dist:
-            path, tensors, state = self.dist.broadcast((path, tensors, state) if self.writes else None)
+        try:
+            path, tensors, state = self._read_on_rank0(
+                lambda: ckpt.newest_verified(source, self.log) if os.path.isdir(source) else source)
+        except ckpt.CheckpointError as exc:
+            raise TrainingError(f"--init-from: {exc}") from None
         try:
             ws = warm_start(self.net, self.seed, tensors, state, path)
         except WarmStartError as exc:
