@@ -44,6 +44,12 @@ def _check_against_autograd(net, params, x, y):
     grads = ex.backward()
     loss, prob, model = oracle_forward(net, {k: v.double() for k, v in params.items()}, x.double(), y)
     loss.backward()
+    assert_matches_oracle(out, grads, params, loss, prob, model)
+
+
+def assert_matches_oracle(out, grads, params, loss, prob, model, label: str = "") -> None:
+    """The executor's loss, probabilities and gradients against the float64 autograd oracle's (after
+    its loss.backward()), to the tolerances of _check_against_autograd."""
     assert abs(float(out["loss"]) - loss.item()) <= 1e-5 * abs(loss.item()) + 1e-6
     torch.testing.assert_close(out["prob"].double(), prob.detach(), rtol=1e-4, atol=1e-6)
     assert set(grads) == set(params)
@@ -51,7 +57,7 @@ def _check_against_autograd(net, params, x, y):
         ref = model.param(name).grad
         scale = ref.abs().max().item() + 1e-12
         err = (g.double() - ref).abs().max().item()
-        assert err <= 1e-3 * scale + 1e-6, f"{name}: max error {err:.3g} vs scale {scale:.3g}"
+        assert err <= 1e-3 * scale + 1e-6, f"{label}{name}: max error {err:.3g} vs scale {scale:.3g}"
 
 
 # A graph spec off the paper's path: ceil-rounded conv and pooling, standalone activations (fused and

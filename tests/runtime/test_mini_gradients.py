@@ -25,6 +25,7 @@ from alexnetc.runtime.execution.params import init_params, init_state
 
 from ..conftest import SPECS
 from .autograd_oracle import forward as oracle_forward
+from .test_executor import assert_matches_oracle
 
 MINIS = ["variants/mini"] + sorted(f"variants/{p.stem}" for p in (SPECS / "variants").glob("*-mini.yaml"))
 BATCH = 3
@@ -82,14 +83,7 @@ def test_training_gradients_match_autograd(name):
     for k in state:   # the running statistics moved, and alike
         assert not torch.equal(ex.state[k], state[k]), k
         torch.testing.assert_close(ex.state[k].double(), model.state(k), rtol=1e-5, atol=1e-5)
-    assert abs(float(out["loss"]) - loss.item()) <= 1e-5 * abs(loss.item()) + 1e-6
-    torch.testing.assert_close(out["prob"].double(), prob.detach(), rtol=1e-4, atol=1e-6)
-    assert set(grads) == set(params)
-    for pname, g in grads.items():
-        ref = model.param(pname).grad
-        scale = ref.abs().max().item() + 1e-12
-        err = (g.double() - ref).abs().max().item()
-        assert err <= 1e-3 * scale + 1e-6, f"{name} {pname}: max error {err:.3g} vs scale {scale:.3g}"
+    assert_matches_oracle(out, grads, params, loss, prob, model, label=f"{name} ")
     assert any(g.abs().max() > 0 for g in grads.values())
 
 
