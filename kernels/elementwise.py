@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from .activation import act_code, apply_act
-from .shared import check_add_inputs
+from .shared import check_add_inputs, fp32_partial_sums
 
 BLOCK = 1024
 
@@ -38,8 +38,7 @@ def add(*xs: torch.Tensor, act: str = "none") -> torch.Tensor:
     grid = (triton.cdiv(n, BLOCK),)
     # Partial sums of three or more half-precision inputs stay in an fp32 buffer: written back to y
     # between launches they would be rounded to bf16 once per input instead of once.
-    partial = y if y.dtype not in (torch.float16, torch.bfloat16) or len(xs) < 3 else \
-        torch.empty(y.shape, dtype=torch.float32, device=y.device)
+    partial = torch.empty(y.shape, dtype=torch.float32, device=y.device) if fp32_partial_sums(xs) else y
     acc = xs[0].contiguous()
     for k, t in enumerate(xs[1:], 2):
         last = k == len(xs)

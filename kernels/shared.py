@@ -19,6 +19,12 @@ def check_add_inputs(xs) -> None:
             raise ValueError(f"add: shapes {tuple(xs[0].shape)} and {tuple(t.shape)} differ")
 
 
+def fp32_partial_sums(xs) -> bool:
+    """Whether a left-to-right sum of `xs` keeps its partial sums in fp32 and rounds once at the end:
+    three or more half-precision inputs (add, add_n; rounded after each input they would drift)."""
+    return len(xs) > 2 and xs[0].dtype in (torch.float16, torch.bfloat16)
+
+
 def pair(v) -> tuple[int, int]:
     """An `(h, w)` pair from an int (square) or any two-element sequence."""
     if isinstance(v, int):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from .shared import fp32_partial_sums
+
 
 def flatten(x: torch.Tensor) -> torch.Tensor:
     """(N, ...) -> (N, prod(...))."""
@@ -46,7 +48,7 @@ def add_n(*xs: torch.Tensor) -> torch.Tensor:
     feeds several ops) are added in fp32 and rounded once, not once per input."""
     if len(xs) == 1:
         return xs[0].clone()
-    half = xs[0].dtype in (torch.float16, torch.bfloat16) and len(xs) > 2
+    half = fp32_partial_sums(xs)
     out = xs[0].float() + xs[1] if half else xs[0] + xs[1]   # one pass: a new tensor
     for t in xs[2:]:
         out += t
