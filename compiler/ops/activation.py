@@ -7,11 +7,11 @@ Kernels: ``kernels/activation.py``, reference ``kernels/reference/activation.py`
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from ..graph import Entry, Node
 from .attrs import Attr, enum
-from .registry import EagerContext, Kernel, SameShape, backward_node, register
+from .registry import EagerContext, Kernel, SameShape, backward_node, get_op, numel, register
 
 if TYPE_CHECKING:
     from ..onnx_export import OnnxBuilder
@@ -49,6 +49,15 @@ def onnx_with_act(b: "OnnxBuilder", node: Node, op_type: str, inputs: list[str],
     b.emit(ONNX_OPS[act], [pre], [b.y(node)])
 
 
+def act_flops(act: str, elements: int, grad: bool = False) -> int:
+    """FLOPs of activation `act` (or of its gradient) over `elements` values, from its descriptor's
+    per-element counts; none costs nothing."""
+    if act == "none":
+        return 0
+    op = get_op(act)
+    return elements * (op.grad_flops_per_element if grad else op.flops_per_element)
+
+
 def activation_grad(node: Node, dy: Entry) -> Entry:
     """Gradient through the activation fused onto `node`'s output 0 (the identity when there is none)."""
     act = node.attrs.get(ACT.name, "none")
@@ -61,6 +70,12 @@ class _Activation(SameShape):
     in_spec = True
     activation = True
     kernel = Kernel("act")
+    # Cost per element (compiler/cost): of the activation, and of its gradient from y (act_backward).
+    flops_per_element: ClassVar[int] = 1
+    grad_flops_per_element: ClassVar[int] = 1
+
+    def flops(self, attrs, in_shapes, out_shapes):
+        return act_flops(self.name, numel(out_shapes[0]))
 
     def input_grad(self, node: Node, dy: Entry) -> Entry:
         return backward_node("act_backward", node, "bwd", [dy, Entry(node, 0)], {ACT.name: self.name})
@@ -79,18 +94,24 @@ class _Activation(SameShape):
 class ReLU(_Activation):
     name = "relu"
     doc = "max(x, 0)."
+    flops_per_element = 1        # a max
+    grad_flops_per_element = 1   # a select
 
 
 @register
 class Tanh(_Activation):
     name = "tanh"
     doc = "tanh(x) (the saturating nonlinearity the paper compares ReLU against)."
+    flops_per_element = 4        # an exponential, an add, a division and a multiply (2x)
+    grad_flops_per_element = 3   # dy * (1 - y*y)
 
 
 @register
 class Sigmoid(_Activation):
     name = "sigmoid"
     doc = "1 / (1 + exp(-x))."
+    flops_per_element = 4        # a negation, an exponential, an add and a division
+    grad_flops_per_element = 3   # dy * y * (1 - y)
 
 
 @register
@@ -101,6 +122,9 @@ class ActBackward(SameShape):
     attrs = (Attr(ACT.name, enum(*ACTIVATIONS[1:]), spec=False),)
     arguments = ("grad", "output")
     kernel = Kernel("act_backward")
+
+    def flops(self, attrs, in_shapes, out_shapes):
+        return act_flops(attrs[ACT.name], numel(out_shapes[0]), grad=True)
 
     def kernel_args(self, node: Node) -> dict[str, Any]:
         return {ACT.name: node.attrs[ACT.name]}
