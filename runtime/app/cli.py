@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Numeric options shared by several subcommands, with their smallest valid value.
 _MINIMA = {"epochs": 1, "workers": 0, "limit_batches": 1, "limit_train_batches": 1, "limit_val_batches": 1,
-           "synthetic": 1}
+           "synthetic": 1, "iterations": 1, "warmup": 0, "threads": 1}
 
 
 def _bad_number(args) -> str | None:

@@ -219,3 +219,6 @@ def register(sub: Any) -> None:
     from . import transfer_commands  # export, import
 
     transfer_commands.register(sub)
+    from . import profile_command  # profile
+
+    profile_command.register(sub)
