@@ -10,6 +10,7 @@ bytes, link bytes and memory held for the backward (`compiler/cost`) for the sam
 """
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -48,6 +49,7 @@ class Profile:
     backend: str
     dtype: str
     node_names: dict[int, str]           # id(node) -> name, for the trace
+    load: tuple[tuple[float, ...], tuple[float, ...]] = ((), ())   # load averages before and after
 
     @property
     def step_s(self) -> float:
@@ -92,6 +94,7 @@ def profile_training(net: CompiledNet, group2ctx: Mapping[str, torch.device], *,
     x, y = x.to(first), y.to(first)
     devices = set(ex.group2ctx.values())
     timer = NodeTimer(ex)
+    load_before = os.getloadavg()
 
     def step() -> None:
         ex.forward(x, y, is_train=True)
@@ -164,7 +167,7 @@ def profile_training(net: CompiledNet, group2ctx: Mapping[str, torch.device], *,
     peaks = {logical: by_real[dev] for logical, dev in ex.group2ctx.items()}
     names = {id(n): n.name for n in program.graph.nodes()}
     return Profile(net, rows, its, plain, [it.step_s for it in its], peaks, dict(ex.group2ctx),
-                   ex.backend_name or _backend_name(ex), dtype, names)
+                   ex.backend_name or _backend_name(ex), dtype, names, (load_before, os.getloadavg()))
 
 
 def _backend_name(ex: Executor) -> str:

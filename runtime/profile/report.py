@@ -4,6 +4,7 @@ table, as text and as JSON. Formatting only: the numbers come from `profiler.py`
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Callable
 
 from ...compiler.cost import CostRow
@@ -82,6 +83,27 @@ def format_profile(p: Profile, sort: str = "order") -> str:
     return "\n".join(out)
 
 
+def environment(p: Profile) -> dict:
+    """Versions, date, threads, devices and the machine's load while it ran (times skew under load)."""
+    import datetime
+    import platform
+
+    import torch
+
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except Exception:   # no triton, or one that fails to import: a field, not a crash
+        triton_version = None
+    cpu = f"cpu: {platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    devices = sorted({torch.cuda.get_device_name(d) if d.type == "cuda" else cpu for d in p.binding.values()})
+    return {"torch": torch.__version__, "triton": triton_version, "python": platform.python_version(),
+            "devices": devices, "threads": torch.get_num_threads(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "load_average_before": list(p.load[0]), "load_average_after": list(p.load[1])}
+
+
 def profile_json(p: Profile) -> dict:
     rows = []
     for m in p.rows:
@@ -93,6 +115,7 @@ def profile_json(p: Profile) -> dict:
                      "peak_fraction": ideal / m.total if ideal and m.total > 0 else None,
                      "nodes": {ph: [c.node.name for c in cs] for ph, cs in r.nodes.items()}})
     return {
+        "environment": environment(p),
         "spec": p.net.name, "source": p.net.source, "spec_hash": p.net.hash, "batch": p.net.batch,
         "dtype": p.dtype, "backend": p.backend, "binding": {k: str(v) for k, v in p.binding.items()},
         "iterations": len(p.plain_steps),
