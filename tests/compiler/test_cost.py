@@ -8,8 +8,20 @@ import math
 import pytest
 
 from alexnetc.compiler import compile_spec, sym
-from alexnetc.compiler.cost import (DEVICES, Bound, UnknownDevice, cost_rows, device, device_for_cuda_name, link,
-                                    node_bound, predict, program_costs, step_bound, update_costs)
+from alexnetc.compiler.cost import (
+    DEVICES,
+    Bound,
+    UnknownDevice,
+    cost_rows,
+    device,
+    device_for_cuda_name,
+    link,
+    node_bound,
+    predict,
+    program_costs,
+    step_bound,
+    update_costs,
+)
 from alexnetc.compiler.ops import OPS
 from alexnetc.compiler.pipeline import compile_dict
 from alexnetc.compiler.report import rows as report_rows
