@@ -122,9 +122,7 @@ class BatchNorm(OpDef):
         # One value per channel: x - mean is 0, the output is the shift whatever the input (PyTorch refuses
         # it too: "Expected more than 1 value per channel when training").
         x = in_shapes[0]
-        per_channel = x[0]
-        for d in x[2:]:
-            per_channel *= d
+        per_channel = numel(x) // x[1]
         if per_channel > 1:
             return None
         maps = f" of {'x'.join(map(str, x[2:]))} maps" if len(x) > 2 else ""
