@@ -118,6 +118,17 @@ class BatchNorm(OpDef):
         n = numel(in_shapes[0])
         return 5 * n + act_flops(attrs.get(ACT.name, "none"), n)
 
+    def training_problem(self, attrs, in_shapes):
+        # One value per channel: x - mean is 0, the output is the shift whatever the input (PyTorch refuses
+        # it too: "Expected more than 1 value per channel when training").
+        x = in_shapes[0]
+        per_channel = numel(x) // x[1]
+        if per_channel > 1:
+            return None
+        maps = f" of {'x'.join(map(str, x[2:]))} maps" if len(x) > 2 else ""
+        return (f"batch norm in training needs more than one value per channel, it gets {per_channel} (batch "
+                f"{x[0]}{maps}): its output would be its shift whatever its input; train with a larger batch")
+
     def gradient(self, node: Node, ograds: Sequence[Entry | None]) -> list[Entry | None]:
         dy = ograds[0] if ograds else None
         if dy is None:

@@ -310,6 +310,12 @@ class OpDef:
         """The gradient of the one input, given that of the output (see `gradient`)."""
         raise NotImplementedError(f"op '{self.name}' has no gradient")
 
+    def training_problem(self, attrs: Mapping[str, Any], in_shapes: Sequence[Shape]) -> str | None:
+        """Why a training forward at these input shapes (batch = one process's batch) cannot learn
+        anything in this op, or None: batch norm with one value per channel outputs its shift whatever
+        its input. Training refuses such a spec (`CompiledNet.training_problems`)."""
+        return None
+
     # -- passes --------------------------------------------------------------------------------------
     def fuse_activation(self, node: Node, act: str) -> Node | None:
         """This node with activation `act` applied to its output in its epilogue, or None if it can't."""

@@ -55,6 +55,7 @@ from ..execution.params import init_params
 from ..execution.precision import PrecisionError, check_supported, precision
 from . import checkpoint as ckpt
 from .metrics import MetricsWriteError, append_metrics, plot_curves, topk_errors
+from .run_contents import refuse_new_run, refuse_resume, run_contents
 
 LOCK_NAME = ".alexnetc.lock"
 
@@ -100,6 +101,8 @@ class TrainOptions:
     init_from: str | None = None         # a run or checkpoint whose matching layers start this run
     sync_batchnorm: bool | None = None   # data parallel: global-batch statistics (None: train.sync_batchnorm)
     synthetic: int | None = None         # N random images per epoch instead of a dataset (benchmarks)
+    allow_empty_classes: bool = False    # train although a class folder holds no image (a warning)
+    fresh_optimizer: bool = False        # resume with zero momentum when the checkpoint has none
     progress: bool = True
     keep: int = 3
     bucket_mb: float = dp.DEFAULT_BUCKET_MB        # data parallel: gradient all-reduce bucket size
@@ -189,7 +192,7 @@ class Trainer:
 
     def _datasets(self):
         from ..data.augment import build_transforms, dataset_stats
-        from ..data.datasets import find_default_dataset, open_dataset
+        from ..data.datasets import check_class_images, find_default_dataset, open_dataset
 
         c, h, w = self.net.input_shape
         if self.opts.synthetic:
@@ -207,6 +210,7 @@ class Trainer:
                          "MNIST-style IDX files, or an ImageNet-style tree DIR/train/<class>/*.jpg and "
                          "DIR/val/<class>/* (with a spec whose input and classes fit it)")
             train = open_dataset(root, "train", channels=c)
+            check_class_images(train, self.opts.allow_empty_classes, self.log)
             val = open_dataset(root, "val", channels=c, classes=getattr(train, "class_names", None))
             data_cfg = self.net.settings("data")
         names = list(getattr(train, "class_names", None) or [str(i) for i in range(self.net.classes)])
@@ -249,6 +253,10 @@ class Trainer:
         self.real_device = next(iter(g2c.values()))
         from ..execution.memory import MemoryLimitError, check_fits
 
+        problems = self.net.training_problems(self.batch_size if not self.dist or self.sync_batchnorm
+                                              else max(1, self.batch_size // self.dist.world))
+        if problems:
+            raise TrainingError(f"{self.opts.spec}: {problems[0]}")
         try:
             check_supported(precision(self.dtype), g2c)
             check_fits(self.net, g2c, for_training=True, dtype=self.dtype)  # before a parameter is allocated
@@ -381,15 +389,11 @@ class Trainer:
 
     def _claim_run_dir(self) -> None:
         """One run per directory: refuse to mix a new run into another's files, or clear them (overwrite)."""
-        existing = [os.path.basename(i.path) for i in ckpt._scan(self.ckpt_dir)]
-        has_metrics = os.path.isfile(self.metrics_path)
-        if self.resuming or not (existing or has_metrics):
+        refusal = refuse_new_run(run_contents(self.out))
+        if self.resuming or refusal is None:
             return
         if not self.opts.overwrite:
-            what = ", ".join(([f"{len(existing)} checkpoint{'s' if len(existing) != 1 else ''}"] if existing else [])
-                             + (["metrics.jsonl"] if has_metrics else []))
-            raise TrainingError(f"{self.out} already holds a training run ({what}): pass --resume to continue it, "
-                                "--overwrite to replace it, or --out DIR to train into a new directory")
+            raise TrainingError(refusal)
         removed = 0
         try:
             if os.path.isdir(self.ckpt_dir):
@@ -410,8 +414,7 @@ class Trainer:
         """The newest checkpoint that verifies; newer failing ones are named; none verifying is an error."""
         infos = ckpt.list_checkpoints(self.ckpt_dir)
         if not infos:
-            raise TrainingError(f"--resume: no checkpoint in {self.ckpt_dir} to continue from; train without "
-                                "--resume to start a new run")
+            raise TrainingError(refuse_resume(run_contents(self.out)))
         good = [i for i in infos if i.ok]
         if not good:
             raise TrainingError(f"--resume: no checkpoint in {self.ckpt_dir} verifies; refusing to start over: "
@@ -427,10 +430,11 @@ class Trainer:
     def _load_resume(self) -> tuple[str, dict, dict]:
         """The checkpoint to resume from, verified; under torchrun rank 0 picks and reads it and sends it
         to every process (other machines need no copy of the run directory)."""
-        from .verify import check_classes, check_state, check_tensors
+        from .verify import check_classes, check_finite, check_state, check_tensors, without_optimizer_state
 
         path, tensors, state = self._read_on_rank0(self._pick_checkpoint)
         try:
+            check_finite(path, tensors, with_momentum=not self.opts.fresh_optimizer)
             check_state(path, state, for_training=True)
         except ckpt.CheckpointError as exc:
             raise TrainingError(str(exc)) from None
@@ -448,9 +452,12 @@ class Trainer:
             raise TrainingError(str(exc)) from None
         try:
             check_classes(path, state, self.net.classes)
-            check_tensors(path, tensors, self.net, for_training=True, dtype=self.dtype)
+            check_tensors(path, tensors, self.net, for_training=True, dtype=self.dtype,
+                          fresh_optimizer=self.opts.fresh_optimizer)
         except ckpt.CheckpointError as exc:
             raise TrainingError(str(exc)) from None
+        if self.opts.fresh_optimizer:
+            tensors = without_optimizer_state(tensors, self.log)
         return path, tensors, state
 
     def _read_on_rank0(self, pick: Callable[[], str]) -> tuple[str, dict, dict]:
@@ -517,6 +524,7 @@ class Trainer:
         self.resuming = self._resuming()
         if self.writes:
             self._claim_run_dir()
+            ckpt.remove_stale_temporaries(self.ckpt_dir)   # a killed checkpoint write's half file
         start_epoch, start_batch, step, history, running = 0, 0, 0, [], _fresh_running()
         params = bn_state = None
         resumed = None
