@@ -12,7 +12,7 @@ import argparse
 import os
 from typing import Any
 
-from .errors import UserError
+from .errors import UserError, say
 
 EPILOG = """examples:
   alexnetc profile variants/mini --batch 128             # per layer and device: ms, FLOPs, bytes, % of peak
@@ -126,15 +126,15 @@ def _profile(args) -> int:
     finally:
         if bar is not None:
             bar.close()
-    print(format_profile(p, args.sort))
+    say(format_profile(p, args.sort))
     if args.json:
         _write_json(args.json, profile_json(p))
-        print(f"profile written to {args.json}")
+        say(f"profile written to {args.json}")
     if args.trace:
         from ..profile.trace import write_trace
 
         _write(args.trace, lambda path: write_trace(p, path))
-        print(f"trace written to {args.trace} (open it in https://ui.perfetto.dev or chrome://tracing)")
+        say(f"trace written to {args.trace} (open it in https://ui.perfetto.dev or chrome://tracing)")
     return 0
 
 
@@ -160,16 +160,20 @@ def _bar(args) -> Any:
 
 
 def _write(path: str, write) -> None:
+    """`write(path)`, a failure in the project's terms: exit 1 for a full or read-only disk, 2 for a
+    target that cannot be written (a directory, a device, a missing parent)."""
+    from .errors import write_failure
+
     try:
         write(path)
     except OSError as exc:
-        raise UserError(f"{path}: cannot write: {exc.strerror or exc}") from None
+        raise write_failure(path, exc) from None
 
 
 def _write_json(path: str, data: dict) -> None:
     import json
 
-    def write(p):
+    def write(p: str) -> None:
         from ..atomic import replacing
 
         with replacing(p) as tmp, open(tmp, "w", encoding="utf-8") as fh:
@@ -195,10 +199,10 @@ def _predict(args) -> int:
         pred = predict(net, dev, ln, dtype, expand)
     except (ValueError, UnknownDevice) as exc:
         raise UserError(f"--predict {args.predict}: {exc}") from None
-    print(format_prediction(pred, args.sort))
+    say(format_prediction(pred, args.sort))
     if args.json:
         _write_json(args.json, prediction_json(pred))
-        print(f"prediction written to {args.json}")
+        say(f"prediction written to {args.json}")
     return 0
 
 

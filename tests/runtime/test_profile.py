@@ -115,9 +115,10 @@ def test_cli_profile_writes_json_and_trace(tmp_path, capsys):
     assert json.loads((tmp_path / "t.json").read_text())["traceEvents"]
 
 
-def test_cli_predict_needs_no_torch():
-    r = _cli("profile", "alexnet", "--batch", "128", "--predict", "h100", "--json", "/dev/stdout")
+def test_cli_predict_needs_no_torch(tmp_path):
+    r = _cli("profile", "alexnet", "--batch", "128", "--predict", "h100", "--json", str(tmp_path / "p.json"))
     assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "p.json").read_text())["step"]["lower_bound_ms"] > 0
     assert "step lower bound" in r.stdout and "NVIDIA H100 SXM5" in r.stdout
     code = ("import sys; from alexnetc.runtime.app.cli import main; "
             "main(['profile', 'alexnet', '--batch', '2', '--predict', 'gtx580']); assert 'torch' not in sys.modules")
