@@ -228,3 +228,6 @@ def register(sub: Any) -> None:
     from . import profile_command  # profile
 
     profile_command.register(sub)
+    from . import pack_commands  # pack
+
+    pack_commands.register(sub)
