@@ -74,7 +74,7 @@ def _pack(args: Any) -> int:
               f"{size}x{size}x{channels} {args.format}{f' quality {args.quality}' if args.format == 'jpeg' else ''}; "
               f"{workers} worker{'s' if workers != 1 else ''}")
         for src in sources:
-            s = pack_split(src, args.output, size=size, fmt=args.format, quality=args.quality, channels=channels,
+            s = pack_split(src, args.output, size=size, fmt=args.format, quality=args.quality,
                            workers=workers, overwrite=args.overwrite, progress=not args.no_progress)
             if s.skipped:
                 print(f"{src.split}: already packed with these options ({s.count:,} images in {s.path}); nothing to do")

@@ -68,6 +68,7 @@ class Source:
     names: list[str]
     labels: np.ndarray
     classes: list[str]
+    channels: int = 3
     images: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -86,7 +87,10 @@ class Source:
 
 def list_sources(data: str, channels: int) -> list[Source]:
     """The splits of ``data`` (an ImageNet-style tree: train/ and val/ if present; or IDX files: train
-    and the t10k files as val), listed and labelled as ``open_dataset`` would."""
+    and the t10k files as val), listed and labelled as ``open_dataset`` would, to be packed with
+    ``channels`` (3: RGB, 1: grey)."""
+    if channels not in (1, 3):
+        raise DatasetError(f"--channels {channels}: expected 1 or 3")
     layout = detect_layout(data)
     root = os.path.abspath(data)
     if layout == "pack":
@@ -102,7 +106,7 @@ def list_sources(data: str, channels: int) -> list[Source]:
                 continue
             stem = os.path.basename(ds.image_file)
             out.append(Source(split, root, [f"{stem}#{i}" for i in range(len(ds))], ds.labels.astype(np.int64),
-                              list(ds.classes), images=ds.images))
+                              list(ds.classes), channels, images=ds.images))
         return out
     mode = "L" if channels == 1 else "RGB"
     train = ImageFolder(os.path.join(root, "train"), mode=mode)
@@ -111,7 +115,7 @@ def list_sources(data: str, channels: int) -> list[Source]:
         splits.append(("val", ImageFolder(os.path.join(root, "val"), mode=mode, classes=train.classes)))
     for split, ds in splits:
         names = [os.path.relpath(p, root) for p, _ in ds.samples]
-        out.append(Source(split, root, names, np.asarray(ds.targets, dtype=np.int64), list(ds.classes)))
+        out.append(Source(split, root, names, np.asarray(ds.targets, dtype=np.int64), list(ds.classes), channels))
     return out
 
 
@@ -274,15 +278,16 @@ def _check_space(out_dir: str, needed: int, n: int, size: int, channels: int) ->
 
 
 def pack_split(src: Source, out_dir: str, *, size: int = DEFAULT_SIZE, fmt: str = "raw",
-               quality: int = DEFAULT_QUALITY, channels: int = 3, workers: int = 1, overwrite: bool = False,
+               quality: int = DEFAULT_QUALITY, workers: int = 1, overwrite: bool = False,
                progress: bool = True, log: Callable[[str], None] = print, chunk: int | None = None) -> PackSummary:
     """Pack one split into ``out_dir/<split>.pack`` (resuming an interrupted run of the same pack).
     ``chunk``: source images per chunk (default :func:`chunk_samples`)."""
     if fmt not in FORMATS:
         raise DatasetError(f"--format {fmt!r}: expected one of {', '.join(FORMATS)}")
     path = split_path(out_dir, src.split)
+    channels = src.channels
     per_chunk = chunk or chunk_samples(fmt, size, channels)
-    params = {"format": fmt, "quality": quality if fmt == "jpeg" else None, "size": size, "channels": channels,
+    params = {"format": fmt, "quality": quality if fmt == "jpeg" else None, "side": size, "channels": channels,
               "split": src.split, "source": src.root, "sources": len(src), "listing": src.listing_digest(),
               "chunk_samples": per_chunk}
     summary = PackSummary(src.split, path)
@@ -399,10 +404,10 @@ def _finish(journal: _Journal, src: Source, params: dict, path: str, per_chunk: 
     if params["format"] == "jpeg":
         blocks["offsets"] = (HEADER_BYTES + np.concatenate([[0], np.cumsum(lengths)])).astype("<u8").tobytes()
     blocks["sources"] = json.dumps(names).encode()
-    meta = {"format": params["format"], "quality": params["quality"], "height": params["size"],
-            "width": params["size"], "channels": params["channels"], "count": len(labels), "classes": src.classes,
+    meta = {"format": params["format"], "quality": params["quality"], "height": params["side"],
+            "width": params["side"], "channels": params["channels"], "count": len(labels), "classes": src.classes,
             "split": src.split, "source": src.root, "params": params, "unreadable": unreadable,
-            "preprocessing": PREPROCESSING.format(size=params["size"]),
+            "preprocessing": PREPROCESSING.format(size=params["side"]),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     fh = journal.fh
     fh.seek(journal.end)

@@ -286,7 +286,7 @@ def test_interrupted_pack_resumes_and_other_options_start_over(tree, tmp_path, m
         pack_split(src, str(tmp_path), size=SIZE, workers=1, progress=False, chunk=2)
     monkeypatch.setattr(packer, "encode_unit", real)
     lines = (tmp_path / "train.pack.journal").read_text().splitlines()
-    assert json.loads(lines[0])["params"]["size"] == SIZE and len(lines) == 1 + 3   # the three finished chunks
+    assert json.loads(lines[0])["params"]["side"] == SIZE and len(lines) == 1 + 3   # the three finished chunks
     logged = []
     s = pack_split(src, str(tmp_path), size=SIZE + 1, workers=1, progress=False, chunk=2, log=logged.append)
     assert s.resumed_from == 0 and "starting over" in logged[0]
