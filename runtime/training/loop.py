@@ -47,6 +47,7 @@ from ...compiler import CompiledNet, compile_spec
 from ...compiler.ops.weighted import param_multipliers
 from ...compiler.pipeline import compile_dict, plain
 from ...compiler.program import TRAIN_DTYPES
+from ..data.data_wait import DataWait
 from ..execution import distributed as dp
 from ..execution.executor import Executor, default_group2ctx, describe_binding
 from ..execution.layout import LayoutError, logical_tensors, network_hash, placed_tensors
@@ -243,7 +244,7 @@ class Trainer:
                            seed=_data_seed(self.seed), epoch=epoch, num_workers=workers, drop_last=train,
                            start_batch=start_batch, shard=(self.dist.rank, self.dist.world) if self.dist else None,
                            limit_batches=self.limit_train if train else self.limit_val,
-                           pin_memory=self.real_device.type == "cuda")
+                           pin_memory=self.real_device.type == "cuda", device=self.real_device)
 
     def _bind(self, params: dict[str, torch.Tensor] | None, state: dict[str, torch.Tensor] | None = None):
         prefer = "cpu" if self._cpu_only() else None
@@ -582,7 +583,7 @@ class Trainer:
                 bar = _progress(len(loader) + batch_i, batch_i, f"epoch {epoch + 1}/{self.epochs}",
                                 enabled=self.opts.progress and self.writes)
                 t0, seen = time.perf_counter(), 0
-                for images, labels in loader:
+                for images, labels in (waits := DataWait(loader)):
                     try:
                         self._signals.raise_pending()
                         result = self.train_step(images, labels, step)
@@ -632,7 +633,7 @@ class Trainer:
                     "train_top5_err": running["top5"] / max(running["n"], 1),
                     "val_loss": val["loss"], "val_top1_err": val["top1"], "val_top5_err": val["top5"],
                     "images_per_second": seen / max(train_time, 1e-9), "train_seconds": train_time,
-                    "skipped_images": skipped,
+                    "skipped_images": skipped, "data_wait_share": waits.share,
                 }
                 changed = self.schedule.end_epoch(epoch + 1, val["top1"])
                 history.append(record)  # from here on the epoch counts as done (see the interrupt below)
@@ -645,8 +646,10 @@ class Trainer:
                 self.log(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} accuracy "
                          f"{1 - record['train_top1_err']:.2%} (top-1 err {record['train_top1_err']:.2%}) | val loss "
                          f"{val['loss']:.4f} accuracy {1 - val['top1']:.2%} (top-1 err {val['top1']:.2%}, top-5 err "
-                         f"{val['top5']:.2%}) | {record['images_per_second']:.0f} img/s"
+                         f"{val['top5']:.2%}) | {record['images_per_second']:.0f} img/s | {waits.describe()}"
                          + (f" | lr -> {self.schedule.lr:g}" if changed else ""))
+                if waits.warning():
+                    self.log(waits.warning())
                 last_good = self.save(epoch + 1, 0, step, history, _fresh_running(), tag=f"epoch{epoch + 1:04d}")
                 start_batch = 0
         except KeyboardInterrupt as stop:
