@@ -281,15 +281,15 @@ class PackDataset:
             out[j] = self._decode(i)
         return out
 
-    def read_windows(self, indices: Any, top: Any, left: Any, mirror: Any, height: int, width: int) -> np.ndarray:
-        """Patch j: the ``height`` x ``width`` window at (``top[j]``, ``left[j]``) of sample
-        ``indices[j]``, mirrored where ``mirror[j]``, as one ``(n, stored_channels, height, width)``
-        uint8 array: each patch copied once, straight from the file (raw) or from its decoded image
-        (jpeg, decoded once for consecutive patches of one sample), chunks checked first."""
+    def windows(self, indices: Any, top: Any, left: Any, mirror: Any, height: int,
+                width: int) -> Iterator[tuple[int, np.ndarray]]:
+        """``(j, patch j)``: the ``height`` x ``width`` window at (``top[j]``, ``left[j]``) of sample
+        ``indices[j]``, mirrored where ``mirror[j]``, as an (height, width, stored_channels) view of the
+        memory map (raw) or of the decoded image (jpeg, decoded once for consecutive patches of one
+        sample); the chunks are checked first."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         self._check_indices(idx)
         self.verify(self.chunks_of(idx))
-        out = np.empty((len(idx), self.stored_channels, height, width), dtype=np.uint8)
         prev, src = -1, None
         for j, (i, t, l, m) in enumerate(zip(idx.tolist(), np.asarray(top).tolist(), np.asarray(left).tolist(),
                                              np.asarray(mirror).tolist())):
@@ -300,8 +300,7 @@ class PackDataset:
             if win.shape[:2] != (height, width) or t < 0 or l < 0:
                 raise IndexError(f"{self.path}: window {height}x{width} at ({t}, {l}) outside a "
                                  f"{self.height}x{self.width} image")
-            out[j] = (win[:, ::-1] if m else win).transpose(2, 0, 1)
-        return out
+            yield j, (win[:, ::-1] if m else win)
 
     def _decode(self, i: int) -> np.ndarray:
         from PIL import Image

@@ -5,8 +5,8 @@ those of the per-sample loader (``order.epoch_batches``: the same order, shards,
 limit); each is built without per-sample Python work where it can be:
 
 - the draws: :mod:`.draws`, vectorised and keyed by (seed, epoch, sample index);
-- on the CPU: each patch is copied once, straight out of the memory map (``read_windows``), then
-  normalised as one tensor (:class:`~.device_augment.BatchAugment`);
+- on the CPU: each patch's values are looked up, byte by byte through its window of the memory map
+  (``PackDataset.windows``), in a table of their normalised values (:meth:`~.device_augment.BatchAugment.on_host`);
 - on a GPU: the batch's whole uint8 images go to the device (pinned, asynchronous copy, a quarter of
   float32's bytes) and crop, mirror, colour noise and normalisation run there as a batch.
 
