@@ -38,6 +38,8 @@ class PackLoader:
         self.device = torch.device(device if device is not None else "cpu")
         self.augment = BatchAugment(transform, pack.height, pack.width, pack.stored_channels, self.device)
         self.pin = pin_memory and self.device.type == "cuda"
+        # the CPU reads its patches straight from the map; a GPU gets whole images and cuts them there
+        self.augment_on_host = self.device.type == "cpu"
         self.keep_empty, self.batch_size, self.start_batch = keep_empty, batch_size, start_batch
         self.num_batches = len(batches)
         self.skipped: list = []  # unreadable images were reported by `alexnetc pack` and are not in a pack
@@ -55,10 +57,12 @@ class PackLoader:
             return None
         labels = torch.from_numpy(np.ascontiguousarray(self.pack.labels[idx]))
         draws = self.augment.draws(self.seed, self.epoch, idx) if self.augment.train else None
-        if self.device.type == "cpu":
+        if self.augment_on_host:
             return self.augment.on_host(self.pack, idx, draws), labels
-        images = torch.from_numpy(self.pack.read(idx))
-        return (images.pin_memory() if self.pin else images), labels, draws
+        p = self.pack
+        images = torch.empty((len(idx), p.height, p.width, p.stored_channels), dtype=torch.uint8, pin_memory=self.pin)
+        p.read(idx, out=images.numpy())   # straight into (pinned) memory the device copies from asynchronously
+        return images, labels, draws
 
     def _deliver(self, item: tuple | None) -> tuple[torch.Tensor, torch.Tensor]:
         if item is None:

@@ -66,6 +66,17 @@ def test_batches_do_not_depend_on_the_number_of_workers(pack):
     assert not torch.equal(other_epoch[0][0], runs[0][0][0])
 
 
+def test_the_device_path_gives_the_host_paths_batches(pack):
+    """The GPU's path (whole images copied, cut and normalised on the device), run on the CPU."""
+    ds = open_pack(pack, "train")
+    for tf in _transforms(ds):
+        kw = dict(shuffle=True, seed=3, epoch=0, drop_last=True, num_workers=2)
+        host = make_loader(ds, tf, 4, **kw)
+        device = make_loader(ds, tf, 4, **kw)
+        device.augment_on_host = False
+        _same(_epoch(host), _epoch(device))
+
+
 def test_the_batches_are_the_per_sample_loaders(pack):
     """Same samples in the same batches as the DataLoader path (order from (seed, epoch)); for
     evaluation (no draws) the same pixels too."""
