@@ -24,8 +24,8 @@ train.pack and val.pack.
 
 Sizes: raw holds size*size*channels bytes per image, 196,608 at 256x256x3: ImageNet-1k's 1,281,167
 training images take 252 GB (235 GiB), its 50,000 validation images 9.8 GB. A JPEG pack (quality 90)
-is several times smaller (about 20-30 GB for ImageNet, depending on content; the pack prints what it
-wrote) and costs a JPEG decode per image when read.
+is 5-10x smaller, depending on content (ImageNet at 256 px is reported at about 22 GB; grainy
+images take more; the pack prints what it wrote), and costs a JPEG decode per image when read.
 
 Packing uses every core (--workers), shows its progress with an ETA, and can be stopped at any time:
 running the same command again continues where it stopped (an unfinished split is OUT/<split>.pack.partial

@@ -23,19 +23,14 @@ from alexnetc.runtime.data.pack import open_pack
 from alexnetc.runtime.data.packer import list_sources, pack_split
 
 from .test_datasets import make_idx_dir
-from .test_pack import make_tree
+from .test_pack import packed_tree
 
 SIZE = 40
 
 
 @pytest.fixture(scope="module")
 def rgb_pack(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("tree"))
-    make_tree(root, bad=False)
-    out = str(tmp_path_factory.mktemp("pack"))
-    for src in list_sources(root, 3):
-        pack_split(src, out, size=SIZE, workers=1, progress=False, chunk=4)
-    return open_pack(out, "train")
+    return open_pack(packed_tree(tmp_path_factory, SIZE, chunk=4), "train")
 
 
 @pytest.fixture(scope="module")

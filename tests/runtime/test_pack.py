@@ -87,6 +87,16 @@ def make_tree(root, *, bad=True) -> dict[str, str]:
     return files
 
 
+def packed_tree(tmp_path_factory, size: int, chunk: int) -> str:
+    """A folder of make_tree's images (none broken) packed raw at `size`: the pack's folder."""
+    root = str(tmp_path_factory.mktemp("tree"))
+    make_tree(root, bad=False)
+    out = str(tmp_path_factory.mktemp("pack"))
+    for src in list_sources(root, 3):
+        pack_split(src, out, size=size, workers=1, progress=False, chunk=chunk)
+    return out
+
+
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory):
     root = tmp_path_factory.mktemp("tree")

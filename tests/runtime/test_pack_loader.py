@@ -22,8 +22,8 @@ from alexnetc.runtime.data.pack_loader import PackLoader
 from alexnetc.runtime.data.packer import list_sources, pack_split
 from alexnetc.runtime.training.loop import Trainer
 
-from .test_pack import make_tree
-from .test_train import TINY, _final_params, _opts, _pattern_dataset
+from .test_pack import packed_tree
+from .test_train import TINY, _final_params, _opts, _pattern_dataset, run_interrupted
 
 SIZE = 36
 CFG = {"resize": SIZE, "crop": 32, "mirror": True, "pca_lighting": 0.1, "test_crops": "ten"}
@@ -31,12 +31,7 @@ CFG = {"resize": SIZE, "crop": 32, "mirror": True, "pca_lighting": 0.1, "test_cr
 
 @pytest.fixture(scope="module")
 def pack(tmp_path_factory):
-    root = str(tmp_path_factory.mktemp("tree"))
-    make_tree(root, bad=False)
-    out = str(tmp_path_factory.mktemp("pack"))
-    for src in list_sources(root, 3):
-        pack_split(src, out, size=SIZE, workers=1, progress=False, chunk=3)
-    return out
+    return packed_tree(tmp_path_factory, SIZE, chunk=3)
 
 
 def _transforms(ds):
@@ -159,19 +154,7 @@ def test_training_from_a_pack_resumes_exactly_whatever_the_workers(packed_patter
     assert 0 <= record["data_wait_share"] <= 1
 
     stopped = tmp_path / "stopped"
-    real_step = Trainer.train_step
-    calls = {"n": 0}
-
-    def interrupt(self, images, labels, step):
-        calls["n"] += 1
-        if calls["n"] == 7:                 # mid-epoch 2 (4 batches per epoch)
-            raise KeyboardInterrupt
-        return real_step(self, images, labels, step)
-
-    monkeypatch.setattr(Trainer, "train_step", interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(_opts(spec, data, stopped, epochs=2, batch_size=16, workers=0)).run()
-    monkeypatch.setattr(Trainer, "train_step", real_step)
+    run_interrupted(monkeypatch, _opts(spec, data, stopped, epochs=2, batch_size=16, workers=0), at=7)  # mid-epoch 2
     Trainer(_opts(spec, data, stopped, epochs=2, resume=True, workers=3)).run()
     a, _ = _final_params(straight)
     b, _ = _final_params(stopped)
