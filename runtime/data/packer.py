@@ -319,7 +319,14 @@ def pack_split(src: Source, out_dir: str, *, size: int = DEFAULT_SIZE, fmt: str 
     if summary.resumed_from:
         log(f"{src.split}: resuming an interrupted pack at image {summary.resumed_from:,} of {len(src):,}")
     if fmt == "raw":
-        _check_space(out_dir, (len(src) - summary.resumed_from) * size * size * channels, len(src), size, channels)
+        try:
+            _check_space(out_dir, (len(src) - summary.resumed_from) * size * size * channels, len(src), size, channels)
+        except OSError:
+            journal.close()
+            if not journal.entries:   # nothing worth keeping for a resume
+                for p in (journal.data_path, journal.journal_path):
+                    os.unlink(p)
+            raise
     bar = _bar(len(src), summary.resumed_from, f"packing {src.split}", progress)
 
     def task(u: int) -> tuple:

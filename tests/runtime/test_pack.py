@@ -337,3 +337,26 @@ def test_pack_command(tree, tmp_path, capsys):
     assert cli.main(["pack", out, "-o", str(tmp_path / "q")]) == 2  # a pack is not a source
     assert "already a pack" in capsys.readouterr().err
     assert cli.main(["pack", root, "-o", out, "--quality", "0"]) == 2
+
+
+def test_a_raw_pack_that_cannot_fit_is_refused_before_writing(tree, tmp_path, monkeypatch, capsys):
+    import shutil
+    from collections import namedtuple
+
+    root, _ = tree
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10 ** 9, 10 ** 9 - 1000, 1000))
+    out = str(tmp_path / "p")
+    assert cli.main(["pack", root, "-o", out, "--size", "64", "--no-progress", "--workers", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "a raw pack of 17 images at 64x64x3 needs about" in err and "pack with --format jpeg" in err
+    assert not os.listdir(out)
+
+
+def test_a_pack_travels_to_another_process_by_path(packs):
+    import pickle
+
+    ds = open_pack(packs["raw"], "train", classes=["dog", "cat"])
+    copy = pickle.loads(pickle.dumps(ds))
+    assert len(pickle.dumps(ds)) < 2000          # the path and options, not the mapped samples
+    assert np.array_equal(copy.read([0, 3]), ds.read([0, 3])) and np.array_equal(copy.labels, ds.labels)
