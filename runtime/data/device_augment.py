@@ -18,6 +18,8 @@ normalisation run as one kernel (``kernels/augment.py``), checked against these 
 """
 from __future__ import annotations
 
+import sys
+import threading
 from typing import Any
 
 import numpy as np
@@ -62,6 +64,7 @@ class BatchAugment:
         self.mean = None if not np.any(mean) else torch.as_tensor(mean, dtype=torch.float32, device=self.device)
         self.std = None if np.all(std == 1) else torch.as_tensor(std, dtype=torch.float32, device=self.device)
         self.use_triton = _triton_ok(self.device) if use_triton is None else use_triton
+        self.outputs = Reusable()
 
     @property
     def out_shape(self) -> tuple[int, int, int]:
@@ -102,7 +105,7 @@ class BatchAugment:
         idx = np.asarray(indices, dtype=np.int64)
         which, top, left, mirror, shift = self.windows(len(idx), draws)
         table = self.lookup_table(len(which), shift)
-        out = np.empty((len(which), self.channels, self.crop_h, self.crop_w), dtype=np.float32)
+        out = self.outputs.empty((len(which), self.channels, self.crop_h, self.crop_w))
         # np.take would convert each uint8 plane to a fresh intp array (a mapping and its page faults
         # per call); one buffer converted into serves every plane
         index = np.empty((self.crop_h, self.crop_w), dtype=np.intp)
@@ -144,6 +147,30 @@ class BatchAugment:
 
     def _shaped(self, out: torch.Tensor, n: int) -> torch.Tensor:
         return out.reshape(n, 10, *out.shape[1:]) if self.ten else out
+
+
+class Reusable:
+    """float32 arrays handed out again once nothing outside holds them: a fresh 77 MB batch is 19,000
+    page faults, about a quarter of :meth:`BatchAugment.on_host`'s time (measured: 28 vs 36 ms per 128
+    patches of 224x224x3). An array is free again when its reference count is back to the pool's own:
+    a tensor made from it by ``torch.from_numpy`` (and every view of that tensor) keeps it referenced
+    through the tensor's storage until the last of them is gone."""
+
+    def __init__(self, keep: int = 8):
+        self.arrays: list[np.ndarray] = []
+        self.keep = keep
+        self.lock = threading.Lock()
+
+    def empty(self, shape: tuple[int, ...]) -> np.ndarray:
+        with self.lock:
+            for a in self.arrays:
+                # 3 references: the list, the loop variable, getrefcount's argument: nobody else's
+                if a.shape == shape and sys.getrefcount(a) <= 3:
+                    return a
+            a = np.empty(shape, dtype=np.float32)
+            if len(self.arrays) < self.keep:
+                self.arrays.append(a)
+            return a
 
 
 def normalise(x: torch.Tensor, shift: torch.Tensor | None, scale: torch.Tensor | None, mean: torch.Tensor | None,

@@ -150,7 +150,9 @@ class PackDataset:
             self._images = self._mm[HEADER_BYTES:end].reshape(self.count, self.height, self.width, self.stored_channels)
         else:
             self._offsets = self._block("offsets").astype(np.int64)
-            if len(self._offsets) != self.count + 1 or np.any(np.diff(self._offsets) <= 0):
+            o = self._offsets
+            if (len(o) != self.count + 1 or np.any(np.diff(o) <= 0) or np.any(o[self.chunk_first] != self.chunk_offset)
+                    or o[-1] != self.chunk_offset[-1] + self.chunk_bytes[-1]):
                 raise PackError(f"{self.path}: the sample offsets are inconsistent (the file is corrupt)")
         self._verified = np.zeros(len(self.chunk_offset), dtype=bool)
         self._sources: list[str] | None = None

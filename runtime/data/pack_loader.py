@@ -37,6 +37,7 @@ class PackLoader:
         self.seed, self.epoch, self.workers = seed, epoch, workers
         self.device = torch.device(device if device is not None else "cpu")
         self.augment = BatchAugment(transform, pack.height, pack.width, pack.stored_channels, self.device)
+        self.augment.outputs.keep = 2 * workers + 4   # the batches in flight, the one training, the one before
         self.pin = pin_memory and self.device.type == "cuda"
         # the CPU reads its patches straight from the map; a GPU gets whole images and cuts them there
         self.augment_on_host = self.device.type == "cpu"

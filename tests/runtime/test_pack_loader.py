@@ -61,6 +61,21 @@ def test_batches_do_not_depend_on_the_number_of_workers(pack):
     assert not torch.equal(other_epoch[0][0], runs[0][0][0])
 
 
+def test_batches_kept_by_the_consumer_are_never_overwritten(pack):
+    """The host path reuses its output arrays once nothing holds them: batches (and views of them)
+    kept by the consumer must keep their values, batches dropped are reused."""
+    ds = open_pack(pack, "train")
+    train_tf, _ = _transforms(ds)
+    kw = dict(shuffle=True, seed=6, epoch=0, drop_last=True)
+    cloned = _epoch(make_loader(ds, train_tf, 2, **kw))
+    kept = [(x[0], y) for x, y in make_loader(ds, train_tf, 2, num_workers=2, **kw)]    # views of each batch
+    for (x, y), (cx, cy) in zip(kept, cloned):
+        assert torch.equal(x, cx[0]) and torch.equal(y, cy)
+    loader = make_loader(ds, train_tf, 2, **kw)
+    seen = {x.data_ptr() for x, _ in loader}            # each batch dropped before the next is made
+    assert len(seen) < len(cloned)
+
+
 def test_the_device_path_gives_the_host_paths_batches(pack):
     """The GPU's path (whole images copied, cut and normalised on the device), run on the CPU."""
     ds = open_pack(pack, "train")
