@@ -274,8 +274,9 @@ def markdown(result: dict) -> str:
         goal = f"≥ {r['goal_x']:g}x: {'met' if r['goal_met'] else 'missed'}" if "goal_x" in r else ""
         first = (f"{r['first_round_images_per_core_second']:,.0f} ({r['x_imagefolder_per_core_first_round']:.1f}x)"
                  if "x_imagefolder_per_core_first_round" in r else "")
+        ratio = f"{r['x_imagefolder_per_core']:.1f}" if "x_imagefolder_per_core" in r else ""
         lines.append(f"| {r['contender']} | {r['images_per_core_second']:,.0f} | {r['images_per_wall_second']:,.0f} | "
-                     f"{r.get('x_imagefolder_per_core', float('nan')):.1f} | {first} | {goal} |")
+                     f"{ratio} | {first} | {goal} |")
     return "\n".join(lines)
 
 
