@@ -169,6 +169,19 @@ def _timed(batches, device) -> tuple[int, float, float]:
 
 
 def run(argv=None) -> dict:
+    """The benchmark, on one torch thread; the caller's thread count is restored after (the tests run
+    it inside pytest, whose later tests compare bit patterns that depend on it)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _run(argv)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(argv=None) -> dict:
     import numpy as np
     import torch
 
@@ -189,7 +202,6 @@ def run(argv=None) -> dict:
     ap.add_argument("--out", default=RESULTS)
     args = ap.parse_args(argv)
     device = torch.device(args.device)
-    torch.set_num_threads(1)
     from alexnetc.runtime.data.augment import default_cache_dir
 
     base = args.data or os.path.join(default_cache_dir(), "bench-data")

@@ -100,8 +100,9 @@ class BatchAugment:
         """The CPU path, one pass per patch: each output value is a lookup, by its pixel's byte, in a
         table of what :func:`normalise` makes of the 256 byte values for that patch and channel (the
         same float32 operations in the same order: the same numbers), read through the window of the
-        pack's memory map (``PackDataset.windows``). About 1.6x the speed of converting and then
-        normalising the patches (measured: 34 vs 56 ms for 128 patches of 224x224x3 on one core)."""
+        pack's memory map (``PackDataset.windows``), into reused arrays (:class:`Reusable`). Measured
+        for 128 patches of 224x224x3 on one core: 56 ms converting then normalising, 34 ms by table,
+        24 ms by table into reused arrays."""
         idx = np.asarray(indices, dtype=np.int64)
         which, top, left, mirror, shift = self.windows(len(idx), draws)
         table = self.lookup_table(len(which), shift)

@@ -6,14 +6,18 @@ import importlib
 import json
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_tiny_run_writes_rows(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     bench = importlib.import_module("bench_data")
+    threads = torch.get_num_threads()
     result = bench.run(["--images", "10", "--batch", "4", "--rounds", "2", "--data", str(tmp_path / "data"),
                         "--out", str(tmp_path / "out")])
+    assert torch.get_num_threads() == threads       # restored: later tests' bit patterns depend on it
     data = json.loads(Path(result["path"]).read_text())
     assert data["benchmark"] == "data" and data["settings"]["per_round"] == 8
     assert [r["contender"] for r in data["rows"]] == ["imagefolder", "pillow", "pack-raw", "pack-jpeg",
