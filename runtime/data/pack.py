@@ -335,6 +335,13 @@ class PackDataset:
         return self.classes
 
     @property
+    def empty_classes(self) -> list[str]:
+        """The classes no packed sample has (as ImageFolder's empty class folders: a class the network
+        could never learn, which training refuses, see ``datasets.check_class_images``)."""
+        counts = np.bincount(self.labels, minlength=len(self.classes))
+        return [c for c, k in zip(self.classes, counts.tolist()) if k == 0]
+
+    @property
     def samples(self) -> _Samples:
         """``samples[i]``: ``(source file, label)``, as ImageFolder's list (the file the sample came from)."""
         return _Samples(self)

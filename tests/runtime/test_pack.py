@@ -169,6 +169,7 @@ def test_classes_map_labels_by_name(packs):
     ds = open_pack(packs["raw"], "train", classes=["bird", "dog", "cat"])
     base = open_pack(packs["raw"], "train")
     assert np.array_equal(ds.labels, np.where(base.labels == 0, 2, 1))
+    assert ds.empty_classes == ["bird"] and base.empty_classes == []
     with pytest.raises(DatasetError, match="packed class.*cat.*not among"):
         open_pack(packs["raw"], "train", classes=["dog"])
     with pytest.raises(DatasetError, match="pack the data again with --channels 1"):
