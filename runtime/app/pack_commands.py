@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any
 
-from .errors import UserError
+from .errors import EnvironmentFailure, UserError, say
 
 EPILOG = """examples:
   alexnetc pack /data/imagenet -o /data/imagenet-pack         # raw uint8 at 256x256, the paper's preprocessing
@@ -50,7 +50,7 @@ def _size_from_spec(spec: str) -> tuple[int, int]:
 
 def _pack(args: Any) -> int:
     from ..data.datasets import DatasetError, detect_layout
-    from ..data.packer import DEFAULT_SIZE, format_unreadable, list_sources, pack_split
+    from ..data.packer import DEFAULT_SIZE, PackSpaceError, format_unreadable, list_sources, pack_split
 
     size, channels = (None, None) if not args.spec else _size_from_spec(args.spec)
     size, channels = args.size or size, args.channels or channels
@@ -70,23 +70,25 @@ def _pack(args: Any) -> int:
         sources = list_sources(args.data, channels)
         if size is None:
             size = min(sources[0].images.shape[1:3]) if idx else DEFAULT_SIZE
-        print(f"packing {args.data} into {args.output}: {', '.join(f'{s.split} ({len(s):,} images)' for s in sources)}; "
+        say(f"packing {args.data} into {args.output}: {', '.join(f'{s.split} ({len(s):,} images)' for s in sources)}; "
               f"{size}x{size}x{channels} {args.format}{f' quality {args.quality}' if args.format == 'jpeg' else ''}; "
               f"{workers} worker{'s' if workers != 1 else ''}")
         for src in sources:
             s = pack_split(src, args.output, size=size, fmt=args.format, quality=args.quality,
-                           workers=workers, overwrite=args.overwrite, progress=not args.no_progress)
+                           workers=workers, overwrite=args.overwrite, progress=not args.no_progress, log=say)
             if s.skipped:
-                print(f"{src.split}: already packed with these options ({s.count:,} images in {s.path}); nothing to do")
+                say(f"{src.split}: already packed with these options ({s.count:,} images in {s.path}); nothing to do")
             else:
                 rate = (s.count + len(s.unreadable) - s.resumed_from) / max(s.seconds, 1e-9)
-                print(f"{src.split}: {s.count:,} images into {s.path} ({s.file_bytes / 1e9:.2f} GB, "
+                say(f"{src.split}: {s.count:,} images into {s.path} ({s.file_bytes / 1e9:.2f} GB, "
                       f"{s.file_bytes / s.count / 1e3:.1f} kB per image) in {s.seconds:.1f} s ({rate:,.0f} images/s)")
             note = format_unreadable(src.split, s.unreadable)
             if note:
-                print(f"warning: {note}", file=sys.stderr)
+                say(f"warning: {note}", file=sys.stderr)
     except DatasetError as exc:
         raise UserError(str(exc)) from None
+    except PackSpaceError as exc:
+        raise EnvironmentFailure(str(exc)) from None
     except KeyboardInterrupt:
         print("\nalexnetc pack: interrupted; run the same command again to continue where it stopped")
         return 130

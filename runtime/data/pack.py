@@ -338,6 +338,8 @@ class PackDataset:
     def empty_classes(self) -> list[str]:
         """The classes no packed sample has (as ImageFolder's empty class folders: a class the network
         could never learn, which training refuses, see ``datasets.check_class_images``)."""
+        if self.meta.get("layout") == "idx":   # IDX class names are guessed, as IdxDataset's: nothing to check
+            return []
         counts = np.bincount(self.labels, minlength=len(self.classes))
         return [c for c, k in zip(self.classes, counts.tolist()) if k == 0]
 

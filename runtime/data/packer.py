@@ -19,7 +19,6 @@ file, in ``OUT/<split>.pack``. The random crops, mirrors and colour noise stay f
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import io
 import json
@@ -70,6 +69,7 @@ class Source:
     classes: list[str]
     channels: int = 3
     images: np.ndarray | None = None
+    layout: str = "imagefolder"    # or "idx" (its class names are guessed, not folders)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -106,7 +106,7 @@ def list_sources(data: str, channels: int) -> list[Source]:
                 continue
             stem = os.path.basename(ds.image_file)
             out.append(Source(split, root, [f"{stem}#{i}" for i in range(len(ds))], ds.labels.astype(np.int64),
-                              list(ds.classes), channels, images=ds.images))
+                              list(ds.classes), channels, images=ds.images, layout="idx"))
         return out
     mode = "L" if channels == 1 else "RGB"
     train = ImageFolder(os.path.join(root, "train"), mode=mode)
@@ -269,12 +269,17 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+class PackSpaceError(Exception):
+    """The disk cannot hold the pack (a failure of the machine, not of the input); the message says how
+    much is needed and what to do."""
+
+
 def _check_space(out_dir: str, needed: int, n: int, size: int, channels: int) -> None:
     free = shutil.disk_usage(out_dir).free
     if needed > free:
-        raise OSError(errno.ENOSPC, f"a raw pack of {n:,} images at {size}x{size}x{channels} needs about "
-                                    f"{needed / 1e9:.1f} GB and {free / 1e9:.1f} GB are free; free some space or "
-                                    "pack with --format jpeg (about a tenth of the size)", out_dir)
+        raise PackSpaceError(f"{out_dir}: a raw pack of {n:,} images at {size}x{size}x{channels} needs about "
+                             f"{needed / 1e9:.1f} GB and {free / 1e9:.1f} GB are free; free some space or pack with "
+                             "--format jpeg (several times smaller)")
 
 
 def pack_split(src: Source, out_dir: str, *, size: int = DEFAULT_SIZE, fmt: str = "raw",
@@ -321,7 +326,7 @@ def pack_split(src: Source, out_dir: str, *, size: int = DEFAULT_SIZE, fmt: str 
     if fmt == "raw":
         try:
             _check_space(out_dir, (len(src) - summary.resumed_from) * size * size * channels, len(src), size, channels)
-        except OSError:
+        except PackSpaceError:
             journal.close()
             if not journal.entries:   # nothing worth keeping for a resume
                 for p in (journal.data_path, journal.journal_path):
@@ -413,7 +418,7 @@ def _finish(journal: _Journal, src: Source, params: dict, path: str, per_chunk: 
     blocks["sources"] = json.dumps(names).encode()
     meta = {"format": params["format"], "quality": params["quality"], "height": params["side"],
             "width": params["side"], "channels": params["channels"], "count": len(labels), "classes": src.classes,
-            "split": src.split, "source": src.root, "params": params, "unreadable": unreadable,
+            "split": src.split, "source": src.root, "layout": src.layout, "params": params, "unreadable": unreadable,
             "preprocessing": PREPROCESSING.format(size=params["side"]),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     fh = journal.fh

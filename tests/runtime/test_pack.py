@@ -151,6 +151,7 @@ def test_idx_files_pack_at_their_own_size(tmp_path):
     assert (ds.height, ds.width, ds.stored_channels, len(ds)) == (28, 28, 1, 11)
     assert np.array_equal(ds.read(np.arange(11))[:, :, :, 0], arrays["train"][0])
     assert np.array_equal(ds.labels, arrays["train"][1])
+    assert ds.meta["layout"] == "idx" and ds.empty_classes == []   # IDX class names are guessed: not checked
     val = open_dataset(out, "val", channels=3)           # a grey pack feeds a colour network
     img, _ = val[4]
     assert img.shape == (28, 28, 3) and np.array_equal(img[:, :, 2], arrays["t10k"][0][4])
