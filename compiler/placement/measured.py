@@ -1,0 +1,116 @@
+"""Measured per-layer times (`alexnetc profile --json`) in place of the roofline's bounds.
+
+A profile holds, per row (a layer or block instance on a device, a copy, a device's SGD update), the
+forward and backward milliseconds measured at the profile's batch. The planner needs times for
+placements that were never run (other devices, towers, batch sizes), so it keeps the roofline's
+shape and the profile's level: each layer's measured time over its roofline bound (on one device, at
+the profile's batch, on the planned GPU) is a factor, and every node of that layer is timed as its
+bound times the factor. At the profiled batch on one device the layers then take exactly the measured
+times; copies and the all-reduce stay bounded by the link. The SGD update row scales the updates.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ..cost import NodeCost, UpdateCost, block_of, cost_at_batch
+from ..cost.roofline import Seconds
+from .reference import Reference
+from .units import PlacementError
+
+UPDATE = "sgd update"
+
+
+@dataclass(frozen=True)
+class MeasuredProfile:
+    path: str
+    spec: str
+    batch: int
+    times: dict[str, float]      # row label -> seconds (forward + backward, summed over its devices)
+    where: str                   # what it was measured on (the profile's devices)
+
+
+def _number(value: Any, what: str, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise PlacementError(f"{path}: {what} is not a time in milliseconds")
+    return float(value)
+
+
+def read_profile(path: str, max_bytes: int = 64 << 20) -> MeasuredProfile:
+    """A profile written by `alexnetc profile --json`; a file that is not one is refused in one line."""
+    import os
+
+    try:
+        if os.path.getsize(path) > max_bytes:
+            raise PlacementError(f"{path}: larger than {max_bytes >> 20} MiB: not an alexnetc profile")
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except OSError as exc:
+        raise PlacementError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PlacementError(f"{path}: not JSON ({str(exc)[:80]}): not an alexnetc profile") from None
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), list) or "batch" not in data:
+        raise PlacementError(f"{path}: not an alexnetc profile (write one with alexnetc profile SPEC --json FILE)")
+    batch = data["batch"]
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise PlacementError(f"{path}: batch is not a positive integer")
+    times: dict[str, float] = {}
+    for k, row in enumerate(data["rows"]):
+        if not isinstance(row, dict) or not isinstance(row.get("label"), str) or not isinstance(row.get("kind"), str):
+            raise PlacementError(f"{path}: row {k} has no label and kind")
+        if row["kind"] == "copy":
+            continue
+        label = UPDATE if row["kind"] == "update" else row["label"]
+        ms = _number(row.get("forward_ms"), f"row {k} forward_ms", path) + \
+            _number(row.get("backward_ms"), f"row {k} backward_ms", path)
+        times[label] = times.get(label, 0.0) + ms / 1e3
+    env = data.get("environment") if isinstance(data.get("environment"), dict) else {}
+    devices = env.get("devices") if isinstance(env.get("devices"), list) else []
+    return MeasuredProfile(path, str(data.get("spec", "?"))[:64], batch, times,
+                           ", ".join(str(d)[:60] for d in devices[:4]) or "unknown devices")
+
+
+def measured_seconds(profile: MeasuredProfile, ref: Reference, roofline: Seconds) -> Seconds:
+    """Node times from `profile`: each node's roofline bound times its layer's measured/bound factor,
+    the factors taken from the width-1 reference `ref` (every unit whole) at the profile's batch."""
+    labels = set(profile.times)
+
+    def label(node) -> str | None:
+        layer = node.layer or node.name
+        if layer in labels:
+            return layer
+        block = block_of(layer)
+        return block if block in labels else None
+
+    bound: dict[str, float] = {}
+    missing = set()
+    for c1, c2 in ref.ordered:
+        if c1.link:
+            continue
+        name = label(c1.node)
+        if name is None:
+            missing.add(block_of(c1.node.layer or c1.node.name) or c1.node.layer or c1.node.name)
+            continue
+        bound[name] = bound.get(name, 0.0) + roofline(cost_at_batch(c1, c2, profile.batch))
+    if missing:
+        raise PlacementError(f"{profile.path}: no measured time for {', '.join(sorted(missing)[:4])}: a profile of "
+                             f"another network ({profile.spec})")
+    bound[UPDATE] = sum(roofline(u) for u in ref.updates.values())
+    factor = {name: profile.times[name] / b for name, b in bound.items() if b > 0 and name in profile.times}
+    unknown = labels - set(bound)
+    if unknown:
+        raise PlacementError(f"{profile.path}: rows {', '.join(sorted(unknown)[:4])} are not layers of this network: "
+                             f"a profile of another network ({profile.spec})")
+
+    def seconds(c: NodeCost | UpdateCost) -> float:
+        s = roofline(c)
+        if isinstance(c, UpdateCost):
+            return s * factor.get(UPDATE, 1.0)
+        if c.link:
+            return s
+        name = label(c.node)
+        return s * factor.get(name, 1.0) if name is not None else s
+
+    return seconds
