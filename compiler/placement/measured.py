@@ -6,7 +6,8 @@ placements that were never run (other devices, towers, batch sizes), so it keeps
 shape and the profile's level: each layer's measured time over its roofline bound (on one device, at
 the profile's batch, on the planned GPU) is a factor, and every node of that layer is timed as its
 bound times the factor. At the profiled batch on one device the layers then take exactly the measured
-times; copies and the all-reduce stay bounded by the link. The SGD update row scales the updates.
+times; copies and the all-reduce stay bounded by the link. The SGD update rows (with the gradients'
+copy into their buckets, which has no node of its own) scale the updates.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ class MeasuredProfile:
     spec: str
     batch: int
     times: dict[str, float]      # row label -> seconds (forward + backward, summed over its devices)
+    flops: dict[str, int]        # row label -> forward FLOPs at the profile's batch (what identifies the network)
     where: str                   # what it was measured on (the profile's devices)
 
 
@@ -57,18 +59,23 @@ def read_profile(path: str, max_bytes: int = 64 << 20) -> MeasuredProfile:
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise PlacementError(f"{path}: batch is not a positive integer")
     times: dict[str, float] = {}
+    flops: dict[str, int] = {}
     for k, row in enumerate(data["rows"]):
         if not isinstance(row, dict) or not isinstance(row.get("label"), str) or not isinstance(row.get("kind"), str):
             raise PlacementError(f"{path}: row {k} has no label and kind")
         if row["kind"] == "copy":
             continue
-        label = UPDATE if row["kind"] == "update" else row["label"]
+        # the gradients' copy into the flat buckets has no node of its own: it counts with the update
+        label = UPDATE if row["kind"] in ("update", "buckets") else row["label"]
         ms = _number(row.get("forward_ms"), f"row {k} forward_ms", path) + \
             _number(row.get("backward_ms"), f"row {k} backward_ms", path)
         times[label] = times.get(label, 0.0) + ms / 1e3
+        forward = (row.get("flops") or {}).get("forward") if isinstance(row.get("flops"), dict) else None
+        if isinstance(forward, int) and not isinstance(forward, bool) and label != UPDATE:
+            flops[label] = flops.get(label, 0) + forward
     env = data.get("environment") if isinstance(data.get("environment"), dict) else {}
     devices = env.get("devices") if isinstance(env.get("devices"), list) else []
-    return MeasuredProfile(path, str(data.get("spec", "?"))[:64], batch, times,
+    return MeasuredProfile(path, str(data.get("spec", "?"))[:64], batch, times, flops,
                            ", ".join(str(d)[:60] for d in devices[:4]) or "unknown devices")
 
 
@@ -85,6 +92,7 @@ def measured_seconds(profile: MeasuredProfile, ref: Reference, roofline: Seconds
         return block if block in labels else None
 
     bound: dict[str, float] = {}
+    flops: dict[str, int] = {}
     missing = set()
     for c1, c2 in ref.ordered:
         if c1.link:
@@ -93,11 +101,18 @@ def measured_seconds(profile: MeasuredProfile, ref: Reference, roofline: Seconds
         if name is None:
             missing.add(block_of(c1.node.layer or c1.node.name) or c1.node.layer or c1.node.name)
             continue
-        bound[name] = bound.get(name, 0.0) + roofline(cost_at_batch(c1, c2, profile.batch))
+        c = cost_at_batch(c1, c2, profile.batch)
+        bound[name] = bound.get(name, 0.0) + roofline(c)
+        if c.phase == "forward":
+            flops[name] = flops.get(name, 0) + c.flops
     if missing:
         raise PlacementError(f"{profile.path}: no measured time for {', '.join(sorted(missing)[:4])}: a profile of "
                              f"another network ({profile.spec})")
     bound[UPDATE] = sum(roofline(u) for u in ref.updates.values())
+    for name, n in profile.flops.items():   # placement moves no FLOPs of a layer's forward pass
+        if name in flops and flops[name] != n:
+            raise PlacementError(f"{profile.path}: layer {name} did {n:,} forward FLOPs there and does {flops[name]:,} "
+                                 f"here at batch {profile.batch}: a profile of another network ({profile.spec})")
     factor = {name: profile.times[name] / b for name, b in bound.items() if b > 0 and name in profile.times}
     unknown = labels - set(bound)
     if unknown:

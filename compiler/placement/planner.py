@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 
 from ..blocks import expand
 from ..cost import DeviceSpec, LinkSpec, roofline_seconds
+from ..cost.roofline import Seconds
 from ..pipeline import CompiledNet, compile_loaded, plain, validate_spec
 from ..program import TRAIN_DTYPES
+from ..source import SpecMap
 from ..variants import resolve
 from .evaluate import Evaluation, evaluate
 from .measured import MeasuredProfile, measured_seconds, read_profile
@@ -148,61 +150,84 @@ def plan(request: Request) -> Plan:
         seconds, key = measured_seconds(measured, reference(1), roofline), "measured"
     result = search(reference, units, n, batch, dev.memory, seconds, link, dtype, key)
 
-    compiled = 0
-    rows: list[Evaluation] = []
+    finals = _Finalists(request, spec, units, dtype, seconds)
+    rows = finals.evaluate(written, batch, result, refs)
+    proposal, order = _choose(rows, dev.memory, request.min_gain)
+    p = Plan(request, written, batch, dtype, units, order, proposal, "", result, finals.compiled, 0.0, measured,
+             train)
+    p.verdict = _verdict(p, rows) if proposal is not None else _infeasible(p, reference, seconds, key)
+    p.seconds = time.perf_counter() - t0
+    return p
 
-    def compile_placement(p: Placement, b: int) -> CompiledNet:
-        nonlocal compiled
-        compiled += 1
-        return compile_loaded(placed_spec(spec, units, p), request.spec, b).with_dtype(dtype)
 
-    one_p = _one_device(units)
-    alone = _used(written) == 1     # the spec as written is the one-device placement already
-    one = written if alone else compile_placement(one_p, batch)
-    rows.append(evaluate("one device" + (f" ({os.path.basename(request.spec)} as written)" if alone else ""),
-                         "one device", one, dev, link, dtype, 1, seconds, one_p))
-    dps = [c for c in result.candidates if c.devices == 1 and c.replicas > 1]
-    if dps:
-        c = min(dps, key=lambda c: (c.seconds, c.replicas))
-        rows.append(evaluate(f"data parallel, {c.replicas} processes", "data parallel", one.at_batch(c.batch),
-                             dev, link, dtype, c.replicas, seconds, Placement(one_p.devices, one_p.towers, c.replicas)))
-    if not alone and _used(written) <= n:
-        rows.append(evaluate(f"{os.path.basename(request.spec)} (as written)", "as written", written, dev, link,
-                             dtype, 1, seconds, source=request.spec))
-    for path, other in shipped_placements(request.spec, spec):
-        net = compile_loaded(other, path, batch).with_dtype(dtype)
-        compiled += 1
-        if _used(net) <= n:
-            rows.append(evaluate(f"{os.path.basename(path)} (shipped)", "shipped", net, dev, link, dtype, 1, seconds,
-                                 source=path))
-    splits, seen = [], set()
-    for c in sorted((c for c in result.candidates if c.devices > 1), key=lambda c: (c.seconds, c.link, c.devices)):
-        p = c.placement(refs[c.m].towers)
-        if p not in seen:       # references of two widths can propose the same placement
-            seen.add(p)
-            splits.append((c, p))
-    for c, p in splits[:1] + [s for s in splits[1:2] if s[0].seconds <= SECOND_WITHIN * splits[0][0].seconds]:
-        rows.append(evaluate(describe(c, units), "search", compile_placement(p, c.batch), dev, link,
-                             dtype, c.replicas, seconds, p))
+@dataclass
+class _Finalists:
+    """The placements the table shows, compiled and evaluated exactly: one device, plain data
+    parallelism, the spec as written, the shipped hand placements, the search's best (and its second
+    when predicted within SECOND_WITHIN of it)."""
 
-    fitting = [r for r in rows if r.fits(dev.memory)]
+    request: Request
+    spec: SpecMap
+    units: list[Unit]
+    dtype: str
+    seconds: Seconds
+    compiled: int = 0
+
+    def compile(self, placement: Placement, batch: int) -> CompiledNet:
+        self.compiled += 1
+        return compile_loaded(placed_spec(self.spec, self.units, placement), self.request.spec, batch).with_dtype(self.dtype)
+
+    def row(self, label: str, kind: str, net: CompiledNet, replicas: int = 1, placement: Placement | None = None,
+            source: str | None = None) -> Evaluation:
+        r = self.request
+        return evaluate(label, kind, net, r.device, r.link, self.dtype, replicas, self.seconds, placement, source)
+
+    def evaluate(self, written: CompiledNet, batch: int, result: SearchResult, refs: dict[int, Reference]) -> list[Evaluation]:
+        n, name = self.request.devices, os.path.basename(self.request.spec)
+        one_p = _one_device(self.units)
+        alone = _used(written) == 1     # the spec as written is the one-device placement already
+        one = written if alone else self.compile(one_p, batch)
+        rows = [self.row("one device" + (f" ({name} as written)" if alone else ""), "one device", one, 1, one_p)]
+        dps = [c for c in result.candidates if c.devices == 1 and c.replicas > 1]
+        if dps:
+            c = min(dps, key=lambda c: (c.seconds, c.replicas))
+            rows.append(self.row(f"data parallel, {c.replicas} processes", "data parallel", one.at_batch(c.batch),
+                                 c.replicas, Placement(one_p.devices, one_p.towers, c.replicas)))
+        if not alone and _used(written) <= n:
+            rows.append(self.row(f"{name} (as written)", "as written", written, source=self.request.spec))
+        for path, other in shipped_placements(self.request.spec, self.spec):
+            net = compile_loaded(other, path, batch).with_dtype(self.dtype)
+            self.compiled += 1
+            if _used(net) <= n:
+                rows.append(self.row(f"{os.path.basename(path)} (shipped)", "shipped", net, source=path))
+        splits, seen = [], set()
+        for c in sorted((c for c in result.candidates if c.devices > 1), key=lambda c: (c.seconds, c.link, c.devices)):
+            p = c.placement(refs[c.m].towers)
+            if p not in seen:       # references of two widths can propose the same placement
+                seen.add(p)
+                splits.append((c, p))
+        for c, p in splits[:1] + [s for s in splits[1:2] if s[0].seconds <= SECOND_WITHIN * splits[0][0].seconds]:
+            rows.append(self.row(describe(c, self.units), "search", self.compile(p, c.batch), c.replicas, p))
+        return rows
+
+
+def _choose(rows: list[Evaluation], memory: float, min_gain: float) -> tuple[Evaluation | None, list[Evaluation]]:
+    """The proposal (the fastest that fits; one device unless something is `min_gain` faster; rows[0]
+    is one device) and the rows in table order: the proposal, the others that fit, those that do not."""
+    fitting = [r for r in rows if r.fits(memory)]
     proposal = None
     for r in fitting:
         if proposal is None or better(r.key(), proposal.key()):
             proposal = r
-    one_row = rows[0]
-    if proposal is not None and proposal is not one_row and one_row.fits(dev.memory) and \
-            proposal.seconds * (1 + request.min_gain) > one_row.seconds:
-        proposal = one_row      # more devices for less than min_gain: not worth the copies and the processes
-    order = sorted(fitting, key=lambda r: r.key()) + sorted((r for r in rows if not r.fits(dev.memory)),
-                                                          key=lambda r: r.key())
+    one = rows[0]
+    if proposal is not None and proposal is not one and one.fits(memory) and \
+            proposal.seconds * (1 + min_gain) > one.seconds:
+        proposal = one      # more devices for less than min_gain: not worth the copies and the processes
+    order = sorted(fitting, key=lambda r: r.key()) + sorted((r for r in rows if not r.fits(memory)), key=lambda r: r.key())
     if proposal is not None:
         order.remove(proposal)
         order.insert(0, proposal)
-    p = Plan(request, written, batch, dtype, units, order, proposal, "", result, compiled, 0.0, measured, train)
-    p.verdict = _verdict(p, rows) if proposal is not None else _infeasible(p, reference, seconds)
-    p.seconds = time.perf_counter() - t0
-    return p
+    return proposal, order
 
 
 def _gib(nbytes: float) -> str:
@@ -232,7 +257,7 @@ def _verdict(p: Plan, rows: list[Evaluation]) -> str:
     return f"split: {prop.label}, {gain}{fits_one}{vs}"
 
 
-def _infeasible(p: Plan, reference, seconds) -> str:
+def _infeasible(p: Plan, reference, seconds: Seconds, key: str) -> str:
     """Nothing fits: the least memory per device any placement of the search needs on these N
     devices, and the fewest devices (up to MAX_SUGGESTED) on which one fits."""
     req, dev = p.request, p.request.device
@@ -240,7 +265,7 @@ def _infeasible(p: Plan, reference, seconds) -> str:
     for r, m in p.search.searched:
         ref = reference(m)
         b = math.ceil(p.batch / r)
-        least = min(least, least_memory(ref, ref.at(b, seconds, ("least", b)), seconds, req.devices // r))
+        least = min(least, least_memory(ref, ref.at(b, seconds, key), seconds, req.devices // r))
     needs = f"the least any placement needs is about {_gib(least)} per device" if least < math.inf else ""
     for count in range(req.devices + 1, MAX_SUGGESTED + 1):
         for r in divisors(count):
@@ -249,7 +274,7 @@ def _infeasible(p: Plan, reference, seconds) -> str:
             k, b = count // r, math.ceil(p.batch / r)
             for m in [1, *(w for w in p.search.widths_possible if w <= k)]:
                 ref = reference(m)
-                at = ref.at(b, seconds, ("fit", b))
+                at = ref.at(b, seconds, key)
                 found = best_candidate(ReplicaSearch(ref, at, StageCosts(ref, at, seconds, dev.memory)), k, dev.memory,
                                        r, allreduce_of(ref, p.dtype), req.link)
                 if found is not None:

@@ -259,13 +259,18 @@ def test_measured_times_replace_the_roofline(tmp_path):
         nodes = r.nodes["forward"] + r.nodes["backward"] if r.kind != "update" else []
         ms = sum(node_bound(c, H100, NVLINK).seconds for c in nodes) * 1e3 if nodes else \
             node_bound(next(u for u in ups if u.device == r.device), H100, NVLINK).seconds * 1e3
-        profile["rows"].append({"label": r.label, "kind": r.kind, "device": r.device,
+        profile["rows"].append({"label": r.label, "kind": r.kind, "device": r.device, "flops": dict(r.flops),
                                 "forward_ms": 2 * ms, "backward_ms": 0.0})
     f = tmp_path / "p.json"
     f.write_text(json.dumps(profile))
     measured = plan(Request(path, 1, H100, NVLINK, batch=16, profile=str(f)))
     roofline = plan(Request(path, 1, H100, NVLINK, batch=16))
     assert measured.rows[0].seconds == pytest.approx(2 * roofline.rows[0].seconds, rel=1e-9)
+    other = json.loads(json.dumps(profile))
+    other["rows"][0]["flops"]["forward"] += 1      # the same layer names, another network
+    f.write_text(json.dumps(other))
+    with pytest.raises(PlacementError, match="a profile of another network"):
+        plan(Request(path, 1, H100, NVLINK, batch=16, profile=str(f)))
     f.write_text(json.dumps({**profile, "rows": profile["rows"][1:]}))
     with pytest.raises(PlacementError, match="no measured time"):
         plan(Request(path, 1, H100, NVLINK, batch=16, profile=str(f)))
