@@ -125,6 +125,8 @@ def plan_units(spec: SpecMap, order: list[str], most: int = 8) -> list[Unit]:
             units[name] = _layer_unit(spec, layer, most)
         elif takes_device(op):
             units[name] = Unit(name, "single", (name,), op.name)
+    if not units:
+        raise PlacementError("nothing to place: no layer of this network takes a device (conv, fc, add, a block)")
     out = []
     for name, u in units.items():
         if u.kind == "instance":

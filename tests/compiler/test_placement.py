@@ -161,7 +161,8 @@ def _check_emitted(p, tmp_path: Path) -> None:
     net = compile_spec(f, batch=p.proposal.net.batch).with_dtype(p.dtype)
     assert _exact_memory(net) == {d: p.proposal.need(d) for d in p.proposal.memory}
     assert _link_bytes(net) == p.proposal.link
-    _, totals = report_rows(net)   # what `alexnetc compile` prints
+    _, totals = report_rows(net)   # what `alexnetc compile` prints: per image forward; each copy's gradient comes back
+    assert totals["cross_device_bytes_per_image"] * net.batch * 2 == p.proposal.link
     assert {d: m["peak_activation_bytes"] + m["param_bytes"] for d, m in totals["memory_plan"].items()} == \
         p.proposal.memory
     assert all(p.proposal.need(d) <= p.request.device.memory for d in p.proposal.memory)
