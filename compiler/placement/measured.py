@@ -40,18 +40,12 @@ def _number(value: Any, what: str, path: str) -> float:
     return float(value)
 
 
-def read_profile(path: str, max_bytes: int = 64 << 20) -> MeasuredProfile:
-    """A profile written by `alexnetc profile --json`; a file that is not one is refused in one line."""
-    import os
-
+def parse_profile(text: str | bytes, path: str) -> MeasuredProfile:
+    """The profile `alexnetc profile --json` wrote to `path` (its text; the command reads the file,
+    bounded); anything that is not one is refused in one line."""
     try:
-        if os.path.getsize(path) > max_bytes:
-            raise PlacementError(f"{path}: larger than {max_bytes >> 20} MiB: not an alexnetc profile")
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except OSError as exc:
-        raise PlacementError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except (ValueError, UnicodeDecodeError) as exc:
+        data = json.loads(text)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise PlacementError(f"{path}: not JSON ({str(exc)[:80]}): not an alexnetc profile") from None
     if not isinstance(data, dict) or not isinstance(data.get("rows"), list) or "batch" not in data:
         raise PlacementError(f"{path}: not an alexnetc profile (write one with alexnetc profile SPEC --json FILE)")

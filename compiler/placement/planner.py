@@ -29,7 +29,7 @@ from ..program import TRAIN_DTYPES
 from ..source import SpecMap
 from ..variants import resolve
 from .evaluate import Evaluation, evaluate
-from .measured import MeasuredProfile, measured_seconds, read_profile
+from .measured import MeasuredProfile, measured_seconds
 from .reference import Reference, build_reference
 from .search import Candidate, ReplicaSearch, SearchResult, allreduce_of, best_candidate, better, divisors, least_memory, search
 from .shipped import shipped_placements
@@ -52,7 +52,7 @@ class Request:
     link: LinkSpec
     batch: int | None = None
     dtype: str | None = None
-    profile: str | None = None
+    profile: MeasuredProfile | None = None     # measured times (`measured.parse_profile`) instead of the roofline's
     min_gain: float = MIN_GAIN
 
 
@@ -145,8 +145,8 @@ def plan(request: Request) -> Plan:
 
     roofline = roofline_seconds(dev, link)
     seconds, key, measured = roofline, "roofline", None
-    if request.profile:
-        measured = read_profile(request.profile)
+    if request.profile is not None:
+        measured = request.profile
         seconds, key = measured_seconds(measured, reference(1), roofline), "measured"
     result = search(reference, units, n, batch, dev.memory, seconds, link, dtype, key)
 

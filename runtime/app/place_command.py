@@ -17,7 +17,7 @@ import re
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from .errors import UserError
+from .errors import UserError, say, write_failure
 
 if TYPE_CHECKING:
     from ...compiler.placement import Plan
@@ -170,16 +170,23 @@ def _place(args) -> int:
         raise UserError("--devices N: how many devices to place on (1 to 8)")
     dev = _device(args)
     ln = _link(args, dev)
-    if args.profile and not os.path.isfile(args.profile):
-        raise UserError(f"--profile {args.profile}: no such file")
+    profile = None
+    if args.profile:
+        from ...compiler.placement.measured import parse_profile
+        from ..bounded_read import UnreadableFile, read_bounded
+
+        try:
+            profile = parse_profile(read_bounded(args.profile, "MAX_RECORD_BYTES", "profile"), args.profile)
+        except (UnreadableFile, PlacementError) as exc:
+            raise UserError(f"--profile {exc}") from None
     if not (args.min_gain >= 0 and math.isfinite(args.min_gain)):
         raise UserError(f"--min-gain {args.min_gain:g}: must be a percentage, 0 or more")
     spec = resolve_spec_path(args.spec)
     try:
-        p = plan(Request(spec, args.devices, dev, ln, args.batch, args.dtype, args.profile, args.min_gain / 100))
+        p = plan(Request(spec, args.devices, dev, ln, args.batch, args.dtype, profile, args.min_gain / 100))
     except (PlacementError, UnknownDevice) as exc:
         raise UserError(str(exc)) from None
-    print(format_plan(p))
+    say(format_plan(p))
     if p.proposal is None:
         raise UserError(p.verdict)
     prop = p.proposal
@@ -191,7 +198,7 @@ def _place(args) -> int:
               f"Train: {train} {args.out or 'THIS.yaml'}" + (f" (global batch {p.batch})" if prop.replicas > 1 else "")]
     text = p.variant(_base_for(spec, args.out), _variant_name(p.net.name, args.devices, dev), header)
     if text is None:
-        print(f"(the proposal is {prop.source}: no variant to write)")
+        say(f"(the proposal is {prop.source}: no variant to write)")
         return 0
     if args.out:
         from ..atomic import replacing
@@ -200,10 +207,10 @@ def _place(args) -> int:
             with replacing(args.out) as tmp, open(tmp, "w", encoding="utf-8") as fh:
                 fh.write(text)
         except OSError as exc:
-            raise UserError(f"{args.out}: cannot write: {exc.strerror or exc}") from None
-        print(f"variant written to {args.out}")
+            raise write_failure(args.out, exc) from None
+        say(f"variant written to {args.out}")
     else:
-        print("\n" + text, end="")
+        say("\n" + text.rstrip("\n"))
     return 0
 
 

@@ -26,6 +26,7 @@ from alexnetc.compiler.cost import (
 )
 from alexnetc.compiler.pipeline import compile_loaded, compile_spec, validate_spec
 from alexnetc.compiler.placement import Placement, PlacementError, Request, placed_spec, plan, plan_units
+from alexnetc.compiler.placement.measured import parse_profile
 from alexnetc.compiler.placement.reference import build_reference, ref_device
 from alexnetc.compiler.placement.search import Candidate, Stage
 from alexnetc.compiler.placement.stages import StageCosts
@@ -246,7 +247,7 @@ def test_nonsense_requests_are_refused():
         _plan("alexnet.yaml", 2, "gtx580", dtype="bfloat16")
 
 
-def test_measured_times_replace_the_roofline(tmp_path):
+def test_measured_times_replace_the_roofline():
     """A profile whose every layer took twice its roofline bound: every prediction doubles."""
     path, spec, units = _load("variants/mini.yaml")
     one = compile_loaded(placed_spec(spec, units, Placement(("gpu0",), tuple(("gpu0",) for _ in units))), path, 16)
@@ -262,22 +263,22 @@ def test_measured_times_replace_the_roofline(tmp_path):
             node_bound(next(u for u in ups if u.device == r.device), H100, NVLINK).seconds * 1e3
         profile["rows"].append({"label": r.label, "kind": r.kind, "device": r.device, "flops": dict(r.flops),
                                 "forward_ms": 2 * ms, "backward_ms": 0.0})
-    f = tmp_path / "p.json"
-    f.write_text(json.dumps(profile))
-    measured = plan(Request(path, 1, H100, NVLINK, batch=16, profile=str(f)))
+    def measured(rows: list) -> object:
+        return parse_profile(json.dumps({**profile, "rows": rows}), "p.json")
+
+    got = plan(Request(path, 1, H100, NVLINK, batch=16, profile=measured(profile["rows"])))
     roofline = plan(Request(path, 1, H100, NVLINK, batch=16))
-    assert measured.rows[0].seconds == pytest.approx(2 * roofline.rows[0].seconds, rel=1e-9)
-    other = json.loads(json.dumps(profile))
-    other["rows"][0]["flops"]["forward"] += 1      # the same layer names, another network
-    f.write_text(json.dumps(other))
+    assert got.rows[0].seconds == pytest.approx(2 * roofline.rows[0].seconds, rel=1e-9)
+    other = json.loads(json.dumps(profile["rows"]))
+    other[0]["flops"]["forward"] += 1      # the same layer names, another network
     with pytest.raises(PlacementError, match="a profile of another network"):
-        plan(Request(path, 1, H100, NVLINK, batch=16, profile=str(f)))
-    f.write_text(json.dumps({**profile, "rows": profile["rows"][1:]}))
+        plan(Request(path, 1, H100, NVLINK, batch=16, profile=measured(other)))
     with pytest.raises(PlacementError, match="no measured time"):
-        plan(Request(path, 1, H100, NVLINK, batch=16, profile=str(f)))
-    f.write_text("{not json")
+        plan(Request(path, 1, H100, NVLINK, batch=16, profile=measured(profile["rows"][1:])))
     with pytest.raises(PlacementError, match="not JSON"):
-        plan(Request(path, 1, H100, NVLINK, batch=16, profile=str(f)))
+        parse_profile("{not json", "p.json")
+    with pytest.raises(PlacementError, match="not an alexnetc profile"):
+        parse_profile('{"rows": 3}', "p.json")
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 and one-line errors for nonsense and infeasible requests (exit status 2)."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -53,7 +54,8 @@ def test_place_needs_no_torch():
     (["alexnet", "--devices", "2", "--gpu", "h100", "--dtype", "float64"], "float64 runs on the CPU"),
     (["alexnet", "--devices", "2", "--gpu", "gtx580", "--dtype", "bfloat16"], "has no bf16 units"),
     (["alexnet", "--devices", "2", "--gpu", "h100", "--batch", "0"], "--batch must be at least 1"),
-    (["alexnet", "--devices", "2", "--gpu", "h100", "--profile", "/no/such/profile.json"], "no such file"),
+    (["alexnet", "--devices", "2", "--gpu", "h100", "--profile", "/no/such/profile.json"],
+     "--profile /no/such/profile.json: no such profile"),
     (["resnet50", "--devices", "1", "--gpu", "v100-16gb", "--batch", "256"],
      "the least any placement needs is about 20.39 GiB per device; 2 devices would fit"),
 ])
@@ -66,6 +68,9 @@ def test_errors_are_one_line(args, message, capsys):
 def test_a_profile_that_is_not_one_is_refused(tmp_path, capsys):
     f = tmp_path / "p.json"
     f.write_text('{"rows": 3}')
-    assert main(["place", "variants/mini", "--devices", "2", "--gpu", "h100", "--profile", str(f)]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "not an alexnetc profile" in err
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)     # never opened: it would block
+    for path, message in ((f, "not an alexnetc profile"), (fifo, "not a regular file (a FIFO)")):
+        assert main(["place", "variants/mini", "--devices", "2", "--gpu", "h100", "--profile", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err, err
