@@ -228,3 +228,6 @@ def register(sub: Any) -> None:
     from . import profile_command  # profile
 
     profile_command.register(sub)
+    from . import place_command  # place
+
+    place_command.register(sub)
