@@ -57,7 +57,10 @@ def assert_matches_oracle(out, grads, params, loss, prob, model, label: str = ""
         ref = model.param(name).grad
         scale = ref.abs().max().item() + 1e-12
         err = (g.double() - ref).abs().max().item()
-        assert err <= 1e-3 * scale + 1e-6, f"{label}{name}: max error {err:.3g} vs scale {scale:.3g}"
+        # 5e-6 absolute: an fp32 gradient near zero made of order-one terms that cancel carries their
+        # rounding, not its own (hypothesis found c0_weight at scale 1e-4 off by 1.19e-6: a grouped
+        # conv, towers crossing devices, batch 1).
+        assert err <= 1e-3 * scale + 5e-6, f"{label}{name}: max error {err:.3g} vs scale {scale:.3g}"
 
 
 # A graph spec off the paper's path: ceil-rounded conv and pooling, standalone activations (fused and
