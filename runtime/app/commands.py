@@ -29,7 +29,8 @@ def _train(args) -> int:
     from ..data.datasets import DatasetError
     from ..execution.distributed import DistributedError
     from ..training.checkpoint import CheckpointError
-    from ..training.loop import Terminated, Trainer, TrainingEnvironmentError, TrainingError, TrainOptions
+    from ..training.errors import Terminated, TrainingEnvironmentError, TrainingError
+    from ..training.loop import Trainer, TrainOptions
     from .errors import EnvironmentFailure
     from .specs import resolve_spec_path
 
@@ -64,7 +65,8 @@ def _eval(args) -> int:
     from ..data.datasets import DatasetError, open_dataset
     from ..data.loader import make_loader
     from ..training.checkpoint import CheckpointError
-    from ..training.loop import TrainingError, evaluate_loader
+    from ..training.errors import TrainingError
+    from ..training.loop import evaluate_loader
     from .model import load_model
 
     try:

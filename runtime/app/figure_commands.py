@@ -377,7 +377,8 @@ def _compare(args) -> int:
     from ..data.augment import AugmentError
     from ..data.datasets import DatasetError
     from ..training.checkpoint import CheckpointError
-    from ..training.loop import Trainer, TrainingEnvironmentError, TrainingError, TrainOptions
+    from ..training.errors import TrainingEnvironmentError, TrainingError
+    from ..training.loop import Trainer, TrainOptions
     from .figures import draw_compare
     from .specs import resolve_spec_path
 

@@ -54,31 +54,10 @@ from ..execution.optim import SGD, LRSchedule
 from ..execution.params import init_params
 from ..execution.precision import PrecisionError, check_supported, precision
 from . import checkpoint as ckpt
+from .errors import Diverged, NoUsableImages, Terminated, TrainingEnvironmentError, TrainingError
 from .metrics import MetricsWriteError, append_metrics, plot_curves, topk_errors
 
 LOCK_NAME = ".alexnetc.lock"
-
-
-class TrainingError(Exception):
-    """Training cannot go on (non-finite loss, mismatched checkpoint); the message says why."""
-
-
-class TrainingEnvironmentError(Exception):
-    """The machine failed the run (disk full, read-only directory); the message names the path."""
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM arrived: handled exactly like Ctrl-C (a checkpoint is saved), then exit status 143."""
-
-    def __init__(self, signum: int = 15):
-        super().__init__(f"signal {signum}")
-        self.signum = signum
-
-
-class _Diverged(Exception):
-    def __init__(self, what: str):
-        super().__init__(what)
-        self.what = what
 
 
 @dataclass
@@ -583,8 +562,8 @@ class Trainer:
                             continue
                         loss, probs = result
                         if not math.isfinite(loss):
-                            raise _Diverged(f"the loss became {loss}")
-                    except _Diverged as exc:
+                            raise Diverged(f"the loss became {loss}")
+                    except Diverged as exc:
                         bar.close()
                         raise self._diverged(exc.what, f"at epoch {epoch + 1}, batch {batch_i + 1} (step {step + 1})"
                                              ) from None
@@ -712,16 +691,16 @@ class Trainer:
         return loss, out["prob"].detach().float().cpu()
 
     def _update(self, grads: Mapping[str, torch.Tensor]) -> None:
-        """One SGD step, refused (_Diverged) before it when the gradient norm is not finite and reported
+        """One SGD step, refused (Diverged) before it when the gradient norm is not finite and reported
         after it when a parameter became non-finite. Under data parallelism `grads` are the all-reduced
         ones and every process applies the same update, so every process reaches the same verdict."""
         norm = _global_norm(grads.values())
         if not math.isfinite(norm):
-            raise _Diverged(f"the gradient norm became {norm}")
+            raise Diverged(f"the gradient norm became {norm}")
         self.opt.step(grads, self.schedule.lr)
         bad = _first_non_finite(self.executor.params)
         if bad is not None:
-            raise _Diverged(f"parameter {bad} became non-finite after the update")
+            raise Diverged(f"parameter {bad} became non-finite after the update")
 
     @torch.no_grad()
     def evaluate(self, epoch: int) -> dict:
@@ -740,10 +719,6 @@ class Trainer:
                 raise NoUsableImages("the validation split yielded no readable image")
             res = {"loss": t[0] / t[3], "top1": t[1] / t[3], "top5": t[2] / t[3], "n": int(t[3])}
         return res
-
-
-class NoUsableImages(TrainingError):
-    """A split yielded no image that could be read: an error, never a score."""
 
 
 def evaluate_loader(executor: Executor, loader: Iterable, classes: int, progress: Any = None,

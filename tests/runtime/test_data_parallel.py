@@ -178,7 +178,7 @@ def _diverging_worker(rank: int, world: int, port: int, data: str, out: str, how
     high learning rate does); "one-gradient": rank 1 alone hands an infinite gradient to the all-reduce."""
     from alexnetc.runtime.execution import distributed
     from alexnetc.runtime.execution.optim import SGD
-    from alexnetc.runtime.training.loop import TrainingError
+    from alexnetc.runtime.training.errors import TrainingError
 
     torch.set_num_threads(1)
     os.environ.update(_env(rank, world, port))

@@ -21,7 +21,8 @@ from PIL import Image
 
 from alexnetc.runtime.app.cli import main
 from alexnetc.runtime.training import checkpoint as ckpt
-from alexnetc.runtime.training.loop import Trainer, TrainingError
+from alexnetc.runtime.training.errors import TrainingError
+from alexnetc.runtime.training.loop import Trainer
 
 from .test_train import TINY, _opts, _pattern_dataset
 
@@ -560,7 +561,8 @@ def test_epoch_lines_eval_default_data_and_validation_progress(trained, data, ca
 def test_a_second_signal_exits_at_once(tmp_path):
     code = (
         "import os, signal, time\n"
-        "from alexnetc.runtime.training.loop import Terminated, _signals_saved\n"
+        "from alexnetc.runtime.training.errors import Terminated\n"
+        "from alexnetc.runtime.training.loop import _signals_saved\n"
         "with _signals_saved():\n"
         "    try:\n"
         "        os.kill(os.getpid(), signal.SIGTERM)\n"

@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 
 from alexnetc.runtime.training import checkpoint as ckpt
-from alexnetc.runtime.training.loop import Trainer, TrainingError, TrainOptions
+from alexnetc.runtime.training.errors import TrainingError
+from alexnetc.runtime.training.loop import Trainer, TrainOptions
 
 from .test_datasets import write_idx
 

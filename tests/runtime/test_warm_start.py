@@ -10,7 +10,8 @@ from alexnetc.compiler import compile_spec
 from alexnetc.runtime.app.cli import main
 from alexnetc.runtime.execution.params import init_params
 from alexnetc.runtime.training import checkpoint as ckpt
-from alexnetc.runtime.training.loop import Trainer, TrainingError
+from alexnetc.runtime.training.errors import TrainingError
+from alexnetc.runtime.training.loop import Trainer
 from alexnetc.runtime.training.warm_start import WarmStartError, warm_start
 
 from .test_train import TINY, _opts, _pattern_dataset
