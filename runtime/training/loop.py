@@ -56,6 +56,7 @@ from ..execution.precision import PrecisionError, check_supported, precision
 from . import checkpoint as ckpt
 from .errors import Diverged, NoUsableImages, Terminated, TrainingEnvironmentError, TrainingError
 from .metrics import MetricsWriteError, append_metrics, plot_curves, topk_errors
+from .signals import SignalGuard
 
 LOCK_NAME = ".alexnetc.lock"
 
@@ -479,7 +480,7 @@ class Trainer:
         if self.writes:  # under torchrun only rank 0 owns the run directory
             self._lock()
         try:
-            with _signals_saved() as self._signals:
+            with SignalGuard() as self._signals:
                 return self._run()
         except OSError as exc:  # the machine failed us mid-run: one line naming the path
             raise TrainingEnvironmentError(f"{exc.filename or self.out}: {exc.strerror or exc}") from None
@@ -806,58 +807,6 @@ def _lock_owner(path: str) -> int | None:
         return int(text) if text.isdigit() else None
     except OSError:
         return None
-
-
-class _signals_saved:
-    """While training: SIGTERM raises :class:`Terminated` (saved like Ctrl-C); a second SIGTERM or SIGINT
-    during the save exits at once (status 128 + signal). Only in the main thread; restored on exit."""
-
-    def __enter__(self):
-        import signal
-        import threading
-
-        self.old = {}
-        self.hits = 0
-        self.pending: BaseException | None = None
-        if threading.current_thread() is not threading.main_thread():
-            return self
-        self.old_hook = sys.unraisablehook
-
-        def quiet(unraisable):   # the swallowed signal is raised again between steps: no traceback for it
-            if unraisable.exc_value is None or unraisable.exc_value is not self.pending:
-                self.old_hook(unraisable)
-
-        sys.unraisablehook = quiet
-
-        def handler(signum, frame):
-            self.hits += 1
-            if self.hits > 1:
-                os._exit(128 + signum)
-            # Kept as well as raised: a signal that lands in a garbage-collector or weakref callback has
-            # its exception swallowed there ("Exception ignored in ..."), and would otherwise be lost.
-            self.pending = Terminated(signum) if signum == signal.SIGTERM else KeyboardInterrupt()
-            raise self.pending
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self.old[sig] = signal.signal(sig, handler)
-            except (ValueError, OSError):
-                pass
-        return self
-
-    def raise_pending(self) -> None:
-        """Raise a signal's exception that a callback swallowed (called between training steps)."""
-        if self.pending is not None:
-            raise self.pending
-
-    def __exit__(self, *exc):
-        import signal
-
-        if hasattr(self, "old_hook"):
-            sys.unraisablehook = self.old_hook
-        for sig, old in self.old.items():
-            signal.signal(sig, old)
-        return False
 
 
 def _fresh_running() -> dict:

@@ -562,8 +562,8 @@ def test_a_second_signal_exits_at_once(tmp_path):
     code = (
         "import os, signal, time\n"
         "from alexnetc.runtime.training.errors import Terminated\n"
-        "from alexnetc.runtime.training.loop import _signals_saved\n"
-        "with _signals_saved():\n"
+        "from alexnetc.runtime.training.signals import SignalGuard\n"
+        "with SignalGuard():\n"
         "    try:\n"
         "        os.kill(os.getpid(), signal.SIGTERM)\n"
         "        time.sleep(30)\n"
