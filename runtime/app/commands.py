@@ -66,7 +66,7 @@ def _eval(args) -> int:
     from ..data.loader import make_loader
     from ..training.checkpoint import CheckpointError
     from ..training.errors import TrainingError
-    from ..training.loop import evaluate_loader
+    from ..training.evaluate import Progress, evaluate_loader
     from .model import load_model
 
     try:
@@ -76,9 +76,7 @@ def _eval(args) -> int:
         ds = open_dataset(args.data, args.split, channels=c, classes=model.class_names)
         tf = model.eval_transform(args.crops)
         loader = make_loader(ds, tf, args.batch, num_workers=args.workers, limit_batches=args.limit_batches)
-        from ..training.loop import _progress
-
-        bar = _progress(len(loader), 0, "evaluating", enabled=True)
+        bar = Progress(len(loader), 0, "evaluating", enabled=True)
         with torch.no_grad():
             try:
                 r = evaluate_loader(model.executor, loader, model.net.classes, progress=bar)

@@ -35,10 +35,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -55,6 +54,7 @@ from ..execution.params import init_params
 from ..execution.precision import PrecisionError, check_supported, precision
 from . import checkpoint as ckpt
 from .errors import Diverged, NoUsableImages, Terminated, TrainingEnvironmentError, TrainingError
+from .evaluate import Progress, evaluate_loader
 from .metrics import MetricsWriteError, append_metrics, plot_curves, topk_errors
 from .signals import SignalGuard
 
@@ -551,7 +551,7 @@ class Trainer:
                 batch_i = start_batch if epoch == start_epoch else 0
                 if epoch != start_epoch:
                     running = _fresh_running()
-                bar = _progress(len(loader) + batch_i, batch_i, f"epoch {epoch + 1}/{self.epochs}",
+                bar = Progress(len(loader) + batch_i, batch_i, f"epoch {epoch + 1}/{self.epochs}",
                                 enabled=self.opts.progress and self.writes)
                 t0, seen = time.perf_counter(), 0
                 for images, labels in loader:
@@ -706,7 +706,7 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self, epoch: int) -> dict:
         loader = self._loader(self.val_set, self.eval_tf, train=False, epoch=0)
-        bar = _progress(len(loader), 0, f"validating {epoch + 1}/{self.epochs}",
+        bar = Progress(len(loader), 0, f"validating {epoch + 1}/{self.epochs}",
                         enabled=self.opts.progress and self.writes)
         try:
             res = evaluate_loader(self.eval_executor, loader, self.net.classes, progress=bar,
@@ -720,44 +720,6 @@ class Trainer:
                 raise NoUsableImages("the validation split yielded no readable image")
             res = {"loss": t[0] / t[3], "top1": t[1] / t[3], "top5": t[2] / t[3], "n": int(t[3])}
         return res
-
-
-def evaluate_loader(executor: Executor, loader: Iterable, classes: int, progress: Any = None,
-                    allow_empty: bool = False) -> dict:
-    """Loss and top-1/top-5 error over a loader; (N, crops, C, H, W) batches average the softmax.
-
-    Raises :class:`NoUsableImages` when the loader yields no image (every file unreadable), unless
-    `allow_empty` (one process's slice under data parallelism: the caller checks the summed count)."""
-    tot = {"loss": 0.0, "top1": 0.0, "top5": 0.0, "n": 0}
-    for images, labels in loader:
-        n = labels.shape[0]
-        if not n:
-            continue
-        probs = predict_probs(executor, images)
-        p = probs.clamp_min(1e-12)
-        tot["loss"] += float(-p[torch.arange(n), labels].log().sum())
-        e1, e5 = topk_errors(probs, labels, (1, min(5, classes)))
-        tot["top1"] += e1 * n
-        tot["top5"] += e5 * n
-        tot["n"] += n
-        if progress is not None:
-            progress.update(loss=tot["loss"] / tot["n"], ips=0.0, unit="val")
-    if tot["n"] == 0:
-        if allow_empty:
-            return dict(tot)
-        skipped = getattr(loader, "skipped_message", lambda: None)()
-        raise NoUsableImages("no usable image in this split" + (f" ({skipped})" if skipped else ""))
-    n = tot["n"]
-    return {"loss": tot["loss"] / n, "top1": tot["top1"] / n, "top5": tot["top5"] / n, "n": tot["n"]}
-
-
-def predict_probs(executor: Executor, images: torch.Tensor) -> torch.Tensor:
-    """Class probabilities (N, classes); a crops axis (N, K, C, H, W) is averaged as the paper's 10-crop."""
-    if images.dim() == 5:
-        n, k = images.shape[:2]
-        probs = executor.forward(images.reshape(n * k, *images.shape[2:]), is_train=False)["prob"]
-        return probs.float().cpu().reshape(n, k, -1).mean(1)
-    return executor.forward(images, is_train=False)["prob"].float().cpu()
 
 
 def _logged(metrics_path: str, epoch: int) -> bool:
@@ -811,26 +773,3 @@ def _lock_owner(path: str) -> int | None:
 
 def _fresh_running() -> dict:
     return {"loss": 0.0, "top1": 0.0, "top5": 0.0, "n": 0}
-
-
-class _progress:
-    """A tqdm bar with loss and images/s (ETA from tqdm); silent when disabled or not a terminal."""
-
-    def __init__(self, total: int, initial: int, desc: str, enabled: bool = True):
-        self.bar = None
-        if enabled:
-            from tqdm import tqdm
-
-            # disable=None: no bar when stderr is not a terminal (logs, CI), only the per-epoch lines
-            self.bar = tqdm(total=total, initial=initial, desc=desc, unit="batch", dynamic_ncols=True, disable=None,
-                            file=sys.stderr, leave=False, mininterval=0.5)
-
-    def update(self, loss: float, ips: float, unit: str = "") -> None:
-        if self.bar is not None:
-            rate = f", {ips:.0f} img/s" if ips else ""
-            self.bar.set_postfix_str(f"{unit + ' ' if unit else ''}loss {loss:.4f}{rate}", refresh=False)
-            self.bar.update(1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()

@@ -553,7 +553,7 @@ def test_epoch_lines_eval_default_data_and_validation_progress(trained, data, ca
                         or real(ex, ld, c, progress, **kw))
     logs = []
     train(str(trained.parent / "tiny.yaml"), data, trained.parent / "again", logs, epochs=1)
-    assert seen == ["_progress"]
+    assert seen == ["Progress"]
     assert any(l.startswith("epoch 1: train loss") and " accuracy " in l and "val loss" in l for l in logs), logs
     assert any(", 1 epoch, lr" in l for l in logs) and any(l.startswith("done: 1 epoch;") for l in logs), logs
 
