@@ -111,23 +111,6 @@ def _data_seed(seed: int) -> int:
     return seed % (2 ** 32)
 
 
-class SyntheticDataset:
-    """Deterministic random images (uint8 HWC) with random labels: for timing without a dataset."""
-
-    def __init__(self, n: int, shape: tuple[int, int, int], classes: int, seed: int = 0):
-        self.n, self.shape, self.classes, self.seed = n, shape, classes, seed
-        self.channels = shape[0]
-        self.class_names = [f"class{i}" for i in range(classes)]
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        rng = np.random.default_rng((self.seed, i))
-        c, h, w = self.shape
-        return rng.integers(0, 256, (h, w, c), dtype=np.uint8), int(rng.integers(self.classes))
-
-
 class Trainer:
     def __init__(self, opts: TrainOptions):
         self.opts = opts
@@ -170,6 +153,7 @@ class Trainer:
     def _datasets(self):
         from ..data.augment import build_transforms, dataset_stats
         from ..data.datasets import find_default_dataset, open_dataset
+        from ..data.synthetic import SyntheticDataset
 
         c, h, w = self.net.input_shape
         if self.opts.synthetic:
