@@ -32,7 +32,6 @@ rank 0 picked and verified.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -56,9 +55,8 @@ from . import checkpoint as ckpt
 from .errors import Diverged, NoUsableImages, Terminated, TrainingEnvironmentError, TrainingError
 from .evaluate import Progress, evaluate_loader
 from .metrics import MetricsWriteError, append_metrics, plot_curves, topk_errors
+from .run_dir import RunDir
 from .signals import SignalGuard
-
-LOCK_NAME = ".alexnetc.lock"
 
 
 @dataclass
@@ -141,9 +139,9 @@ class Trainer:
         self.out = opts.out
         if opts.resume and opts.overwrite:
             raise TrainingError("--resume continues the run in --out, --overwrite replaces it: give one of them")
-        self.metrics_path = os.path.join(self.out, "metrics.jsonl")
-        self.curves_path = os.path.join(self.out, "curves.png")
-        self.ckpt_dir = os.path.join(self.out, "checkpoints")
+        self.run_dir = RunDir(self.out, self.log)
+        self.metrics_path, self.curves_path, self.ckpt_dir = (self.run_dir.metrics_path, self.run_dir.curves_path,
+                                                              self.run_dir.ckpt_dir)
 
     # -- setup -----------------------------------------------------------------------------------------
     def _cpu_only(self) -> bool:
@@ -188,7 +186,7 @@ class Trainer:
         if data_cfg.get("mean") is None or (data_cfg.get("pca_lighting", 0) > 0 and c == 3):
             if not self.writes:  # rank 0 computes and caches the statistics, the others read its cache
                 self.dist.barrier("waiting for rank 0's dataset statistics")
-            self.stats = dataset_stats(train, cache_dir=os.path.join(self.out, "cache"))
+            self.stats = dataset_stats(train, cache_dir=self.run_dir.cache_dir)
             if self.dist and self.writes:
                 self.dist.barrier("waiting for the other processes after the dataset statistics")
         self.train_tf, self.eval_tf = build_transforms(data_cfg, train, input_shape=(c, h, w), stats=self.stats)
@@ -278,56 +276,6 @@ class Trainer:
                                     self._state(epoch, batch, step, history, running, rng_state),
                                     tag=tag, keep=self.opts.keep)
 
-    # -- run directory ---------------------------------------------------------------------------------
-    def _lock(self) -> None:
-        """Take ``OUT/.alexnetc.lock`` (pid inside); a live owner is an error, a dead one's lock is taken over."""
-        if os.path.exists(self.out) and not os.path.isdir(self.out):
-            raise TrainingError(f"--out {self.out}: not a directory")
-        try:
-            os.makedirs(self.out, exist_ok=True)
-        except OSError as exc:
-            raise TrainingEnvironmentError(f"{self.out}: cannot create the run directory: {exc.strerror or exc}") from None
-        self.lock_path = os.path.join(self.out, LOCK_NAME)
-        mine = f"{os.getpid()}\n"
-        for _ in range(3):
-            try:
-                fd = os.open(self.lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                owner = _lock_owner(self.lock_path)
-                if owner is not None and owner != os.getpid() and ckpt._pid_alive(owner):
-                    raise TrainingError(f"{self.out} is in use by another training (pid {owner}, lock file "
-                                        f"{self.lock_path}); wait for it to finish or train into another --out (if no "
-                                        f"training is running, pid {owner} belongs to another program: remove the lock file)"
-                                        ) from None
-                self.log(f"taking over the stale lock {self.lock_path} (pid {owner if owner is not None else '?'} "
-                         "is no longer running)")
-                try:
-                    os.unlink(self.lock_path)
-                except FileNotFoundError:
-                    pass
-                except OSError as exc:
-                    raise TrainingEnvironmentError(f"{self.lock_path}: cannot remove the stale lock: "
-                                                   f"{exc.strerror or exc}") from None
-                continue
-            except OSError as exc:
-                raise TrainingEnvironmentError(f"{self.lock_path}: cannot create the lock file: "
-                                               f"{exc.strerror or exc}") from None
-            try:
-                os.write(fd, mine.encode())
-            finally:
-                os.close(fd)
-            self._locked = True
-            return
-        raise TrainingError(f"{self.lock_path}: another process keeps taking this run's lock")
-
-    def _unlock(self) -> None:
-        if getattr(self, "_locked", False) and _lock_owner(self.lock_path) == os.getpid():
-            try:
-                os.unlink(self.lock_path)
-            except OSError:
-                pass
-        self._locked = False
-
     def _resuming(self) -> bool:
         """--resume, or a torchrun restart of this job (TORCHELASTIC_RESTART_COUNT > 0) whose run
         directory holds checkpoints: a restart continues its own run; one before any checkpoint starts
@@ -342,33 +290,6 @@ class Trainer:
         if decided:
             self.log(f"torchrun restart {os.environ['TORCHELASTIC_RESTART_COUNT']}: resuming the run in {self.out}")
         return bool(decided)
-
-    def _claim_run_dir(self) -> None:
-        """One run per directory: refuse to mix a new run into another's files, or clear them (overwrite)."""
-        existing = [os.path.basename(i.path) for i in ckpt._scan(self.ckpt_dir)]
-        has_metrics = os.path.isfile(self.metrics_path)
-        if self.resuming or not (existing or has_metrics):
-            return
-        if not self.opts.overwrite:
-            what = ", ".join(([f"{len(existing)} checkpoint{'s' if len(existing) != 1 else ''}"] if existing else [])
-                             + (["metrics.jsonl"] if has_metrics else []))
-            raise TrainingError(f"{self.out} already holds a training run ({what}): pass --resume to continue it, "
-                                "--overwrite to replace it, or --out DIR to train into a new directory")
-        removed = 0
-        try:
-            if os.path.isdir(self.ckpt_dir):
-                for e in os.scandir(self.ckpt_dir):
-                    if e.name.startswith(("ckpt-", ckpt._TMP_PREFIX)) and e.is_file():
-                        os.unlink(e.path)
-                        removed += 1
-            for p in (self.metrics_path, self.curves_path):
-                if os.path.isfile(p):
-                    os.unlink(p)
-                    removed += 1
-        except OSError as exc:
-            raise TrainingEnvironmentError(f"{self.out}: cannot clear the previous run: {exc.strerror or exc}") from None
-        self.log(f"--overwrite: removed the previous run's checkpoints, metrics and curves from {self.out} "
-                 f"({removed} files)")
 
     def _pick_checkpoint(self) -> str:
         """The newest checkpoint that verifies; newer failing ones are named; none verifying is an error."""
@@ -447,22 +368,10 @@ class Trainer:
         self.log(ws.summary(path))
         return ws.params, ws.state
 
-    def _rewrite_metrics(self, history: list) -> None:
-        """metrics.jsonl := the checkpoint's history (epochs logged after it, by a run that then crashed,
-        are dropped: they will be trained and logged again, never twice)."""
-        from ..atomic import replacing
-
-        text = "".join(json.dumps(r, allow_nan=True, separators=(",", ":")) + "\n" for r in history)
-        try:
-            with replacing(self.metrics_path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-                fh.write(text)
-        except OSError as exc:
-            raise TrainingEnvironmentError(f"{self.metrics_path}: cannot rewrite: {exc.strerror or exc}") from None
-
     # -- loop ------------------------------------------------------------------------------------------
     def run(self) -> dict:
         if self.writes:  # under torchrun only rank 0 owns the run directory
-            self._lock()
+            self.run_dir.lock()
         try:
             with SignalGuard() as self._signals:
                 return self._run()
@@ -475,12 +384,12 @@ class Trainer:
                 self.dist.abort()
             raise
         finally:
-            self._unlock()
+            self.run_dir.unlock()
 
     def _run(self) -> dict:
         self.resuming = self._resuming()
         if self.writes:
-            self._claim_run_dir()
+            self.run_dir.claim(self.resuming, self.opts.overwrite)
         start_epoch, start_batch, step, history, running = 0, 0, 0, [], _fresh_running()
         params = bn_state = None
         resumed = None
@@ -498,7 +407,7 @@ class Trainer:
                 raise TrainingError(f"--epochs {self.epochs}: the run in {self.out} is already at epoch "
                                     f"{start_epoch + (1 if start_batch else 0)}; ask for more epochs to continue it")
             if self.writes:
-                self._rewrite_metrics(history)
+                self.run_dir.rewrite_metrics(history)
         elif self.opts.init_from:
             params, bn_state = self._warm_start()
         self._datasets()
@@ -610,7 +519,7 @@ class Trainer:
             if history and history[-1]["epoch"] == epoch + 1:
                 # Stopped after the epoch was evaluated and its schedule step taken: resume at the next
                 # epoch, or the resumed run would evaluate it and step the schedule a second time.
-                if self.writes and not _logged(self.metrics_path, epoch + 1):
+                if self.writes and not self.run_dir.logged(epoch + 1):
                     append_metrics(self.metrics_path, history[-1])
                 path = self.save(epoch + 1, 0, step, history, _fresh_running(),
                                  tag=f"interrupt-e{epoch + 2:04d}-b000000")
@@ -706,16 +615,6 @@ class Trainer:
         return res
 
 
-def _logged(metrics_path: str, epoch: int) -> bool:
-    """Whether metrics.jsonl already has the record of `epoch`."""
-    from .metrics import MetricsError, read_metrics
-
-    try:
-        return any(r.get("epoch") == epoch for r in read_metrics(metrics_path))
-    except MetricsError:
-        return False
-
-
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
@@ -744,15 +643,6 @@ def _first_non_finite(params) -> str | None:
             if not bool(torch.isfinite(t).all()):
                 return name
     return None
-
-
-def _lock_owner(path: str) -> int | None:
-    try:
-        with open(path, encoding="ascii", errors="replace") as fh:
-            text = fh.read(32).strip()
-        return int(text) if text.isdigit() else None
-    except OSError:
-        return None
 
 
 def _fresh_running() -> dict:
