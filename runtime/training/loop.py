@@ -43,15 +43,16 @@ import torch
 
 from ...compiler import CompiledNet, compile_spec
 from ...compiler.ops.weighted import param_multipliers
-from ...compiler.pipeline import compile_dict, plain
+from ...compiler.pipeline import plain
 from ...compiler.program import TRAIN_DTYPES
 from ..execution import distributed as dp
 from ..execution.executor import Executor, default_group2ctx, describe_binding
-from ..execution.layout import LayoutError, logical_tensors, network_hash, placed_tensors
+from ..execution.layout import logical_tensors
 from ..execution.optim import SGD, LRSchedule
 from ..execution.params import init_params
 from ..execution.precision import PrecisionError, check_supported, precision
 from . import checkpoint as ckpt
+from . import resume
 from .errors import Diverged, NoUsableImages, Terminated, TrainingEnvironmentError, TrainingError
 from .evaluate import Progress, evaluate_loader
 from .metrics import MetricsWriteError, append_metrics, plot_curves, topk_errors
@@ -276,97 +277,18 @@ class Trainer:
                                     self._state(epoch, batch, step, history, running, rng_state),
                                     tag=tag, keep=self.opts.keep)
 
-    def _resuming(self) -> bool:
-        """--resume, or a torchrun restart of this job (TORCHELASTIC_RESTART_COUNT > 0) whose run
-        directory holds checkpoints: a restart continues its own run; one before any checkpoint starts
-        it again, there being nothing to discard. Rank 0 decides for every process."""
-        if self.opts.resume:
-            return True
-        if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) <= 0:
-            return False
-        decided = bool(ckpt.list_checkpoints(self.ckpt_dir)) if self.writes else None
-        if self.dist:
-            decided = self.dist.broadcast(decided)
-        if decided:
-            self.log(f"torchrun restart {os.environ['TORCHELASTIC_RESTART_COUNT']}: resuming the run in {self.out}")
-        return bool(decided)
-
-    def _pick_checkpoint(self) -> str:
-        """The newest checkpoint that verifies; newer failing ones are named; none verifying is an error."""
-        infos = ckpt.list_checkpoints(self.ckpt_dir)
-        if not infos:
-            raise TrainingError(f"--resume: no checkpoint in {self.ckpt_dir} to continue from; train without "
-                                "--resume to start a new run")
-        good = [i for i in infos if i.ok]
-        if not good:
-            raise TrainingError(f"--resume: no checkpoint in {self.ckpt_dir} verifies; refusing to start over: "
-                                + "; ".join(i.problem for i in reversed(infos)))
-        newest = good[-1]
-        skipped = [i for i in infos if not i.ok and i.seq > newest.seq]
-        if skipped:
-            self.log(f"warning: --resume skipped {len(skipped)} newer checkpoint{'s' if len(skipped) != 1 else ''} "
-                     "that failed verification (kept for inspection): "
-                     + "; ".join(i.problem for i in reversed(skipped)))
-        return newest.path
-
     def _load_resume(self) -> tuple[str, dict, dict]:
-        """The checkpoint to resume from, verified; under torchrun rank 0 picks and reads it and sends it
-        to every process (other machines need no copy of the run directory)."""
-        from .verify import check_classes, check_state, check_tensors
-
-        path, tensors, state = self._read_on_rank0(self._pick_checkpoint)
-        try:
-            check_state(path, state, for_training=True)
-        except ckpt.CheckpointError as exc:
-            raise TrainingError(str(exc)) from None
-        # The same network, however placed (alexnet.yaml's run resumes as alexnet-1gpu.yaml)
-        if state.get("spec_hash") != self.net.hash and (
-                not state.get("spec") or network_hash(state["spec"]) != network_hash(self.net.spec)):
-            raise TrainingError(f"{path}: this checkpoint was written for a different spec "
-                                f"({str(state.get('spec_name'))[:60]}); refusing to resume {self.opts.spec}")
-        self._continue_run(path, state)
-        try:  # logical names (or an older checkpoint's placed ones) -> this placement's
-            saved = None if state.get("spec_hash") == self.net.hash else compile_dict(state["spec"], path)
-            tensors = placed_tensors(tensors, self.net.graph, saved_graph=saved and saved.graph,
-                                     source=path, target=self.net.name)
-        except LayoutError as exc:
-            raise TrainingError(str(exc)) from None
-        try:
-            check_classes(path, state, self.net.classes)
-            check_tensors(path, tensors, self.net, for_training=True, dtype=self.dtype)
-        except ckpt.CheckpointError as exc:
-            raise TrainingError(str(exc)) from None
-        return path, tensors, state
-
-    def _read_on_rank0(self, pick: Callable[[], str]) -> tuple[str, dict, dict]:
-        """(path, tensors, state) of the checkpoint `pick` names: rank 0 (or the one process) picks and
-        reads it, and under torchrun sends it to every process."""
-        path = tensors = state = None
-        if self.writes:
-            path = pick()
-            tensors, state = ckpt.load_checkpoint(path)
-        if self.dist:
-            path, tensors, state = self.dist.broadcast((path, tensors, state) if self.writes else None)
-        return path, tensors, state
+        """The checkpoint to resume from, verified and placed for this run (see resume.py)."""
+        r = resume.read_resume(self.ckpt_dir, self.net, self.opts.spec, self.dist, self.log)
+        self._continue_run(r.path, r.state)
+        self._resumed = r
+        return r.path, resume.placed(r, self.net, self.dtype), r.state
 
     def _warm_start(self) -> tuple[dict, dict]:
-        """--init-from: the starting parameters and state (rank 0 reads the checkpoint and sends it to
-        every process, as for a resume)."""
-        from .warm_start import WarmStartError, warm_start
-
-        source = ckpt.checkpoints_dir(self.opts.init_from)
-        try:
-            path, tensors, state = self._read_on_rank0(
-                lambda: ckpt.newest_verified(source, self.log) if os.path.isdir(source) else source)
-        except ckpt.CheckpointError as exc:
-            raise TrainingError(f"--init-from: {exc}") from None
-        try:
-            ws = warm_start(self.net, self.seed, tensors, state, path)
-        except WarmStartError as exc:
-            raise TrainingError(f"--init-from: {exc}") from None
-        self.init_from = path
-        self.log(ws.summary(path))
-        return ws.params, ws.state
+        """--init-from: the starting parameters and state (see resume.warm_start_from)."""
+        params, state, self.init_from = resume.warm_start_from(self.opts.init_from, self.net, self.seed, self.dist,
+                                                               self.log)
+        return params, state
 
     # -- loop ------------------------------------------------------------------------------------------
     def run(self) -> dict:
@@ -387,7 +309,7 @@ class Trainer:
             self.run_dir.unlock()
 
     def _run(self) -> dict:
-        self.resuming = self._resuming()
+        self.resuming = resume.resuming(self.opts.resume, self.run_dir, self.dist, self.log)
         if self.writes:
             self.run_dir.claim(self.resuming, self.opts.overwrite)
         start_epoch, start_batch, step, history, running = 0, 0, 0, [], _fresh_running()
@@ -417,18 +339,7 @@ class Trainer:
         self._bind(params, bn_state)
         if resumed:
             path, tensors, state = resumed
-            try:
-                self.opt.load_state_tensors(tensors)
-                self.schedule.load_state(state["schedule"])
-                if state.get("rng"):
-                    ckpt.restore_rng_state(tensors, state["rng"])
-            except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as exc:
-                raise TrainingError(f"{path}: cannot restore the optimizer, schedule or random state from this "
-                                    f"checkpoint ({type(exc).__name__}: {str(exc)[:80]})") from None
-            if self.opts.lr is not None and self.opts.lr != self.schedule.lr:
-                self.log(f"--lr {self.opts.lr:g}: learning rate {self.opts.lr:g} from the resume point on "
-                         f"(the run was at {self.schedule.lr:g})")
-                self.schedule.lr = float(self.opts.lr)
+            resume.restore(self._resumed, tensors, self.opt, self.schedule, self.opts.lr, self.log)
             self.log(f"resumed from {path}: epoch {start_epoch + 1}, batch {start_batch}, step {step}")
         self.log(f"training {self.net.name} ({self.opts.spec}) on {self.data_root}: {len(self.train_set)} "
                  f"training / {len(self.val_set)} validation images, batch {self.batch_size}, "
