@@ -30,7 +30,8 @@ def _train(args) -> int:
     from ..execution.distributed import DistributedError
     from ..training.checkpoint import CheckpointError
     from ..training.errors import Terminated, TrainingEnvironmentError, TrainingError
-    from ..training.loop import Trainer, TrainOptions
+    from ..training.loop import Trainer
+    from ..training.options import TrainOptions
     from .errors import EnvironmentFailure
     from .specs import resolve_spec_path
 

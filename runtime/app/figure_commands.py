@@ -378,7 +378,8 @@ def _compare(args) -> int:
     from ..data.datasets import DatasetError
     from ..training.checkpoint import CheckpointError
     from ..training.errors import TrainingEnvironmentError, TrainingError
-    from ..training.loop import Trainer, TrainOptions
+    from ..training.loop import Trainer
+    from ..training.options import TrainOptions
     from .figures import draw_compare
     from .specs import resolve_spec_path
 

@@ -13,7 +13,8 @@ import torch.multiprocessing as mp
 
 from alexnetc.runtime.execution.layout import to_logical, to_placed
 from alexnetc.runtime.training import checkpoint as ckpt
-from alexnetc.runtime.training.loop import Trainer, TrainOptions
+from alexnetc.runtime.training.loop import Trainer
+from alexnetc.runtime.training.options import TrainOptions
 
 from .test_distributed import free_port
 from .test_train import _pattern_dataset

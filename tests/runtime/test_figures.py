@@ -25,7 +25,8 @@ from alexnetc.runtime.app.figures import (
     GalleryLayout,
     NeighborLayout,
 )
-from alexnetc.runtime.training.loop import Trainer, TrainOptions
+from alexnetc.runtime.training.loop import Trainer
+from alexnetc.runtime.training.options import TrainOptions
 
 from .test_train import TINY, _pattern_dataset
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from alexnetc.runtime.training.loop import Trainer, TrainOptions
+from alexnetc.runtime.training.loop import Trainer
+from alexnetc.runtime.training.options import TrainOptions
 
 SPECS = Path(__file__).resolve().parents[2] / "specs" / "variants"
 

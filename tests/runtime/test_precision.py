@@ -18,7 +18,8 @@ from alexnetc.runtime.execution.params import init_params
 from alexnetc.runtime.execution.precision import PrecisionError
 from alexnetc.runtime.training import checkpoint as ckpt
 from alexnetc.runtime.training.errors import TrainingError
-from alexnetc.runtime.training.loop import Trainer, TrainOptions
+from alexnetc.runtime.training.loop import Trainer
+from alexnetc.runtime.training.options import TrainOptions
 
 from .autograd_oracle import forward as oracle_forward
 from .test_executor import CPU2, GRAPH_SPEC, _batch, _mini

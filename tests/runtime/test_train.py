@@ -16,7 +16,8 @@ from PIL import Image
 
 from alexnetc.runtime.training import checkpoint as ckpt
 from alexnetc.runtime.training.errors import TrainingError
-from alexnetc.runtime.training.loop import Trainer, TrainOptions
+from alexnetc.runtime.training.loop import Trainer
+from alexnetc.runtime.training.options import TrainOptions
 
 from .test_datasets import write_idx
 
