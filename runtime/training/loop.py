@@ -37,7 +37,6 @@ import os
 import time
 from typing import Iterable, Mapping
 
-import numpy as np
 import torch
 
 from ...compiler import CompiledNet, compile_spec
@@ -54,6 +53,7 @@ from . import checkpoint as ckpt
 from . import resume
 from .errors import Diverged, NoUsableImages, Terminated, TrainingEnvironmentError, TrainingError
 from .evaluate import Progress, evaluate_loader
+from .inputs import open_inputs
 from .metrics import MetricsWriteError, append_metrics, plot_curves, topk_errors
 from .options import TrainOptions, check_options
 from .run_dir import RunDir
@@ -102,50 +102,6 @@ class Trainer:
     def _cpu_only(self) -> bool:
         """--device cpu; or float64 with --device auto (float64 runs only on the CPU reference kernels)."""
         return self.opts.device == "cpu" or (self.opts.device == "auto" and self.dtype == "float64")
-
-    def _datasets(self):
-        from ..data.augment import build_transforms, dataset_stats
-        from ..data.datasets import find_default_dataset, open_dataset
-        from ..data.synthetic import SyntheticDataset
-
-        c, h, w = self.net.input_shape
-        if self.opts.synthetic:
-            train = SyntheticDataset(self.opts.synthetic, (c, h, w), self.net.classes, 1)
-            val = SyntheticDataset(max(self.batch_size, self.opts.synthetic // 10), (c, h, w), self.net.classes, 2)
-            data_cfg = {k: v for k, v in self.net.settings("data").items() if k in ("mirror", "mean", "std")}
-            data_cfg.setdefault("mean", [127.5] * c)
-            data_cfg.setdefault("std", [64.0] * c)
-            self.data_root = "synthetic"
-        else:
-            root = self.opts.data or find_default_dataset()
-            self.data_root = root
-            if not self.opts.data:
-                self.log(f"no --data given: using {root}. To train on your own data pass --data DIR: "
-                         "MNIST-style IDX files, or an ImageNet-style tree DIR/train/<class>/*.jpg and "
-                         "DIR/val/<class>/* (with a spec whose input and classes fit it)")
-            train = open_dataset(root, "train", channels=c)
-            val = open_dataset(root, "val", channels=c, classes=getattr(train, "class_names", None))
-            data_cfg = self.net.settings("data")
-        names = list(getattr(train, "class_names", None) or [str(i) for i in range(self.net.classes)])
-        if len(names) != self.net.classes:
-            # IDX files carry no class list: their labels decide whether they fit the spec.
-            labels = getattr(train, "labels", None)
-            top = int(np.max(labels)) + 1 if labels is not None and len(labels) else len(names)
-            if top > self.net.classes or len(names) < self.net.classes:
-                raise TrainingError(f"the dataset at {self.data_root} has {max(top, len(names))} classes but "
-                                    f"the spec {self.opts.spec} has classes: {self.net.classes}")
-            names = names[:self.net.classes]
-        self.class_names = names
-        self.data_cfg = dict(data_cfg)
-        self.stats = None
-        if data_cfg.get("mean") is None or (data_cfg.get("pca_lighting", 0) > 0 and c == 3):
-            if not self.writes:  # rank 0 computes and caches the statistics, the others read its cache
-                self.dist.barrier("waiting for rank 0's dataset statistics")
-            self.stats = dataset_stats(train, cache_dir=self.run_dir.cache_dir)
-            if self.dist and self.writes:
-                self.dist.barrier("waiting for the other processes after the dataset statistics")
-        self.train_tf, self.eval_tf = build_transforms(data_cfg, train, input_shape=(c, h, w), stats=self.stats)
-        self.train_set, self.val_set = train, val
 
     def _loader(self, dataset, transform, *, train: bool, epoch: int, start_batch: int = 0):
         from ..data.loader import make_loader
@@ -208,9 +164,10 @@ class Trainer:
             "dtype": self.dtype,
             "limit_train_batches": self.limit_train,
             "spec_hash": self.net.hash, "spec_name": self.net.name, "spec_path": os.path.abspath(self.opts.spec),
-            "spec": plain(self.net.spec), "classes": self.class_names, "data": str(self.data_root),
+            "spec": plain(self.net.spec), "classes": self.inputs.class_names, "data": self.inputs.root,
             "history": history, "running": running, "epochs": self.epochs,
-            "data_config": self.data_cfg, "data_stats": self.stats.to_json() if self.stats else None,
+            "data_config": self.inputs.data_config,
+            "data_stats": self.inputs.stats.to_json() if self.inputs.stats else None,
             "input_shape": list(self.net.input_shape),
             "rng": rng,
             "init_from": self.init_from,   # provenance: the run this one was started from
@@ -286,17 +243,18 @@ class Trainer:
                 self.run_dir.rewrite_metrics(history)
         elif self.opts.init_from:
             params, bn_state = self._warm_start()
-        self._datasets()
-        if len(self.train_set) < self.batch_size:
-            raise TrainingError(f"{len(self.train_set)} training images make no full batch of {self.batch_size}: "
+        self.inputs = open_inputs(self.opts.data, self.opts.synthetic, self.net, self.batch_size, self.opts.spec,
+                                  self.dist, self.run_dir.cache_dir, self.log)
+        if len(self.inputs.train_set) < self.batch_size:
+            raise TrainingError(f"{len(self.inputs.train_set)} training images make no full batch of {self.batch_size}: "
                                 f"lower the batch size (--batch) or give more data")
         self._bind(params, bn_state)
         if resumed:
             path, tensors, state = resumed
             resume.restore(self._resumed, tensors, self.opt, self.schedule, self.opts.lr, self.log)
             self.log(f"resumed from {path}: epoch {start_epoch + 1}, batch {start_batch}, step {step}")
-        self.log(f"training {self.net.name} ({self.opts.spec}) on {self.data_root}: {len(self.train_set)} "
-                 f"training / {len(self.val_set)} validation images, batch {self.batch_size}, "
+        self.log(f"training {self.net.name} ({self.opts.spec}) on {self.inputs.root}: {len(self.inputs.train_set)} "
+                 f"training / {len(self.inputs.val_set)} validation images, batch {self.batch_size}, "
                  f"{_plural(self.epochs, 'epoch')}, lr {self.schedule.lr:g}; writing to {self.out}")
 
         epoch = start_epoch
@@ -304,7 +262,7 @@ class Trainer:
         last_good = None
         try:
             for epoch in range(start_epoch, self.epochs):
-                loader = self._loader(self.train_set, self.train_tf, train=True, epoch=epoch,
+                loader = self._loader(self.inputs.train_set, self.inputs.train_tf, train=True, epoch=epoch,
                                       start_batch=start_batch if epoch == start_epoch else 0)
                 batch_i = start_batch if epoch == start_epoch else 0
                 if epoch != start_epoch:
@@ -349,7 +307,7 @@ class Trainer:
                 if loader.skipped:
                     self.log(loader.skipped_message())
                 if running["n"] == 0:
-                    raise TrainingError(f"epoch {epoch + 1}: no usable training image in {self.data_root}"
+                    raise TrainingError(f"epoch {epoch + 1}: no usable training image in {self.inputs.root}"
                                         + (f" ({loader.skipped_message()})" if loader.skipped else ""))
                 val = self.evaluate(epoch)
                 if not math.isfinite(val["loss"]):
@@ -463,7 +421,7 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, epoch: int) -> dict:
-        loader = self._loader(self.val_set, self.eval_tf, train=False, epoch=0)
+        loader = self._loader(self.inputs.val_set, self.inputs.eval_tf, train=False, epoch=0)
         bar = Progress(len(loader), 0, f"validating {epoch + 1}/{self.epochs}",
                         enabled=self.opts.progress and self.writes)
         try:
