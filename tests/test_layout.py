@@ -30,7 +30,8 @@ OTHER_MEANINGS = {
     ("compiler/passes/infer_shape.py", "shape"): "a variable's given shape (sym.var(shape=...))",
     ("compiler/symbol.py", "shape"): "a variable's given shape (sym.var(shape=...))",
     ("compiler/schema/build.py", "momentum"): "SGD's momentum (the training section)",
-    ("runtime/training/loop.py", "momentum"): "SGD's momentum (the training section)",
+    ("runtime/training/options.py", "momentum"): "SGD's momentum (the training section)",
+    ("runtime/execution/optim.py", "momentum"): "SGD's momentum (the training section's default)",
 }
 
 

@@ -35,7 +35,7 @@ def open_inputs(data: str | None, synthetic: int | None, net: CompiledNet, batch
                 dist: dp.DistContext | None, cache_dir: str, log: Callable[[str], None]) -> Inputs:
     """Open the datasets (`synthetic` random images, else `data` or the default dataset), check their
     classes fit `net`, compute or read the statistics (rank 0 computes and caches them, the other
-    processes then read its cache) and build the transforms."""
+    processes then read its cache), build the transforms and check there is a full batch to train."""
     from ..data.augment import build_transforms, dataset_stats
     from ..data.datasets import find_default_dataset, open_dataset
     from ..data.synthetic import SyntheticDataset
@@ -76,4 +76,7 @@ def open_inputs(data: str | None, synthetic: int | None, net: CompiledNet, batch
         if dist and writes:
             dist.barrier("waiting for the other processes after the dataset statistics")
     train_tf, eval_tf = build_transforms(data_cfg, train, input_shape=(c, h, w), stats=stats)
+    if len(train) < batch_size:
+        raise TrainingError(f"{len(train)} training images make no full batch of {batch_size}: "
+                            f"lower the batch size (--batch) or give more data")
     return Inputs(str(data_root), train, val, train_tf, eval_tf, names, dict(data_cfg), stats)

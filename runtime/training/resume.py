@@ -26,9 +26,10 @@ from .errors import TrainingError
 from .run_dir import RunDir
 
 
-@dataclass
+@dataclass(frozen=True)
 class Resumed:
-    """The checkpoint a run continues from: read once (on rank 0), its record checked, the same network."""
+    """The checkpoint a run continues from: read once (on rank 0), its record checked, the same network;
+    its tensors under their saved names, or this placement's once `placed`."""
 
     path: str
     tensors: dict[str, torch.Tensor]
@@ -100,9 +101,9 @@ def read_resume(ckpt_dir: str, net: CompiledNet, spec_path: str, dist: dp.DistCo
     return Resumed(path, tensors, state)
 
 
-def placed(resumed: Resumed, net: CompiledNet, dtype: str) -> dict[str, torch.Tensor]:
-    """The checkpoint's tensors under `net`'s placed names, checked against its classes, names, dtypes
-    and shapes at the resolved batch size and dtype."""
+def placed(resumed: Resumed, net: CompiledNet, dtype: str) -> Resumed:
+    """The checkpoint with its tensors under `net`'s placed names, checked against its classes, names,
+    dtypes and shapes at the resolved batch size and dtype."""
     from .verify import check_classes, check_tensors
 
     path, state = resumed.path, resumed.state
@@ -117,14 +118,13 @@ def placed(resumed: Resumed, net: CompiledNet, dtype: str) -> dict[str, torch.Te
         check_tensors(path, tensors, net, for_training=True, dtype=dtype)
     except ckpt.CheckpointError as exc:
         raise TrainingError(str(exc)) from None
-    return tensors
+    return Resumed(path, tensors, state)
 
 
-def restore(resumed: Resumed, tensors: dict[str, torch.Tensor], opt: SGD, schedule: LRSchedule,
-            lr: float | None, log: Callable[[str], None]) -> None:
-    """Put the optimizer's momentum, the schedule and the random generators back as the checkpoint
-    left them (`tensors`: its placed tensors); a given `lr` applies from the resume point on."""
-    path, state = resumed.path, resumed.state
+def restore(resumed: Resumed, opt: SGD, schedule: LRSchedule, lr: float | None, log: Callable[[str], None]) -> None:
+    """Put the optimizer's momentum, the schedule and the random generators back as the (placed)
+    checkpoint left them; a given `lr` applies from the resume point on."""
+    path, tensors, state = resumed.path, resumed.tensors, resumed.state
     try:
         opt.load_state_tensors(tensors)
         schedule.load_state(state["schedule"])

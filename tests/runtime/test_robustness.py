@@ -45,10 +45,9 @@ def spec(tmp_path):
 def train(spec, data, out, logs=None, **kw):
     for k, v in FAST.items():
         kw.setdefault(k, v)
-    o = _opts(spec, data, out, **kw)
     if logs is not None:
-        o.log = logs.append
-    return Trainer(o).run()
+        kw["log"] = logs.append
+    return Trainer(_opts(spec, data, out, **kw)).run()
 
 
 def cli(argv, capsys):
