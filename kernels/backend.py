@@ -7,8 +7,10 @@ backend takes it from ``alexnetc.kernels.F``, the reference backend from ``alexn
 data-movement entries (`Kernel.shared`) have one implementation, ``alexnetc.kernels.F``, for both.
 
 At import this module checks, without importing triton, that both backends define every entry point
-the registry names (it reads the modules' top-level definitions), so a missing kernel is an import
-error naming the op, not a crash in the middle of a training step.
+the registry names and every function an entry dispatches to by op name (`Kernel.requires`: each
+activation's forward and backward); it reads the modules' top-level definitions. So a missing kernel,
+or an activation a backend does not implement, is an import error naming the op, never a crash in the
+middle of a training step nor a silent identity.
 
 Choice, first match wins: the `name` argument; the ALEXNETC_BACKEND environment variable; "triton"
 for a CUDA device, "reference" otherwise. The Triton backend is assembled on first request, so the
@@ -82,13 +84,25 @@ def _defined_names(module: str) -> set[str] | None:
     return names
 
 
+def required_functions() -> dict[tuple[str, str], str]:
+    """{(family, function): op} for every function an op's entry dispatches to (`Kernel.requires`:
+    each activation's ``<name>`` and ``<name>_grad``), which each backend's family module defines."""
+    return {(op.family, f): op.name for op in OPS.values() if op.kernel is not None for f in op.kernel.requires}
+
+
 def missing_entry_points(backend: str) -> list[str]:
-    """'module.entry (op ...)' for each registry entry point `backend` does not define."""
+    """'module.name (op ...)' for each registry entry point, and each function an entry dispatches to,
+    that `backend` does not define."""
     missing = []
     for ep in entry_points().values():
         names = _defined_names(ep.module(backend))
         if names is None or ep.entry not in names:
             missing.append(f"{ep.module(backend)}.{ep.entry} (op {', '.join(ep.ops)})")
+    for (family, fn), op in required_functions().items():
+        module = EntryPoint(fn, family, False, (op,)).module(backend)
+        names = _defined_names(module)
+        if names is None or fn not in names:
+            missing.append(f"{module}.{fn} (op {op})")
     return missing
 
 

@@ -77,7 +77,10 @@ class Kernel:
     outside training the executor calls this entry point (same arguments) and reads only output 0.
     `sync_entry`: in training under data parallelism with synchronised statistics
     (``train.sync_batchnorm``), this entry point instead, with the keyword ``sync`` (the processes'
-    ``all_sum`` and this shard's ``weight``; docs/kernel-interface.md).
+    ``all_sum`` and this shard's ``weight``; docs/kernel-interface.md). `requires`: functions the
+    op's family module must define beside the entry point in every backend, because the entry
+    dispatches to them by the op's name (an activation's forward and backward); a backend without
+    them is an import error, as a missing entry point is.
     """
 
     entry: str
@@ -86,6 +89,7 @@ class Kernel:
     shared: bool = False
     eval_entry: str | None = None   # outside training, this entry point instead (batch norm: running stats)
     sync_entry: str | None = None   # data parallel with synchronised statistics: this entry point instead
+    requires: tuple[str, ...] = ()  # functions of the family module the entry dispatches to
 
     def entries(self) -> tuple[str, ...]:
         return tuple(e for e in (self.entry, self.eval_entry, self.sync_entry) if e is not None)
