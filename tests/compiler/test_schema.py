@@ -1,5 +1,5 @@
-"""The shipped JSON Schema is what schema/build.py builds, every shipped spec names it for editors, and its
-training defaults are the ones docs/spec.md documents."""
+"""The shipped JSON Schema is what schema/build.py builds, every shipped spec names it for editors, and
+docs/spec.md documents its training defaults and every op."""
 from __future__ import annotations
 
 import json
@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from alexnetc.compiler.ops import spec_ops
+from alexnetc.compiler.ops.activation import ACTIVATIONS
 from alexnetc.compiler.schema import spec_schema, with_defaults
 from alexnetc.compiler.schema.build import build, render
 
@@ -56,3 +57,13 @@ def test_training_defaults_are_the_schemas_and_documented():
             value = flat[key] if isinstance(flat[key], str) else json.dumps(flat[key])   # YAML spelling
             assert cell == f"`{value}`", key
     assert defaults["batch_size"] == 128 and defaults["lr"] == 0.01 and defaults["momentum"] == 0.9   # the paper's
+
+
+def test_docs_name_every_spec_op_and_activation():
+    """oracle: the registry's spec ops against docs/spec.md's `op` row and its activations table."""
+    text = (ROOT / "docs" / "spec.md").read_text(encoding="utf-8")
+    row = next(line for line in text.splitlines() if line.startswith("| `op` | One of "))
+    section = text[text.index("### activations"):]
+    table = re.findall(r"^\| `(\w+)` \|", section[:section.index("\n\n", section.index("| op |"))], re.M)
+    assert table == list(ACTIVATIONS[1:])
+    assert set(re.findall(r"`(\w+)`", row)) - {"op"} == set(spec_ops()) - set(table)
