@@ -84,6 +84,17 @@ def test_a_missing_entry_point_is_an_import_error_naming_the_op(monkeypatch):
         kb.check_backends()
 
 
+def test_an_activation_a_backend_lacks_is_an_import_error_naming_it(monkeypatch):
+    """A backend must define each activation's forward and backward (`Kernel.requires`), or the kernels
+    do not import: the reference backend without tanh_grad, the Triton one without sigmoid."""
+    real = kb._defined_names
+    drop = {"alexnetc.kernels.reference.activation": "tanh_grad", "alexnetc.kernels.activation": "sigmoid"}
+    monkeypatch.setattr(kb, "_defined_names", lambda m: (real(m) or set()) - {drop.get(m)})
+    with pytest.raises(ImportError, match=r"reference: alexnetc\.kernels\.reference\.activation\.tanh_grad \(op tanh\)"):
+        kb.check_backends()
+    assert kb.missing_entry_points("triton") == ["alexnetc.kernels.activation.sigmoid (op sigmoid)"]
+
+
 # The ops an activation layer after them is folded into (their descriptors accept it).
 FUSING = sorted(name for name in spec_ops() if _overrides(OPS[name], "fuse_activation"))
 
