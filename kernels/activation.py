@@ -66,6 +66,19 @@ def sigmoid_grad(dy, y):
 
 
 @triton.jit
+def softplus(x):
+    """max(x, 0) + log(1 + exp(-|x|)): no overflow; exp(-|x|) below 1e-4 takes log1p's series."""
+    e = tl.exp2(-1.4426950408889634 * tl.abs(x))
+    return tl.maximum(x, 0.0) + tl.where(e < 1e-4, e * (1.0 - 0.5 * e), tl.log(1.0 + e))
+
+
+@triton.jit
+def softplus_grad(dy, y):
+    """dy * sigmoid(x) = dy * (1 - exp(-y)); below 1e-4, expm1's series (1 - exp(-y) would cancel)."""
+    return dy * tl.where(y < 1e-4, y * (1.0 - 0.5 * y), 1.0 - tl.exp2(-1.4426950408889634 * y))
+
+
+@triton.jit
 def apply_act(x, ACT: tl.constexpr):
     """fp32 in, fp32 out: the activation named ACT ("none": x)."""
     if ACT == "relu":
@@ -74,6 +87,8 @@ def apply_act(x, ACT: tl.constexpr):
         x = tanh(x)
     elif ACT == "sigmoid":
         x = sigmoid(x)
+    elif ACT == "softplus":
+        x = softplus(x)
     else:
         tl.static_assert(ACT == "none", "this activation has no branch in kernels/activation.py apply_act")
     return x
@@ -87,6 +102,8 @@ def act_grad_from_y(dy, y, ACT: tl.constexpr):
         dy = tanh_grad(dy, y)
     elif ACT == "sigmoid":
         dy = sigmoid_grad(dy, y)
+    elif ACT == "softplus":
+        dy = softplus_grad(dy, y)
     else:
         tl.static_assert(ACT == "none", "this activation has no branch in kernels/activation.py act_grad_from_y")
     return dy

@@ -105,6 +105,23 @@ class Sigmoid(_Activation):
         return dy * y * (1 - y)
 
 
+@register
+class Softplus(_Activation):
+    name = "softplus"
+    doc = "log(1 + exp(x)), a smooth relu (x itself above 20, as PyTorch)."
+    onnx_op = "Softplus"
+
+    def rule(self, x: Any) -> Any:
+        import torch.nn.functional as F
+
+        return F.softplus(x)
+
+    def grad_from_y(self, dy: Any, y: Any) -> Any:
+        import torch
+
+        return dy * -torch.expm1(-y)   # sigmoid(x) = 1 - exp(-y)
+
+
 # The values of the `act` attribute: "none" and every activation registered above.
 ACTIVATIONS: tuple[str, ...] = ("none", *(op.name for op in OPS.values() if op.activation))
 

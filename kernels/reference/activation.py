@@ -38,6 +38,14 @@ def sigmoid_grad(dy: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return dy * y * (1 - y)
 
 
+def softplus(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.softplus(x)
+
+
+def softplus_grad(dy: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return dy * -torch.expm1(-y)   # sigmoid(x) from y = log(1 + exp(x))
+
+
 def _table(suffix: str) -> dict:
     missing = [a for a in ACTIVATIONS[1:] if a + suffix not in globals()]
     if missing:
