@@ -1,4 +1,4 @@
-"""Activations: relu, tanh and sigmoid as layers of their own, the attribute that fuses one onto a
+"""Activations (one descriptor each, below) as layers of their own, the attribute that fuses one onto a
 producer, and the one backward rule they share.
 
 Each activation is one descriptor below and nothing else lists them: `ACTIVATIONS` (the values of the
