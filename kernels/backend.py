@@ -4,7 +4,7 @@ A backend is an object carrying every kernel entry point the op registry names (
 see compiler/ops/) as an attribute, plus `name` ("triton" or "reference") and `describe()` for a
 one-line "running on ..." message. Where an entry lives follows from its op's family F: the Triton
 backend takes it from ``alexnetc.kernels.F``, the reference backend from ``alexnetc.kernels.reference.F``;
-data-movement entries (`Kernel.shared`) have one implementation, ``alexnetc.kernels.F``, for both.
+data-movement entries (`Kernel.all_backends`) have one implementation, ``alexnetc.kernels.F``, for both.
 
 At import this module checks, without importing triton, that both backends define every entry point
 the registry names and every function an entry dispatches to by op name (`Kernel.requires`: each
@@ -36,16 +36,17 @@ _REFERENCE = f"{__package__}.reference"
 
 @dataclass(frozen=True)
 class EntryPoint:
-    """A kernel entry point the registry names: the ops calling it, their family, shared or not."""
+    """A kernel entry point the registry names: the ops calling it, their family, and whether one
+    implementation serves all backends."""
 
     entry: str
     family: str
-    shared: bool
+    all_backends: bool
     ops: tuple[str, ...]
 
     def module(self, backend: str) -> str:
         """The module that implements this entry point for `backend`."""
-        if self.shared or backend == "triton":
+        if self.all_backends or backend == "triton":
             return f"{__package__}.{self.family}"
         return f"{_REFERENCE}.{self.family}"
 
@@ -59,10 +60,10 @@ def entry_points() -> dict[str, EntryPoint]:
             continue
         for entry in k.entries():
             prev = out.get(entry)
-            if prev is not None and (prev.family, prev.shared) != (op.family, k.shared):
+            if prev is not None and (prev.family, prev.all_backends) != (op.family, k.all_backends):
                 raise TypeError(f"kernel entry '{entry}' is named by ops of two families "
                                 f"({prev.family}: {prev.ops[0]}, {op.family}: {op.name})")
-            out[entry] = EntryPoint(entry, op.family, k.shared, (*(prev.ops if prev else ()), op.name))
+            out[entry] = EntryPoint(entry, op.family, k.all_backends, (*(prev.ops if prev else ()), op.name))
     return out
 
 

@@ -72,7 +72,7 @@ class Kernel:
     `grouped`: the op's channel groups (`OpDef.channel_groups`) are independent, so the one generic
     adapter runs them as batch entries, (N, C, ...) -> (N*g, C/g, ...), and reshapes back (LRN
     within towers merged onto one device). `train_only`: outside training the op is the identity on
-    its first input (dropout). `shared`: one implementation, ``alexnetc.kernels.<family>.<entry>``,
+    its first input (dropout). `all_backends`: one implementation, ``alexnetc.kernels.<family>.<entry>``,
     serves every backend (data movement: views and concatenation, nothing to compute). `eval_entry`:
     outside training the executor calls this entry point (same arguments) and reads only output 0.
     `sync_entry`: in training under data parallelism with synchronised statistics
@@ -86,7 +86,7 @@ class Kernel:
     entry: str
     grouped: bool = False
     train_only: bool = False
-    shared: bool = False
+    all_backends: bool = False     # one implementation serves every backend (data movement)
     eval_entry: str | None = None   # outside training, this entry point instead (batch norm: running stats)
     sync_entry: str | None = None   # data parallel with synchronised statistics: this entry point instead
     requires: tuple[str, ...] = ()  # functions of the family module the entry dispatches to

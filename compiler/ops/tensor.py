@@ -3,7 +3,7 @@
 Flatten lowers each part of its input on the part's device (`flatten_value`, which fc and the loss
 call for their inputs too); concat lowers to no node at all, its inputs' parts side by side (the
 consumer gathers the channels it reads). Nothing is computed, so one implementation serves every backend (``kernels/tensor.py``,
-`Kernel(shared=True)`). `copy` is the only op that moves data between devices (MXNet's
+`Kernel(all_backends=True)`). `copy` is the only op that moves data between devices (MXNet's
 _CrossDeviceCopy): its node runs on the destination device and its `src` attribute names the source;
 the placement pass inserts it, the executor runs it itself (it owns the streams), and the gradient of a
 copy is a copy back.
@@ -42,7 +42,7 @@ class Flatten(_Reshaping):
     name = "flatten"
     doc = "(N, C, H, W) -> (N, C*H*W)."
     in_spec = True
-    kernel = Kernel("flatten", shared=True)
+    kernel = Kernel("flatten", all_backends=True)
 
     def lower(self, lw: "Lowerer", layer: Mapping[str, Any], inputs: Sequence["Value"]) -> "Value":
         return flatten_value(lw, inputs[0], layer, layer["name"])
@@ -80,7 +80,7 @@ def flatten_value(lw: "Lowerer", value: "Value", layer: Mapping[str, Any], name:
 class Reshape(_Reshaping):
     name = "reshape"
     attrs = (SHAPE,)
-    kernel = Kernel("reshape", shared=True)
+    kernel = Kernel("reshape", all_backends=True)
 
     def infer(self, attrs, in_shapes):
         x = need(in_shapes, 0, "data")
@@ -109,7 +109,7 @@ class Concat(OpDef):
     in_spec = True
     inputs = (2, None)
     arguments = None
-    kernel = Kernel("concat", shared=True)
+    kernel = Kernel("concat", all_backends=True)
 
     def lower(self, lw: "Lowerer", layer: Mapping[str, Any], inputs: Sequence["Value"]) -> "Value":
         """The inputs' parts side by side along the channel axis (no node: consumers gather)."""
@@ -159,7 +159,7 @@ class Slice(OpDef):
 
     name = "slice"
     attrs = (BEGIN, END)
-    kernel = Kernel("slice", shared=True)
+    kernel = Kernel("slice", all_backends=True)
 
     def infer(self, attrs, in_shapes):
         x = need(in_shapes, 0, "data")
@@ -191,7 +191,7 @@ class SliceBackward(OpDef):
     name = "slice_backward"
     attrs = (BEGIN, CHANNELS)
     arguments = ("grad",)
-    kernel = Kernel("slice_backward", shared=True)
+    kernel = Kernel("slice_backward", all_backends=True)
 
     def infer(self, attrs, in_shapes):
         dy = need(in_shapes, 0, "grad")
@@ -207,7 +207,7 @@ class AddN(OpDef):
 
     name = "add_n"
     arguments = None
-    kernel = Kernel("add_n", shared=True)
+    kernel = Kernel("add_n", all_backends=True)
 
     def infer(self, attrs, in_shapes):
         shapes = [need(in_shapes, i, f"input {i}") for i in range(len(in_shapes))]
