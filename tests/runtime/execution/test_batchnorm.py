@@ -22,7 +22,7 @@ from alexnetc.runtime.execution.params import init_params
 from alexnetc.runtime.training import checkpoint as ckpt
 from alexnetc.runtime.training.loop import Trainer
 
-from .test_train import _KILLER, _opts, _pattern_dataset
+from ..training.test_train import _KILLER, _opts, _pattern_dataset
 
 TINY_BN = """
 name: tiny-bn

@@ -14,7 +14,7 @@ from alexnetc.compiler.pipeline import compile_dict, load_spec, plain
 from alexnetc.runtime.execution.executor import bind
 from alexnetc.runtime.execution.params import init_params
 
-from ..conftest import SPECS
+from ...conftest import SPECS
 
 CUT = "layer2.proj"     # from here on gpu1: layer2's shortcut branch, its add, and all after it
 PLACEABLE = ("conv", "fc", "add")   # ops that take a device; the others run where their input is

@@ -16,10 +16,10 @@ from alexnetc.runtime.training import checkpoint as ckpt
 from alexnetc.runtime.training.loop import Trainer
 from alexnetc.runtime.training.options import TrainOptions
 
+from ..training.test_train import _pattern_dataset
 from .test_distributed import free_port
-from .test_train import _pattern_dataset
 
-MINI = os.path.join(os.path.dirname(__file__), "..", "..", "specs", "variants", "mini.yaml")
+MINI = os.path.join(os.path.dirname(__file__), "..", "..", "..", "specs", "variants", "mini.yaml")
 # Batch 8 on 3 processes: shards of 3, 3, 2; 21 validation images: uneven slices of the last batch too.
 STEPS = dict(epochs=2, batch_size=8, limit_train_batches=2, limit_val_batches=3)
 
@@ -299,7 +299,7 @@ def test_init_from_reaches_every_process(tmp_path):
         torch.testing.assert_close(two[0][k], w, rtol=1e-4, atol=2e-6, msg=k)
 
 
-RESNET_MINI = os.path.join(os.path.dirname(__file__), "..", "..", "specs", "variants", "resnet-mini.yaml")
+RESNET_MINI = os.path.join(os.path.dirname(__file__), "..", "..", "..", "specs", "variants", "resnet-mini.yaml")
 
 
 @pytest.mark.parametrize("world", [2, 3])

@@ -19,7 +19,7 @@ from alexnetc.runtime.training.errors import TrainingError
 from alexnetc.runtime.training.loop import Trainer
 from alexnetc.runtime.training.options import TrainOptions
 
-from .test_datasets import write_idx
+from ..data.test_datasets import write_idx
 
 # A two-tower net of AlexNet's shape for 28x28 grey images, small enough for tests.
 TINY = """

@@ -26,7 +26,7 @@ from alexnetc.runtime.training.loop import Trainer
 
 from .test_train import TINY, _opts, _pattern_dataset
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 FAST = dict(limit_train_batches=2, limit_val_batches=1)
 
 
