@@ -28,7 +28,14 @@ before validation), keeping every value's source mark.
 
 Every problem is a located `SpecError`: a missing, unknown or ill-typed argument at the instance, an
 unknown `$NAME` or reference at the template, a recursive block at the instance that closes the
-circle, a name that two expanded layers share at the second one. Errors found later in an expanded
+circle, a name that two expanded layers share at the second one, an instance named like a reserved
+name (`data`, `label`).
+
+Expansion is bounded as it goes (`limits.MAX_LAYERS` layers, `limits.MAX_YAML_NODES` values created):
+every layer and value made is counted, and after an instance's first copy the cost of its other
+`repeat - 1` copies is projected, so an instance that would cross a limit is refused, at its own
+file:line:col, before the rest is made (nesting 1,000-fold repeats three deep costs one copy of each
+level, not 10^9 layers). Errors found later in an expanded
 layer (schema, shapes) are located at the template's line and name the instance and its line:
 `origin_note` / `locate_errors` add ``(in instance inception_3a at FILE:LINE:COL, block inception)``.
 """
@@ -39,8 +46,10 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from .errors import Mark, SpecError, SpecErrors, did_you_mean
+from .limits import limit, raise_hint
 from .ops.weighted import DEVICE, GROUPS
 from .source import SpecList, SpecMap
+from .validate import RESERVED
 
 BLOCKS = "blocks"
 BLOCK = "block"
@@ -96,6 +105,55 @@ def _describe(value: Any) -> str:
     return repr(value)
 
 
+class _Overflow(Exception):
+    """Expansion would cross a limit: the located error, reported alone (nothing else is expanded)."""
+
+    def __init__(self, error: SpecError):
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Budget:
+    """What expansion has made so far (layers in the flat spec, values created) against the limits,
+    and the instances being expanded (innermost last), so a limit crossed names the instance at fault."""
+
+    def __init__(self) -> None:
+        self.max_layers, self.max_values = limit("MAX_LAYERS"), limit("MAX_YAML_NODES")
+        self.layers = self.values = 0
+        self.open: list[tuple[str, Mark | None, str]] = []   # (instance name, mark, origin note or "")
+
+    def _refuse(self, message: str, mark: Mark | None = None) -> _Overflow:
+        name, at, note = self.open[-1] if self.open else (None, None, "")
+        return _Overflow(SpecError(at or mark or Mark("<spec>", 1, 1), message + note, name))
+
+    def _subject(self) -> str:
+        return f"block instance '{self.open[-1][0]}'" if self.open else "block expansion"
+
+    def layer(self, mark: Mark | None) -> None:
+        self.layers += 1
+        if self.layers > self.max_layers:
+            raise self._refuse(f"{self._subject()} makes the spec more than {self.max_layers:,} layers long"
+                               f"{raise_hint('MAX_LAYERS')}", mark)
+
+    def value(self) -> None:
+        self.values += 1
+        if self.values > self.max_values:
+            raise self._refuse(f"{self._subject()} creates more than {self.max_values:,} values (an argument's "
+                               f"value is copied into every copy of a block){raise_hint('MAX_YAML_NODES')}")
+
+    def project(self, copies: int, layers: int, values: int) -> None:
+        """After the first of the innermost open instance's `copies` copies (`layers` layers, `values`
+        values): refuse before making the others when they would cross a limit."""
+        for made, per_copy, key in ((self.layers, layers, "MAX_LAYERS"), (self.values, values, "MAX_YAML_NODES")):
+            total = made + per_copy * (copies - 1)
+            if total > limit(key):
+                what = "expands to" if key == "MAX_LAYERS" else "creates"
+                unit = "layers" if key == "MAX_LAYERS" else "values"
+                before = f", {total:,} with those before it" if total != per_copy * copies else ""
+                raise self._refuse(f"{self._subject()} {what} {per_copy * copies:,} {unit} ({copies:,} copies of "
+                                   f"{per_copy:,}{before}), more than a spec may have{raise_hint(key)}")
+
+
 def _arg_ref(value: Any) -> str | None:
     """`NAME` of a whole-value reference `$NAME`, else None."""
     if isinstance(value, str) and value.startswith("$") and len(value) > 1:
@@ -113,6 +171,7 @@ class _Expander:
         self.aliases: dict[str, str] = {}      # instance (or copy) name -> its output layer's name
         self.outer_names: set[str] = set()
         self.alias_marks: dict[str, Mark | None] = {}
+        self.budget = _Budget()
         self.check_blocks()
 
     def check_blocks(self) -> None:
@@ -195,6 +254,7 @@ class _Expander:
                 continue
             if origin is not None and isinstance(layer.get("name"), str):
                 self.origins[layer["name"]] = Origin(origin.instance, origin.instance_mark, origin.block, mark)
+            self.budget.layer(mark)
             out.append(layer)
             out.item_marks.append(mark)
             prev = layer.get("name") if isinstance(layer.get("name"), str) else prev
@@ -212,6 +272,11 @@ class _Expander:
                 return empty, prev
         if not isinstance(name, str) or not isinstance(block, str):
             self.errors.append(SpecError(layer.mark, "a block instance needs a 'name' and a 'block' (strings)"))
+            return empty, prev
+        if name in RESERVED:
+            self.errors.append(SpecError(layer.value_mark("name"), f"'{name}' is reserved for the network's "
+                                         f"{'input' if name == 'data' else 'labels'}; a block instance may not "
+                                         "be named so", name))
             return empty, prev
         if ARGS in layer and not isinstance(layer[ARGS], SpecMap):
             self.errors.append(SpecError(layer.value_mark(ARGS), "args: expected a mapping {argument: value}", name))
@@ -247,9 +312,14 @@ class _Expander:
             return empty, prev
         out = SpecList(mark=layer.mark)
         last = entry
+        where = layer.value_mark(REPEAT) if REPEAT in layer else layer.value_mark("name")
+        self.budget.open.append((name, where, origin.note() if origin.instance != name else ""))
         for k in range(repeat):
             copy_name = name if repeat == 1 else f"{name}.{k + 1}"
+            made = (self.budget.layers, self.budget.values)
             flat, last_layer = self.expand_list(template, copy_name + ".", last, env, local, (*stack, block), origin)
+            if k == 0 and repeat > 1:
+                self.budget.project(repeat, self.budget.layers - made[0], self.budget.values - made[1])
             device = layer.get(DEVICE.name)
             if device is not None:
                 flat = self.place(flat, device, layer.value_mark(DEVICE.name))
@@ -262,6 +332,7 @@ class _Expander:
         if repeat > 1 and last is not None:
             self.aliases[name] = last
             self.alias_marks[name] = layer.value_mark("name")
+        self.budget.open.pop()
         return out, last
 
     def bind_args(self, layer: SpecMap, block: str, name: str) -> dict[str, Any] | None:
@@ -298,6 +369,7 @@ class _Expander:
 
     def substitute(self, value: Any, env: dict[str, Any], block: str, mark: Mark | None = None) -> Any:
         """A copy of a template value with every `$NAME` replaced by the argument's value (and mark)."""
+        self.budget.value()
         if isinstance(value, SpecMap):
             out = SpecMap(mark=value.mark)
             for k, v in value.items():
@@ -320,7 +392,25 @@ class _Expander:
             self.errors.append(SpecError(mark or self.blocks[block].mark, f"block {block} has no argument "
                                          f"'{ref}'{did_you_mean(ref, list(env))} (declare it in args:)"))
             return value
-        return copy.deepcopy(env[ref][0])
+        return self.copy_value(env[ref][0])
+
+    def copy_value(self, value: Any) -> Any:
+        """A deep copy of an argument's value (marks kept), every value counted against the budget."""
+        self.budget.value()
+        if isinstance(value, SpecMap):
+            out = SpecMap(mark=value.mark)
+            out.key_marks, out.value_marks = dict(value.key_marks), dict(value.value_marks)
+            for k, v in value.items():
+                out[k] = self.copy_value(v)
+            return out
+        if isinstance(value, SpecList):
+            out_l = SpecList(mark=value.mark)
+            out_l.extend(self.copy_value(v) for v in value)
+            out_l.item_marks = list(value.item_marks)
+            return out_l
+        if isinstance(value, (dict, list)):
+            return copy.deepcopy(value)
+        return value
 
     def rename(self, layer: SpecMap, prefix: str, local: set[str], input_ref: str | None, block: str,
                first: bool) -> SpecMap:
@@ -386,7 +476,10 @@ def expand(spec: SpecMap) -> SpecMap:
     if not isinstance(layers, SpecList):
         return spec   # the schema reports it
     ex.outer_names = {l["name"] for l in layers if isinstance(l, SpecMap) and isinstance(l.get("name"), str)}
-    flat, _ = ex.expand_list(layers, "", None, None, None, (), None)
+    try:
+        flat, _ = ex.expand_list(layers, "", None, None, None, (), None)
+    except _Overflow as exc:   # alone: what was expanded before it is incomplete
+        raise SpecErrors(locate_errors([exc.error], ex.origins)) from None
     flat = _resolve_aliases(flat, ex.aliases)
     ex.errors += _clashes(flat, ex.origins, ex.aliases, ex.alias_marks)
     if ex.errors:

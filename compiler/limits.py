@@ -51,8 +51,13 @@ class LimitSettingError(ValueError):
 
 def limit(name: str) -> int:
     """The current value of limit ``name`` (e.g. ``"MAX_LAYERS"``): its environment variable if set."""
-    default = globals()[name]
-    var = ENV[name]
+    return env_limit(ENV[name], globals()[name])
+
+
+def env_limit(var: str, default: int) -> int:
+    """The positive integer environment variable ``var`` holds (``_`` separators allowed), else ``default``
+    when it is unset or blank; LimitSettingError when it holds anything else. (The runtime's read limits
+    use it too.)"""
     raw = os.environ.get(var)
     if raw is None or raw.strip() == "":
         return default

@@ -117,6 +117,21 @@ class CompiledNet:
         g = infer_shapes(_strip_shapes(self.graph), data=(batch, *self.input_shape), label=(batch,))
         return CompiledNet(self.spec, self.source, g, self.layers, batch, dtype_override=self.dtype_override)
 
+    def training_problems(self, batch: int) -> list[str]:
+        """'layer NAME: why' for each layer that cannot learn in a training forward of `batch` images (one
+        process's share under data parallelism): each op's `training_problem`, once per layer."""
+        from .ops import get_op
+
+        net = self.at_batch(batch)
+        out: dict[str, str] = {}
+        for node in net.graph.nodes():
+            if node.is_variable or node.layer in out:
+                continue
+            why = get_op(node.op).training_problem(node.attrs, [e.node.shapes[e.index] for e in node.inputs])
+            if why:
+                out[node.layer] = f"layer {node.layer}: {why}"
+        return list(out.values())
+
     def training(self) -> Program:
         """Forward + backward graph (gradient pass) with its memory plan, at this batch size."""
         if "training" not in self._programs:

@@ -9,10 +9,14 @@ Bounded (see `limits`): a spec file must be a regular file no larger than ``MAX_
 before reading, so a FIFO or ``/dev/zero`` is refused instead of hanging); nesting deeper than
 ``MAX_YAML_DEPTH`` and trees of more than ``MAX_YAML_NODES`` values (aliases expanded: the "billion
 laughs") are errors, as are number literals longer than ``MAX_NUMBER_DIGITS`` characters.
+
+Numbers are read as YAML 1.2 reads them: `1e2` and `1.0e300` are floats (PyYAML's YAML 1.1 rules would
+make them strings).
 """
 from __future__ import annotations
 
 import os
+import re
 import stat
 from typing import Any
 
@@ -73,7 +77,8 @@ class _TooBig(Exception):
 
 
 class _BoundedLoader(yaml.SafeLoader):
-    """PyYAML's safe composer with a nesting bound (its composer recurses once per level)."""
+    """PyYAML's safe composer with a nesting bound (its composer recurses once per level), reading
+    numbers as YAML 1.2 does (below)."""
 
     def __init__(self, stream: str, file: str, max_depth: int):
         super().__init__(stream)
@@ -90,6 +95,15 @@ class _BoundedLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+
+# YAML 1.1 (PyYAML) reads `1e2` and `1.0e300` as strings: its floats need a dot and a signed exponent.
+# YAML 1.2's core schema reads them as numbers, as JSON and every YAML 1.2 parser do; so do we. (The
+# 1.1 forms still resolve as before: this adds a resolver, it replaces none.)
+_BoundedLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
 
 
 class _Builder:

@@ -32,6 +32,11 @@ OTHER_MEANINGS = {
     ("compiler/schema/build.py", "momentum"): "SGD's momentum (the training section)",
     ("runtime/training/options.py", "momentum"): "SGD's momentum (the training section)",
     ("runtime/execution/optim.py", "momentum"): "SGD's momentum (the training section's default)",
+    ("compiler/cost/devices.py", "device"): "a named GPU of the device table",
+    ("runtime/profile/report.py", "device"): "a profile row's device (JSON key)",
+    ("runtime/profile/predict_report.py", "device"): "the predicted GPU and a row's device (JSON keys)",
+    ("runtime/profile/trace.py", "device"): "a trace event's device (argument)",
+    ("runtime/profile/peak.py", "size"): "the peak GEMM's size (cache key)",
 }
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from ..graph import Entry, Node
 from .attrs import Attr, enum
-from .registry import OPS, EagerContext, Kernel, SameShape, backward_node, register
+from .registry import OPS, EagerContext, Kernel, SameShape, backward_node, get_op, numel, register
 
 if TYPE_CHECKING:
     from ..onnx_export import OnnxBuilder
@@ -33,6 +33,9 @@ class _Activation(SameShape):
     in_spec = True
     activation = True
     onnx_op: ClassVar[str] = ""
+    # Cost per element (compiler/cost): of the activation, and of its gradient from y (act_backward).
+    flops_per_element: ClassVar[int] = 1
+    grad_flops_per_element: ClassVar[int] = 1
 
     @property
     def kernel(self) -> Kernel:
@@ -46,6 +49,9 @@ class _Activation(SameShape):
         """dx from dy and the output y = rule(x) on ATen tensors: the formula act_backward's kernels
         implement, the oracle of their tests (tests/test_op_completeness.py holds it to autograd)."""
         raise NotImplementedError
+
+    def flops(self, attrs, in_shapes, out_shapes):
+        return act_flops(self.name, numel(out_shapes[0]))
 
     def input_grad(self, node: Node, dy: Entry) -> Entry:
         return backward_node("act_backward", node, "bwd", [dy, Entry(node, 0)], {ACT.name: self.name})
@@ -65,6 +71,8 @@ class ReLU(_Activation):
     name = "relu"
     doc = "max(x, 0)."
     onnx_op = "Relu"
+    flops_per_element = 1        # a max
+    grad_flops_per_element = 1   # a select
 
     def rule(self, x: Any) -> Any:
         import torch
@@ -80,6 +88,8 @@ class Tanh(_Activation):
     name = "tanh"
     doc = "tanh(x) (the saturating nonlinearity the paper compares ReLU against)."
     onnx_op = "Tanh"
+    flops_per_element = 4        # an exponential, an add, a division and a multiply (2x)
+    grad_flops_per_element = 3   # dy * (1 - y*y)
 
     def rule(self, x: Any) -> Any:
         import torch
@@ -95,6 +105,8 @@ class Sigmoid(_Activation):
     name = "sigmoid"
     doc = "1 / (1 + exp(-x))."
     onnx_op = "Sigmoid"
+    flops_per_element = 4        # a negation, an exponential, an add and a division
+    grad_flops_per_element = 3   # dy * y * (1 - y)
 
     def rule(self, x: Any) -> Any:
         import torch
@@ -110,6 +122,8 @@ class Softplus(_Activation):
     name = "softplus"
     doc = "log(1 + exp(x)), a smooth relu (x itself above 20, as PyTorch)."
     onnx_op = "Softplus"
+    flops_per_element = 4        # an exponential, an add, a logarithm and a max
+    grad_flops_per_element = 3   # dy * (1 - exp(-y))
 
     def rule(self, x: Any) -> Any:
         import torch.nn.functional as F
@@ -152,6 +166,15 @@ def onnx_with_act(b: "OnnxBuilder", node: Node, op_type: str, inputs: list[str],
     b.emit(OPS[act].onnx_op, [pre], [b.y(node)])
 
 
+def act_flops(act: str, elements: int, grad: bool = False) -> int:
+    """FLOPs of activation `act` (or of its gradient) over `elements` values, from its descriptor's
+    per-element counts; none costs nothing."""
+    if act == "none":
+        return 0
+    op = get_op(act)
+    return elements * (op.grad_flops_per_element if grad else op.flops_per_element)
+
+
 def activation_grad(node: Node, dy: Entry) -> Entry:
     """Gradient through the activation fused onto `node`'s output 0 (the identity when there is none)."""
     act = node.attrs.get(ACT.name, "none")
@@ -169,6 +192,9 @@ class ActBackward(SameShape):
     attrs = (Attr(ACT.name, enum(*ACTIVATIONS[1:]), spec=False),)
     arguments = ("grad", "output")
     kernel = Kernel("act_backward")
+
+    def flops(self, attrs, in_shapes, out_shapes):
+        return act_flops(attrs[ACT.name], numel(out_shapes[0]), grad=True)
 
     def kernel_args(self, node: Node) -> dict[str, Any]:
         return {ACT.name: node.attrs[ACT.name]}

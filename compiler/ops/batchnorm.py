@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..errors import ShapeError
 from ..graph import Entry, Node
-from .activation import ACT, activation_grad, apply_act, onnx_with_act
+from .activation import ACT, act_flops, activation_grad, apply_act, onnx_with_act
 from .attrs import Attr, number
-from .registry import EagerContext, Kernel, OpDef, backward_node, check_param, need, register
+from .registry import EagerContext, Kernel, OpDef, backward_node, check_param, need, numel, register
 from .weighted import DECAY_MULT, LR_MULT, init_spec, multipliers
 
 if TYPE_CHECKING:
@@ -112,6 +112,23 @@ class BatchNorm(OpDef):
     def macs(self, attrs, in_shapes, out_shapes):
         return 0   # elementwise: the report counts the GEMMs of conv and fc
 
+    def flops(self, attrs, in_shapes, out_shapes):
+        # Per element, training: the sum (1) and the sum of squared deviations (2) of the two-pass
+        # statistics, y = x*a + b (2), then the fused activation's own count.
+        n = numel(in_shapes[0])
+        return 5 * n + act_flops(attrs.get(ACT.name, "none"), n)
+
+    def training_problem(self, attrs, in_shapes):
+        # One value per channel: x - mean is 0, the output is the shift whatever the input (PyTorch refuses
+        # it too: "Expected more than 1 value per channel when training").
+        x = in_shapes[0]
+        per_channel = numel(x) // x[1]
+        if per_channel > 1:
+            return None
+        maps = f" of {'x'.join(map(str, x[2:]))} maps" if len(x) > 2 else ""
+        return (f"batch norm in training needs more than one value per channel, it gets {per_channel} (batch "
+                f"{x[0]}{maps}): its output would be its shift whatever its input; train with a larger batch")
+
     def gradient(self, node: Node, ograds: Sequence[Entry | None]) -> list[Entry | None]:
         dy = ograds[0] if ograds else None
         if dy is None:
@@ -182,3 +199,8 @@ class BatchNormBackward(OpDef):
         dy = need(in_shapes, 0, "grad")
         c = _features("batchnorm_backward", dy)
         return [dy, dy, (c,), (c,), (c,)], [dy, (c,), (c,)]
+
+    def flops(self, attrs, in_shapes, out_shapes):
+        # Per element: x^ (2), dz * x^ (1), the two sums (2), then dx from them (6: x^ again, the
+        # product with dscale, two differences, the per-channel coefficient).
+        return 11 * numel(in_shapes[0])

@@ -95,6 +95,7 @@ class Conv(WeightedLayer):
 
 class _ConvBackward(OpDef):
     attrs = (KERNEL, STRIDE, PAD, NUM_GROUP)
+    math = "matmul"
 
     def macs(self, attrs, in_shapes, out_shapes):
         n, k, p, q = in_shapes[0]

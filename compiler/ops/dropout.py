@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from ..graph import Node
 from .attrs import Attr, number
-from .registry import EagerContext, Kernel, RunSampleOffset, RunSeed, RunStep, SameShape, backward_node, register
+from .registry import EagerContext, Kernel, RunSampleOffset, RunSeed, RunStep, SameShape, backward_node, numel, register
 
 if TYPE_CHECKING:
     from ..onnx_export import OnnxBuilder
@@ -37,6 +37,9 @@ class Dropout(SameShape):
     def part_attrs(self, name: str, groups: int) -> dict[str, Any]:
         return {SEED_OFFSET.name: zlib.crc32(name.encode())}  # a stable, per-node RNG stream
 
+    def flops(self, attrs, in_shapes, out_shapes):
+        return numel(in_shapes[0])   # the kept values' scaling (the mask's hash is integer work)
+
     def input_grad(self, node, dy):
         return backward_node("dropout_backward", node, "bwd", [dy],
                              {P.name: node.attrs[P.name], SEED_OFFSET.name: node.attrs.get(SEED_OFFSET.name, 0)})
@@ -60,6 +63,9 @@ class DropoutBackward(SameShape):
     attrs = (P, SEED_OFFSET)
     arguments = ("grad",)
     kernel = Kernel("dropout_backward")
+
+    def flops(self, attrs, in_shapes, out_shapes):
+        return numel(in_shapes[0])
 
     def kernel_args(self, node):
         return _kernel_args(node)

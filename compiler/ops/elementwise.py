@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..errors import ShapeError
 from ..graph import Entry, Node
-from .activation import ACT, activation_grad, apply_act, onnx_with_act
-from .registry import EagerContext, Kernel, OpDef, need, register
+from .activation import ACT, act_flops, activation_grad, apply_act, onnx_with_act
+from .registry import EagerContext, Kernel, OpDef, need, numel, register
 from .weighted import DEVICE
 
 if TYPE_CHECKING:
@@ -74,6 +74,10 @@ class Add(OpDef):
             if tuple(s) != tuple(shapes[0]):
                 raise ShapeError(f"add inputs differ in shape: {tuple(shapes[0])} vs {tuple(s)}", key=INPUTS)
         return shapes, [tuple(shapes[0])]
+
+    def flops(self, attrs, in_shapes, out_shapes):
+        n = numel(out_shapes[0])
+        return (len(in_shapes) - 1) * n + act_flops(attrs.get(ADD_ACT.name, "none"), n)
 
     def gradient(self, node: Node, ograds: Sequence[Entry | None]) -> list[Entry | None]:
         # d(sum)/d(input) = 1 for every input: each one receives dy itself (copied back to its device by

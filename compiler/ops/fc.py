@@ -9,12 +9,18 @@ from ..errors import ShapeError
 from ..graph import Node
 from .activation import ACT, apply_act, onnx_with_act
 from .attrs import Attr, integer
-from .registry import EagerContext, Kernel, OpDef, need, register
+from .registry import EagerContext, Kernel, OpDef, need, numel, register
 from .weighted import GROUPS, PARAM_ATTRS, WeightedLayer
 
 if TYPE_CHECKING:
     from ..lower import Lowerer, Value
     from ..onnx_export import OnnxBuilder
+
+def cublas_precision(dtype: str) -> str:
+    """The peak an fc GEMM runs at: cuBLAS through torch.mm keeps fp32 in IEEE precision (PyTorch's
+    default `torch.backends.cuda.matmul.allow_tf32` is off), half precision on tensor cores."""
+    return {"float64": "fp64", "float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[dtype]
+
 
 UNITS = Attr("units", integer(1, 1 << 20), "Output features (all groups together).")
 IN_FEATURES = Attr("in_features", integer(1, 1 << 30),
@@ -30,6 +36,9 @@ class FullyConnected(WeightedLayer):
     backward_data_op = "fc_backward_data"
     backward_weight_op = "fc_backward_weight"
     kernel = Kernel("fc")
+
+    def math_precision(self, dtype: str) -> str:
+        return cublas_precision(dtype)
 
     def prepare_input(self, lw: "Lowerer", layer: Mapping[str, Any], value: "Value") -> "Value":
         from .tensor import flatten_value  # here: importing it above would register the tensor ops before fc's
@@ -75,6 +84,10 @@ class FcBackwardData(OpDef):
     name = "fc_backward_data"
     arguments = ("grad", "weight")
     kernel = Kernel("fc_backward_data")
+    math = "matmul"
+
+    def math_precision(self, dtype: str) -> str:
+        return cublas_precision(dtype)
 
     def infer(self, attrs, in_shapes):
         dy, w = need(in_shapes, 0, "grad"), need(in_shapes, 1, "weight")
@@ -89,6 +102,10 @@ class FcBackwardWeight(OpDef):
     name = "fc_backward_weight"
     arguments = ("grad", "data")
     kernel = Kernel("fc_backward_weight")
+    math = "matmul"
+
+    def math_precision(self, dtype: str) -> str:
+        return cublas_precision("float64" if dtype == "float64" else "float32")   # both operands upcast to fp32
 
     def infer(self, attrs, in_shapes):
         dy, x = need(in_shapes, 0, "grad"), need(in_shapes, 1, "data")
@@ -109,3 +126,6 @@ class BiasBackward(OpDef):
     def infer(self, attrs, in_shapes):
         dy = need(in_shapes, 0, "grad")
         return [dy], [(dy[1],)]
+
+    def flops(self, attrs, in_shapes, out_shapes):
+        return numel(in_shapes[0])   # one add per element of dy

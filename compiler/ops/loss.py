@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from ..errors import ShapeError
 from ..graph import Entry, Node
 from .attrs import BOOLEAN, Attr, number
-from .registry import EagerContext, Kernel, OpDef, backward_node, need, register
+from .registry import EagerContext, Kernel, OpDef, backward_node, need, numel, register
 from .tensor import flatten_value
 
 if TYPE_CHECKING:
@@ -95,6 +95,10 @@ class SoftmaxLoss(OpDef):
             raise ShapeError(f"label shape {tuple(label)} does not match batch {x[0]}")
         return [x, (x[0],)], [(), x]
 
+    def flops(self, attrs, in_shapes, out_shapes):
+        # Per score: the row max, the shift, exp, the row sum and the division (5); the log-likelihood is per row.
+        return 5 * numel(in_shapes[0])
+
     def gradient(self, node, ograds):
         # The loss is a head: its gradient is its weight in the total loss, regardless of ograds.
         return [backward_node("softmax_loss_backward", node, "bwd", [Entry(node, 1), node.inputs[1]],
@@ -126,3 +130,6 @@ class SoftmaxLossBackward(OpDef):
     def infer(self, attrs, in_shapes):
         p = need(in_shapes, 0, "prob")
         return [p, (p[0],)], [p]
+
+    def flops(self, attrs, in_shapes, out_shapes):
+        return 2 * numel(in_shapes[0])   # (p - onehot) * weight / N

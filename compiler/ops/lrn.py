@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from ..errors import ShapeError
 from ..graph import Entry, Node
 from .attrs import BOOLEAN, NUM_GROUP, Attr, integer, number
-from .registry import EagerContext, Kernel, NoOnnxForm, OpDef, backward_node, need, need_maps, register
+from .registry import EagerContext, Kernel, NoOnnxForm, OpDef, backward_node, need, need_maps, numel, register
 
 if TYPE_CHECKING:
     from ..onnx_export import OnnxBuilder
@@ -100,6 +100,11 @@ class LRN(OpDef):
             raise ShapeError(f"{x[1]} channels are not divisible into {g} LRN groups")
         return [x], [x, x]
 
+    def flops(self, attrs, in_shapes, out_shapes):
+        # Per element: the window's n squares summed (2n), s = k + a*sum (2), s^-b as exp2(-b*log2 s) (3),
+        # times x (1).
+        return numel(in_shapes[0]) * (2 * int(attrs[SIZE.name]) + 6)
+
     def input_grad(self, node, dy):
         attrs = {a.name: node.attrs[a.name] for a in LRN_ATTRS if a.name in node.attrs}
         return backward_node("lrn_backward", node, "bwd", [dy, node.inputs[0], Entry(node, 0), Entry(node, 1)],
@@ -144,6 +149,10 @@ class LRNBackward(OpDef):
     def infer(self, attrs, in_shapes):
         dy = need(in_shapes, 0, "grad")
         return [dy, dy, dy, dy], [dy]
+
+    def flops(self, attrs, in_shapes, out_shapes):
+        # Per element: dy*y/s (2), its window sum (n), s^-b (3), dy*s^-b (1), 2*a*b*x*sum (2), the difference (1).
+        return numel(in_shapes[0]) * (int(attrs[SIZE.name]) + 9)
 
     def kernel_args(self, node):
         return _kernel_args(node)

@@ -14,13 +14,18 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from ..errors import ShapeError
 from ..graph import Entry, Node, Shape
-from .registry import EagerContext, Kernel, OpDef, backward_node, need, need_maps, out_hw, register
+from .registry import EagerContext, Kernel, OpDef, backward_node, need, need_maps, numel, out_hw, register
 from .window import IN_HW, KERNEL, PAD, POOL_STRIDE, ROUNDING, explicit_pads, geometry, rounding_of, window_out
 
 if TYPE_CHECKING:
     from ..onnx_export import OnnxBuilder
 
 POOL_ATTRS = (KERNEL, POOL_STRIDE, PAD, ROUNDING)
+
+
+def _window_cells(attrs) -> int:
+    (kh, kw), _, _ = geometry(attrs)
+    return kh * kw
 
 
 def _geometry_args(node: Node) -> dict[str, Any]:
@@ -44,6 +49,9 @@ class _Pool(OpDef):
         q = window_out(x[3], kw, sw, pw, rounding, f"{self.name} width")
         return x, (x[0], x[1], p, q)
 
+    def flops(self, attrs, in_shapes, out_shapes):
+        return numel(out_shapes[0]) * _window_cells(attrs)   # a compare (max) or an add (mean) per cell
+
     def backward(self, node: Node, op: str, inputs: list[Entry]) -> Entry:
         x = node.inputs[0]
         return backward_node(op, node, "bwd", inputs,
@@ -61,6 +69,10 @@ class _Pool(OpDef):
 
 class _PoolBackward(OpDef):
     attrs = (KERNEL, POOL_STRIDE, PAD, IN_HW)
+
+    def flops(self, attrs, in_shapes, out_shapes):
+        # max: one add per window, into its winner; mean: dy/count added to each of the window's cells
+        return numel(in_shapes[0]) * (1 if self.name == "maxpool_backward" else _window_cells(attrs))
 
     def infer(self, attrs, in_shapes):
         dy = need(in_shapes, 0, "grad")
@@ -148,6 +160,9 @@ class _GlobalPool(OpDef):
         x = need_maps(self.name, need(in_shapes, 0, "data"))
         return x, (x[0], x[1], 1, 1)
 
+    def flops(self, attrs, in_shapes, out_shapes):
+        return numel(in_shapes[0])   # a compare or an add per cell
+
     def backward(self, node: Node, op: str, inputs: list[Entry]) -> Entry:
         x = node.inputs[0]
         return backward_node(op, node, "bwd", inputs, {IN_HW.name: tuple(x.shape[2:]) if x.shape else None})
@@ -155,6 +170,9 @@ class _GlobalPool(OpDef):
 
 class _GlobalPoolBackward(OpDef):
     attrs = (IN_HW,)
+
+    def flops(self, attrs, in_shapes, out_shapes):
+        return numel(out_shapes[0])   # each cell gets its share of dy (mean) or zero/dy (max)
 
     def infer(self, attrs, in_shapes):
         dy = need(in_shapes, 0, "grad")

@@ -11,6 +11,7 @@ lowering (`lower.py`)       `lower` (which lowering strategy), `node_attrs`
 symbol constructors         `attrs` (node attributes, defaults), `arguments`, `params`, `state`,
                             `variable_attrs`, `outputs`
 shape inference, report     `infer` (shape rule), `macs` (cost), `output_dtypes`
+cost model (`cost/`)        `flops`, `traffic`, `math` (which peak bounds the arithmetic), `transfers`
 gradient pass               `gradient` / `input_grad` (backward nodes, themselves registered ops)
 fusion pass                 `activation` (can be folded into a producer), `fuse_activation`
 executor, backends          `kernel` (entry-point name + adapter data), `kernel_args`, `family`,
@@ -182,6 +183,11 @@ class OpDef:
     output_dtypes: ClassVar[Mapping[int, str]] = {}   # dtype of an output when not the compute dtype
     activation: ClassVar[bool] = False       # a standalone activation the fusion pass may fold away
     maps_only: ClassVar[bool] = False        # spec layers need (C, H, W) feature maps as input
+    # The cost model (compiler/cost): which peak bounds the op's arithmetic, "vector" (the fp32 CUDA
+    # cores, or the CPU's vector units) or "matmul" (tensor cores in the compute dtype, see
+    # `math_precision`); `transfers`: the op moves its input between devices (its bytes cross a link).
+    math: ClassVar[str] = "vector"
+    transfers: ClassVar[bool] = False
     kernel: ClassVar[Kernel | None] = None
     # PyTorch's state-dict suffix of a parameter or state argument where it is not the argument's own
     # name (batch norm's scale is torch's `weight`), and the buffers torch's module keeps that we have
@@ -270,6 +276,30 @@ class OpDef:
         """Multiply-adds of one application (the report counts those of conv and fc weights)."""
         return 0
 
+    # -- cost ----------------------------------------------------------------------------------------
+    def flops(self, attrs: Mapping[str, Any], in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]) -> int:
+        """Floating-point operations of one application at the node's batch size: two per multiply-add
+        of `macs` by default; ops whose arithmetic is elementwise (or a GEMM with an epilogue) count
+        their own, per element, in their descriptor."""
+        return 2 * self.macs(attrs, in_shapes, out_shapes)
+
+    def traffic(self, attrs: Mapping[str, Any], in_bytes: Sequence[int], out_bytes: Sequence[int]) -> tuple[int, int]:
+        """(bytes read, bytes written) by one application, given each input's and each output's size
+        in bytes: the compulsory traffic, every input read once and every output written once (what a
+        roofline bounds by; a kernel that reads its input twice moves more). Views override it (0, 0)."""
+        return sum(in_bytes), sum(out_bytes)
+
+    def math_precision(self, dtype: str) -> str:
+        """The column of a device's peak table that bounds this op's FLOPs when its values are in
+        `dtype` (a train dtype): "fp32", "tf32", "bf16", "fp16" or "fp64". Vector ops run on the
+        CUDA cores in fp32 (fp64 in float64); "matmul" ops on tensor cores in their compute dtype, fp32
+        as TF32 (ops whose kernels keep IEEE fp32 override this)."""
+        if dtype == "float64":
+            return "fp64"
+        if self.math == "matmul":
+            return {"float32": "tf32", "bfloat16": "bf16", "float16": "fp16"}[dtype]
+        return "fp32"
+
     def gradient(self, node: Node, ograds: Sequence[Entry | None]) -> list[Entry | None]:
         """Input gradients as new backward nodes, given the gradient of each visible output.
 
@@ -283,6 +313,12 @@ class OpDef:
     def input_grad(self, node: Node, dy: Entry) -> Entry:
         """The gradient of the one input, given that of the output (see `gradient`)."""
         raise NotImplementedError(f"op '{self.name}' has no gradient")
+
+    def training_problem(self, attrs: Mapping[str, Any], in_shapes: Sequence[Shape]) -> str | None:
+        """Why a training forward at these input shapes (batch = one process's batch) cannot learn
+        anything in this op, or None: batch norm with one value per channel outputs its shift whatever
+        its input. Training refuses such a spec (`CompiledNet.training_problems`)."""
+        return None
 
     # -- passes --------------------------------------------------------------------------------------
     def fuse_activation(self, node: Node, act: str) -> Node | None:
@@ -346,6 +382,14 @@ class SameShape(OpDef):
     def infer(self, attrs, in_shapes):
         x = need(in_shapes, 0, (self.arguments or ("data",))[0])
         return [x] + [tuple(s) if s is not None else x for s in in_shapes[1:]], [x]
+
+
+def numel(shape: Shape) -> int:
+    """Elements of a shape (1 for a scalar)."""
+    n = 1
+    for d in shape:
+        n *= d
+    return n
 
 
 def out_hw(node: Node, k: int = 0) -> tuple[int, int]:

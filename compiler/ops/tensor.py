@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from ..errors import ShapeError
 from ..graph import Entry, Node
 from .attrs import Attr
-from .registry import EagerContext, Kernel, OpDef, SameShape, backward_node, need, register
+from .registry import EagerContext, Kernel, OpDef, SameShape, backward_node, need, numel, register
 
 if TYPE_CHECKING:
     from ..lower import Lowerer, Value
@@ -31,6 +31,9 @@ SRC = Attr("src", spec=False)                  # copy: the source device
 
 class _Reshaping(OpDef):
     """A reshape keeping the batch dimension; its gradient reshapes back to the input's shape."""
+
+    def traffic(self, attrs, in_bytes, out_bytes):
+        return 0, 0   # a view: nothing moves
 
     def input_grad(self, node, dy):
         x = node.inputs[0]
@@ -168,6 +171,9 @@ class Slice(OpDef):
             raise ShapeError(f"slice [{b}, {e}) is outside the {x[1]} channels of the input")
         return [x], [(x[0], e - b, *x[2:])]
 
+    def traffic(self, attrs, in_bytes, out_bytes):
+        return 0, 0   # a view: nothing moves
+
     def input_grad(self, node, dy):
         x = node.inputs[0]
         return backward_node("slice_backward", node, "bwd", [dy],
@@ -215,6 +221,9 @@ class AddN(OpDef):
             raise ShapeError(f"add_n inputs differ in shape: {shapes}")
         return shapes, [shapes[0]]
 
+    def flops(self, attrs, in_shapes, out_shapes):
+        return (len(in_shapes) - 1) * numel(out_shapes[0])
+
     def eager(self, node, xs, ctx):
         return [sum(xs[1:], xs[0])]
 
@@ -229,6 +238,7 @@ class Copy(SameShape):
 
     name = "copy"
     attrs = (SRC,)
+    transfers = True   # read on the source device, written on this one: the bytes cross a link
 
     def input_grad(self, node, dy):
         return backward_node("copy", node, "bwd", [dy], {SRC.name: node.device}, device=node.attrs[SRC.name])

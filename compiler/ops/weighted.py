@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from ..errors import ShapeError
 from ..graph import Entry, Node, Shape
-from .activation import ACT, activation_grad
+from .activation import ACT, act_flops, activation_grad
 from .attrs import BOOLEAN, IDENT, Attr, integer
-from .registry import OpDef, backward_node, check_param
+from .registry import OpDef, backward_node, check_param, numel
 
 if TYPE_CHECKING:
     from ..lower import Lowerer, Value
@@ -98,6 +98,7 @@ class WeightedLayer(OpDef):
     in_spec = True
     arguments = ("data", "weight", "bias")
     params = ("weight", "bias")
+    math = "matmul"
     out_attr: ClassVar[str] = ""
     backward_data_op: ClassVar[str] = ""
     backward_weight_op: ClassVar[str] = ""
@@ -140,6 +141,13 @@ class WeightedLayer(OpDef):
         if not attrs.get(NO_BIAS.name):
             shapes.append(check_param(in_shapes[2] if len(in_shapes) > 2 else None, (units,), "bias"))
         return shapes
+
+    def flops(self, attrs: Mapping[str, Any], in_shapes: Sequence[Shape], out_shapes: Sequence[Shape]) -> int:
+        """The GEMM (2 per multiply-add) and its epilogue: one add per output for the bias, the fused
+        activation's own count."""
+        out = numel(out_shapes[0])
+        return (2 * self.macs(attrs, in_shapes, out_shapes) + (out if len(in_shapes) > 2 else 0)
+                + act_flops(attrs.get(ACT.name, "none"), out))
 
     # -- gradient and fusion --------------------------------------------------------------------------
     def backward_attrs(self, node: Node) -> tuple[dict, dict]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from ..graph import Graph
+from ..graph import Graph, Node
 from ..ops import get_op
 from ..program import DeviceMemory, MemoryPlan, master_dtype
 
@@ -23,6 +23,18 @@ DTYPE_BYTES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int8": 
 
 def _nbytes(shape, dtype: str) -> int:
     return math.prod(shape) * DTYPE_BYTES[dtype]
+
+
+def value_dtype(node: Node, k: int, dtype: str) -> str:
+    """The dtype of output `k` of `node` in a run whose values between ops are in `dtype`: what the op's
+    descriptor declares (`OpDef.output_dtypes`), else `dtype`. Variables: parameters as the kernels read
+    them (the compute copy), state in the master dtype, labels int64. The one rule the memory plan and
+    the cost model (compiler/cost) count bytes by."""
+    if node.is_variable:
+        if node.role == "state":
+            return master_dtype(dtype)
+        return "int64" if node.role == "label" else dtype
+    return get_op(node.op).output_dtypes.get(k, dtype)
 
 
 def plan_memory(graph: Graph, dtype: str = "float32") -> MemoryPlan:
@@ -57,10 +69,8 @@ def plan_memory(graph: Graph, dtype: str = "float32") -> MemoryPlan:
             elif n.role == "state":   # resident for the whole run, in the master dtype (running statistics)
                 params[dev] += _nbytes(n.shapes[0], master)
             continue
-        op = get_op(n.op)
         for k, shape in enumerate(n.shapes):
-            dt = op.output_dtypes.get(k, dtype)
-            size = _nbytes(shape, dt)
+            size = _nbytes(shape, value_dtype(n, k, dtype))
             fits = [s for s in free[dev] if s >= size and s <= 2 * size]
             if fits:
                 best = min(fits)

@@ -12,7 +12,7 @@ import argparse
 import sys
 import time
 
-from .errors import DEBUG_ENV, EnvironmentFailure, UserError, one_line  # noqa: F401  (cli.UserError is re-exported)
+from .errors import DEBUG_ENV, EnvironmentFailure, UserError, one_line, write_failure  # noqa: F401  (cli.UserError is re-exported)
 
 
 def _compile(args) -> int:
@@ -59,7 +59,7 @@ def _write_text(path: str, text: str) -> None:
         with replacing(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
     except OSError as exc:
-        raise UserError(f"{path}: cannot write: {exc.strerror or exc}") from None
+        raise write_failure(path, exc) from None
 
 
 def _specs(args) -> int:
@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Numeric options shared by several subcommands, with their smallest valid value.
 _MINIMA = {"epochs": 1, "workers": 0, "limit_batches": 1, "limit_train_batches": 1, "limit_val_batches": 1,
-           "synthetic": 1}
+           "synthetic": 1, "iterations": 1, "warmup": 0, "threads": 1}
 
 
 def _bad_number(args) -> str | None:
@@ -209,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # the machine, not the input: a full or read-only disk, a vanished directory
         if _debug():
             raise
+        import errno
+
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return _fail(f"no space left on device{' writing ' + str(exc.filename) if exc.filename else ''}", 1)
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         return _fail(f"{where}{exc.strerror or exc}", 1)
     except MemoryError:

@@ -8,7 +8,7 @@ import argparse
 import os
 from typing import Any
 
-from .errors import UserError
+from .errors import UserError, say
 
 EPILOG_TRAIN = """examples:
   alexnetc train                                   # embedded default: two-tower mini AlexNet, Fashion-MNIST
@@ -43,9 +43,11 @@ def _train(args) -> int:
                         seed=args.seed, dtype=args.dtype, init_from=args.init_from,
                         sync_batchnorm=True if args.sync_bn else None,
                         synthetic=args.synthetic, progress=not args.no_progress,
+                        allow_empty_classes=args.allow_empty_classes, fresh_optimizer=args.fresh_optimizer,
+                        log=lambda s: say(s, flush=True),
                         bucket_mb=args.bucket_mb, overlap=not args.no_overlap, dist_timeout=args.dist_timeout)
     if args.spec is None and os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 only
-        print(f"alexnetc train: no spec given, using the embedded default {spec}")
+        say(f"alexnetc train: no spec given, using the embedded default {spec}")
     try:
         Trainer(opts).run()
     except TrainingEnvironmentError as exc:
@@ -86,11 +88,11 @@ def _eval(args) -> int:
     except (AugmentError, DatasetError, CheckpointError, TrainingError) as exc:
         raise UserError(str(exc)) from None
     crops = args.crops or (model.state.get("data_config") or {}).get("test_crops", "center")
-    print(f"{model.net.name} on {args.data} ({args.split}, {r['n']} images, {crops} crop"
+    say(f"{model.net.name} on {args.data} ({args.split}, {r['n']} images, {crops} crop"
           f"{'s' if crops == 'ten' else ''}): loss {r['loss']:.4f}  top-1 error {r['top1']:.2%}  "
           f"top-5 error {r['top5']:.2%}  (accuracy {1 - r['top1']:.2%})")
     if loader.skipped:
-        print(loader.skipped_message())
+        say(loader.skipped_message())
     return 0
 
 
@@ -120,8 +122,6 @@ def _predict(args) -> int:
                               f"{', '.join(model.class_names[:12])}{', ...' if len(model.class_names) > 12 else ''})")
     images, names = [], []
     for path in args.images:
-        if not os.path.isfile(path):
-            raise UserError(f"{path}: no such image file")
         images.append(tf(model.read_image(path)))
         names.append(path)
     with torch.no_grad():
@@ -130,17 +130,17 @@ def _predict(args) -> int:
     results = []
     for path, p in zip(names, probs):
         top = torch.topk(p, k)
-        print(path)
+        say(path)
         rows = []
         for prob, idx in zip(top.values.tolist(), top.indices.tolist()):
-            print(f"  {prob:7.2%}  {model.class_names[idx]}")
+            say(f"  {prob:7.2%}  {model.class_names[idx]}")
             rows.append((model.class_names[idx], prob))
         results.append((path, rows))
     if getattr(args, "gallery", None):
         from .figures import draw_gallery
 
         draw_gallery(results, args.gallery, truth=args.truth, image_mode=mode)
-        print(f"gallery written to {args.gallery}")
+        say(f"gallery written to {args.gallery}")
     return 0
 
 
@@ -169,6 +169,12 @@ def register(sub: Any) -> None:
                         "and shape is loaded, the others (e.g. a classifier for other classes) start fresh")
     t.add_argument("--overwrite", action="store_true",
                    help="replace the run already in --out (its checkpoints, metrics and curves are deleted)")
+    t.add_argument("--fresh-optimizer", action="store_true",
+                   help="with --resume: continue from a checkpoint that has no optimizer state (momentum buffers), "
+                        "SGD's momentum starting at zero (without it such a checkpoint is refused)")
+    t.add_argument("--allow-empty-classes", action="store_true",
+                   help="train although a class folder of the training split holds no image (a warning; without it "
+                        "that is an error: the network would have a class it can never learn)")
     t.add_argument("--limit-train-batches", type=int, help="at most this many batches per epoch")
     t.add_argument("--limit-val-batches", type=int, help="at most this many validation batches")
     t.add_argument("--synthetic", type=int, metavar="N", help="N random images per epoch instead of data")
@@ -220,3 +226,6 @@ def register(sub: Any) -> None:
     from . import transfer_commands  # export, import
 
     transfer_commands.register(sub)
+    from . import profile_command  # profile
+
+    profile_command.register(sub)

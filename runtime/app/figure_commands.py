@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any
 
-from .errors import UserError
+from .errors import UserError, say
 
 # Part of the neighbors feature-cache key: bumped when the same checkpoint and layer name yield other
 # features (2: a relu after an add is folded into it, so an add layer's features are after the relu).
@@ -62,6 +62,12 @@ def _check_output(path: str, option: str = "-o") -> None:
         raise UserError(f"{option} {path}: the figure is a PNG; give a file name ending in .png")
     if os.path.isdir(path):
         raise UserError(f"{option} {path}: is a directory; give a file name ending in .png")
+    from ..atomic import WriteTargetError, check_write_target
+
+    try:   # before anything is computed: a device or FIFO is never written through
+        check_write_target(path)
+    except WriteTargetError as exc:
+        raise UserError(f"{option} {path}: {exc.strerror}") from None
 
 
 # --------------------------------------------------------------------------- filters
@@ -105,7 +111,7 @@ def _filters(args) -> int:
         kind = "RGB" if c == 3 else ("grey" if c == 1 else f"mean of {c} channels")
         titled.append((f"{dev}: {layer}, {k} kernels {kh}x{kw} ({kind})", w))
     draw_filters(titled, args.output)
-    print(f"{layer} kernels of {model.net.name} ({', '.join(f'{d}: {len(w)}' for d, w in blocks)}) "
+    say(f"{layer} kernels of {model.net.name} ({', '.join(f'{d}: {len(w)}' for d, w in blocks)}) "
           f"written to {args.output}")
     return 0
 
@@ -144,7 +150,7 @@ def resolve_checkpoint_file(path: str) -> str:
     path = checkpoints_dir(path)
     if os.path.isdir(path):
         try:
-            return newest_verified(path, lambda msg: print(msg, file=sys.stderr))
+            return newest_verified(path, lambda msg: say(msg, file=sys.stderr))
         except CheckpointError:
             return path
     if path.endswith(".safetensors"):
@@ -188,7 +194,7 @@ def features_key(ckpt_json: str, model: Any, dataset: Any, split: str, indices: 
 
 
 def dataset_features(model: Any, dataset: Any, indices: Any, layer: str, cache_path: str, key: dict, *,
-                     batch: int = 64, workers: int = 0, log: Any = print) -> Any:
+                     batch: int = 64, workers: int = 0, log: Any = say) -> Any:
     """``(features (N, D) float32, indices (N,) int64)``: from ``cache_path`` when it holds ``key``,
     else extracted with the eval transform (centre crop) and written there atomically."""
     import numpy as np
@@ -198,14 +204,11 @@ def dataset_features(model: Any, dataset: Any, indices: Any, layer: str, cache_p
     from ..data.loader import make_loader
 
     key_json = json.dumps(key, sort_keys=True)
-    if os.path.isfile(cache_path):
-        try:
-            with np.load(cache_path, allow_pickle=False) as z:
-                if str(z["key"]) == key_json and len(z["features"]) == len(z["indices"]):
-                    log(f"features of {len(z['indices'])} images from the cache {cache_path}")
-                    return z["features"], z["indices"]
-        except (OSError, ValueError, KeyError):
-            pass  # unreadable or stale: recompute and overwrite
+    width = feature_width(model, layer)
+    cached = read_feature_cache(cache_path, key_json, width, len(dataset), log)
+    if cached is not None:
+        log(f"features of {len(cached[1])} images from the cache {cache_path}")
+        return cached
     log(f"extracting {layer} features of {len(indices)} images (once: cached in {cache_path})")
     loader = make_loader(_Indexed(dataset, indices), model.eval_transform("center"), batch, num_workers=workers)
     feats, idx = [], []
@@ -218,12 +221,59 @@ def dataset_features(model: Any, dataset: Any, indices: Any, layer: str, cache_p
     if not feats:
         raise UserError(f"{getattr(dataset, 'root', 'the dataset')}: no readable images to search")
     f, i = np.concatenate(feats), np.concatenate(idx).astype(np.int64)
+    if not np.isfinite(f).all():
+        raise UserError(f"{layer}: the features of {int((~np.isfinite(f).any(1)).sum()):,} images are not finite "
+                        "(NaN or infinity); no distance between them means anything")
     try:
         with replacing(cache_path, ".npz") as tmp:  # .npz: np.savez would append it
             np.savez(tmp, features=f, indices=i, key=np.array(key_json))
     except OSError as exc:
         log(f"warning: could not cache features in {cache_path}: {exc.strerror or exc}")
     return f, i
+
+
+def feature_width(model: Any, layer: str) -> int:
+    """How many features one image has at ``layer`` (its outputs' channels x height x width, towers joined)."""
+    import math
+
+    info = next(i for i in model.net.layers if i.name == layer)
+    return sum(math.prod(shape) for _, _, shape in info.outputs)   # shapes per sample
+
+
+def read_feature_cache(path: str, key_json: str, width: int, dataset_size: int, log: Any) -> tuple[Any, Any] | None:
+    """``(features, indices)`` from the cache file when it was written for ``key_json`` and holds what such a
+    cache must (``width`` finite float32 features per image, one dataset index in range per row); None when
+    it is missing or stale (recomputed), or, with a warning through ``log``, when it is not such a file."""
+    import numpy as np
+
+    from ..bounded_read import UnreadableFile, check_file
+
+    if not os.path.lexists(path):
+        return None
+    try:
+        check_file(path, "MAX_CACHE_BYTES", "feature cache")
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["key"]) != key_json:
+                return None   # another checkpoint's, dataset's or layer's: recomputed and replaced
+            f, i = z["features"], z["indices"]
+    except UnreadableFile as exc:
+        log(f"warning: ignoring the feature cache: {exc}")
+        return None
+    except Exception as exc:  # noqa: BLE001 - a damaged zip or array: the cache is only ever a shortcut
+        log(f"warning: ignoring the feature cache {path}: unreadable ({type(exc).__name__}); recomputing")
+        return None
+    problem = None
+    if f.ndim != 2 or f.shape[1] != width or f.dtype != np.float32:
+        problem = f"its features are {f.dtype} {tuple(f.shape)}, not {width} float32 values per image"
+    elif i.ndim != 1 or len(i) != len(f) or i.dtype.kind not in "iu" or (len(i) and not 0 <= i.min() <= i.max()
+                                                                         < dataset_size):
+        problem = f"its image indices do not match its {len(f):,} rows of a {dataset_size:,}-image dataset"
+    elif not np.isfinite(f).all():
+        problem = f"it holds non-finite features (NaN or infinity) for {int((~np.isfinite(f).all(1)).sum()):,} images"
+    if problem:
+        log(f"warning: ignoring the feature cache {path}: {problem}; recomputing")
+        return None
+    return f, i.astype(np.int64, copy=False)
 
 
 def nearest(query_feats: Any, feats: Any, k: int, chunk: int = 65536) -> tuple[Any, Any]:
@@ -255,6 +305,7 @@ def _neighbors(args) -> int:
     import numpy as np
     import torch
 
+    from ..bounded_read import UnreadableFile, check_file
     from ..data.datasets import DatasetError, open_dataset
     from .figures import draw_neighbors
 
@@ -263,9 +314,11 @@ def _neighbors(args) -> int:
         raise UserError(f"--k {args.k}: must be at least 1")
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit {args.limit}: must be at least 1")
-    for q in args.query:
-        if not os.path.isfile(q):
-            raise UserError(f"{q}: no such image file")
+    for q in args.query:   # before the model is loaded: a mistyped query fails at once
+        try:
+            check_file(q, None, "image file")
+        except UnreadableFile as exc:
+            raise UserError(str(exc)) from None
     ckpt_json = resolve_checkpoint_file(args.checkpoint)
     model = _load_model(ckpt_json, args.device, args.batch)
     try:
@@ -293,26 +346,26 @@ def _neighbors(args) -> int:
                                   for s in range(0, len(q_imgs), args.batch)])
     k = args.k
     if k > len(feats):
-        print(f"note: only {len(feats)} images to search; showing {len(feats)} neighbours, not {k}")
+        say(f"note: only {len(feats)} images to search; showing {len(feats)} neighbours, not {k}")
         k = len(feats)
     dist, pos = nearest(q_feats, feats, k)
     targets = getattr(ds, "targets", None)
     names = model.class_names
     fig_rows = []
     for qi, q in enumerate(args.query):
-        print(f"{q}: nearest {k} of {len(feats)} {args.split} images by {layer} features")
+        say(f"{q}: nearest {k} of {len(feats)} {args.split} images by {layer} features")
         neigh = []
         for d, p in zip(dist[qi], pos[qi]):
             i = int(rows[p])
             label = int(targets[i]) if targets is not None else int(ds[i][1])
             cls = names[label] if 0 <= label < len(names) else str(label)
-            print(f"  {d:10.4f}  {cls:<16} {_image_name(ds, args.split, i)}")
+            say(f"  {d:10.4f}  {cls:<16} {_image_name(ds, args.split, i)}")
             neigh.append((ds[i][0], f"{cls}\nd={d:.3g}"))
         fig_rows.append((q_imgs[qi], f"query\n{os.path.basename(q)}", neigh))
     title = (f"{model.net.name}: nearest {args.split} images by {layer} features "
              f"(Euclidean, {len(feats)} images)")
     draw_neighbors(fig_rows, args.output, title=title)
-    print(f"neighbours written to {args.output}")
+    say(f"neighbours written to {args.output}")
     return 0
 
 
@@ -397,18 +450,18 @@ def _compare(args) -> int:
     epochs = args.epochs or first["epochs"]
     seed = args.seed if args.seed is not None else first["seed"]
     names = run_names(args.specs)
-    print(f"comparing {len(paths)} specs: {epochs} epochs each, seed {seed}, "
+    say(f"comparing {len(paths)} specs: {epochs} epochs each, seed {seed}, "
           f"data {args.data or 'default'}; runs in {args.out}/")
     for name, path in zip(names, paths):
         out = os.path.join(args.out, name)
-        print(f"[{name}] {path} -> {out}")
+        say(f"[{name}] {path} -> {out}")
         opts = TrainOptions(spec=path, data=args.data, out=out, epochs=epochs, batch_size=args.batch,
                             device=args.device, workers=args.workers, seed=seed,
                             # a re-run resumes; a run killed before its first checkpoint starts again
                             resume=_has_checkpoint(out), overwrite=not _has_checkpoint(out),
                             limit_train_batches=args.limit_train_batches,
                             limit_val_batches=args.limit_val_batches, progress=not args.no_progress,
-                            log=lambda s, n=name: print(f"[{n}] {s}", flush=True))
+                            log=lambda s, n=name: say(f"[{n}] {s}", flush=True))
         try:
             Trainer(opts).run()
         except TrainingEnvironmentError as exc:
@@ -418,7 +471,7 @@ def _compare(args) -> int:
         except (AugmentError, DatasetError, CheckpointError, TrainingError) as exc:
             raise UserError(f"{args.specs[paths.index(path)]}: {exc}") from None
         except KeyboardInterrupt:
-            print("comparison interrupted; run the same command again to resume it", file=sys.stderr)
+            say("comparison interrupted; run the same command again to resume it", file=sys.stderr)
             return 130
     curves, rows = [], []
     for name in names:
@@ -430,8 +483,8 @@ def _compare(args) -> int:
         rows.append((name, epochs_to_target(recs, args.target_error), len(recs)))
     draw_compare(curves, png, target=args.target_error,
                  title=f"training error to {args.target_error:.0%}: {' vs '.join(names)}")
-    print(format_table(rows, args.target_error))
-    print(f"curves written to {png}")
+    say(format_table(rows, args.target_error))
+    say(f"curves written to {png}")
     return 0
 
 

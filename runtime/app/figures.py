@@ -24,7 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..atomic import replacing
-from .errors import UserError
+from .errors import UserError, write_failure
 
 BG = (255, 255, 255)             # page background (gaps between cells are exactly this)
 PANEL_BG = (238, 238, 238)       # a gallery panel's fill
@@ -112,7 +112,7 @@ def save_png(image: Any, path: str | os.PathLike) -> str:
         with replacing(path, ".png") as tmp:
             image.save(tmp, format="PNG")
     except OSError as exc:
-        raise FigureError(f"{path}: cannot write: {exc.strerror or exc}") from None
+        raise write_failure(path, exc) from None
     return path
 
 
@@ -450,5 +450,5 @@ def draw_compare(curves: Sequence[tuple[str, Sequence[float], Sequence[float]]],
         with replacing(path, ".png") as tmp:
             fig.savefig(tmp, dpi=_COMPARE_DPI, format="png")
     except OSError as exc:
-        raise FigureError(f"{path}: cannot write: {exc.strerror or exc}") from None
+        raise write_failure(path, exc) from None
     return path

@@ -14,6 +14,7 @@ from ...compiler.pipeline import compile_dict
 from ..execution.executor import Executor, default_group2ctx
 from ..execution.layout import LayoutError, placed_tensors
 from ..training.checkpoint import CheckpointError, load_checkpoint, params_from, state_from
+from .errors import say
 
 # predict/neighbors: an image whose size differs from the network's input, with no data.resize in the
 # spec, is resized (shorter side to the input size, centre crop) only when its aspect ratio is at most
@@ -75,9 +76,14 @@ class Model:
     def read_image(self, path: str) -> Any:
         """An image file decoded in the network's channel mode and mapped onto its input (`fit_image`,
         whose note is printed); a UserError naming the file when it cannot be read or mapped."""
+        from ..bounded_read import UnreadableFile, check_file
         from ..data.datasets import load_image
         from .errors import UserError
 
+        try:
+            check_file(path, None, "image file")   # a FIFO would block the decoder, a directory is no image
+        except UnreadableFile as exc:
+            raise UserError(str(exc)) from None
         img = load_image(path, "L" if self.net.input_shape[0] == 1 else "RGB")
         if not hasattr(img, "shape"):
             raise UserError(f"{path}: cannot read this image ({getattr(img, 'reason', 'unreadable')})")
@@ -86,7 +92,7 @@ class Model:
         except CheckpointError as exc:
             raise UserError(str(exc)) from None
         if note:
-            print(note)
+            say(note)
         return img
 
     def fit_image(self, img: Any, path: str) -> Any:
@@ -190,13 +196,14 @@ def load_model(path: str, device: str = "auto", batch: int = 64, warn: Any = Non
     from ..execution.memory import MemoryLimitError, check_fits
     from ..execution.precision import PrecisionError, check_supported, precision
     from ..training.checkpoint import checkpoints_dir, newest_verified
-    from ..training.verify import check_classes, check_state, check_tensors
+    from ..training.verify import check_classes, check_finite, check_state, check_tensors
 
-    warn = warn or (lambda msg: print(msg, file=sys.stderr))
+    warn = warn or (lambda msg: say(msg, file=sys.stderr))
     path = checkpoints_dir(path)
     if os.path.isdir(path):
         path = newest_verified(path, warn)
     tensors, state = load_checkpoint(path)
+    check_finite(str(path), tensors, with_momentum=False)   # eval, predict, export, figures: never NaN out
     if "spec" not in state or "classes" not in state:
         raise CheckpointError(f"{path}: not an alexnetc training checkpoint (no spec or class names in it)")
     check_state(str(path), state, for_training=False)

@@ -10,7 +10,7 @@ import argparse
 import json
 from typing import Any
 
-from .errors import UserError
+from .errors import UserError, say, write_failure
 
 EPILOG_EXPORT = """examples:
   alexnetc export runs/alexnetc -o mini.onnx
@@ -107,29 +107,32 @@ def _export(args) -> int:
         with replacing(args.output) as tmp, open(tmp, "wb") as fh:
             fh.write(data)
     except OSError as exc:
-        raise UserError(f"{args.output}: cannot write: {exc.strerror or exc}") from None
+        raise write_failure(args.output, exc) from None
     c, h, w = model.net.input_shape
     n_params = sum(int(p.size) for p in params.values())
-    print(f"{args.output}: ONNX opset {args.opset}, {len(proto.graph.node)} operators, {n_params:,} parameters, "
+    say(f"{args.output}: ONNX opset {args.opset}, {len(proto.graph.node)} operators, {n_params:,} parameters, "
           f"{len(data) / 2 ** 20:.1f} MiB; input data (N, {c}, {h}, {w}), outputs prob and logits "
           f"(N, {model.net.classes})")
     if args.verify:
         err = verify_onnx(data, model)
-        print(f"onnxruntime vs alexnetc logits (random batch of 2): normwise relative error {err:.2e}")
+        say(f"onnxruntime vs alexnetc logits (random batch of 2): normwise relative error {err:.2e}")
         if not err <= 1e-5:
             raise UserError(f"{args.output}: onnxruntime's logits differ from alexnetc's by {err:.2e} (> 1e-5)")
     return 0
 
 
 def _import(args) -> int:
-    from ..training.checkpoint import CheckpointError
+    from ..training.checkpoint import CheckpointError, CheckpointWriteError
+    from .errors import EnvironmentFailure
     from .weights_import import WeightsError, import_weights
 
     try:
         path = import_weights(args.architecture, args.weights, args.output, args.classes, args.spec)
+    except CheckpointWriteError as exc:   # the disk, not the weights: full, read-only
+        raise EnvironmentFailure(str(exc)) from None
     except (WeightsError, CheckpointError) as exc:
         raise UserError(str(exc)) from None
-    print(f"imported {args.weights} as {args.architecture}: {path}")
+    say(f"imported {args.weights} as {args.architecture}: {path}")
     return 0
 
 

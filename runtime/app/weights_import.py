@@ -105,35 +105,70 @@ ARCHITECTURES: dict[str, Architecture] = {
 
 def read_state_dict(path: str) -> dict[str, Any]:
     """Name -> tensor from a ``.safetensors`` file or a plain pickled state dict, never running code."""
+    import warnings
+
     import torch
 
-    if not os.path.isfile(path):
-        raise WeightsError(f"{path}: no such weights file")
+    from ..bounded_read import UnreadableFile, check_file
+
+    try:
+        check_file(path, "MAX_WEIGHTS_BYTES", "weights file")
+    except UnreadableFile as exc:
+        raise WeightsError(str(exc)) from None
     if path.endswith(".safetensors"):
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         try:
-            return load_file(path, device="cpu")
+            return _finite(path, load_file(path, device="cpu"))
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
             raise WeightsError(f"{path}: not a readable safetensors file: {_first_line(exc)}") from None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():   # torch's own warnings (pickle protocol...) would add lines
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - pickle, zip and torch's own refusals all end here
         raise WeightsError(f"{path}: not a plain state dict of tensors (torch.load(weights_only=True) "
-                           f"refused it: {_first_line(exc)})") from None
+                           f"refused it: {_refusal(exc)})") from None
     if not isinstance(obj, Mapping):
         raise WeightsError(f"{path}: not a plain state dict of tensors (it holds a {type(obj).__name__})")
     for k, v in obj.items():
         if not isinstance(k, str) or not isinstance(v, torch.Tensor):
             raise WeightsError(f"{path}: not a plain state dict of tensors (key {k!r} holds a "
                                f"{type(v).__name__}; save model.state_dict() itself)")
-    return dict(obj)
+    return _finite(path, dict(obj))
+
+
+def _finite(path: str, sd: dict[str, Any]) -> dict[str, Any]:
+    """`sd`, after checking that no floating-point tensor in it holds NaN or infinity (a run imported from
+    such weights would predict "nan%")."""
+    import torch
+
+    for key, t in sd.items():
+        bad = int((~torch.isfinite(t)).sum()) if t.is_floating_point() else 0
+        if bad:
+            raise WeightsError(f"{path}: {key} holds {bad:,} non-finite value{'s' if bad != 1 else ''} (NaN or "
+                               f"infinity) of {t.numel():,}; refusing to import them")
+    return sd
 
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:300]
+
+
+def _refusal(exc: BaseException) -> str:
+    """What torch.load(weights_only=True) objected to, in its own words (the global it would have had to
+    call, the opcode it does not run), without its paragraphs of advice; else its first line."""
+    import re
+
+    said = ""
+    for after in ("WeightsUnpickler error:", "from a trusted source."):   # torch 2.6+'s two wordings
+        m = re.search(re.escape(after) + r"(.*?)(?:Check the documentation|$)", str(exc), re.S)
+        said = " ".join(m.group(1).split()) if m else ""
+        if said:
+            break
+    return (said.split(". ")[0].rstrip(".") or _first_line(exc))[:300]
 
 
 def map_state_dict(net: Any, arch: Architecture, sd: Mapping[str, Any],
@@ -185,16 +220,21 @@ def map_state_dict(net: Any, arch: Architecture, sd: Mapping[str, Any],
 def read_class_names(path: str | None, classes: int) -> list[str]:
     """Class names in label order: a text file (one per line), a dataset's train folder (its sorted
     subfolders, as ImageFolder and torchvision number them), or class0..classN-1 when not given."""
+    from ..bounded_read import UnreadableFile, read_bounded
+
     if path is None:
         return [f"class{i}" for i in range(classes)]
     if os.path.isdir(path):
         names = sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
     else:
         try:
-            with open(path, encoding="utf-8") as fh:
-                names = [line.strip() for line in fh if line.strip()]
-        except (OSError, UnicodeDecodeError) as exc:
-            raise WeightsError(f"{path}: cannot read class names: {getattr(exc, 'strerror', None) or exc}") from None
+            names = [line.strip() for line in read_bounded(path, "MAX_CLASS_LIST_BYTES", "class list")
+                     .decode("utf-8").splitlines() if line.strip()]
+        except UnreadableFile as exc:
+            raise WeightsError(str(exc)) from None
+        except UnicodeDecodeError as exc:
+            raise WeightsError(f"{path}: cannot read class names: not UTF-8 text ({exc.reason} at byte "
+                               f"{exc.start:,})") from None
     if len(names) != classes:
         raise WeightsError(f"{path}: {len(names)} class names, the network has {classes} classes")
     return names
@@ -226,13 +266,17 @@ def import_weights(arch_name: str, weights: str, out: str, classes: str | None =
     into instead of the architecture's shipped one (another data section, e.g. the evaluation resize
     of other published weights; other names or placement)."""
     from ...compiler import compile_spec
-    from ..training.checkpoint import PARAM_PREFIX, STATE_PREFIX, latest_checkpoint, save_checkpoint
+    from ..training.checkpoint import PARAM_PREFIX, STATE_PREFIX, save_checkpoint
+    from ..training.run_contents import refuse_new_run, run_contents
     from .specs import resolve_spec_path
 
     arch = ARCHITECTURES[arch_name]
     ckpt_dir = os.path.join(out, "checkpoints")
-    if os.path.isdir(ckpt_dir) and latest_checkpoint(ckpt_dir) is not None:
-        raise WeightsError(f"{out}: already holds a run; import into a new directory")
+    if os.path.lexists(out) and not os.path.isdir(out):
+        raise WeightsError(f"-o {out}: not a directory (the run directory to create)")
+    refusal = refuse_new_run(run_contents(out), "import")
+    if refusal:
+        raise WeightsError(refusal)
     net = compile_spec(resolve_spec_path(arch.spec))
     if spec is not None:
         given = compile_spec(resolve_spec_path(spec))

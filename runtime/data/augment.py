@@ -62,9 +62,17 @@ class DataStats:
 
     @classmethod
     def from_json(cls, d: Mapping) -> "DataStats":
-        return cls(tuple(map(float, d["mean"])), tuple(map(float, d["std"])),
-                   tuple(map(float, d["eigval"])), tuple(tuple(map(float, r)) for r in d["eigvec"]),
-                   int(d["images"]))
+        """The statistics `to_json` wrote; ValueError (or KeyError, TypeError) saying what is wrong when `d`
+        is not such a record: every number finite, one positive std per channel of the mean."""
+        stats = cls(tuple(map(float, d["mean"])), tuple(map(float, d["std"])),
+                    tuple(map(float, d["eigval"])), tuple(tuple(map(float, r)) for r in d["eigvec"]),
+                    int(d["images"]))
+        numbers = [*stats.mean, *stats.std, *stats.eigval, *(x for r in stats.eigvec for x in r)]
+        if not all(np.isfinite(numbers)):
+            raise ValueError("non-finite statistics (NaN or infinity)")
+        if not stats.mean or len(stats.std) != len(stats.mean) or min(stats.std) <= 0:
+            raise ValueError("not one positive std per channel of the mean")
+        return stats
 
 
 def default_cache_dir() -> str:
@@ -147,16 +155,17 @@ def dataset_stats(dataset: Any, cache_dir: str | os.PathLike | None = None, max_
     The cache lives in ``cache_dir`` (default ``$ALEXNETC_CACHE`` or ``~/.cache/alexnetc``); an
     unreadable entry is recomputed, an unwritable cache directory only costs the recomputation.
     """
+    from ..bounded_read import UnreadableFile, read_bounded
+
     path = stats_cache_path(dataset, cache_dir, max_images)
     key = _dataset_key(dataset)
-    if not refresh and os.path.isfile(path):
+    if not refresh and os.path.lexists(path):
         try:
-            with open(path, encoding="utf-8") as fh:
-                d = json.load(fh)
+            d = json.loads(read_bounded(path, "MAX_RECORD_BYTES", "statistics cache").decode("utf-8"))
             if d.get("version") == STATS_VERSION and {k: d.get(k) for k in key} == key:
                 return DataStats.from_json(d["stats"])
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # recompute below
+        except (UnreadableFile, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+            pass  # not a cache this version wrote (or damaged, or not a file): recomputed below
     stats = compute_stats(dataset, max_images=max_images)
     try:
         with replacing(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:

@@ -104,11 +104,14 @@ class ImageFolder:
                                    f"{len(self.classes)} training classes")
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
         samples: list[tuple[str, int]] = []
+        self.empty_classes: list[str] = []   # class folders without an image file
         for c in found:
             cdir = os.path.join(self.root, c)
             files = sorted(e.name for e in os.scandir(cdir)
                            if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS)
             samples.extend((os.path.join(cdir, f), self.class_to_idx[c]) for f in files)
+            if not files:
+                self.empty_classes.append(c)
         if not samples:
             raise DatasetError(f"{split_dir}: class folders hold no image files "
                                f"({', '.join(sorted(IMAGE_EXTENSIONS))})")
@@ -129,6 +132,25 @@ class ImageFolder:
 
     def __repr__(self) -> str:
         return f"ImageFolder({self.root!r}, {len(self)} images, {len(self.classes)} classes, {self.mode})"
+
+
+def check_class_images(dataset: Any, allow_empty: bool, warn: Any) -> None:
+    """A training split whose class folders include one with no image trains a network with a class it
+    can never learn: a DatasetError naming the folders, or with ``allow_empty`` a warning through
+    ``warn``. (Datasets without class folders, such as IDX files, have nothing to check.)"""
+    from ...compiler.limits import excerpt
+
+    empty = list(getattr(dataset, "empty_classes", None) or [])
+    if not empty:
+        return
+    names = ", ".join(excerpt(c, 80) for c in empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+    what = (f"{getattr(dataset, 'root', 'the training split')}: {len(empty)} class folder"
+            f"{'s hold' if len(empty) != 1 else ' holds'} no image ({names})")
+    if not allow_empty:
+        raise DatasetError(f"{what}: the network would have a class it can never learn; add images, remove the "
+                           "folder, or pass --allow-empty-classes to train anyway")
+    warn(f"warning: {what}; training anyway (--allow-empty-classes): the network can never predict "
+         f"{'them' if len(empty) != 1 else 'it'}")
 
 
 def load_image(path: str, mode: str = "RGB") -> Any:

@@ -246,37 +246,43 @@ class Executor:
 
     def _run(self, steps: list[_Step], is_train: bool, keep: dict | None = None,
              grads: dict | None = None) -> None:
-        env = self._env
         self._kept = {}
+        step = self._exec_step   # an instance attribute when a profiler times each step (runtime/profile)
         for s in steps:
-            args = []
-            for key in s.inputs:
-                t = env[key]
-                if t.device != s.device and s.run is not _copy:
-                    # Host-fed inputs (data, label) are uploaded once per real device and step.
-                    up = (key, s.device)
-                    if up not in self._uploads:
-                        self._uploads[up] = t.to(s.device, non_blocking=True)
-                    t = self._uploads[up]
-                args.append(t)
-            if s.stream is not None:
-                with torch.cuda.stream(s.stream):
-                    if s.run is _copy:
-                        s.stream.wait_stream(self._streams.get(copy_source(s.node))
-                                             or torch.cuda.current_stream(s.device))
-                    outs = s.run(s, args, self, is_train)
-                    if grads:
-                        self._grads_done(s, outs, grads)
-            else:
+            step(s, is_train, keep, grads)
+
+    def _exec_step(self, s: _Step, is_train: bool, keep: dict | None, grads: dict | None) -> None:
+        """One node: gather its inputs, run its kernel (on its stream), file its outputs, write the
+        parameter gradients among them into their buckets, free what the memory plan says."""
+        env = self._env
+        args = []
+        for key in s.inputs:
+            t = env[key]
+            if t.device != s.device and s.run is not _copy:
+                # Host-fed inputs (data, label) are uploaded once per real device and step.
+                up = (key, s.device)
+                if up not in self._uploads:
+                    self._uploads[up] = t.to(s.device, non_blocking=True)
+                t = self._uploads[up]
+            args.append(t)
+        if s.stream is not None:
+            with torch.cuda.stream(s.stream):
+                if s.run is _copy:
+                    s.stream.wait_stream(self._streams.get(copy_source(s.node))
+                                         or torch.cuda.current_stream(s.device))
                 outs = s.run(s, args, self, is_train)
                 if grads:
                     self._grads_done(s, outs, grads)
-            for k, t in enumerate(outs):
-                env[(id(s.node), k)] = t
-            if keep and (id(s.node), 0) in keep:
-                self._kept[keep[(id(s.node), 0)]] = outs[0]
-            for key in s.release:
-                env.pop(key, None)
+        else:
+            outs = s.run(s, args, self, is_train)
+            if grads:
+                self._grads_done(s, outs, grads)
+        for k, t in enumerate(outs):
+            env[(id(s.node), k)] = t
+        if keep and (id(s.node), 0) in keep:
+            self._kept[keep[(id(s.node), 0)]] = outs[0]
+        for key in s.release:
+            env.pop(key, None)
 
     def _grads_done(self, s: _Step, outs, pending: dict) -> None:
         """Write the parameter gradients among a step's outputs into their buckets; tell on_grad_ready."""

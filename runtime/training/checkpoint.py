@@ -154,7 +154,10 @@ def save_checkpoint(directory: str | os.PathLike, tensors: Mapping[str, Any], st
     default: the sequence number). ``keep``: keep only the newest ``keep`` complete checkpoints
     (None: keep all), except those whose tag is in ``keep_tags``.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
+
+    from ..atomic import os_error_of, write_problem
 
     directory = str(directory)
     if tag is None:
@@ -198,14 +201,13 @@ def save_checkpoint(directory: str | os.PathLike, tensors: Mapping[str, Any], st
             os.fsync(fh.fileno())
         os.replace(tmp_j, json_path)
         _fsync_dir(directory)
-    except OSError as exc:
+    except BaseException as exc:   # a full disk, or a signal mid-write: no temporary file stays behind
         for p in (tmp_t, tmp_j):
-            try:
-                os.unlink(p)
-            except OSError:
-                pass
-        raise CheckpointWriteError(f"{os.path.join(directory, stem)}: cannot write checkpoint: "
-                              f"{exc.strerror or exc}") from None
+            _unlink(p)
+        err = os_error_of(exc) if isinstance(exc, (OSError, SafetensorError)) else None
+        if err is None:
+            raise
+        raise CheckpointWriteError(write_problem(os.path.join(directory, stem), err, "checkpoint")[0]) from None
     _prune(directory, keep, set(keep_tags), current=json_path)
     return json_path
 
@@ -252,10 +254,7 @@ def _prune(directory: str, keep: int | None, keep_tags: set, current: str) -> No
             m = re.match(r"^ckpt-(\d+)-", name)
             if m and int(m.group(1)) < _seq_of(current):
                 _unlink(e.path)
-        elif name.startswith(_TMP_PREFIX):
-            m = re.match(re.escape(_TMP_PREFIX) + r"(\d+)-", name)
-            if m and not pid_alive(int(m.group(1))):
-                _unlink(e.path)
+    remove_stale_temporaries(directory)
     _fsync_dir(directory)
 
 
@@ -271,6 +270,34 @@ def remove_checkpoints(directory: str | os.PathLike) -> int:
             os.unlink(e.path)
             removed += 1
     return removed
+
+
+def stale_temporaries(directory: str | os.PathLike) -> list[str]:
+    """Temporary files of checkpoint writers that no longer run (killed mid-write), by path."""
+    out = []
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return out
+    for e in entries:
+        m = re.match(re.escape(_TMP_PREFIX) + r"(\d+)-", e.name)
+        if m and not pid_alive(int(m.group(1))) and e.is_file(follow_symlinks=False):
+            out.append(e.path)
+    return out
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> int:
+    """Delete the temporary files killed checkpoint writers left (at the next save, and when a training
+    starts: a SIGKILL during a large write must not leave its half file until the next checkpoint);
+    returns how many bytes were freed."""
+    freed = 0
+    for p in stale_temporaries(directory):
+        try:
+            freed += os.path.getsize(p)
+            os.unlink(p)
+        except OSError:
+            pass
+    return freed
 
 
 _VERIFIED: dict[tuple, bool] = {}  # (json path, sizes, mtimes) -> verified: each file is hashed once
@@ -323,13 +350,12 @@ def _scan(directory: str) -> list[CheckpointInfo]:
 
 
 def _read_record(json_path: str) -> dict:
+    from ..bounded_read import UnreadableFile, read_bounded
+
     try:
-        with open(json_path, encoding="utf-8") as fh:
-            rec = json.load(fh)
-    except FileNotFoundError:
-        raise CheckpointError(f"{json_path}: no such checkpoint file") from None
-    except OSError as exc:
-        raise CheckpointError(f"{json_path}: cannot read: {exc.strerror or exc}") from None
+        rec = json.loads(read_bounded(json_path, "MAX_RECORD_BYTES", "checkpoint record").decode("utf-8"))
+    except UnreadableFile as exc:
+        raise CheckpointError(str(exc).replace("no such checkpoint record", "no such checkpoint file")) from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{json_path}: not valid JSON (truncated or corrupt checkpoint?): {str(exc)[:80]}") from None
     except RecursionError:
@@ -352,13 +378,17 @@ def verify_checkpoint(json_path: str | os.PathLike) -> dict:
 
     Raises :class:`CheckpointError` naming the file at fault.
     """
+    from ..bounded_read import UnreadableFile, check_file
+
     json_path = str(json_path)
     rec = _read_record(json_path)
     tpath = os.path.join(os.path.dirname(json_path), rec["tensors_file"])
+    if not os.path.lexists(tpath):
+        raise CheckpointError(f"{tpath}: missing (named by {os.path.basename(json_path)})")
     try:
-        size = os.path.getsize(tpath)
-    except OSError:
-        raise CheckpointError(f"{tpath}: missing (named by {os.path.basename(json_path)})") from None
+        size = check_file(tpath, "MAX_WEIGHTS_BYTES", "checkpoint tensor file")
+    except UnreadableFile as exc:
+        raise CheckpointError(str(exc)) from None
     if size != rec["tensors_bytes"]:
         raise CheckpointError(f"{tpath}: {size} bytes, {os.path.basename(json_path)} recorded "
                               f"{rec['tensors_bytes']} (truncated or half-written)")

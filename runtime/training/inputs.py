@@ -32,12 +32,14 @@ class Inputs:
 
 
 def open_inputs(data: str | None, synthetic: int | None, net: CompiledNet, batch_size: int, spec_path: str,
-                dist: dp.DistContext | None, cache_dir: str, log: Callable[[str], None]) -> Inputs:
+                dist: dp.DistContext | None, cache_dir: str, log: Callable[[str], None],
+                allow_empty_classes: bool = False) -> Inputs:
     """Open the datasets (`synthetic` random images, else `data` or the default dataset), check their
-    classes fit `net`, compute or read the statistics (rank 0 computes and caches them, the other
+    classes fit `net` (a class folder with no image is an error unless `allow_empty_classes`, then a
+    warning), compute or read the statistics (rank 0 computes and caches them, the other
     processes then read its cache), build the transforms and check there is a full batch to train."""
     from ..data.augment import build_transforms, dataset_stats
-    from ..data.datasets import find_default_dataset, open_dataset
+    from ..data.datasets import check_class_images, find_default_dataset, open_dataset
     from ..data.synthetic import SyntheticDataset
 
     c, h, w = net.input_shape
@@ -56,6 +58,7 @@ def open_inputs(data: str | None, synthetic: int | None, net: CompiledNet, batch
                 "MNIST-style IDX files, or an ImageNet-style tree DIR/train/<class>/*.jpg and "
                 "DIR/val/<class>/* (with a spec whose input and classes fit it)")
         train = open_dataset(root, "train", channels=c)
+        check_class_images(train, allow_empty_classes, log)
         val = open_dataset(root, "val", channels=c, classes=getattr(train, "class_names", None))
         data_cfg = net.settings("data")
     names = list(getattr(train, "class_names", None) or [str(i) for i in range(net.classes)])

@@ -123,6 +123,11 @@ class Trainer:
         self.real_device = next(iter(g2c.values()))
         from ..execution.memory import MemoryLimitError, check_fits
 
+        cfg = self.cfg
+        problems = self.net.training_problems(cfg.batch_size if not self.dist or cfg.sync_batchnorm
+                                              else max(1, cfg.batch_size // self.dist.world))
+        if problems:
+            raise TrainingError(f"{self.opts.spec}: {problems[0]}")
         try:
             check_supported(precision(self.cfg.dtype), g2c)
             check_fits(self.net, g2c, for_training=True, dtype=self.cfg.dtype)  # before a parameter is allocated
@@ -212,7 +217,8 @@ class Trainer:
     def _run(self) -> dict:
         pos, params, state, resumed = self._start()
         self.inputs = open_inputs(self.opts.data, self.opts.synthetic, self.net, self.cfg.batch_size,
-                                  self.opts.spec, self.dist, self.run_dir.cache_dir, self.log)
+                                  self.opts.spec, self.dist, self.run_dir.cache_dir, self.log,
+                                  self.opts.allow_empty_classes)
         self._bind(params, state)
         if resumed:
             resume.restore(resumed, self.opt, self.schedule, self.opts.lr, self.log)
@@ -242,7 +248,9 @@ class Trainer:
         resuming = resume.resuming(self.opts.resume, self.run_dir, self.dist, self.log)
         if self.writes:
             self.run_dir.claim(resuming, self.opts.overwrite)
-        resumed = (resume.read_resume(self.run_dir.ckpt_dir, self.spec_net, self.opts.spec, self.dist, self.log)
+            ckpt.remove_stale_temporaries(self.run_dir.ckpt_dir)   # a killed checkpoint write's half file
+        fresh = self.opts.fresh_optimizer
+        resumed = (resume.read_resume(self.run_dir, self.spec_net, self.opts.spec, self.dist, self.log, fresh)
                    if resuming else None)
         self.cfg = resolve(self.opts, self.spec_train, resumed and resumed.state, resumed and resumed.path)
         self.net = self.spec_net.at_batch(self.cfg.batch_size)
@@ -252,7 +260,7 @@ class Trainer:
             params, state, self.init_from = resume.warm_start_from(self.opts.init_from, self.net, self.cfg.seed,
                                                                    self.dist, self.log)
             return Position(), params, state, None
-        resumed = resume.placed(resumed, self.net, self.cfg.dtype)
+        resumed = resume.placed(resumed, self.net, self.cfg.dtype, fresh, self.log)
         saved = resumed.state
         self.init_from = saved.get("init_from")
         pos = Position(saved["epoch"], saved["batch"], saved["step"], saved.get("history", []),

@@ -13,7 +13,7 @@ import math
 import os
 from typing import Any, Iterable, Mapping
 
-from ..atomic import replacing
+from ..atomic import check_write_target, replacing
 
 PLOT_SIZE_PX = (1200, 450)   # width, height of the PNG plot_curves writes
 _PLOT_DPI = 100
@@ -96,6 +96,7 @@ def append_metrics(path: str | os.PathLike, record: Mapping[str, Any]) -> None:
     try:
         d = os.path.dirname(os.path.abspath(path))
         os.makedirs(d, exist_ok=True)
+        check_write_target(path)   # a FIFO would block the open, a device would swallow the line
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             # a previous crash may have left a partial line: start ours on a fresh line

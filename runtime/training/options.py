@@ -42,6 +42,8 @@ class TrainOptions:
     init_from: str | None = None         # a run or checkpoint whose matching layers start this run
     sync_batchnorm: bool | None = None   # data parallel: global-batch statistics (None: train.sync_batchnorm)
     synthetic: int | None = None         # N random images per epoch instead of a dataset (benchmarks)
+    allow_empty_classes: bool = False    # train although a class folder holds no image (a warning)
+    fresh_optimizer: bool = False        # resume with zero momentum when the checkpoint has none
     progress: bool = True
     keep: int = 3
     bucket_mb: float = dp.DEFAULT_BUCKET_MB        # data parallel: gradient all-reduce bucket size

@@ -23,6 +23,7 @@ from ..execution.layout import LayoutError, network_hash, placed_tensors
 from ..execution.optim import SGD, LRSchedule
 from . import checkpoint as ckpt
 from .errors import TrainingError
+from .run_contents import refuse_resume, run_contents
 from .run_dir import RunDir
 
 
@@ -52,12 +53,12 @@ def resuming(resume: bool, run_dir: RunDir, dist: dp.DistContext | None, log: Ca
     return bool(decided)
 
 
-def pick_checkpoint(ckpt_dir: str, log: Callable[[str], None]) -> str:
+def pick_checkpoint(run_dir: RunDir, log: Callable[[str], None]) -> str:
     """The newest checkpoint that verifies; newer failing ones are named; none verifying is an error."""
+    ckpt_dir = run_dir.ckpt_dir
     infos = ckpt.list_checkpoints(ckpt_dir)
     if not infos:
-        raise TrainingError(f"--resume: no checkpoint in {ckpt_dir} to continue from; train without "
-                            "--resume to start a new run")
+        raise TrainingError(refuse_resume(run_contents(run_dir.out)))
     good = [i for i in infos if i.ok]
     if not good:
         raise TrainingError(f"--resume: no checkpoint in {ckpt_dir} verifies; refusing to start over: "
@@ -83,13 +84,15 @@ def read_on_rank0(pick: Callable[[], str], dist: dp.DistContext | None) -> tuple
     return path, tensors, state
 
 
-def read_resume(ckpt_dir: str, net: CompiledNet, spec_path: str, dist: dp.DistContext | None,
-                log: Callable[[str], None]) -> Resumed:
-    """The checkpoint to resume from, verified, its record checked and written for `net`'s network."""
-    from .verify import check_state
+def read_resume(run_dir: RunDir, net: CompiledNet, spec_path: str, dist: dp.DistContext | None,
+                log: Callable[[str], None], fresh_optimizer: bool = False) -> Resumed:
+    """The checkpoint to resume from, verified, its values finite (the momentum too unless
+    `fresh_optimizer`), its record checked and written for `net`'s network."""
+    from .verify import check_finite, check_state
 
-    path, tensors, state = read_on_rank0(lambda: pick_checkpoint(ckpt_dir, log), dist)
+    path, tensors, state = read_on_rank0(lambda: pick_checkpoint(run_dir, log), dist)
     try:
+        check_finite(path, tensors, with_momentum=not fresh_optimizer)
         check_state(path, state, for_training=True)
     except ckpt.CheckpointError as exc:
         raise TrainingError(str(exc)) from None
@@ -101,10 +104,12 @@ def read_resume(ckpt_dir: str, net: CompiledNet, spec_path: str, dist: dp.DistCo
     return Resumed(path, tensors, state)
 
 
-def placed(resumed: Resumed, net: CompiledNet, dtype: str) -> Resumed:
+def placed(resumed: Resumed, net: CompiledNet, dtype: str, fresh_optimizer: bool,
+           log: Callable[[str], None]) -> Resumed:
     """The checkpoint with its tensors under `net`'s placed names, checked against its classes, names,
-    dtypes and shapes at the resolved batch size and dtype."""
-    from .verify import check_classes, check_tensors
+    dtypes and shapes at the resolved batch size and dtype; with `fresh_optimizer`, without its momentum
+    (said through `log`): the run resumes with zero momentum."""
+    from .verify import check_classes, check_tensors, without_optimizer_state
 
     path, state = resumed.path, resumed.state
     try:  # logical names (or an older checkpoint's placed ones) -> this placement's
@@ -115,9 +120,11 @@ def placed(resumed: Resumed, net: CompiledNet, dtype: str) -> Resumed:
         raise TrainingError(str(exc)) from None
     try:
         check_classes(path, state, net.classes)
-        check_tensors(path, tensors, net, for_training=True, dtype=dtype)
+        check_tensors(path, tensors, net, for_training=True, dtype=dtype, fresh_optimizer=fresh_optimizer)
     except ckpt.CheckpointError as exc:
         raise TrainingError(str(exc)) from None
+    if fresh_optimizer:
+        tensors = without_optimizer_state(tensors, log)
     return Resumed(path, tensors, state)
 
 

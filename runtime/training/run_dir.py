@@ -15,6 +15,7 @@ from typing import Callable
 from . import checkpoint as ckpt
 from .errors import TrainingEnvironmentError, TrainingError
 from .metrics import MetricsError, read_metrics
+from .run_contents import refuse_new_run, run_contents
 
 LOCK_NAME = ".alexnetc.lock"
 
@@ -82,15 +83,11 @@ class RunDir:
 
     def claim(self, resuming: bool, overwrite: bool) -> None:
         """One run per directory: refuse to mix a new run into another's files, or clear them (overwrite)."""
-        existing = [os.path.basename(i.path) for i in ckpt.list_checkpoints(self.ckpt_dir, verify=False)]
-        has_metrics = os.path.isfile(self.metrics_path)
-        if resuming or not (existing or has_metrics):
+        refusal = refuse_new_run(run_contents(self.out))
+        if resuming or refusal is None:
             return
         if not overwrite:
-            what = ", ".join(([f"{len(existing)} checkpoint{'s' if len(existing) != 1 else ''}"] if existing else [])
-                             + (["metrics.jsonl"] if has_metrics else []))
-            raise TrainingError(f"{self.out} already holds a training run ({what}): pass --resume to continue it, "
-                                "--overwrite to replace it, or --out DIR to train into a new directory")
+            raise TrainingError(refusal)
         removed = 0
         try:
             removed += ckpt.remove_checkpoints(self.ckpt_dir)

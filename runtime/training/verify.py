@@ -52,6 +52,9 @@ def check_state(path: str, state: Mapping[str, Any], for_training: bool) -> None
     classes = state.get("classes")
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
         raise bad("state.classes is missing or not a list of names")
+    problem = data_settings_problem(state)
+    if problem:
+        raise bad(problem)
     if not for_training:
         return
     for key in ("epoch", "batch", "step"):
@@ -75,6 +78,25 @@ def check_state(path: str, state: Mapping[str, Any], for_training: bool) -> None
     if running is not None and not (isinstance(running, dict) and all(
             isinstance(running.get(k), (int, float)) for k in ("loss", "top1", "top5", "n"))):
         raise bad("state.running is malformed")
+
+
+def data_settings_problem(state: Mapping[str, Any]) -> str | None:
+    """What is wrong with a checkpoint's data section and dataset statistics (the evaluation transform is
+    built from them), or None: ``data_config`` a mapping, ``data_stats`` null or what `DataStats` reads."""
+    from ..data.augment import DataStats
+
+    cfg = state.get("data_config")
+    if cfg is not None and not isinstance(cfg, dict):
+        return "state.data_config is not a mapping"
+    stats = state.get("data_stats")
+    if stats is None:
+        return None
+    try:
+        DataStats.from_json(stats)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        what = f"no {exc.args[0]!r}" if isinstance(exc, KeyError) else str(exc)[:80]
+        return f"state.data_stats is malformed ({what})"
+    return None
 
 
 def check_classes(path: str, state: Mapping[str, Any], classes: int) -> None:
@@ -110,9 +132,11 @@ def check_state_tensors(path: str, tensors: Mapping[str, Any], net: CompiledNet)
 
 
 def check_tensors(path: str, tensors: Mapping[str, Any], net: CompiledNet, for_training: bool,
-                  dtype: str | None = None) -> None:
+                  dtype: str | None = None, fresh_optimizer: bool = False) -> None:
     """Every parameter present with the graph's shape and the dtype a `dtype` run stores, no unknown
-    parameter; for training also the momentum buffers (when the checkpoint has any)."""
+    parameter; for training also every momentum buffer, unless `fresh_optimizer` (then none is needed,
+    and the caller starts from zero momentum). (Values are `check_finite`'s, on the checkpoint's own
+    logical names.)"""
     want = expected_params(net, dtype)
     have = {k[len(PARAM_PREFIX):]: t for k, t in tensors.items() if k.startswith(PARAM_PREFIX)}
     missing = sorted(set(want) - set(have))
@@ -132,16 +156,55 @@ def check_tensors(path: str, tensors: Mapping[str, Any], net: CompiledNet, for_t
     if problems:
         raise CheckpointError(f"{path}: tensors do not fit {net.name}: {_names(problems)}")
     check_state_tensors(path, tensors, net)
-    if not for_training:
+    if not for_training or fresh_optimizer:
         return
     mom = {k[len(MOMENTUM_PREFIX):]: t for k, t in tensors.items() if k.startswith(MOMENTUM_PREFIX)}
+    missing = sorted(set(want) - set(mom))
+    extra = sorted(set(mom) - set(want))
+    if missing and not mom:
+        raise CheckpointError(f"{path}: no optimizer state (momentum buffers) for {_names(missing)}: resuming would "
+                              "silently restart SGD's momentum at zero; pass --fresh-optimizer to resume so")
+    if missing or extra:
+        raise CheckpointError(f"{path}: momentum buffers do not match the parameters "
+                              f"(missing: {_names(missing) or '-'}; unknown: {_names(extra) or '-'})"
+                              + ("; pass --fresh-optimizer to resume with zero momentum" if missing else ""))
     if mom:
-        missing = sorted(set(want) - set(mom))
-        extra = sorted(set(mom) - set(want))
-        if missing or extra:
-            raise CheckpointError(f"{path}: momentum buffers do not match the parameters "
-                                  f"(missing: {_names(missing) or '-'}; unknown: {_names(extra) or '-'})")
         wrong = [f"momentum/{n} has shape {tuple(t.shape)}, the spec needs {want[n][0]}"
                  for n, t in mom.items() if want[n][0] is not None and tuple(t.shape) != want[n][0]]
         if wrong:
             raise CheckpointError(f"{path}: {_names(wrong)}")
+
+
+def non_finite(tensors: Mapping[str, Any]) -> list[tuple[str, int, int]]:
+    """``(name, non-finite count, size)`` of every floating-point tensor holding a NaN or an infinity."""
+    import torch
+
+    out = []
+    for name, t in tensors.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point():
+            bad = int((~torch.isfinite(t)).sum())
+            if bad:
+                out.append((name, bad, t.numel()))
+    return out
+
+
+def check_finite(path: str, tensors: Mapping[str, Any], with_momentum: bool = True) -> None:
+    """CheckpointError naming the tensors of a checkpoint (weights, running statistics and, unless not
+    `with_momentum`, momentum buffers) that hold NaN or infinite values: a network computed from them
+    prints "loss nan" or "nan%" instead of a result, a resumed one diverges."""
+    prefixes = (PARAM_PREFIX, STATE_PREFIX) + ((MOMENTUM_PREFIX,) if with_momentum else ())
+    bad = non_finite({k: t for k, t in tensors.items() if k.startswith(prefixes)})
+    if bad:
+        shown = [f"{name.split('/', 1)[1] if name.startswith((PARAM_PREFIX, STATE_PREFIX)) else name} "
+                 f"({n:,} of {size:,} values)" for name, n, size in bad]
+        raise CheckpointError(f"{path}: non-finite values (NaN or infinity) in {_names(shown)}; refusing to use "
+                              "them (a diverged or damaged checkpoint)")
+
+
+def without_optimizer_state(tensors: Mapping[str, Any], log: Any = None) -> dict[str, Any]:
+    """The tensors less the momentum buffers (``--fresh-optimizer``: SGD restarts from zero momentum)."""
+    kept = {k: t for k, t in tensors.items() if not k.startswith(MOMENTUM_PREFIX)}
+    if log is not None:
+        log(f"--fresh-optimizer: SGD's momentum starts at zero ({len(tensors) - len(kept)} momentum buffers in the "
+            "checkpoint ignored)")
+    return kept

@@ -68,6 +68,12 @@ def warm_start(net: CompiledNet, seed: int, tensors: Mapping[str, torch.Tensor],
     """`net`'s starting parameters and state: the checkpoint's for every layer whose tensors it all holds
     with this net's shapes, the spec's initialisers (drawn from `seed`) for the other layers, whole (a
     layer never mixes a loaded bias with a fresh weight)."""
+    from .verify import check_finite
+
+    try:   # a diverged run's NaN weights would start this one diverged
+        check_finite(source, tensors, with_momentum=False)
+    except ckpt.CheckpointError as exc:
+        raise WarmStartError(str(exc)) from None
     graph = _saved_graph(state.get("spec"), source)
     saved = {"param": as_logical(ckpt.params_from(tensors), net.graph, saved_graph=graph, role="param"),
              "state": as_logical(ckpt.state_from(tensors), net.graph, saved_graph=graph, role="state")}

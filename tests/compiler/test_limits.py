@@ -189,3 +189,101 @@ def test_error_flood_is_capped(tmp_path, capsys, monkeypatch):
     assert lines[-1] == "151 errors"  # 150 NaNs, and the description is not text
     monkeypatch.setenv("ALEXNETC_MAX_ERRORS", "1000")
     assert len(compile_cli(p, capsys)) == 152
+
+
+# ------------------------------------------------------------------------------------------ blocks (issue 25)
+
+BLOCK_SPEC = "input: {channels: 1, height: 8, width: 8}\nclasses: 2\nblocks:\n  inner:\n    layers:\n" \
+             "      - {name: r, op: relu}\n"
+TAIL = "  - {name: fc, op: fc, units: 2}\n  - {name: loss, op: softmax_loss}\n"
+
+
+def test_block_expansion_is_refused_before_it_is_made(tmp_path, capsys):
+    """Two levels of 1,000 copies (10^6 layers) and three (10^9): refused at the instance that crosses
+    MAX_LAYERS after one copy of each level, in well under a second and a few MiB (the limit used to be
+    checked after expansion: 36-89 s and 1.3 GB for 10^6, out of memory for 10^9)."""
+    p = tmp_path / "million.yaml"
+    p.write_text(BLOCK_SPEC + "  outer:\n    layers:\n      - {name: i, block: inner, repeat: 1000}\n"
+                 "layers:\n  - {name: big, block: outer, repeat: 1000}\n" + TAIL)
+    line = first(compile_cli(p, capsys, max_seconds=5, max_mib=16))
+    assert line == f"{p}:11:39: layer big: block instance 'big' expands to 1,000,000 layers (1,000 copies of " \
+                   "1,000), more than a spec may have (the limit is 2,000; set ALEXNETC_MAX_LAYERS to change it)"
+    q = tmp_path / "billion.yaml"
+    q.write_text(BLOCK_SPEC + "  mid:\n    layers:\n      - {name: i, block: inner, repeat: 1000}\n"
+                 "  outer:\n    layers:\n      - {name: m, block: mid, repeat: 1000}\n"
+                 "layers:\n  - {name: big, block: outer, repeat: 1000}\n" + TAIL)
+    line = first(compile_cli(q, capsys, max_seconds=5, max_mib=16))
+    assert line == f"{q}:12:39: layer big.1.m: block instance 'big.1.m' expands to 1,000,000 layers (1,000 copies " \
+                   "of 1,000), more than a spec may have (the limit is 2,000; set ALEXNETC_MAX_LAYERS to change it) " \
+                   f"(in instance big at {q}:14:12 of block outer)"
+
+
+def test_block_fan_out_without_repeat_is_bounded_as_it_goes(tmp_path, capsys):
+    """Each block using the one below twice, 16 deep (65,536 layers, no `repeat` to project from): the
+    layer count crosses the limit while expanding, at the innermost instance then open."""
+    text = BLOCK_SPEC.replace("  inner:", "  b0:")
+    for d in range(1, 16):
+        text += f"  b{d}:\n    layers:\n      - {{name: x, block: b{d - 1}}}\n      - {{name: y, block: b{d - 1}}}\n"
+    p = tmp_path / "fan.yaml"
+    p.write_text(text + "layers:\n  - {name: top, block: b15}\n" + TAIL)
+    line = first(compile_cli(p, capsys, max_seconds=5, max_mib=16))
+    assert re.match(rf"{re.escape(str(p))}:\d+:\d+: layer top(\.[xy])+: block instance 'top(\.[xy])+' makes the spec "
+                    r"more than 2,000 layers long \(the limit is 2,000; set ALEXNETC_MAX_LAYERS", line), line
+
+
+def test_copied_argument_values_are_counted(tmp_path, capsys):
+    """An argument holding 5,000 values (within the file's node limit) copied into 1,000 instances is
+    refused after the first copy (the 150,000-value version ran for more than 240 s)."""
+    p = tmp_path / "values.yaml"
+    p.write_text(BLOCK_SPEC.replace("  inner:\n    layers:\n      - {name: r, op: relu}",
+                                    "  b:\n    args: {v: any}\n    layers:\n      - {name: r, op: relu, doc: $v}")
+                 + "layers:\n  - {name: big, block: b, repeat: 1000, args: {v: [" + ", ".join(["1"] * 5_000)
+                 + "]}}\n" + TAIL)
+    line = first(compile_cli(p, capsys, max_seconds=5, max_mib=32))
+    assert line == f"{p}:9:35: layer big: block instance 'big' creates 5,005,000 values (1,000 copies of " \
+                   "5,005), more than a spec may have (the limit is 200,000; set ALEXNETC_MAX_YAML_NODES to change it)"
+
+
+def test_expansion_within_the_limits_still_compiles(tmp_path, capsys, monkeypatch):
+    def spec(name: str):   # a fresh file each time (compile_spec caches by path and modification time)
+        p = tmp_path / name
+        p.write_text(BLOCK_SPEC + "layers:\n  - {name: big, block: inner, repeat: 100}\n" + TAIL)
+        return p
+
+    assert compile_cli(spec("hundred.yaml"), capsys, expect=0) == []
+    monkeypatch.setenv("ALEXNETC_MAX_LAYERS", "99")
+    p = spec("over.yaml")
+    assert first(compile_cli(p, capsys)) == f"{p}:8:39: layer big: block instance 'big' expands to 100 layers " \
+        "(100 copies of 1), more than a spec may have (the limit is 99; set ALEXNETC_MAX_LAYERS to change it)"
+    monkeypatch.setenv("ALEXNETC_MAX_LAYERS", "101")   # the instance and the fc fit; the loss does not
+    p = spec("after.yaml")
+    assert first(compile_cli(p, capsys)) == f"{p}:10:5: block expansion makes the spec more than 101 layers long " \
+        "(the limit is 101; set ALEXNETC_MAX_LAYERS to change it)"
+
+
+def test_reserved_names_are_reserved_for_block_instances_too(tmp_path, capsys):
+    for name, what in (("label", "labels"), ("data", "input")):
+        p = tmp_path / f"{name}.yaml"
+        p.write_text(BLOCK_SPEC + f"layers:\n  - {{name: {name}, block: inner}}\n"
+                     f"  - {{name: fc, op: fc, units: 2, input: {name}}}\n  - {{name: loss, op: softmax_loss}}\n")
+        assert compile_cli(p, capsys) == [
+            f"{p}:8:12: layer {name}: '{name}' is reserved for the network's {what}; a block instance may not be "
+            "named so", "1 error"]
+
+
+def test_numbers_are_read_as_yaml_1_2_reads_them(tmp_path, capsys):
+    """`1e2` and `1.0e300` are numbers (YAML 1.1, PyYAML's default, reads them as strings, and the schema
+    then said "expected a number, got '1e2'" without saying why)."""
+    from alexnetc.compiler import compile_spec
+
+    p = tmp_path / "n.yaml"
+    p.write_text(GOOD.replace("op: softmax_loss}", "op: softmax_loss, loss_weight: 2e0}")
+                 + "train: {lr: 1e-2, weight_decay: 5E-4, momentum: .9e0}\n")
+    net = compile_spec(p)
+    assert net.settings("train") == {"lr": 0.01, "weight_decay": 0.0005, "momentum": 0.9}
+    assert net.spec["layers"][1]["loss_weight"] == 2.0
+    p.write_text(GOOD.replace("op: softmax_loss}", "op: softmax_loss, loss_weight: 1.0e300}"))
+    assert first(compile_cli(p, capsys)) == f"{p}:5:49: layer loss: layers.loss_weight: must be at most 1000000.0, " \
+                                            "got 1e+300"
+    p.write_text(GOOD + "description: 1e2x\n")   # not a number: still a string
+    assert compile_cli(p, capsys, expect=0) == []

@@ -153,3 +153,30 @@ def test_wrong_keys_and_shapes_are_named(tmp_path, capsys):
     (tmp_path / "junk.safetensors").write_bytes(b"not really")
     _refused(tmp_path / "junk.safetensors", tmp_path, capsys, "not a readable safetensors file")
     _refused(tmp_path / "nothing.pth", tmp_path, capsys, "no such weights file")
+
+
+def test_a_refused_pickle_is_one_line_on_stderr(tmp_path):
+    """A protocol-4 pickle made torch.load print its own UserWarning (with its file:line) before our
+    error: three stderr lines (issue 25, item 6). In a real process, where warnings reach stderr."""
+    import subprocess
+    import sys
+
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.pth"
+    with open(evil, "wb") as fh:
+        pickle.dump({"features.0.weight": _Payload(str(marker))}, fh, protocol=4)
+    r = subprocess.run([sys.executable, "-m", "alexnetc.runtime.app.cli", "import", "torchvision-alexnet", str(evil),
+                        "-o", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr == f"alexnetc: error: {evil}: not a plain state dict of tensors (torch.load(weights_only=True) " \
+                       "refused it: Unsupported operand 149)\n"
+    assert not marker.exists()
+
+
+def test_the_refusal_says_what_torch_objected_to(tmp_path, capsys):
+    """torch's message is paragraphs of advice; the line keeps the part that names the global."""
+    evil = tmp_path / "evil.pth"
+    torch.save({"features.0.weight": _Payload(str(tmp_path / "ran"))}, evil)
+    _refused(evil, tmp_path, capsys, "refused it: Trying to load unsupported GLOBAL posix.system whose module posix "
+                                     "is blocked)")
+    assert not (tmp_path / "ran").exists()

@@ -192,3 +192,16 @@ def test_import_into_a_variant_with_another_data_section(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "not the network of specs/resnet18.yaml" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "w" / "checkpoints").exists()
+
+
+def test_weights_holding_nan_or_infinity_are_refused(tmp_path, capsys):
+    """An import of a state dict holding NaN exited 0, and predict then printed "nan%" (issue 25, item 4)."""
+    sd = _random_net("resnet18").state_dict()
+    sd["layer2.0.conv1.weight"].view(-1)[:5] = float("nan")
+    sd["fc.bias"][0] = float("inf")
+    torch.save(sd, tmp_path / "nan.pth")
+    assert main(["import", "torchvision-resnet18", str(tmp_path / "nan.pth"), "-o", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"alexnetc: error: {tmp_path}/nan.pth: layer2.0.conv1.weight holds 5 non-finite values (NaN or " \
+                  "infinity) of 73,728; refusing to import them\n", err
+    assert not (tmp_path / "run" / "checkpoints").exists()

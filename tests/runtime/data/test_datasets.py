@@ -258,3 +258,37 @@ def test_sharded_loader_slices_every_global_batch(tmp_path):
     assert len(resumed) == 2 and all(torch.equal(a[0], b[0]) for a, b in zip(resumed, again))
     with pytest.raises(LoaderError):
         make_loader(ds, noisy, 5, shard=(3, 3))
+
+
+def test_an_empty_class_folder_is_refused_unless_allowed(tmp_path, capsys):
+    """A class folder with no image trained a network with that class and said nothing (issue 25, item
+    5). Now an error naming the folder; --allow-empty-classes trains anyway, with a warning."""
+    from PIL import Image
+
+    from alexnetc.runtime.app.cli import main
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in ("a", "b", "c"):
+            os.makedirs(tmp_path / "d" / split / c)
+            if split == "train" and c == "b":
+                continue
+            for i in range(4):
+                Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(tmp_path / "d" / split / c / f"{i}.png")
+    ds = D.open_dataset(tmp_path / "d", "train", channels=1)
+    assert ds.empty_classes == ["b"] and ds.classes == ["a", "b", "c"]
+    assert D.open_dataset(tmp_path / "d", "val", channels=1).empty_classes == []
+    spec = tmp_path / "s.yaml"
+    spec.write_text("input: {channels: 1, height: 8, width: 8}\nclasses: 3\nlayers:\n  - {name: fc, op: fc, units: 3}\n"
+                    "  - {name: loss, op: softmax_loss}\ntrain: {batch_size: 4, epochs: 1}\n"
+                    "data: {mirror: false, mean: [127.5], std: [64.0]}\n")
+    argv = ["train", str(spec), "--data", str(tmp_path / "d"), "--out", str(tmp_path / "r"), "--workers", "0",
+            "--no-progress"]
+    assert main(argv) == 2
+    root = tmp_path / "d" / "train"
+    assert capsys.readouterr().err.strip() == \
+        f"alexnetc: error: {root}: 1 class folder holds no image (b): the network would have a class it can never " \
+        "learn; add images, remove the folder, or pass --allow-empty-classes to train anyway"
+    assert main(argv + ["--allow-empty-classes"]) == 0
+    assert f"warning: {root}: 1 class folder holds no image (b); training anyway (--allow-empty-classes): the " \
+           "network can never predict it" in capsys.readouterr().out

@@ -322,3 +322,26 @@ def test_a_two_tower_run_resumes_on_one_device_with_its_running_statistics(spec,
     for k in saved:
         assert not torch.equal(a[k], saved[k]), k
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_batch_norm_with_one_value_per_channel_is_refused(spec, data, tmp_path, capsys):
+    """With one value per channel a training batch norm outputs its shift whatever its input: it cannot
+    learn, and PyTorch refuses it ("Expected more than 1 value per channel when training"). It used to
+    train without a word (issue 25, item 5)."""
+    rc = main(["train", spec, "--data", data, "--out", str(tmp_path / "r"), "--batch", "1", "--workers", "0",
+               "--no-progress", "--epochs", "1", "--limit-train-batches", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == [f"alexnetc: error: {spec}: layer bn3: batch norm in training needs more than one value "
+                               "per channel, it gets 1 (batch 1): its output would be its shift whatever its input; "
+                               "train with a larger batch"], err
+    assert not (tmp_path / "r" / "checkpoints").exists()
+    net = compile_spec(spec)
+    assert net.training_problems(2) == []   # bn1 sees 7x7 maps: one image would do for it; bn3 needs two
+    gap = compile_dict({"input": {"channels": 1, "height": 8, "width": 8}, "classes": 2, "layers": [
+        {"name": "conv", "op": "conv", "filters": 4, "kernel": 3}, {"name": "gap", "op": "globalavgpool"},
+        {"name": "bn", "op": "batchnorm"}, {"name": "fc", "op": "fc", "units": 2},
+        {"name": "loss", "op": "softmax_loss"}]}, "<gap>")
+    assert gap.training_problems(1) == ["layer bn: batch norm in training needs more than one value per channel, it "
+                                        "gets 1 (batch 1 of 1x1 maps): its output would be its shift whatever its "
+                                        "input; train with a larger batch"]
+    assert gap.training_problems(3) == []

@@ -345,15 +345,15 @@ def trained(tmp_path_factory, data):
     return d / "run"
 
 
-def _resign(run: Path, edit_tensors=None, edit_state=None) -> None:
-    """Rewrite the newest checkpoint as a validly signed one with edited tensors or state."""
+def _resign(run: Path, edit_tensors=None, edit_state=None) -> str:
+    """Rewrite the newest checkpoint as a validly signed one with edited tensors or state; its path."""
     path = ckpt.latest_checkpoint(str(run / "checkpoints"))
     tensors, state = ckpt.load_checkpoint(path)
     if edit_tensors:
         edit_tensors(tensors)
     if edit_state:
         edit_state(state)
-    ckpt.save_checkpoint(run / "checkpoints", tensors, state, tag="edited", keep=None)
+    return ckpt.save_checkpoint(run / "checkpoints", tensors, state, tag="edited", keep=None)
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -503,7 +503,8 @@ def test_full_disk_during_training_exits_1(spec, data, tmp_path, capsys, monkeyp
     line = one_error(*cli(["train", spec, "--data", data, "--out", str(tmp_path / "run"), "--no-progress",
                            "--workers", "0", "--epochs", "1", "--limit-train-batches", "1", "--limit-val-batches", "1"],
                           capsys)[:2], status=1)
-    assert "cannot write checkpoint: No space left on device" in line
+    assert line == f"alexnetc: error: no space left on device writing checkpoint {tmp_path}/run/checkpoints/" \
+                   "ckpt-000001-epoch0001", line
     monkeypatch.setitem(ckpt.save_checkpoint.__globals__, "_fsync_dir", real)
 
 

@@ -1,0 +1,10 @@
+"""The cost model: what each node of a program costs (FLOPs, bytes, link bytes, memory held for the
+backward), which named devices and links there are, and roofline bounds on them. Pure Python, read
+by `alexnetc profile` (measured and `--predict`), the compile report and the placement planner; the
+numbers come from the op descriptors, never from a table of ops here.
+"""
+from .devices import DEVICES, LINKS, DeviceSpec, LinkSpec, UnknownDevice, device, device_for_cuda_name, link  # noqa: F401
+from .node_cost import NodeCost, UpdateCost, program_costs, update_costs  # noqa: F401
+from .predict import PredictedRow, Prediction, predict  # noqa: F401
+from .roofline import Bound, StepBound, node_bound, step_bound  # noqa: F401
+from .rows import CostRow, block_names, block_of, cost_rows  # noqa: F401
