@@ -1,3 +1,3 @@
-"""Data: image datasets (`datasets`), the paper's augmentation and statistics (`augment`), and the
-batch loader (`loader`).
+"""Data: image datasets (`datasets`), random images for timing (`synthetic`), the paper's augmentation
+and statistics (`augment`), and the batch loader (`loader`).
 """

@@ -13,12 +13,13 @@ import torch.multiprocessing as mp
 
 from alexnetc.runtime.execution.layout import to_logical, to_placed
 from alexnetc.runtime.training import checkpoint as ckpt
-from alexnetc.runtime.training.loop import Trainer, TrainOptions
+from alexnetc.runtime.training.loop import Trainer
+from alexnetc.runtime.training.options import TrainOptions
 
+from ..training.test_train import _pattern_dataset
 from .test_distributed import free_port
-from .test_train import _pattern_dataset
 
-MINI = os.path.join(os.path.dirname(__file__), "..", "..", "specs", "variants", "mini.yaml")
+MINI = os.path.join(os.path.dirname(__file__), "..", "..", "..", "specs", "variants", "mini.yaml")
 # Batch 8 on 3 processes: shards of 3, 3, 2; 21 validation images: uneven slices of the last batch too.
 STEPS = dict(epochs=2, batch_size=8, limit_train_batches=2, limit_val_batches=3)
 
@@ -186,7 +187,7 @@ def _diverging_worker(rank: int, world: int, port: int, data: str, out: str, how
     high learning rate does); "one-gradient": rank 1 alone hands an infinite gradient to the all-reduce."""
     from alexnetc.runtime.execution import distributed
     from alexnetc.runtime.execution.optim import SGD
-    from alexnetc.runtime.training.loop import TrainingError
+    from alexnetc.runtime.training.errors import TrainingError
 
     torch.set_num_threads(1)
     os.environ.update(_env(rank, world, port))
@@ -306,7 +307,7 @@ def test_init_from_reaches_every_process(tmp_path):
         torch.testing.assert_close(two[0][k], w, rtol=1e-4, atol=2e-6, msg=k)
 
 
-RESNET_MINI = os.path.join(os.path.dirname(__file__), "..", "..", "specs", "variants", "resnet-mini.yaml")
+RESNET_MINI = os.path.join(os.path.dirname(__file__), "..", "..", "..", "specs", "variants", "resnet-mini.yaml")
 
 
 @pytest.mark.parametrize("world", [2, 3])

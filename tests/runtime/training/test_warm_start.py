@@ -10,7 +10,9 @@ from alexnetc.compiler import compile_spec
 from alexnetc.runtime.app.cli import main
 from alexnetc.runtime.execution.params import init_params
 from alexnetc.runtime.training import checkpoint as ckpt
-from alexnetc.runtime.training.loop import Trainer, TrainingError
+from alexnetc.runtime.training import resume
+from alexnetc.runtime.training.errors import TrainingError
+from alexnetc.runtime.training.loop import Trainer
 from alexnetc.runtime.training.warm_start import WarmStartError, warm_start
 
 from .test_train import TINY, _opts, _pattern_dataset
@@ -51,21 +53,20 @@ def test_matching_layers_load_and_a_changed_layer_starts_fresh_whole(trained, tm
     spec.write_text(one.replace("name: tiny", "name: tiny-1gpu-wide"))
     logs: list[str] = []
     started: dict = {}
-    real = Trainer._warm_start
+    real = resume.warm_start_from
 
-    def keep(self):
-        params, state = real(self)
+    def keep(*args):
+        params, state, path = real(*args)
         started.update({k: v.clone() for k, v in params.items()})
-        return params, state
-    monkeypatch.setattr(Trainer, "_warm_start", keep)
+        return params, state, path
+    monkeypatch.setattr(resume, "warm_start_from", keep)
     opts = _opts(str(spec), data, tmp_path / "ft", epochs=1, limit_train_batches=1, limit_val_batches=1,
-                 init_from=run)
-    opts.log = logs.append
+                 init_from=run, log=logs.append)
     t = Trainer(opts)
     t.run()
     net = compile_spec(spec)
     tensors, state = ckpt.load_checkpoint(run + "/checkpoints")
-    fresh = init_params(net, t.seed)
+    fresh = init_params(net, t.cfg.seed)
     saved = ckpt.params_from(tensors)
     assert set(started) == set(fresh)
     for name in ("conv1_weight", "conv1_bias", "conv2_weight", "conv2_bias"):

@@ -1,5 +1,5 @@
 """Every shipped Fashion-MNIST mini (variants/mini and variants/*-mini) against the float64 autograd oracle
-(tests/runtime/autograd_oracle.py: the compiled forward graph as plain ATen ops, differentiated by
+(tests/runtime/execution/autograd_oracle.py: the compiled forward graph as plain ATen ops, differentiated by
 torch.autograd), whole network, in both modes:
 
 - training: loss, probabilities and every parameter's gradient, with dropout's p set to 0 on both
@@ -23,7 +23,7 @@ from alexnetc.compiler.pipeline import compile_dict, load_spec, plain
 from alexnetc.runtime.execution.executor import bind
 from alexnetc.runtime.execution.params import init_params, init_state
 
-from ..conftest import SPECS
+from ...conftest import SPECS
 from .autograd_oracle import forward as oracle_forward
 from .test_executor import assert_matches_oracle
 

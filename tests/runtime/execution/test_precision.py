@@ -17,11 +17,13 @@ from alexnetc.runtime.execution.optim import SGD
 from alexnetc.runtime.execution.params import init_params
 from alexnetc.runtime.execution.precision import PrecisionError
 from alexnetc.runtime.training import checkpoint as ckpt
-from alexnetc.runtime.training.loop import Trainer, TrainingError, TrainOptions
+from alexnetc.runtime.training.errors import TrainingError
+from alexnetc.runtime.training.loop import Trainer
+from alexnetc.runtime.training.options import TrainOptions
 
+from ..training.test_train import tiny  # noqa: F401  (the fixture)
 from .autograd_oracle import forward as oracle_forward
 from .test_executor import CPU2, GRAPH_SPEC, _batch, _mini
-from .test_train import tiny  # noqa: F401  (the fixture)
 
 # float64 against the float64 oracle: both sides are float64 ATen arithmetic in different orders, so
 # they agree to rounding (measured ~1e-15 of each gradient's scale); 1e-12 is the stated tolerance.
@@ -193,7 +195,7 @@ def test_memory_estimate_uses_the_dtypes_bytes(specs_dir, tmp_path):
 
 # -- end to end: spec key, --dtype, checkpoints, resume, eval / predict / export -------------------------
 def test_spec_dtype_is_an_enum_with_a_located_error(tmp_path):
-    from .test_train import TINY
+    from ..training.test_train import TINY
 
     p = tmp_path / "bad.yaml"
     p.write_text(TINY.replace("seed: 7,", "seed: 7, dtype: float16,"))
@@ -379,7 +381,7 @@ def test_triton_bfloat16_step_matches_reference_bfloat16(tmp_path):
 def test_compile_report_and_memory_plan_count_the_specs_dtype(tmp_path):
     from alexnetc.compiler.report import rows
 
-    from .test_train import TINY
+    from ..training.test_train import TINY
 
     plain, bf = tmp_path / "f32.yaml", tmp_path / "bf.yaml"
     plain.write_text(TINY)

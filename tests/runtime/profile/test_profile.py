@@ -18,7 +18,7 @@ from alexnetc.runtime.profile.profiler import profile_training
 from alexnetc.runtime.profile.report import format_profile, profile_json
 from alexnetc.runtime.profile.trace import trace_events
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

@@ -25,9 +25,10 @@ from alexnetc.runtime.app.figures import (
     GalleryLayout,
     NeighborLayout,
 )
-from alexnetc.runtime.training.loop import Trainer, TrainOptions
+from alexnetc.runtime.training.loop import Trainer
+from alexnetc.runtime.training.options import TrainOptions
 
-from .test_train import TINY, _pattern_dataset
+from ..training.test_train import TINY, _pattern_dataset
 
 TANH = TINY.replace("act: relu", "act: tanh").replace("name: tiny", "name: tiny-tanh")
 # Both towers' groups on one device: the compiler merges them, so conv1 is one 8-kernel node on gpu0.

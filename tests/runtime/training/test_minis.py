@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from alexnetc.runtime.training.loop import Trainer, TrainOptions
+from alexnetc.runtime.training.loop import Trainer
+from alexnetc.runtime.training.options import TrainOptions
 
-SPECS = Path(__file__).resolve().parents[2] / "specs" / "variants"
+SPECS = Path(__file__).resolve().parents[3] / "specs" / "variants"
 
 
 # Measured (2026-11-24, 2 CPU cores, shared machine): vgg-mini 90.33 % in its 6 epochs; nin-mini 90.35 %

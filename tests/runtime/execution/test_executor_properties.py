@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from alexnetc.compiler import SpecErrors, compile_spec
+from alexnetc.compiler.ops.activation import ACTIVATIONS
 from alexnetc.runtime.execution.params import init_params
 
 from .test_executor import _batch, _check_against_autograd
@@ -30,7 +31,7 @@ def specs(draw):
         k = draw(st.integers(1, 4))
         layers.append(dict(name=f"c{i}", op="conv", filters=filters, kernel=k, stride=draw(st.integers(1, 2)),
                            pad=draw(st.integers(0, k - 1)), rounding=draw(st.sampled_from(["floor", "ceil"])),
-                           act=draw(st.sampled_from(["relu", "tanh", "sigmoid", "none"])),
+                           act=draw(st.sampled_from(ACTIVATIONS)),
                            groups=dict(count=count, devices=devs, connect=connect)))
         if draw(st.booleans()):
             layers.append(dict(name=f"n{i}", op="lrn", size=draw(st.sampled_from([1, 3, 5])), k=2.0,

@@ -1,4 +1,4 @@
-"""The executor's forward and gradient pass against torch.autograd (the oracle: tests/runtime/
+"""The executor's forward and gradient pass against torch.autograd (the oracle: tests/runtime/execution/
 autograd_oracle.py, plain ATen ops differentiated by autograd, in float64), on the reference backend."""
 from __future__ import annotations
 

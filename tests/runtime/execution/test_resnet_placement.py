@@ -10,14 +10,17 @@ import copy
 
 import torch
 
+from alexnetc.compiler.ops import OPS, spec_ops
+from alexnetc.compiler.ops.weighted import DEVICE
 from alexnetc.compiler.pipeline import compile_dict, load_spec, plain
 from alexnetc.runtime.execution.executor import bind
 from alexnetc.runtime.execution.params import init_params
 
-from ..conftest import SPECS
+from ...conftest import SPECS
 
 CUT = "layer2.proj"     # from here on gpu1: layer2's shortcut branch, its add, and all after it
-PLACEABLE = ("conv", "fc", "add")   # ops that take a device; the others run where their input is
+# Ops that take a device (the registry's, with a `device` attribute); the others run where their input is.
+PLACEABLE = {name for name in spec_ops() if any(a.name == DEVICE.name for a in OPS[name].attrs)}
 
 
 def _flat() -> dict:

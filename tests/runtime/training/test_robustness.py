@@ -21,11 +21,12 @@ from PIL import Image
 
 from alexnetc.runtime.app.cli import main
 from alexnetc.runtime.training import checkpoint as ckpt
-from alexnetc.runtime.training.loop import Trainer, TrainingError
+from alexnetc.runtime.training.errors import TrainingError
+from alexnetc.runtime.training.loop import Trainer
 
 from .test_train import TINY, _opts, _pattern_dataset
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 FAST = dict(limit_train_batches=2, limit_val_batches=1)
 
 
@@ -44,10 +45,9 @@ def spec(tmp_path):
 def train(spec, data, out, logs=None, **kw):
     for k, v in FAST.items():
         kw.setdefault(k, v)
-    o = _opts(spec, data, out, **kw)
     if logs is not None:
-        o.log = logs.append
-    return Trainer(o).run()
+        kw["log"] = logs.append
+    return Trainer(_opts(spec, data, out, **kw)).run()
 
 
 def cli(argv, capsys):
@@ -553,7 +553,7 @@ def test_epoch_lines_eval_default_data_and_validation_progress(trained, data, ca
                         or real(ex, ld, c, progress, **kw))
     logs = []
     train(str(trained.parent / "tiny.yaml"), data, trained.parent / "again", logs, epochs=1)
-    assert seen == ["_progress"]
+    assert seen == ["Progress"]
     assert any(l.startswith("epoch 1: train loss") and " accuracy " in l and "val loss" in l for l in logs), logs
     assert any(", 1 epoch, lr" in l for l in logs) and any(l.startswith("done: 1 epoch;") for l in logs), logs
 
@@ -561,8 +561,9 @@ def test_epoch_lines_eval_default_data_and_validation_progress(trained, data, ca
 def test_a_second_signal_exits_at_once(tmp_path):
     code = (
         "import os, signal, time\n"
-        "from alexnetc.runtime.training.loop import Terminated, _signals_saved\n"
-        "with _signals_saved():\n"
+        "from alexnetc.runtime.training.errors import Terminated\n"
+        "from alexnetc.runtime.training.signals import SignalGuard\n"
+        "with SignalGuard():\n"
         "    try:\n"
         "        os.kill(os.getpid(), signal.SIGTERM)\n"
         "        time.sleep(30)\n"

@@ -15,9 +15,11 @@ import torch
 from PIL import Image
 
 from alexnetc.runtime.training import checkpoint as ckpt
-from alexnetc.runtime.training.loop import Trainer, TrainingError, TrainOptions
+from alexnetc.runtime.training.errors import TrainingError
+from alexnetc.runtime.training.loop import Trainer
+from alexnetc.runtime.training.options import TrainOptions
 
-from .test_datasets import write_idx
+from ..data.test_datasets import write_idx
 
 # A two-tower net of AlexNet's shape for 28x28 grey images, small enough for tests.
 TINY = """
@@ -68,7 +70,8 @@ def tiny(tmp_path):
 
 def _opts(spec, data, out, **kw):
     kw.setdefault("workers", 0)
-    return TrainOptions(spec=spec, data=data, out=str(out), progress=False, log=lambda s: None, **kw)
+    kw.setdefault("log", lambda s: None)
+    return TrainOptions(spec=spec, data=data, out=str(out), progress=False, **kw)
 
 
 def test_loss_falls_and_artifacts_are_written(tiny, tmp_path):
@@ -218,8 +221,7 @@ def test_corrupt_images_are_counted_and_skipped(tmp_path):
                     .replace("classes: 4", "classes: 2").replace("units: 4,", "units: 2,")
                     .replace("data: {mirror: false}", "data: {resize: 18, crop: 16, mirror: true, pca_lighting: 0.1}"))
     logs = []
-    opts = _opts(str(spec), str(root), tmp_path / "run", epochs=1, batch_size=4)
-    opts.log = logs.append
+    opts = _opts(str(spec), str(root), tmp_path / "run", epochs=1, batch_size=4, log=logs.append)
     final = Trainer(opts).run()
     assert final["skipped_images"] == 1
     assert any("skipped 1 unreadable image: broken.jpg" in line for line in logs)
@@ -361,8 +363,7 @@ def test_sigkill_in_the_last_batch_of_an_epoch_or_while_pruning_resumes_bit_iden
         assert r.returncode == -signal.SIGKILL, r.stderr
         assert sorted(p.name for p in (out / "checkpoints").glob("*.json")) == expect
         logs = []
-        o = _opts(spec, data, out, resume=True)
-        o.log = logs.append
+        o = _opts(spec, data, out, resume=True, log=logs.append)
         Trainer(o).run()
         assert any("taking over the stale lock" in line for line in logs), logs
         b, sb = _final_params(out)

@@ -118,7 +118,7 @@ def test_malformed_data_statistics_are_a_message(tiny_trained, tiny_copy, tmp_pa
 def test_non_finite_running_statistics_are_refused(tmp_path, capsys):
     from alexnetc.runtime.training.loop import Trainer
 
-    from .test_batchnorm import TINY_BN
+    from ..execution.test_batchnorm import TINY_BN
     from .test_train import _opts, _pattern_dataset
 
     spec = tmp_path / "bn.yaml"

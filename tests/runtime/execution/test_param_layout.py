@@ -19,7 +19,7 @@ from alexnetc.runtime.execution.layout import LayoutError, param_layout, to_logi
 from alexnetc.runtime.execution.params import init_params
 from alexnetc.runtime.training.checkpoint import PARAM_PREFIX, CheckpointError, load_checkpoint, save_checkpoint
 
-from .test_train import _pattern_dataset
+from ..training.test_train import _pattern_dataset
 
 
 def _renamed_devices(net, names=("left", "right")):

@@ -33,7 +33,7 @@ def _spec(tmp):
     """The mini spec without dropout, written once by the test before the workers start."""
     p = os.path.join(tmp, "nodrop.yaml")
     if not os.path.exists(p):
-        root = os.path.join(os.path.dirname(__file__), "..", "..", "specs", "variants", "mini.yaml")
+        root = os.path.join(os.path.dirname(__file__), "..", "..", "..", "specs", "variants", "mini.yaml")
         with open(p + ".tmp", "w") as fh:
             fh.write(f"base: {os.path.abspath(root)}\nremove_layers: [drop6, drop7]\n")
         os.replace(p + ".tmp", p)
@@ -151,7 +151,7 @@ def _empty_shard_worker(rank, world, port, out):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     ctx = DistContext(rank, world, rank, world, "gloo", 30.0)
-    spec = os.path.join(os.path.dirname(__file__), "..", "..", "specs", "variants", "resnet-mini.yaml")
+    spec = os.path.join(os.path.dirname(__file__), "..", "..", "..", "specs", "variants", "resnet-mini.yaml")
     net = compile_spec(spec, batch=4)
     ex = bind(net, {"gpu0": "cpu"}, params=init_params(net, 0))
     dp = DataParallel(ctx, ex, sync_batchnorm=True)

@@ -1,6 +1,6 @@
 """Two training steps on the CPU reference backend give, bit for bit, the losses, probabilities,
 gradients and updated weights recorded before the op registry replaced the per-op tables
-(tests/runtime/golden/training-step.json: SHA-256 prefixes of each tensor's bytes).
+(tests/runtime/execution/golden/training-step.json: SHA-256 prefixes of each tensor's bytes).
 
 ATen's CPU kernels differ between instruction sets and releases (and within one instruction set: AMX
 or not, oneDNN's choices), so each golden record says where it was made: the `cpu` capability, the
@@ -25,7 +25,7 @@ from alexnetc.runtime.execution.optim import SGD
 from alexnetc.runtime.execution.params import init_params
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
+ROOT = HERE.parents[2]
 GOLDENS = json.loads((HERE / "golden" / "training-step.json").read_text())["records"]
 SPECS = {"mini.yaml": ROOT / "specs" / "variants" / "mini.yaml", "graph.yaml": HERE / "golden" / "graph.yaml"}
 

@@ -23,8 +23,8 @@ from alexnetc.runtime.execution.executor import Executor
 from alexnetc.runtime.execution.params import init_params
 from alexnetc.runtime.training.checkpoint import PARAM_PREFIX, save_checkpoint
 
+from ..runtime.execution.test_executor import GRAPH_SPEC
 from ..test_op_completeness import EXAMPLES, _spec
-from .test_executor import GRAPH_SPEC
 
 SHIPPED = shipped_specs()
 SMALL_SIDE = 67    # full-size specs at 67x67: every layer still has a spatial extent (pool5 -> 1x1)

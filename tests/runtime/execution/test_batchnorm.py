@@ -22,7 +22,7 @@ from alexnetc.runtime.execution.params import init_params
 from alexnetc.runtime.training import checkpoint as ckpt
 from alexnetc.runtime.training.loop import Trainer
 
-from .test_train import _KILLER, _opts, _pattern_dataset
+from ..training.test_train import _KILLER, _opts, _pattern_dataset
 
 TINY_BN = """
 name: tiny-bn
@@ -310,8 +310,8 @@ def test_a_two_tower_run_resumes_on_one_device_with_its_running_statistics(spec,
     one = tmp_path / "one.yaml"
     one.write_text(ONE_GPU)
     logs = []
-    o = _opts(str(one), data, run, epochs=2, limit_train_batches=1, limit_val_batches=1, resume=True)
-    o.log = logs.append
+    o = _opts(str(one), data, run, epochs=2, limit_train_batches=1, limit_val_batches=1, resume=True,
+              log=logs.append)
     t = Trainer(o)
     t.run()
     assert any("resumed from" in line for line in logs), logs
