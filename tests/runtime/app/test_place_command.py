@@ -12,7 +12,7 @@ import pytest
 from alexnetc.compiler import compile_spec
 from alexnetc.runtime.app.cli import main
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_place_prints_the_ranking_and_writes_a_variant_that_compiles(tmp_path, capsys):

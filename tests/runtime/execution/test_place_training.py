@@ -15,7 +15,7 @@ from alexnetc.runtime.execution.layout import to_logical
 from alexnetc.runtime.execution.optim import SGD
 from alexnetc.runtime.execution.params import init_params
 
-from ..conftest import SPECS
+from ...conftest import SPECS
 
 BATCH = 8
 # arithmetic slow and the link fast: towers everywhere pay, fc8 included (the hand placement keeps it whole)
