@@ -215,5 +215,9 @@ def test_sigkill_while_writing_never_loses_the_latest(tmp_path):
         assert torch.equal(tensors["momentum/x"], -tensors["x"])
         last_i = i
     assert last_i >= 1 and rounds >= 3
+    # A kill between a save and its pruning leaves one checkpoint too many, and on a loaded machine
+    # that can happen in several rounds running; the next save that completes prunes them all.
+    x = torch.full((64, 1024), float(last_i + 1))
+    C.save_checkpoint(d, {"x": x, "momentum/x": -x}, {"i": last_i + 1}, tag=f"i{last_i + 1}", keep=2)
     complete = [c for c in C.list_checkpoints(d) if c.ok]
-    assert 1 <= len(complete) <= 3
+    assert len(complete) == 2
