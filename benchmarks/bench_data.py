@@ -246,13 +246,13 @@ def _run(argv=None) -> dict:
     for r in range(args.rounds):
         for name in names:   # in turns: every contender sees the machine's load of this round
             n, wall, cpu = _timed(contender(name, r), device)
-            rounds[name].append({"images": n, "wall_s": round(wall, 3), "cpu_s": round(cpu, 3)})
+            rounds[name].append({"images": n, "wall_s": round(wall, 6), "cpu_s": round(cpu, 6)})
             print(f"round {r + 1}: {name:12s} {n} images  {n / wall:8.1f} img/s wall  {n / max(cpu, 1e-9):8.1f} "
                   f"img/s per core", flush=True)
     rows = []
     for name in names:
         per_core = statistics.median(x["images"] / max(x["cpu_s"], 1e-9) for x in rounds[name])
-        wall = statistics.median(x["images"] / x["wall_s"] for x in rounds[name])
+        wall = statistics.median(x["images"] / max(x["wall_s"], 1e-9) for x in rounds[name])
         first = rounds[name][0]
         rows.append({"contender": name, "images_per_core_second": round(per_core, 1),
                      "images_per_wall_second": round(wall, 1),

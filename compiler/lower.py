@@ -12,14 +12,14 @@ part's device. LRN normalises within each group of the layer that produced its i
 maps, as in the paper's two-GPU net), wherever the groups are placed, so moving groups between
 devices never changes the network's function.
 
-Which strategy lowers a layer is the op's choice (`OpDef.lower`): `Lowerer.per_part` (the default),
-`weighted` (conv, fc), `concat`, `flatten_value` and `loss`; the op's descriptor supplies the
+Which strategy lowers a layer is the op's choice (`OpDef.lower`): `Lowerer.per_part` (the default) and
+`weighted` (conv, fc) live here, with the helpers every lowering uses (`node`, `gather`); an op that
+lowers otherwise does it in its descriptor (add, concat, flatten, the loss), which also supplies the
 attributes. Shapes are checked while lowering, and every problem is collected as a SpecError at the
 layer's line (the key a `ShapeError` names, else the layer's op).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -155,32 +155,6 @@ class Lowerer:
             shape = (shape[0], *out[2:])
         return Value(shape, parts)
 
-    def flatten_value(self, value: Value, layer: SpecMap, name: str) -> Value:
-        """Each part flattened to (features,); a value that is already flat is returned as is."""
-        if len(value.shape) == 1:
-            return value
-        c = value.shape[0]
-        per = math.prod(value.shape[1:])
-        parts = []
-        for k, part in enumerate(value.parts):
-            nm = name if len(value.parts) == 1 else f"{name}_g{k}"
-            node = self.node("flatten", [part.entry], name=nm, device=part.device or self.devices[0], layer=layer,
-                             group=part.group)
-            parts.append(Part(Entry(node, 0), node.device, part.lo * per, part.hi * per, part.groups, part.group))
-        return Value((c * per,), parts)
-
-    def concat(self, inputs: list[Value]) -> Value:
-        """The inputs' parts side by side along the channel axis (no node: consumers gather)."""
-        first = inputs[0]
-        parts, offset = [], 0
-        for v in inputs:
-            if v.shape[1:] != first.shape[1:] or len(v.shape) != len(first.shape):
-                raise ShapeError(f"concat inputs differ outside the channel axis: {first.shape} vs {v.shape}",
-                                 key="inputs")
-            parts += [Part(p.entry, p.device, p.lo + offset, p.hi + offset, p.groups, p.group) for p in v.parts]
-            offset += v.shape[0]
-        return Value((offset, *first.shape[1:]), parts)
-
     def weighted(self, op: WeightedLayer, layer: SpecMap, value: Value) -> Value:
         """conv / fc: one node per run of consecutive groups on one device, with its parameters."""
         name = layer["name"]
@@ -210,21 +184,6 @@ class Lowerer:
             shape = (total, *out[2:])
             parts.append(Part(Entry(node, 0), dev, first * per_out, (last + 1) * per_out, r, group))
         return Value(shape, parts)
-
-    def loss(self, op: OpDef, layer: SpecMap, value: Value) -> Value:
-        """The loss head: scores flattened, checked against `classes`, gathered onto one device."""
-        name = layer["name"]
-        if len(value.shape) != 1:
-            value = self.flatten_value(value, layer, f"{name}_flatten")
-        classes = self.spec["classes"]
-        if value.shape[0] != classes:
-            raise ShapeError(f"the scores reaching the loss have {value.shape[0]} features but the spec "
-                             f"has classes: {classes}")
-        dev = value.parts[0].device or self.devices[0]
-        scores = self.gather(value, 0, value.shape[0], dev, layer, name)
-        node = self.node(op.name, [scores, self.label], name=name, device=dev, layer=layer,
-                         **op.node_attrs(layer, self.defaults))
-        return Value((classes,), [Part(Entry(node, 1), dev, 0, classes)])
 
     # -- driver ----------------------------------------------------------------------------------------
     def error_mark(self, layer: SpecMap, exc: ShapeError) -> Mark:

@@ -94,15 +94,22 @@ def apply_edits(base_layers: SpecList, variant: SpecMap, errors: list[SpecError]
     return layers
 
 
-def shipped_spec(name: str) -> str | None:
-    """The path of the spec shipped with alexnetc under ``name`` (``alexnet``, ``variants/tanh.yaml``)."""
+def shipped_root() -> str | None:
+    """The folder of the specs shipped with alexnetc (None when the package has none)."""
     from importlib import resources
 
+    try:
+        return str(resources.files("alexnetc.specs"))
+    except (ModuleNotFoundError, TypeError):
+        return None
+
+
+def shipped_spec(name: str) -> str | None:
+    """The path of the spec shipped with alexnetc under ``name`` (``alexnet``, ``variants/tanh.yaml``)."""
     if not name or os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
         return None
-    try:
-        root = str(resources.files("alexnetc.specs"))
-    except (ModuleNotFoundError, TypeError):
+    root = shipped_root()
+    if root is None:
         return None
     cand = os.path.join(root, name if name.endswith((".yaml", ".yml")) else name + ".yaml")
     return cand if os.path.isfile(cand) else None

@@ -4,11 +4,13 @@ A backend is an object carrying every kernel entry point the op registry names (
 see compiler/ops/) as an attribute, plus `name` ("triton" or "reference") and `describe()` for a
 one-line "running on ..." message. Where an entry lives follows from its op's family F: the Triton
 backend takes it from ``alexnetc.kernels.F``, the reference backend from ``alexnetc.kernels.reference.F``;
-data-movement entries (`Kernel.shared`) have one implementation, ``alexnetc.kernels.F``, for both.
+data-movement entries (`Kernel.all_backends`) have one implementation, ``alexnetc.kernels.F``, for both.
 
 At import this module checks, without importing triton, that both backends define every entry point
-the registry names (it reads the modules' top-level definitions), so a missing kernel is an import
-error naming the op, not a crash in the middle of a training step.
+the registry names and every function an entry dispatches to by op name (`Kernel.requires`: each
+activation's forward and backward); it reads the modules' top-level definitions. So a missing kernel,
+or an activation a backend does not implement, is an import error naming the op, never a crash in the
+middle of a training step nor a silent identity.
 
 Choice, first match wins: the `name` argument; the ALEXNETC_BACKEND environment variable; "triton"
 for a CUDA device, "reference" otherwise. The Triton backend is assembled on first request, so the
@@ -34,16 +36,17 @@ _REFERENCE = f"{__package__}.reference"
 
 @dataclass(frozen=True)
 class EntryPoint:
-    """A kernel entry point the registry names: the ops calling it, their family, shared or not."""
+    """A kernel entry point the registry names: the ops calling it, their family, and whether one
+    implementation serves all backends."""
 
     entry: str
     family: str
-    shared: bool
+    all_backends: bool
     ops: tuple[str, ...]
 
     def module(self, backend: str) -> str:
         """The module that implements this entry point for `backend`."""
-        if self.shared or backend == "triton":
+        if self.all_backends or backend == "triton":
             return f"{__package__}.{self.family}"
         return f"{_REFERENCE}.{self.family}"
 
@@ -57,10 +60,10 @@ def entry_points() -> dict[str, EntryPoint]:
             continue
         for entry in k.entries():
             prev = out.get(entry)
-            if prev is not None and (prev.family, prev.shared) != (op.family, k.shared):
+            if prev is not None and (prev.family, prev.all_backends) != (op.family, k.all_backends):
                 raise TypeError(f"kernel entry '{entry}' is named by ops of two families "
                                 f"({prev.family}: {prev.ops[0]}, {op.family}: {op.name})")
-            out[entry] = EntryPoint(entry, op.family, k.shared, (*(prev.ops if prev else ()), op.name))
+            out[entry] = EntryPoint(entry, op.family, k.all_backends, (*(prev.ops if prev else ()), op.name))
     return out
 
 
@@ -82,13 +85,25 @@ def _defined_names(module: str) -> set[str] | None:
     return names
 
 
+def required_functions() -> dict[tuple[str, str], str]:
+    """{(family, function): op} for every function an op's entry dispatches to (`Kernel.requires`:
+    each activation's ``<name>`` and ``<name>_grad``), which each backend's family module defines."""
+    return {(op.family, f): op.name for op in OPS.values() if op.kernel is not None for f in op.kernel.requires}
+
+
 def missing_entry_points(backend: str) -> list[str]:
-    """'module.entry (op ...)' for each registry entry point `backend` does not define."""
+    """'module.name (op ...)' for each registry entry point, and each function an entry dispatches to,
+    that `backend` does not define."""
     missing = []
     for ep in entry_points().values():
         names = _defined_names(ep.module(backend))
         if names is None or ep.entry not in names:
             missing.append(f"{ep.module(backend)}.{ep.entry} (op {', '.join(ep.ops)})")
+    for (family, fn), op in required_functions().items():
+        module = EntryPoint(fn, family, False, (op,)).module(backend)
+        names = _defined_names(module)
+        if names is None or fn not in names:
+            missing.append(f"{module}.{fn} (op {op})")
     return missing
 
 

@@ -43,6 +43,6 @@ def add(*xs: torch.Tensor, act: str = "none") -> torch.Tensor:
     for k, t in enumerate(xs[1:], 2):
         last = k == len(xs)
         out = y if last else partial
-        _add2_kernel[grid](acc, t.contiguous(), out, n, ACT=act_code(act) if last else 0, BLOCK=BLOCK)
+        _add2_kernel[grid](acc, t.contiguous(), out, n, ACT=act_code(act) if last else "none", BLOCK=BLOCK)
         acc = out
     return y

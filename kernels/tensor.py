@@ -1,6 +1,6 @@
 """Data movement along the batch-preserving axes: flatten, reshape, concat, slice (and its gradient), add_n.
 
-One implementation for both backends (the compiler marks these ops `Kernel(shared=True)`): nothing is
+One implementation for both backends (the compiler marks these ops `Kernel(all_backends=True)`): nothing is
 computed, so there is nothing for a Triton kernel to speed up nor for a reference to check. Plain
 torch, so they run on whatever device the tensors are on. `concat` and `slice` work on dim 1
 (channels of a map, units of a vector); `flatten` and `reshape` keep dim 0 (the batch). `flatten`,

@@ -1,8 +1,9 @@
 """alexnetc's runtime: bind a compiled graph to devices, train, evaluate and predict.
 
 Four parts, each a subpackage: `execution` (executor, optimizer, parameters, all-reduce, eager
-oracle), `training` (loop, checkpoints, metrics), `data` (datasets, augmentation, loader) and `app`
-(the `alexnetc` command line and figures); `atomic` is the one file-replacement helper they share.
+oracle), `training` (the epoch loop and its options, run directory, resume, inputs, evaluation,
+signals; checkpoints, metrics), `data` (datasets, augmentation, loader) and `app` (the `alexnetc`
+command line and figures); `atomic` is the one file-replacement helper they share.
 Dependencies point one way: app -> training -> data, execution -> compiler, kernels. Modules import
 torch lazily where they can, so `alexnetc compile` stays light.
 """

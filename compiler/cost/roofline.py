@@ -11,6 +11,7 @@ means the cost model is wrong, a time far above it is room left.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from ..program import Program
 from .devices import DeviceSpec, LinkSpec
@@ -63,15 +64,27 @@ class StepBound:
         return "busiest device " + max(self.per_device, key=self.per_device.get)
 
 
-def step_bound(program: Program, costs: list[NodeCost], updates: list[UpdateCost], dev: DeviceSpec,
-               link: LinkSpec) -> StepBound:
-    """The step's bound (each logical device a `dev`, joined by `link`); `costs` in execution order."""
+Seconds = Callable[[NodeCost | UpdateCost], float]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Every node started as soon as its inputs exist (each at its bound): when each finishes."""
+
+    finish: dict[int, float]       # id(node) -> earliest finish
+    per_device: dict[str, float]   # logical device -> seconds of its nodes (copies not counted)
+    last: dict[str, float]         # logical device -> when its last node can finish at the earliest
+    link: float                    # seconds of all cross-device copies together
+
+
+def schedule(costs: list[NodeCost], seconds: Seconds) -> Schedule:
+    """The earliest schedule of `costs` (execution order), each node taking `seconds(cost)`."""
     per_device: dict[str, float] = {}
     finish: dict[int, float] = {}
-    last: dict[str, float] = {}     # device -> when its last node can finish at the earliest
+    last: dict[str, float] = {}
     link_s = 0.0
     for c in costs:
-        b = node_bound(c, dev, link).seconds
+        b = seconds(c)
         start = max((finish.get(id(e.node), 0.0) for e in c.node.inputs), default=0.0)
         finish[id(c.node)] = start + b
         d = c.node.device or "host"
@@ -80,9 +93,23 @@ def step_bound(program: Program, costs: list[NodeCost], updates: list[UpdateCost
             link_s += b
         else:
             per_device[d] = per_device.get(d, 0.0) + b
-    chain = max(finish.values(), default=0.0)
+    return Schedule(finish, per_device, last, link_s)
+
+
+def roofline_seconds(dev: DeviceSpec, link: LinkSpec) -> Seconds:
+    return lambda c: node_bound(c, dev, link).seconds
+
+
+def step_bound(program: Program, costs: list[NodeCost], updates: list[UpdateCost], dev: DeviceSpec,
+               link: LinkSpec, seconds: Seconds | None = None) -> StepBound:
+    """The step's bound (each logical device a `dev`, joined by `link`); `costs` in execution order.
+    `seconds`: each node's time (default: its roofline bound; the planner passes measured ones)."""
+    seconds = seconds or roofline_seconds(dev, link)
+    s = schedule(costs, seconds)
+    per_device = dict(s.per_device)
+    chain = max(s.finish.values(), default=0.0)
     for u in updates:   # a device's update follows its last gradient
-        b = node_bound(u, dev, link).seconds
+        b = seconds(u)
         per_device[u.device] = per_device.get(u.device, 0.0) + b
-        chain = max(chain, last.get(u.device, 0.0) + b)
-    return StepBound(per_device or {"host": 0.0}, chain, link_s)
+        chain = max(chain, s.last.get(u.device, 0.0) + b)
+    return StepBound(per_device or {"host": 0.0}, chain, s.link)

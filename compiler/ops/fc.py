@@ -41,7 +41,9 @@ class FullyConnected(WeightedLayer):
         return cublas_precision(dtype)
 
     def prepare_input(self, lw: "Lowerer", layer: Mapping[str, Any], value: "Value") -> "Value":
-        value = lw.flatten_value(value, layer, f"{layer['name']}_flatten")
+        from .tensor import flatten_value  # here: importing it above would register the tensor ops before fc's
+
+        value = flatten_value(lw, value, layer, f"{layer['name']}_flatten")
         expected = layer.get(IN_FEATURES.name)
         if expected is not None and expected != value.shape[0]:
             raise ShapeError(f"in_features is {expected} but the input has {value.shape[0]} features",

@@ -17,6 +17,7 @@ from ..errors import ShapeError
 from ..graph import Entry, Node
 from .attrs import BOOLEAN, Attr, number
 from .registry import EagerContext, Kernel, OpDef, backward_node, need, numel, register
+from .tensor import flatten_value
 
 if TYPE_CHECKING:
     from ..lower import Lowerer, Value
@@ -70,7 +71,20 @@ class SoftmaxLoss(OpDef):
     kernel = Kernel("softmax_loss")
 
     def lower(self, lw: "Lowerer", layer: Mapping[str, Any], inputs: Sequence["Value"]) -> "Value":
-        return lw.loss(self, layer, inputs[0])
+        """The loss head: scores flattened, checked against `classes`, gathered onto one device."""
+        from ..lower import Part, Value
+
+        name, value = layer["name"], inputs[0]
+        value = flatten_value(lw, value, layer, f"{name}_flatten")
+        classes = lw.spec["classes"]
+        if value.shape[0] != classes:
+            raise ShapeError(f"the scores reaching the loss have {value.shape[0]} features but the spec "
+                             f"has classes: {classes}")
+        dev = value.parts[0].device or lw.devices[0]
+        scores = lw.gather(value, 0, value.shape[0], dev, layer, name)
+        node = lw.node(self.name, [scores, lw.label], name=name, device=dev, layer=layer,
+                       **self.node_attrs(layer, lw.defaults))
+        return Value((classes,), [Part(Entry(node, 1), dev, 0, classes)])
 
     def infer(self, attrs, in_shapes):
         x = need(in_shapes, 0, "data")

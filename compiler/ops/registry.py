@@ -73,20 +73,24 @@ class Kernel:
     `grouped`: the op's channel groups (`OpDef.channel_groups`) are independent, so the one generic
     adapter runs them as batch entries, (N, C, ...) -> (N*g, C/g, ...), and reshapes back (LRN
     within towers merged onto one device). `train_only`: outside training the op is the identity on
-    its first input (dropout). `shared`: one implementation, ``alexnetc.kernels.<family>.<entry>``,
+    its first input (dropout). `all_backends`: one implementation, ``alexnetc.kernels.<family>.<entry>``,
     serves every backend (data movement: views and concatenation, nothing to compute). `eval_entry`:
     outside training the executor calls this entry point (same arguments) and reads only output 0.
     `sync_entry`: in training under data parallelism with synchronised statistics
     (``train.sync_batchnorm``), this entry point instead, with the keyword ``sync`` (the processes'
-    ``all_sum`` and this shard's ``weight``; docs/kernel-interface.md).
+    ``all_sum`` and this shard's ``weight``; docs/kernel-interface.md). `requires`: functions the
+    op's family module must define beside the entry point in every backend, because the entry
+    dispatches to them by the op's name (an activation's forward and backward); a backend without
+    them is an import error, as a missing entry point is.
     """
 
     entry: str
     grouped: bool = False
     train_only: bool = False
-    shared: bool = False
+    all_backends: bool = False     # one implementation serves every backend (data movement)
     eval_entry: str | None = None   # outside training, this entry point instead (batch norm: running stats)
     sync_entry: str | None = None   # data parallel with synchronised statistics: this entry point instead
+    requires: tuple[str, ...] = ()  # functions of the family module the entry dispatches to
 
     def entries(self) -> tuple[str, ...]:
         return tuple(e for e in (self.entry, self.eval_entry, self.sync_entry) if e is not None)

@@ -1,7 +1,9 @@
 """Data-movement ops: flatten, reshape, concat and slice along axis 1, add_n, and the cross-device copy.
 
-Nothing is computed, so one implementation serves every backend (``kernels/tensor.py``,
-`Kernel(shared=True)`). `copy` is the only op that moves data between devices (MXNet's
+Flatten lowers each part of its input on the part's device (`flatten_value`, which fc and the loss
+call for their inputs too); concat lowers to no node at all, its inputs' parts side by side (the
+consumer gathers the channels it reads). Nothing is computed, so one implementation serves every backend (``kernels/tensor.py``,
+`Kernel(all_backends=True)`). `copy` is the only op that moves data between devices (MXNet's
 _CrossDeviceCopy): its node runs on the destination device and its `src` attribute names the source;
 the placement pass inserts it, the executor runs it itself (it owns the streams), and the gradient of a
 copy is a copy back.
@@ -12,7 +14,7 @@ import math
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..errors import ShapeError
-from ..graph import Node
+from ..graph import Entry, Node
 from .attrs import Attr
 from .registry import EagerContext, Kernel, OpDef, SameShape, backward_node, need, numel, register
 
@@ -43,10 +45,10 @@ class Flatten(_Reshaping):
     name = "flatten"
     doc = "(N, C, H, W) -> (N, C*H*W)."
     in_spec = True
-    kernel = Kernel("flatten", shared=True)
+    kernel = Kernel("flatten", all_backends=True)
 
     def lower(self, lw: "Lowerer", layer: Mapping[str, Any], inputs: Sequence["Value"]) -> "Value":
-        return lw.flatten_value(inputs[0], layer, layer["name"])
+        return flatten_value(lw, inputs[0], layer, layer["name"])
 
     def infer(self, attrs, in_shapes):
         x = need(in_shapes, 0, "data")
@@ -59,11 +61,29 @@ class Flatten(_Reshaping):
         b.emit("Flatten", [b.x(node)], [b.y(node)], axis=1)
 
 
+def flatten_value(lw: "Lowerer", value: "Value", layer: Mapping[str, Any], name: str) -> "Value":
+    """Flatten's lowering, also the input step of fc and the loss: each part of `value` flattened to
+    (features,) on its device; a value that is already flat is returned as is."""
+    from ..lower import Part, Value
+
+    if len(value.shape) == 1:
+        return value
+    c = value.shape[0]
+    per = math.prod(value.shape[1:])
+    parts = []
+    for k, part in enumerate(value.parts):
+        nm = name if len(value.parts) == 1 else f"{name}_g{k}"
+        node = lw.node(Flatten.name, [part.entry], name=nm, device=part.device or lw.devices[0], layer=layer,
+                       group=part.group)
+        parts.append(Part(Entry(node, 0), node.device, part.lo * per, part.hi * per, part.groups, part.group))
+    return Value((c * per,), parts)
+
+
 @register
 class Reshape(_Reshaping):
     name = "reshape"
     attrs = (SHAPE,)
-    kernel = Kernel("reshape", shared=True)
+    kernel = Kernel("reshape", all_backends=True)
 
     def infer(self, attrs, in_shapes):
         x = need(in_shapes, 0, "data")
@@ -92,10 +112,21 @@ class Concat(OpDef):
     in_spec = True
     inputs = (2, None)
     arguments = None
-    kernel = Kernel("concat", shared=True)
+    kernel = Kernel("concat", all_backends=True)
 
     def lower(self, lw: "Lowerer", layer: Mapping[str, Any], inputs: Sequence["Value"]) -> "Value":
-        return lw.concat(inputs)
+        """The inputs' parts side by side along the channel axis (no node: consumers gather)."""
+        from ..lower import Part, Value
+
+        first = inputs[0]
+        parts, offset = [], 0
+        for v in inputs:
+            if v.shape[1:] != first.shape[1:] or len(v.shape) != len(first.shape):
+                raise ShapeError(f"concat inputs differ outside the channel axis: {first.shape} vs {v.shape}",
+                                 key="inputs")
+            parts += [Part(p.entry, p.device, p.lo + offset, p.hi + offset, p.groups, p.group) for p in v.parts]
+            offset += v.shape[0]
+        return Value((offset, *first.shape[1:]), parts)
 
     def infer(self, attrs, in_shapes):
         shapes = [need(in_shapes, i, f"input {i}") for i in range(len(in_shapes))]
@@ -131,7 +162,7 @@ class Slice(OpDef):
 
     name = "slice"
     attrs = (BEGIN, END)
-    kernel = Kernel("slice", shared=True)
+    kernel = Kernel("slice", all_backends=True)
 
     def infer(self, attrs, in_shapes):
         x = need(in_shapes, 0, "data")
@@ -166,7 +197,7 @@ class SliceBackward(OpDef):
     name = "slice_backward"
     attrs = (BEGIN, CHANNELS)
     arguments = ("grad",)
-    kernel = Kernel("slice_backward", shared=True)
+    kernel = Kernel("slice_backward", all_backends=True)
 
     def infer(self, attrs, in_shapes):
         dy = need(in_shapes, 0, "grad")
@@ -182,7 +213,7 @@ class AddN(OpDef):
 
     name = "add_n"
     arguments = None
-    kernel = Kernel("add_n", shared=True)
+    kernel = Kernel("add_n", all_backends=True)
 
     def infer(self, attrs, in_shapes):
         shapes = [need(in_shapes, i, f"input {i}") for i in range(len(in_shapes))]

@@ -1,7 +1,8 @@
 """Pass: fold a standalone activation into the op that feeds it (bias + activation epilogue).
 
 An op is folded when its descriptor says it is an activation (`OpDef.activation`) and the producer's
-descriptor accepts it (`OpDef.fuse_activation`: conv and fc without an activation yet). It applies when
+descriptor accepts it (`OpDef.fuse_activation`: conv, fc, batch norm and add without an activation
+yet). It applies when
 the activation is the producer's only consumer, on the same device; the fused node keeps the
 producer's name, so parameters are unchanged.
 """

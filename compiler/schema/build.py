@@ -79,32 +79,41 @@ BLOCKS = {"type": "object", "description": "Named templates of layers, instantia
                   "layers": {"type": "array", "items": {"type": "object"}, "minItems": 1,
                              "description": "The template's layers; 'in' is the instance's input."},
                   "doc": {"type": "string"}}}}
+SCHEDULE = {"type": "object", "additionalProperties": False, "required": ["type"], "default": {"type": "constant"},
+            "description": "How the learning rate changes between epochs (default: constant).", "properties": {
+    "type": {"enum": ["constant", "plateau", "step"]},
+    "factor": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.1,
+               "description": "Multiply the lr by this (0.1: divide by 10)."},
+    "max_drops": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 3,
+                  "description": "plateau: at most this many drops (the paper: 3)."},
+    "patience": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 1,
+                 "description": "plateau: epochs without improvement of validation top-1 error before a drop."},
+    "every": {"type": "integer", "minimum": 1, "maximum": 100000, "default": 30,
+              "description": "step: drop every this many epochs."}}}
+# The training defaults live here and nowhere else (the paper's values where it has one): the runtime
+# reads them from the shipped schema (`schema.with_defaults`), docs/spec.md documents them.
 TRAIN = {"type": "object", "additionalProperties": False, "properties": {
-    "batch_size": bounded(1 << 16), "epochs": bounded(100000),
-    "seed": {"type": "integer", "minimum": 0, "maximum": 2 ** 63 - 1},
-    "lr": {"type": "number", "exclusiveMinimum": 0, "maximum": 100,
+    "batch_size": {**bounded(1 << 16), "default": 128,
+                   "description": "Images per SGD step, over all processes (the paper: 128)."},
+    "epochs": {**bounded(100000), "default": 90, "description": "Passes over the training set (the paper: ~90)."},
+    "seed": {"type": "integer", "minimum": 0, "maximum": 2 ** 63 - 1, "default": 0,
+             "description": "Seeds the initial weights, data order, augmentation and dropout."},
+    "lr": {"type": "number", "exclusiveMinimum": 0, "maximum": 100, "default": 0.01,
            "description": "Base learning rate (the paper: 0.01)."},
-    "momentum": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
-    "weight_decay": {"type": "number", "minimum": 0, "maximum": 1},
-    "schedule": {"type": "object", "additionalProperties": False, "required": ["type"], "properties": {
-        "type": {"enum": ["constant", "plateau", "step"]},
-        "factor": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1,
-                   "description": "Multiply the lr by this (0.1: divide by 10)."},
-        "max_drops": {"type": "integer", "minimum": 0, "maximum": 1000,
-                      "description": "plateau: at most this many drops (the paper: 3)."},
-        "patience": {"type": "integer", "minimum": 1, "maximum": 1000,
-                     "description": "plateau: epochs without improvement of validation top-1 error "
-                                    "before a drop."},
-        "every": {"type": "integer", "minimum": 1, "maximum": 100000,
-                  "description": "step: drop every this many epochs."}}},
+    "momentum": {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "default": 0.9,
+                 "description": "SGD momentum (the paper: 0.9)."},
+    "weight_decay": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.0005,
+                     "description": "L2 weight decay (the paper: 0.0005), scaled per parameter by decay_mult."},
+    "schedule": SCHEDULE,
     "limit_train_batches": {"type": "integer", "minimum": 1,
                             "description": "Use at most this many batches per epoch (quick runs)."},
-    "limit_val_batches": {"type": "integer", "minimum": 1},
-    "sync_batchnorm": {"type": "boolean",
+    "limit_val_batches": {"type": "integer", "minimum": 1,
+                          "description": "Evaluate at most this many validation batches."},
+    "sync_batchnorm": {"type": "boolean", "default": False,
                        "description": "Under data parallelism, batch norm normalises with the global batch's "
                                       "statistics (a collective in each batch norm's forward and backward); "
                                       "default false: each process its own shard's, as DDP without SyncBatchNorm."},
-    "dtype": {"enum": list(TRAIN_DTYPES),
+    "dtype": {"enum": list(TRAIN_DTYPES), "default": TRAIN_DTYPES[0],
               "description": "float32 (default); float64 (CPU reference backend only: exact checks); "
                              "bfloat16 mixed precision (bf16 compute, fp32 master weights, SGD state and "
                              "loss)."}}}

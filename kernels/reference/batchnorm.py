@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from . import activation
 from ._common import f32
-
-_ACT = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
 
 
 def _c(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -25,10 +24,6 @@ def _c(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def _dims(x: torch.Tensor) -> list[int]:
     return [0, *range(2, x.dim())]
-
-
-def _act(y: torch.Tensor, act: str) -> torch.Tensor:
-    return _ACT[act](y) if act in _ACT else y
 
 
 def _fused(x: torch.Tensor, count: int) -> bool:
@@ -46,7 +41,7 @@ def batchnorm(x, scale, shift, running_mean, running_var, *, eps, momentum, act)
         new_mean, new_var = f32(running_mean).clone(), f32(running_var).clone()   # ATen updates in place
         y, mean, invstd = torch.native_batch_norm(xf, f32(scale), f32(shift), new_mean, new_var, True,
                                                   momentum, eps)
-        y = torch.relu_(y) if act == "relu" else _act(y, act)   # y is ATen's fresh output: in place
+        y = activation.act_fresh(y, act)   # y is ATen's fresh output
         return y.to(x.dtype), mean, invstd, new_mean, new_var
     var, mean = torch.var_mean(xf, _dims(x), correction=0)
     return _train_outputs(x, xf, scale, shift, running_mean, running_var, mean, var, count, eps, momentum, act)
@@ -57,7 +52,7 @@ def _train_outputs(x, xf, scale, shift, running_mean, running_var, mean, var, co
     written out on ATen (`xf`: x's compute copy)."""
     invstd = torch.rsqrt(var + eps)
     a = f32(scale) * invstd
-    y = _act((xf - _c(mean, x)) * _c(a, x) + _c(f32(shift), x), act)
+    y = activation.act_fresh((xf - _c(mean, x)) * _c(a, x) + _c(f32(shift), x), act)
     new_mean = (1 - momentum) * f32(running_mean) + momentum * mean
     new_var = (1 - momentum) * f32(running_var) + momentum * var * (count / max(count - 1, 1))
     return y.to(x.dtype), mean, invstd, new_mean, new_var
@@ -68,9 +63,9 @@ def batchnorm_eval(x, scale, shift, running_mean, running_var, *, eps, momentum,
     if _fused(x, 2):
         y = torch.nn.functional.batch_norm(xf, f32(running_mean), f32(running_var), f32(scale), f32(shift),
                                            False, 0.0, eps)
-        return _act(y, act).to(x.dtype)
+        return activation.act_fresh(y, act).to(x.dtype)
     a = f32(scale) * torch.rsqrt(f32(running_var) + eps)
-    y = _act((xf - _c(f32(running_mean), x)) * _c(a, x) + _c(f32(shift), x), act)
+    y = activation.act_fresh((xf - _c(f32(running_mean), x)) * _c(a, x) + _c(f32(shift), x), act)
     return y.to(x.dtype)
 
 

@@ -20,10 +20,7 @@ def conv(x, w, b, *, stride, pad, num_group, out_size, act):
         y = F.conv2d(xu, up(w), bias, stride=(sh, sw), padding=(ph, pw), groups=num_group)
     else:
         y = F.conv2d(F.pad(xu, (pw, pw + ew, ph, ph + eh)), up(w), bias, stride=(sh, sw), groups=num_group)
-    y = y[:, :, :P, :Q]
-    if act == "relu":   # in place: y is this call's own fresh output, so no second buffer
-        return torch.relu_(y).to(x.dtype)
-    return activation.act(y, act=act).to(x.dtype)
+    return activation.act_fresh(y[:, :, :P, :Q], act).to(x.dtype)   # y: this call's own fresh output
 
 
 def conv_backward_data(dy, w, *, in_hw, stride, pad, num_group):

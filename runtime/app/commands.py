@@ -29,7 +29,9 @@ def _train(args) -> int:
     from ..data.datasets import DatasetError
     from ..execution.distributed import DistributedError
     from ..training.checkpoint import CheckpointError
-    from ..training.loop import Terminated, Trainer, TrainingEnvironmentError, TrainingError, TrainOptions
+    from ..training.errors import Terminated, TrainingEnvironmentError, TrainingError
+    from ..training.loop import Trainer
+    from ..training.options import TrainOptions
     from .errors import EnvironmentFailure
     from .specs import resolve_spec_path
 
@@ -66,7 +68,8 @@ def _eval(args) -> int:
     from ..data.datasets import DatasetError, open_dataset
     from ..data.loader import make_loader
     from ..training.checkpoint import CheckpointError
-    from ..training.loop import TrainingError, evaluate_loader
+    from ..training.errors import TrainingError
+    from ..training.evaluate import Progress, evaluate_loader
     from .model import load_model
 
     try:
@@ -76,9 +79,7 @@ def _eval(args) -> int:
         ds = open_dataset(args.data, args.split, channels=c, classes=model.class_names)
         tf = model.eval_transform(args.crops)
         loader = make_loader(ds, tf, args.batch, num_workers=args.workers, limit_batches=args.limit_batches)
-        from ..training.loop import _progress
-
-        bar = _progress(len(loader), 0, "evaluating", enabled=True)
+        bar = Progress(len(loader), 0, "evaluating", enabled=True)
         with torch.no_grad():
             try:
                 r = evaluate_loader(model.executor, loader, model.net.classes, progress=bar)
@@ -228,6 +229,9 @@ def register(sub: Any) -> None:
     from . import profile_command  # profile
 
     profile_command.register(sub)
+    from . import place_command  # place
+
+    place_command.register(sub)
     from . import pack_commands  # pack
 
     pack_commands.register(sub)

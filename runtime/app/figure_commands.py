@@ -430,7 +430,9 @@ def _compare(args) -> int:
     from ..data.augment import AugmentError
     from ..data.datasets import DatasetError
     from ..training.checkpoint import CheckpointError
-    from ..training.loop import Trainer, TrainingEnvironmentError, TrainingError, TrainOptions
+    from ..training.errors import TrainingEnvironmentError, TrainingError
+    from ..training.loop import Trainer
+    from ..training.options import TrainOptions, train_settings
     from .figures import draw_compare
     from .specs import resolve_spec_path
 
@@ -444,9 +446,9 @@ def _compare(args) -> int:
     _check_output(png, "--png")
     paths = [resolve_spec_path(s) for s in args.specs]
     nets = [compile_spec(p) for p in paths]      # every spec error before any training
-    first = nets[0].settings("train")
-    epochs = args.epochs or first.get("epochs", 90)
-    seed = args.seed if args.seed is not None else first.get("seed", 0)
+    first = train_settings(nets[0])
+    epochs = args.epochs or first["epochs"]
+    seed = args.seed if args.seed is not None else first["seed"]
     names = run_names(args.specs)
     say(f"comparing {len(paths)} specs: {epochs} epochs each, seed {seed}, "
           f"data {args.data or 'default'}; runs in {args.out}/")

@@ -169,7 +169,7 @@ class Model:
 
     @torch.no_grad()
     def probs(self, images: torch.Tensor) -> torch.Tensor:
-        from ..training.loop import predict_probs
+        from ..training.evaluate import predict_probs
 
         return predict_probs(self.executor, images)
 

@@ -25,13 +25,22 @@ def warn_share() -> float:
 
 
 class DataWait:
-    """Iterate ``loader`` as is, timing the waits for its batches."""
+    """``loader`` as is (its length and attributes too: ``skipped``, ``skipped_message``...), with the
+    waits for its batches timed while it is iterated."""
 
     def __init__(self, loader: Any):
         self.loader = loader
         self.waited = 0.0
         self.elapsed = 0.0
         self.batches = 0
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "loader":   # not set yet (copying, unpickling): no recursion through the lookup below
+            raise AttributeError(name)
+        return getattr(self.loader, name)
 
     def __iter__(self) -> Iterator[Any]:
         start = time.perf_counter()

@@ -37,9 +37,9 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 import torch.distributed as dist
 
+from ...compiler.cost.allreduce import DEFAULT_BUCKET_MB, bucket_bytes, bucket_layout
 from .executor import Executor
 
-DEFAULT_BUCKET_MB = 25.0
 DEFAULT_TIMEOUT_S = 300.0
 _TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
@@ -222,19 +222,8 @@ class GradReducer:
 
     def __post_init__(self) -> None:
         ex = self.executor
-        cap = max(1, int(min(self.bucket_mb, 2.0 ** 30) * 2 ** 20))
-        self.buckets = []
-        open_: dict[torch.device, _Bucket] = {}
-        sizes: dict[torch.device, int] = {}
-        for name in ex.grad_names:
-            g = ex.grads[name]
-            b = open_.get(g.device)
-            if b is None or sizes[g.device] + g.numel() * g.element_size() > cap:
-                b = open_[g.device] = _Bucket([], g.device, None)
-                self.buckets.append(b)
-                sizes[g.device] = 0
-            b.names.append(name)
-            sizes[g.device] += g.numel() * g.element_size()
+        grads = ((n, ex.grads[n].device, ex.grads[n].numel() * ex.grads[n].element_size()) for n in ex.grad_names)
+        self.buckets = [_Bucket(names, dev, None) for dev, names in bucket_layout(grads, bucket_bytes(self.bucket_mb))]
         self._of = {}
         for b in self.buckets:
             b.flat = _contiguous_view([ex.grads[n] for n in b.names], ex.buckets.get(b.device))

@@ -14,12 +14,17 @@ from typing import Mapping
 
 import torch
 
+from ...compiler.schema import with_defaults
+
 
 class SGD:
     def __init__(self, params: Mapping[str, torch.Tensor], mults: Mapping[str, tuple[float, float]], *,
-                 momentum: float = 0.9, weight_decay: float = 0.0005):
+                 momentum: float | None = None, weight_decay: float | None = None):
+        """`momentum`, `weight_decay`: None takes train.momentum's and train.weight_decay's schema defaults."""
+        defaults = with_defaults(None, "train")
         self.params = params
-        self.momentum, self.weight_decay = momentum, weight_decay
+        self.momentum = defaults["momentum"] if momentum is None else momentum
+        self.weight_decay = defaults["weight_decay"] if weight_decay is None else weight_decay
         self.mults = dict(mults)                       # name -> (lr_mult, decay_mult)
         self.velocity = {n: torch.zeros_like(p) for n, p in params.items()}
 
@@ -52,12 +57,13 @@ class SGD:
 
 class LRSchedule:
     def __init__(self, base_lr: float, cfg: Mapping | None):
-        cfg = dict(cfg or {"type": "constant"})
-        self.kind = cfg.get("type", "constant")
-        self.factor = float(cfg.get("factor", 0.1))
-        self.every = int(cfg.get("every", 30))
-        self.patience = int(cfg.get("patience", 1))
-        self.max_drops = int(cfg.get("max_drops", 3))
+        """`cfg`: a train.schedule section (None: the default); keys it leaves out take the schema's defaults."""
+        cfg = with_defaults(cfg or with_defaults(None, "train")["schedule"], "train", "schedule")
+        self.kind = cfg["type"]
+        self.factor = float(cfg["factor"])
+        self.every = int(cfg["every"])
+        self.patience = int(cfg["patience"])
+        self.max_drops = int(cfg["max_drops"])
         self.lr = float(base_lr)
         self.base_lr = float(base_lr)
         self.best: float | None = None

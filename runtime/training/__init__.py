@@ -1,3 +1,6 @@
-"""Training: the paper's SGD loop and evaluation (`loop`), atomic checkpoints (`checkpoint`), and the
-metrics log and curves (`metrics`).
+"""Training: the paper's SGD loop (`loop`) and what a run needs around it, one concept per module:
+its options (`options`), run directory (`run_dir`), continuing or warm-starting from a checkpoint
+(`resume`, `warm_start`, `verify`), data (`inputs`), evaluation and prediction (`evaluate`), signals
+(`signals`) and errors (`errors`); atomic checkpoints (`checkpoint`), and the metrics log and curves
+(`metrics`).
 """

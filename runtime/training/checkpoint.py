@@ -212,7 +212,8 @@ def save_checkpoint(directory: str | os.PathLike, tensors: Mapping[str, Any], st
     return json_path
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs (this one included): the writer of a temporary file, a lock's owner."""
     if pid == os.getpid():
         return True
     try:
@@ -257,6 +258,20 @@ def _prune(directory: str, keep: int | None, keep_tags: set, current: str) -> No
     _fsync_dir(directory)
 
 
+def remove_checkpoints(directory: str | os.PathLike) -> int:
+    """Delete every checkpoint file in `directory` (pairs, orphans, temporary files; a run being
+    replaced) and return how many; OSError when one cannot be deleted. No directory: nothing to do."""
+    directory = str(directory)
+    if not os.path.isdir(directory):
+        return 0
+    removed = 0
+    for e in os.scandir(directory):
+        if e.name.startswith(("ckpt-", _TMP_PREFIX)) and e.is_file():
+            os.unlink(e.path)
+            removed += 1
+    return removed
+
+
 def stale_temporaries(directory: str | os.PathLike) -> list[str]:
     """Temporary files of checkpoint writers that no longer run (killed mid-write), by path."""
     out = []
@@ -266,7 +281,7 @@ def stale_temporaries(directory: str | os.PathLike) -> list[str]:
         return out
     for e in entries:
         m = re.match(re.escape(_TMP_PREFIX) + r"(\d+)-", e.name)
-        if m and not _pid_alive(int(m.group(1))) and e.is_file(follow_symlinks=False):
+        if m and not pid_alive(int(m.group(1))) and e.is_file(follow_symlinks=False):
             out.append(e.path)
     return out
 

@@ -8,21 +8,21 @@ atomically; Ctrl-C writes one at the current step. ``resume=True`` continues exa
 checkpoint stopped (mid-epoch included): same weights, momentum, learning-rate state, data order,
 augmentation and dropout draws as an uninterrupted run.
 
-Nothing is lost and nothing wrong is saved:
+This module is the epoch loop; the rest of a run has a module each:
 
-* one run, one directory: a directory that already holds a run's checkpoints or metrics is refused
-  unless ``resume`` (continue it) or ``overwrite`` (delete its checkpoints, metrics and curves) is set;
-  ``OUT/.alexnetc.lock`` holds the owner's pid and keeps a second training out (a lock whose process is
-  gone is taken over, with a message);
-* ``resume`` uses the newest checkpoint that verifies and is checked against the spec (fields, spec hash,
-  every tensor's name, dtype and shape); newer ones that fail are named with their problem; with none
-  that verifies it refuses instead of starting over. ``metrics.jsonl`` is rewritten from the
-  checkpoint's history, so a crash never leaves duplicated epochs. ``lr`` and ``epochs`` apply from the
-  resume point; a different seed, batch size, batch limit or dtype is refused;
-* divergence is caught before it is saved: a non-finite loss, gradient norm or parameter after any step
-  (the last of an epoch included), or a non-finite validation loss, stops with the step and the last
-  good checkpoint named. An epoch or validation split with no usable image is an error;
-* SIGTERM saves like Ctrl-C (then the CLI exits 143); a second signal exits at once.
+* `options`: what was asked (`TrainOptions`) and what the run trains with (`RunConfig`), resolved
+  once from the spec (the schema's defaults), the command line and a resumed checkpoint;
+* `run_dir`: one run per directory, its lock, and the metrics rewritten on resume;
+* `resume`: which checkpoint a resumed run continues, checked against the spec, and what it restores;
+  `--init-from`'s read (the matching of layers is `warm_start`);
+* `inputs`: the datasets, class names, statistics and transforms; `evaluate`: validation and
+  prediction; `signals`: SIGTERM saved like Ctrl-C; `errors`: the exceptions of all of these.
+
+Nothing is lost and nothing wrong is saved: divergence is caught before it is saved (a non-finite
+loss, gradient norm or parameter after any step, the last of an epoch included, or a non-finite
+validation loss stops with the step and the last good checkpoint named); an epoch or validation
+split with no usable image is an error; an interrupt after an epoch was evaluated resumes at the next
+epoch (the schedule never steps twice).
 
 Under torchrun (see `execution/distributed.py`) every process trains one replica on its slice of each
 global batch (`train.batch_size` stays the global batch) and the gradients are all-reduced before
@@ -32,257 +32,129 @@ rank 0 picked and verified.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
-import sys
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Mapping
 
-import numpy as np
 import torch
 
 from ...compiler import CompiledNet, compile_spec
 from ...compiler.ops.weighted import param_multipliers
-from ...compiler.pipeline import compile_dict, plain
-from ...compiler.program import TRAIN_DTYPES
+from ...compiler.pipeline import plain
 from ..data.data_wait import DataWait
 from ..execution import distributed as dp
 from ..execution.executor import Executor, default_group2ctx, describe_binding
-from ..execution.layout import LayoutError, logical_tensors, network_hash, placed_tensors
+from ..execution.layout import logical_tensors
 from ..execution.optim import SGD, LRSchedule
 from ..execution.params import init_params
 from ..execution.precision import PrecisionError, check_supported, precision
 from . import checkpoint as ckpt
+from . import resume
+from .errors import Diverged, NoUsableImages, Terminated, TrainingEnvironmentError, TrainingError
+from .evaluate import Progress, evaluate_loader
+from .inputs import open_inputs
 from .metrics import MetricsWriteError, append_metrics, plot_curves, topk_errors
-from .run_contents import refuse_new_run, refuse_resume, run_contents
-
-LOCK_NAME = ".alexnetc.lock"
-
-
-class TrainingError(Exception):
-    """Training cannot go on (non-finite loss, mismatched checkpoint); the message says why."""
-
-
-class TrainingEnvironmentError(Exception):
-    """The machine failed the run (disk full, read-only directory); the message names the path."""
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM arrived: handled exactly like Ctrl-C (a checkpoint is saved), then exit status 143."""
-
-    def __init__(self, signum: int = 15):
-        super().__init__(f"signal {signum}")
-        self.signum = signum
-
-
-class _Diverged(Exception):
-    def __init__(self, what: str):
-        super().__init__(what)
-        self.what = what
-
-
-@dataclass
-class TrainOptions:
-    spec: str
-    data: str | None = None
-    out: str = "runs/alexnetc"
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    device: str = "auto"                 # auto | cpu | cuda
-    workers: int | None = None
-    resume: bool = False
-    overwrite: bool = False
-    limit_train_batches: int | None = None
-    limit_val_batches: int | None = None
-    seed: int | None = None
-    dtype: str | None = None             # float32 | float64 | bfloat16 (None: train.dtype, else float32)
-    init_from: str | None = None         # a run or checkpoint whose matching layers start this run
-    sync_batchnorm: bool | None = None   # data parallel: global-batch statistics (None: train.sync_batchnorm)
-    synthetic: int | None = None         # N random images per epoch instead of a dataset (benchmarks)
-    allow_empty_classes: bool = False    # train although a class folder holds no image (a warning)
-    fresh_optimizer: bool = False        # resume with zero momentum when the checkpoint has none
-    progress: bool = True
-    keep: int = 3
-    bucket_mb: float = dp.DEFAULT_BUCKET_MB        # data parallel: gradient all-reduce bucket size
-    overlap: bool = True                           # data parallel: all-reduce during the backward pass
-    dist_timeout: float = dp.DEFAULT_TIMEOUT_S     # data parallel: seconds before a collective gives up
-    log: Callable[[str], None] = field(default=lambda s: print(s, flush=True))
-
-
-def _check_options(opts: TrainOptions) -> None:
-    """Options out of range are errors (0 is not "use the spec's value")."""
-    for name, lo in (("batch_size", 1), ("epochs", 1), ("workers", 0), ("limit_train_batches", 1),
-                     ("limit_val_batches", 1), ("synthetic", 1)):
-        v = getattr(opts, name)
-        if v is not None and v < lo:
-            raise TrainingError(f"{name} {v}: must be at least {lo}")
-    if opts.lr is not None and not (0 < opts.lr < float("inf")):
-        raise TrainingError(f"lr {opts.lr:g}: must be a positive number")
-    if opts.resume and opts.init_from:
-        raise TrainingError("--init-from starts a new run from another run's weights; --resume continues the run "
-                            "in --out: give one of them")
-    if opts.dtype is not None and opts.dtype not in TRAIN_DTYPES:
-        raise TrainingError(f"--dtype {str(opts.dtype)[:40]}: expected one of {', '.join(TRAIN_DTYPES)}")
-    for name in ("bucket_mb", "dist_timeout"):
-        if not 0 < getattr(opts, name) < float("inf"):
-            raise TrainingError(f"{name} {getattr(opts, name):g}: must be a positive number")
+from .options import RunConfig, TrainOptions, check_options, cpu_only, resolve, train_settings
+from .run_dir import RunDir
+from .signals import SignalGuard
 
 
 def _data_seed(seed: int) -> int:
     return seed % (2 ** 32)
 
 
-class SyntheticDataset:
-    """Deterministic random images (uint8 HWC) with random labels: for timing without a dataset."""
+@dataclass
+class Position:
+    """Where a run stands, all that a checkpoint saves of its progress: the epoch being trained
+    (0-based), the next batch in it, the steps taken, the finished epochs' records and the current
+    epoch's running sums (loss, top-1 and top-5 errors times images, images)."""
 
-    def __init__(self, n: int, shape: tuple[int, int, int], classes: int, seed: int = 0):
-        self.n, self.shape, self.classes, self.seed = n, shape, classes, seed
-        self.channels = shape[0]
-        self.class_names = [f"class{i}" for i in range(classes)]
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    history: list = field(default_factory=list)
+    running: dict = field(default_factory=lambda: _fresh_running())
 
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        rng = np.random.default_rng((self.seed, i))
-        c, h, w = self.shape
-        return rng.integers(0, 256, (h, w, c), dtype=np.uint8), int(rng.integers(self.classes))
+    def next_epoch(self) -> "Position":
+        """The start of the next epoch: its first batch, fresh sums."""
+        return replace(self, epoch=self.epoch + 1, batch=0, running=_fresh_running())
 
 
 class Trainer:
+    """One training run of `opts`: `run()` takes the run directory, starts the run (fresh, resumed or
+    from another run's weights), binds the network and trains it epoch by epoch."""
+
     def __init__(self, opts: TrainOptions):
         self.opts = opts
         self.log = opts.log
-        self.init_from: str | None = None   # the checkpoint this run's weights started from (--init-from)
-        spec_net = compile_spec(opts.spec)
-        tr = spec_net.settings("train")
-        _check_options(opts)
-        self.dtype = opts.dtype or tr.get("dtype", TRAIN_DTYPES[0])
-        # Under torchrun: this process's place in the job (None in one process). Only rank 0 talks.
-        self.dist = dp.from_env("cpu" if self._cpu_only() else None, opts.dist_timeout)
+        self.spec_net: CompiledNet = compile_spec(opts.spec)   # `net` is this at the run's batch size
+        self.spec_train = train_settings(self.spec_net)   # its train section, defaults filled
+        check_options(opts)
+        # Under torchrun: this process's place in the job (None in one process). Only rank 0 talks. The
+        # process group is set up before a resumed checkpoint can be read: for the dtype asked for.
+        asked_dtype = opts.dtype or self.spec_train["dtype"]
+        self.dist = dp.from_env("cpu" if cpu_only(opts.device, asked_dtype) else None, opts.dist_timeout)
         self.writes = self.dist is None or self.dist.is_writer
         if not self.writes:
             self.log = lambda s: None
+        self.run_dir = RunDir(opts.out, self.log)
+        self.cfg: RunConfig | None = None   # resolved when the run starts (`_start`): spec, options, checkpoint
+        self.init_from: str | None = None   # the checkpoint this run's weights started from (--init-from)
         self.dp: dp.DataParallel | None = None
-        self.batch_size = opts.batch_size or tr.get("batch_size", 128)
-        self.net: CompiledNet = spec_net.at_batch(self.batch_size)
-        self.epochs = opts.epochs or tr.get("epochs", 90)
-        self.seed = opts.seed if opts.seed is not None else tr.get("seed", 0)
-        self.base_lr = opts.lr or tr.get("lr", 0.01)
-        self.momentum = tr.get("momentum", 0.9)
-        self.sync_batchnorm = bool(opts.sync_batchnorm if opts.sync_batchnorm is not None
-                                   else tr.get("sync_batchnorm", False))
-        self.weight_decay = tr.get("weight_decay", 0.0005)
-        self.schedule_cfg = tr.get("schedule", {"type": "constant"})
-        self.limit_train = opts.limit_train_batches or tr.get("limit_train_batches")
-        self.limit_val = opts.limit_val_batches or tr.get("limit_val_batches")
-        self.out = opts.out
-        if opts.resume and opts.overwrite:
-            raise TrainingError("--resume continues the run in --out, --overwrite replaces it: give one of them")
-        self.metrics_path = os.path.join(self.out, "metrics.jsonl")
-        self.curves_path = os.path.join(self.out, "curves.png")
-        self.ckpt_dir = os.path.join(self.out, "checkpoints")
 
     # -- setup -----------------------------------------------------------------------------------------
-    def _cpu_only(self) -> bool:
-        """--device cpu; or float64 with --device auto (float64 runs only on the CPU reference kernels)."""
-        return self.opts.device == "cpu" or (self.opts.device == "auto" and self.dtype == "float64")
-
-    def _datasets(self):
-        from ..data.augment import build_transforms, dataset_stats
-        from ..data.datasets import check_class_images, find_default_dataset, open_dataset
-
-        c, h, w = self.net.input_shape
-        if self.opts.synthetic:
-            train = SyntheticDataset(self.opts.synthetic, (c, h, w), self.net.classes, 1)
-            val = SyntheticDataset(max(self.batch_size, self.opts.synthetic // 10), (c, h, w), self.net.classes, 2)
-            data_cfg = {k: v for k, v in self.net.settings("data").items() if k in ("mirror", "mean", "std")}
-            data_cfg.setdefault("mean", [127.5] * c)
-            data_cfg.setdefault("std", [64.0] * c)
-            self.data_root = "synthetic"
-        else:
-            root = self.opts.data or find_default_dataset()
-            self.data_root = root
-            if not self.opts.data:
-                self.log(f"no --data given: using {root}. To train on your own data pass --data DIR: "
-                         "MNIST-style IDX files, or an ImageNet-style tree DIR/train/<class>/*.jpg and "
-                         "DIR/val/<class>/* (with a spec whose input and classes fit it)")
-            train = open_dataset(root, "train", channels=c)
-            check_class_images(train, self.opts.allow_empty_classes, self.log)
-            val = open_dataset(root, "val", channels=c, classes=getattr(train, "class_names", None))
-            data_cfg = self.net.settings("data")
-        names = list(getattr(train, "class_names", None) or [str(i) for i in range(self.net.classes)])
-        if len(names) != self.net.classes:
-            # IDX files carry no class list: their labels decide whether they fit the spec.
-            labels = getattr(train, "labels", None)
-            top = int(np.max(labels)) + 1 if labels is not None and len(labels) else len(names)
-            if top > self.net.classes or len(names) < self.net.classes:
-                raise TrainingError(f"the dataset at {self.data_root} has {max(top, len(names))} classes but "
-                                    f"the spec {self.opts.spec} has classes: {self.net.classes}")
-            names = names[:self.net.classes]
-        self.class_names = names
-        self.data_cfg = dict(data_cfg)
-        self.stats = None
-        if data_cfg.get("mean") is None or (data_cfg.get("pca_lighting", 0) > 0 and c == 3):
-            if not self.writes:  # rank 0 computes and caches the statistics, the others read its cache
-                self.dist.barrier("waiting for rank 0's dataset statistics")
-            self.stats = dataset_stats(train, cache_dir=os.path.join(self.out, "cache"))
-            if self.dist and self.writes:
-                self.dist.barrier("waiting for the other processes after the dataset statistics")
-        self.train_tf, self.eval_tf = build_transforms(data_cfg, train, input_shape=(c, h, w), stats=self.stats)
-        self.train_set, self.val_set = train, val
-
     def _loader(self, dataset, transform, *, train: bool, epoch: int, start_batch: int = 0):
         from ..data.loader import make_loader
 
         per_machine = self.dist.local_world if self.dist else 1
         workers = self.opts.workers if self.opts.workers is not None else min(4, (os.cpu_count() or 1) // per_machine)
-        return make_loader(dataset, transform, self.batch_size, shuffle=train,
-                           seed=_data_seed(self.seed), epoch=epoch, num_workers=workers, drop_last=train,
+        return make_loader(dataset, transform, self.cfg.batch_size, shuffle=train,
+                           seed=_data_seed(self.cfg.seed), epoch=epoch, num_workers=workers, drop_last=train,
                            start_batch=start_batch, shard=(self.dist.rank, self.dist.world) if self.dist else None,
-                           limit_batches=self.limit_train if train else self.limit_val,
+                           limit_batches=self.cfg.limit_train_batches if train else self.cfg.limit_val_batches,
                            pin_memory=self.real_device.type == "cuda", device=self.real_device)
 
     def _bind(self, params: dict[str, torch.Tensor] | None, state: dict[str, torch.Tensor] | None = None):
-        prefer = "cpu" if self._cpu_only() else None
+        prefer = "cpu" if cpu_only(self.opts.device, self.cfg.dtype) else None
         if self.opts.device == "cuda" and not torch.cuda.is_available():
             raise TrainingError("--device cuda: no CUDA device is available")
         g2c = self.dist.bind(self.net.devices, prefer) if self.dist else default_group2ctx(self.net, prefer)
         self.real_device = next(iter(g2c.values()))
         from ..execution.memory import MemoryLimitError, check_fits
 
-        problems = self.net.training_problems(self.batch_size if not self.dist or self.sync_batchnorm
-                                              else max(1, self.batch_size // self.dist.world))
+        cfg = self.cfg
+        problems = self.net.training_problems(cfg.batch_size if not self.dist or cfg.sync_batchnorm
+                                              else max(1, cfg.batch_size // self.dist.world))
         if problems:
             raise TrainingError(f"{self.opts.spec}: {problems[0]}")
         try:
-            check_supported(precision(self.dtype), g2c)
-            check_fits(self.net, g2c, for_training=True, dtype=self.dtype)  # before a parameter is allocated
+            check_supported(precision(self.cfg.dtype), g2c)
+            check_fits(self.net, g2c, for_training=True, dtype=self.cfg.dtype)  # before a parameter is allocated
         except (MemoryLimitError, PrecisionError) as exc:
             raise TrainingError(str(exc)) from None
         if params is None:
-            params = init_params(self.net, self.seed)
+            params = init_params(self.net, self.cfg.seed)
         self.executor = Executor(self.net, g2c, for_training=True, params=params, state=state or None,
-                                 dtype=self.dtype)
+                                 dtype=self.cfg.dtype)
         # The inference executor shares the parameter and state tensors: evaluation always sees the
         # current weights and running statistics.
         self.eval_executor = Executor(self.net, g2c, for_training=False, params=self.executor.params,
-                                      state=self.executor.state, dtype=self.dtype)
+                                      state=self.executor.state, dtype=self.cfg.dtype)
         mults = {n.name: param_multipliers(n)
                  for n in self.executor.param_nodes}
-        self.opt = SGD(self.executor.params, mults, momentum=self.momentum, weight_decay=self.weight_decay)
-        self.schedule = LRSchedule(self.base_lr, self.schedule_cfg)
+        self.opt = SGD(self.executor.params, mults, momentum=self.cfg.momentum,
+                       weight_decay=self.cfg.weight_decay)
+        self.schedule = LRSchedule(self.cfg.lr, self.cfg.schedule)
         where = describe_binding(g2c)
         if self.dist:
             self.dp = dp.DataParallel(self.dist, self.executor, self.opts.bucket_mb, self.opts.overlap,
-                                      sync_batchnorm=self.sync_batchnorm)
+                                      sync_batchnorm=self.cfg.sync_batchnorm)
             bn = ("; batch norm statistics over the global batch (synchronised)" if self.executor.sync is not None
                   else "; batch norm statistics per process" if self.executor.state else "")
             self.log(f"data parallel: {self.dist.world} processes ({self.dist.backend}), each a shard of every "
-                     f"global batch of {self.batch_size}; {self.dp.reducer.describe()}{bn}; rank 0 binds {where}")
+                     f"global batch of {self.cfg.batch_size}; {self.dp.reducer.describe()}{bn}; rank 0 binds {where}")
         if self.real_device.type == "cpu":
             self.log(f"no GPU in use: running on the CPU with the ATen reference kernels ({where})")
         else:
@@ -293,16 +165,18 @@ class Trainer:
                                                 if p.mixed else "parameters, values and gradients in float64"))
 
     # -- checkpoints -----------------------------------------------------------------------------------
-    def _state(self, epoch: int, batch: int, step: int, history: list, running: dict, rng: dict) -> dict:
+    def _state(self, pos: Position, rng: dict) -> dict:
+        cfg = self.cfg
         return {
-            "epoch": epoch, "batch": batch, "step": step,
-            "schedule": self.schedule.state(), "seed": self.seed, "batch_size": self.batch_size,
-            "dtype": self.dtype,
-            "limit_train_batches": self.limit_train,
+            "epoch": pos.epoch, "batch": pos.batch, "step": pos.step,
+            "schedule": self.schedule.state(), "seed": cfg.seed, "batch_size": cfg.batch_size,
+            "dtype": cfg.dtype,
+            "limit_train_batches": cfg.limit_train_batches,
             "spec_hash": self.net.hash, "spec_name": self.net.name, "spec_path": os.path.abspath(self.opts.spec),
-            "spec": plain(self.net.spec), "classes": self.class_names, "data": str(self.data_root),
-            "history": history, "running": running, "epochs": self.epochs,
-            "data_config": self.data_cfg, "data_stats": self.stats.to_json() if self.stats else None,
+            "spec": plain(self.net.spec), "classes": self.inputs.class_names, "data": self.inputs.root,
+            "history": pos.history, "running": pos.running, "epochs": cfg.epochs,
+            "data_config": self.inputs.data_config,
+            "data_stats": self.inputs.stats.to_json() if self.inputs.stats else None,
             "input_shape": list(self.net.input_shape),
             "rng": rng,
             "init_from": self.init_from,   # provenance: the run this one was started from
@@ -315,203 +189,23 @@ class Trainer:
         t.update(rng)
         return logical_tensors(t, self.net.graph)   # placement-independent names: conv1.weight, momentum/...
 
-    def save(self, epoch: int, batch: int, step: int, history: list, running: dict, tag: str) -> str | None:
+    def save(self, pos: Position, tag: str) -> str | None:
+        """Write a checkpoint of the run at `pos` (rank 0 only; None elsewhere)."""
         if not self.writes:
             return None
         rng_tensors, rng_state = ckpt.rng_state()
-        return ckpt.save_checkpoint(self.ckpt_dir, self._tensors(rng_tensors),
-                                    self._state(epoch, batch, step, history, running, rng_state),
+        return ckpt.save_checkpoint(self.run_dir.ckpt_dir, self._tensors(rng_tensors), self._state(pos, rng_state),
                                     tag=tag, keep=self.opts.keep)
-
-    # -- run directory ---------------------------------------------------------------------------------
-    def _lock(self) -> None:
-        """Take ``OUT/.alexnetc.lock`` (pid inside); a live owner is an error, a dead one's lock is taken over."""
-        if os.path.exists(self.out) and not os.path.isdir(self.out):
-            raise TrainingError(f"--out {self.out}: not a directory")
-        try:
-            os.makedirs(self.out, exist_ok=True)
-        except OSError as exc:
-            raise TrainingEnvironmentError(f"{self.out}: cannot create the run directory: {exc.strerror or exc}") from None
-        self.lock_path = os.path.join(self.out, LOCK_NAME)
-        mine = f"{os.getpid()}\n"
-        for _ in range(3):
-            try:
-                fd = os.open(self.lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                owner = _lock_owner(self.lock_path)
-                if owner is not None and owner != os.getpid() and ckpt._pid_alive(owner):
-                    raise TrainingError(f"{self.out} is in use by another training (pid {owner}, lock file "
-                                        f"{self.lock_path}); wait for it to finish or train into another --out (if no "
-                                        f"training is running, pid {owner} belongs to another program: remove the lock file)"
-                                        ) from None
-                self.log(f"taking over the stale lock {self.lock_path} (pid {owner if owner is not None else '?'} "
-                         "is no longer running)")
-                try:
-                    os.unlink(self.lock_path)
-                except FileNotFoundError:
-                    pass
-                except OSError as exc:
-                    raise TrainingEnvironmentError(f"{self.lock_path}: cannot remove the stale lock: "
-                                                   f"{exc.strerror or exc}") from None
-                continue
-            except OSError as exc:
-                raise TrainingEnvironmentError(f"{self.lock_path}: cannot create the lock file: "
-                                               f"{exc.strerror or exc}") from None
-            try:
-                os.write(fd, mine.encode())
-            finally:
-                os.close(fd)
-            self._locked = True
-            return
-        raise TrainingError(f"{self.lock_path}: another process keeps taking this run's lock")
-
-    def _unlock(self) -> None:
-        if getattr(self, "_locked", False) and _lock_owner(self.lock_path) == os.getpid():
-            try:
-                os.unlink(self.lock_path)
-            except OSError:
-                pass
-        self._locked = False
-
-    def _resuming(self) -> bool:
-        """--resume, or a torchrun restart of this job (TORCHELASTIC_RESTART_COUNT > 0) whose run
-        directory holds checkpoints: a restart continues its own run; one before any checkpoint starts
-        it again, there being nothing to discard. Rank 0 decides for every process."""
-        if self.opts.resume:
-            return True
-        if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) <= 0:
-            return False
-        decided = bool(ckpt.list_checkpoints(self.ckpt_dir)) if self.writes else None
-        if self.dist:
-            decided = self.dist.broadcast(decided)
-        if decided:
-            self.log(f"torchrun restart {os.environ['TORCHELASTIC_RESTART_COUNT']}: resuming the run in {self.out}")
-        return bool(decided)
-
-    def _claim_run_dir(self) -> None:
-        """One run per directory: refuse to mix a new run into another's files, or clear them (overwrite)."""
-        refusal = refuse_new_run(run_contents(self.out))
-        if self.resuming or refusal is None:
-            return
-        if not self.opts.overwrite:
-            raise TrainingError(refusal)
-        removed = 0
-        try:
-            if os.path.isdir(self.ckpt_dir):
-                for e in os.scandir(self.ckpt_dir):
-                    if e.name.startswith(("ckpt-", ckpt._TMP_PREFIX)) and e.is_file():
-                        os.unlink(e.path)
-                        removed += 1
-            for p in (self.metrics_path, self.curves_path):
-                if os.path.isfile(p):
-                    os.unlink(p)
-                    removed += 1
-        except OSError as exc:
-            raise TrainingEnvironmentError(f"{self.out}: cannot clear the previous run: {exc.strerror or exc}") from None
-        self.log(f"--overwrite: removed the previous run's checkpoints, metrics and curves from {self.out} "
-                 f"({removed} files)")
-
-    def _pick_checkpoint(self) -> str:
-        """The newest checkpoint that verifies; newer failing ones are named; none verifying is an error."""
-        infos = ckpt.list_checkpoints(self.ckpt_dir)
-        if not infos:
-            raise TrainingError(refuse_resume(run_contents(self.out)))
-        good = [i for i in infos if i.ok]
-        if not good:
-            raise TrainingError(f"--resume: no checkpoint in {self.ckpt_dir} verifies; refusing to start over: "
-                                + "; ".join(i.problem for i in reversed(infos)))
-        newest = good[-1]
-        skipped = [i for i in infos if not i.ok and i.seq > newest.seq]
-        if skipped:
-            self.log(f"warning: --resume skipped {len(skipped)} newer checkpoint{'s' if len(skipped) != 1 else ''} "
-                     "that failed verification (kept for inspection): "
-                     + "; ".join(i.problem for i in reversed(skipped)))
-        return newest.path
-
-    def _load_resume(self) -> tuple[str, dict, dict]:
-        """The checkpoint to resume from, verified; under torchrun rank 0 picks and reads it and sends it
-        to every process (other machines need no copy of the run directory)."""
-        from .verify import check_classes, check_finite, check_state, check_tensors, without_optimizer_state
-
-        path, tensors, state = self._read_on_rank0(self._pick_checkpoint)
-        try:
-            check_finite(path, tensors, with_momentum=not self.opts.fresh_optimizer)
-            check_state(path, state, for_training=True)
-        except ckpt.CheckpointError as exc:
-            raise TrainingError(str(exc)) from None
-        # The same network, however placed (alexnet.yaml's run resumes as alexnet-1gpu.yaml)
-        if state.get("spec_hash") != self.net.hash and (
-                not state.get("spec") or network_hash(state["spec"]) != network_hash(self.net.spec)):
-            raise TrainingError(f"{path}: this checkpoint was written for a different spec "
-                                f"({str(state.get('spec_name'))[:60]}); refusing to resume {self.opts.spec}")
-        self._continue_run(path, state)
-        try:  # logical names (or an older checkpoint's placed ones) -> this placement's
-            saved = None if state.get("spec_hash") == self.net.hash else compile_dict(state["spec"], path)
-            tensors = placed_tensors(tensors, self.net.graph, saved_graph=saved and saved.graph,
-                                     source=path, target=self.net.name)
-        except LayoutError as exc:
-            raise TrainingError(str(exc)) from None
-        try:
-            check_classes(path, state, self.net.classes)
-            check_tensors(path, tensors, self.net, for_training=True, dtype=self.dtype,
-                          fresh_optimizer=self.opts.fresh_optimizer)
-        except ckpt.CheckpointError as exc:
-            raise TrainingError(str(exc)) from None
-        if self.opts.fresh_optimizer:
-            tensors = without_optimizer_state(tensors, self.log)
-        return path, tensors, state
-
-    def _read_on_rank0(self, pick: Callable[[], str]) -> tuple[str, dict, dict]:
-        """(path, tensors, state) of the checkpoint `pick` names: rank 0 (or the one process) picks and
-        reads it, and under torchrun sends it to every process."""
-        path = tensors = state = None
-        if self.writes:
-            path = pick()
-            tensors, state = ckpt.load_checkpoint(path)
-        if self.dist:
-            path, tensors, state = self.dist.broadcast((path, tensors, state) if self.writes else None)
-        return path, tensors, state
-
-    def _warm_start(self) -> tuple[dict, dict]:
-        """--init-from: the starting parameters and state (rank 0 reads the checkpoint and sends it to
-        every process, as for a resume)."""
-        from .warm_start import WarmStartError, warm_start
-
-        source = ckpt.checkpoints_dir(self.opts.init_from)
-        try:
-            path, tensors, state = self._read_on_rank0(
-                lambda: ckpt.newest_verified(source, self.log) if os.path.isdir(source) else source)
-        except ckpt.CheckpointError as exc:
-            raise TrainingError(f"--init-from: {exc}") from None
-        try:
-            ws = warm_start(self.net, self.seed, tensors, state, path)
-        except WarmStartError as exc:
-            raise TrainingError(f"--init-from: {exc}") from None
-        self.init_from = path
-        self.log(ws.summary(path))
-        return ws.params, ws.state
-
-    def _rewrite_metrics(self, history: list) -> None:
-        """metrics.jsonl := the checkpoint's history (epochs logged after it, by a run that then crashed,
-        are dropped: they will be trained and logged again, never twice)."""
-        from ..atomic import replacing
-
-        text = "".join(json.dumps(r, allow_nan=True, separators=(",", ":")) + "\n" for r in history)
-        try:
-            with replacing(self.metrics_path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-                fh.write(text)
-        except OSError as exc:
-            raise TrainingEnvironmentError(f"{self.metrics_path}: cannot rewrite: {exc.strerror or exc}") from None
 
     # -- loop ------------------------------------------------------------------------------------------
     def run(self) -> dict:
         if self.writes:  # under torchrun only rank 0 owns the run directory
-            self._lock()
+            self.run_dir.lock()
         try:
-            with _signals_saved() as self._signals:
+            with SignalGuard() as self._signals:
                 return self._run()
         except OSError as exc:  # the machine failed us mid-run: one line naming the path
-            raise TrainingEnvironmentError(f"{exc.filename or self.out}: {exc.strerror or exc}") from None
+            raise TrainingEnvironmentError(f"{exc.filename or self.opts.out}: {exc.strerror or exc}") from None
         except (ckpt.CheckpointWriteError, MetricsWriteError) as exc:
             raise TrainingEnvironmentError(str(exc)) from None
         except dp.DistributedError:
@@ -519,201 +213,177 @@ class Trainer:
                 self.dist.abort()
             raise
         finally:
-            self._unlock()
+            self.run_dir.unlock()
 
     def _run(self) -> dict:
-        self.resuming = self._resuming()
-        if self.writes:
-            self._claim_run_dir()
-            ckpt.remove_stale_temporaries(self.ckpt_dir)   # a killed checkpoint write's half file
-        start_epoch, start_batch, step, history, running = 0, 0, 0, [], _fresh_running()
-        params = bn_state = None
-        resumed = None
-        if self.resuming:
-            path, tensors, state = self._load_resume()
-            params = ckpt.params_from(tensors)
-            bn_state = ckpt.state_from(tensors)
-            resumed = (path, tensors, state)
-            self.init_from = state.get("init_from")
-            start_epoch, start_batch, step = state["epoch"], state["batch"], state["step"]
-            history, running = state.get("history", []), state.get("running") or _fresh_running()
-            if not self.writes:  # rank 0 carries the saved partial sums; the others add their own
-                running = _fresh_running()
-            if self.epochs < start_epoch or (self.epochs == start_epoch and start_batch):
-                raise TrainingError(f"--epochs {self.epochs}: the run in {self.out} is already at epoch "
-                                    f"{start_epoch + (1 if start_batch else 0)}; ask for more epochs to continue it")
-            if self.writes:
-                self._rewrite_metrics(history)
-        elif self.opts.init_from:
-            params, bn_state = self._warm_start()
-        self._datasets()
-        if len(self.train_set) < self.batch_size:
-            raise TrainingError(f"{len(self.train_set)} training images make no full batch of {self.batch_size}: "
-                                f"lower the batch size (--batch) or give more data")
-        self._bind(params, bn_state)
+        pos, params, state, resumed = self._start()
+        self.inputs = open_inputs(self.opts.data, self.opts.synthetic, self.net, self.cfg.batch_size,
+                                  self.opts.spec, self.dist, self.run_dir.cache_dir, self.log,
+                                  self.opts.allow_empty_classes)
+        self._bind(params, state)
         if resumed:
-            path, tensors, state = resumed
-            try:
-                self.opt.load_state_tensors(tensors)
-                self.schedule.load_state(state["schedule"])
-                if state.get("rng"):
-                    ckpt.restore_rng_state(tensors, state["rng"])
-            except (RuntimeError, ValueError, TypeError, KeyError, IndexError) as exc:
-                raise TrainingError(f"{path}: cannot restore the optimizer, schedule or random state from this "
-                                    f"checkpoint ({type(exc).__name__}: {str(exc)[:80]})") from None
-            if self.opts.lr is not None and self.opts.lr != self.schedule.lr:
-                self.log(f"--lr {self.opts.lr:g}: learning rate {self.opts.lr:g} from the resume point on "
-                         f"(the run was at {self.schedule.lr:g})")
-                self.schedule.lr = float(self.opts.lr)
-            self.log(f"resumed from {path}: epoch {start_epoch + 1}, batch {start_batch}, step {step}")
-        self.log(f"training {self.net.name} ({self.opts.spec}) on {self.data_root}: {len(self.train_set)} "
-                 f"training / {len(self.val_set)} validation images, batch {self.batch_size}, "
-                 f"{_plural(self.epochs, 'epoch')}, lr {self.schedule.lr:g}; writing to {self.out}")
-
-        epoch = start_epoch
-        batch_i = start_batch
+            resume.restore(resumed, self.opt, self.schedule, self.opts.lr, self.log)
+            self.log(f"resumed from {resumed.path}: epoch {pos.epoch + 1}, batch {pos.batch}, step {pos.step}")
+        self.log(f"training {self.net.name} ({self.opts.spec}) on {self.inputs.root}: {len(self.inputs.train_set)} "
+                 f"training / {len(self.inputs.val_set)} validation images, batch {self.cfg.batch_size}, "
+                 f"{_plural(self.cfg.epochs, 'epoch')}, lr {self.schedule.lr:g}; writing to {self.opts.out}")
         last_good = None
         try:
-            for epoch in range(start_epoch, self.epochs):
-                loader = self._loader(self.train_set, self.train_tf, train=True, epoch=epoch,
-                                      start_batch=start_batch if epoch == start_epoch else 0)
-                batch_i = start_batch if epoch == start_epoch else 0
-                if epoch != start_epoch:
-                    running = _fresh_running()
-                bar = _progress(len(loader) + batch_i, batch_i, f"epoch {epoch + 1}/{self.epochs}",
-                                enabled=self.opts.progress and self.writes)
-                t0, seen = time.perf_counter(), 0
-                for images, labels in (waits := DataWait(loader)):
-                    try:
-                        self._signals.raise_pending()
-                        result = self.train_step(images, labels, step)
-                        if result is None:  # no process had a readable sample: nothing trained
-                            batch_i += 1
-                            continue
-                        loss, probs = result
-                        if not math.isfinite(loss):
-                            raise _Diverged(f"the loss became {loss}")
-                    except _Diverged as exc:
-                        bar.close()
-                        raise self._diverged(exc.what, f"at epoch {epoch + 1}, batch {batch_i + 1} (step {step + 1})"
-                                             ) from None
-                    n = labels.shape[0]
-                    if n:
-                        e1, e5 = topk_errors(probs, labels, (1, min(5, self.net.classes)))
-                        running["loss"] += loss * n
-                        running["top1"] += e1 * n
-                        running["top5"] += e5 * n
-                        running["n"] += n
-                    step += 1
-                    batch_i += 1
-                    seen += n
-                    rate = seen / max(time.perf_counter() - t0, 1e-9)
-                    bar.update(loss=running["loss"] / max(running["n"], 1), ips=rate)
-                bar.close()
-                train_time = time.perf_counter() - t0
-                skipped = len(loader.skipped)
-                if self.dist:  # the epoch's sums over every process's shards
-                    r = self.dist.all_sum([running["loss"], running["top1"], running["top5"], running["n"],
-                                           seen, skipped])
-                    running = {"loss": r[0], "top1": r[1], "top5": r[2], "n": int(r[3])}
-                    seen, skipped = int(r[4]), int(r[5])
-                if loader.skipped:
-                    self.log(loader.skipped_message())
-                if running["n"] == 0:
-                    raise TrainingError(f"epoch {epoch + 1}: no usable training image in {self.data_root}"
-                                        + (f" ({loader.skipped_message()})" if loader.skipped else ""))
-                val = self.evaluate(epoch)
-                if not math.isfinite(val["loss"]):
-                    raise self._diverged(f"the validation loss became {val['loss']}", f"after epoch {epoch + 1} "
-                                         f"(step {step})")
-                record = {
-                    "epoch": epoch + 1, "step": step, "lr": self.schedule.lr,
-                    "train_loss": running["loss"] / max(running["n"], 1),
-                    "train_top1_err": running["top1"] / max(running["n"], 1),
-                    "train_top5_err": running["top5"] / max(running["n"], 1),
-                    "val_loss": val["loss"], "val_top1_err": val["top1"], "val_top5_err": val["top5"],
-                    "images_per_second": seen / max(train_time, 1e-9), "train_seconds": train_time,
-                    "skipped_images": skipped, "data_wait_share": waits.share,
-                }
-                changed = self.schedule.end_epoch(epoch + 1, val["top1"])
-                history.append(record)  # from here on the epoch counts as done (see the interrupt below)
-                if self.writes:
-                    append_metrics(self.metrics_path, record)
-                    try:
-                        plot_curves(self.metrics_path, self.curves_path)
-                    except Exception as exc:  # a plotting problem must never cost a training run
-                        self.log(f"warning: could not draw {self.curves_path}: {exc}")
-                self.log(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} accuracy "
-                         f"{1 - record['train_top1_err']:.2%} (top-1 err {record['train_top1_err']:.2%}) | val loss "
-                         f"{val['loss']:.4f} accuracy {1 - val['top1']:.2%} (top-1 err {val['top1']:.2%}, top-5 err "
-                         f"{val['top5']:.2%}) | {record['images_per_second']:.0f} img/s | {waits.describe()}"
-                         + (f" | lr -> {self.schedule.lr:g}" if changed else ""))
-                if waits.warning():
-                    self.log(waits.warning())
-                last_good = self.save(epoch + 1, 0, step, history, _fresh_running(), tag=f"epoch{epoch + 1:04d}")
-                start_batch = 0
+            while pos.epoch < self.cfg.epochs:
+                loader, seen, seconds = self._train_epoch(pos)
+                pos, last_good = self._end_epoch(pos, loader, seen, seconds)
         except KeyboardInterrupt as stop:
-            what = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
-            if history and history[-1]["epoch"] == epoch + 1:
-                # Stopped after the epoch was evaluated and its schedule step taken: resume at the next
-                # epoch, or the resumed run would evaluate it and step the schedule a second time.
-                if self.writes and not _logged(self.metrics_path, epoch + 1):
-                    append_metrics(self.metrics_path, history[-1])
-                path = self.save(epoch + 1, 0, step, history, _fresh_running(),
-                                 tag=f"interrupt-e{epoch + 2:04d}-b000000")
-            else:
-                path = self.save(epoch, batch_i, step, history, running,
-                                 tag=f"interrupt-e{epoch + 1:04d}-b{batch_i:06d}")
-            self.log(f"\n{what}: saved {path}; continue with --resume")
+            self._save_interrupted(pos, stop)
             raise
         if self.dist:
             self.dist.close()
-        final = history[-1] if history else {}
-        self.log(f"done: {_plural(len(history), 'epoch')}; checkpoint {last_good or ckpt.latest_checkpoint(self.ckpt_dir)}; "
-                 f"metrics {self.metrics_path}; curves {self.curves_path}")
-        return final
+        self.log(f"done: {_plural(len(pos.history), 'epoch')}; checkpoint "
+                 f"{last_good or ckpt.latest_checkpoint(self.run_dir.ckpt_dir)}; metrics {self.run_dir.metrics_path}; "
+                 f"curves {self.run_dir.curves_path}")
+        return pos.history[-1] if pos.history else {}
+
+    def _start(self) -> tuple[Position, dict | None, dict | None, resume.Resumed | None]:
+        """Claim the run directory, read the checkpoint a resumed run continues, resolve the run's
+        configuration (`self.cfg`) and shapes (`self.net`) once, and say where the run starts: its
+        position and starting parameters and state (None: the spec's initialisers)."""
+        resuming = resume.resuming(self.opts.resume, self.run_dir, self.dist, self.log)
+        if self.writes:
+            self.run_dir.claim(resuming, self.opts.overwrite)
+            ckpt.remove_stale_temporaries(self.run_dir.ckpt_dir)   # a killed checkpoint write's half file
+        fresh = self.opts.fresh_optimizer
+        resumed = (resume.read_resume(self.run_dir, self.spec_net, self.opts.spec, self.dist, self.log, fresh)
+                   if resuming else None)
+        self.cfg = resolve(self.opts, self.spec_train, resumed and resumed.state, resumed and resumed.path)
+        self.net = self.spec_net.at_batch(self.cfg.batch_size)
+        if resumed is None:
+            if not self.opts.init_from:
+                return Position(), None, None, None
+            params, state, self.init_from = resume.warm_start_from(self.opts.init_from, self.net, self.cfg.seed,
+                                                                   self.dist, self.log)
+            return Position(), params, state, None
+        resumed = resume.placed(resumed, self.net, self.cfg.dtype, fresh, self.log)
+        saved = resumed.state
+        self.init_from = saved.get("init_from")
+        pos = Position(saved["epoch"], saved["batch"], saved["step"], saved.get("history", []),
+                       # rank 0 carries the saved partial sums; the others add their own
+                       (saved.get("running") if self.writes else None) or _fresh_running())
+        if self.cfg.epochs < pos.epoch or (self.cfg.epochs == pos.epoch and pos.batch):
+            raise TrainingError(f"--epochs {self.cfg.epochs}: the run in {self.opts.out} is already at epoch "
+                                f"{pos.epoch + (1 if pos.batch else 0)}; ask for more epochs to continue it")
+        if self.writes:
+            self.run_dir.rewrite_metrics(pos.history)
+        return pos, ckpt.params_from(resumed.tensors), ckpt.state_from(resumed.tensors), resumed
+
+    def _train_epoch(self, pos: Position) -> tuple[Any, int, float]:
+        """Train the rest of epoch `pos.epoch` from batch `pos.batch`, advancing `pos` batch by batch;
+        (the loader, images seen, seconds)."""
+        loader = DataWait(self._loader(self.inputs.train_set, self.inputs.train_tf, train=True, epoch=pos.epoch,
+                                       start_batch=pos.batch))   # the loader, its waits for batches timed
+        bar = Progress(len(loader) + pos.batch, pos.batch, f"epoch {pos.epoch + 1}/{self.cfg.epochs}",
+                       enabled=self.opts.progress and self.writes)
+        t0, seen = time.perf_counter(), 0
+        for images, labels in loader:
+            try:
+                self._signals.raise_pending()
+                result = self.train_step(images, labels, pos.step)
+                if result is None:  # no process had a readable sample: nothing trained
+                    pos.batch += 1
+                    continue
+                loss, probs = result
+                if not math.isfinite(loss):
+                    raise Diverged(f"the loss became {loss}")
+            except Diverged as exc:
+                bar.close()
+                raise self._diverged(exc.what, f"at epoch {pos.epoch + 1}, batch {pos.batch + 1} (step {pos.step + 1})"
+                                     ) from None
+            n = labels.shape[0]
+            if n:
+                e1, e5 = topk_errors(probs, labels, (1, min(5, self.net.classes)))
+                for key, value in (("loss", loss), ("top1", e1), ("top5", e5)):
+                    pos.running[key] += value * n
+                pos.running["n"] += n
+            pos.step += 1
+            pos.batch += 1
+            seen += n
+            rate = seen / max(time.perf_counter() - t0, 1e-9)
+            bar.update(loss=pos.running["loss"] / max(pos.running["n"], 1), ips=rate)
+        bar.close()
+        return loader, seen, time.perf_counter() - t0
+
+    def _end_epoch(self, pos: Position, loader: Any, seen: int, train_time: float) -> tuple[Position, str | None]:
+        """The epoch's sums over every process, validation, the schedule's step, the record (metrics.jsonl,
+        curves, the epoch's line) and the checkpoint: (the next epoch's position, the checkpoint)."""
+        skipped = len(loader.skipped)
+        if self.dist:  # the epoch's sums over every process's shards
+            r = self.dist.all_sum([pos.running["loss"], pos.running["top1"], pos.running["top5"], pos.running["n"],
+                                   seen, skipped])
+            pos.running = {"loss": r[0], "top1": r[1], "top5": r[2], "n": int(r[3])}
+            seen, skipped = int(r[4]), int(r[5])
+        if loader.skipped:
+            self.log(loader.skipped_message())
+        running, epoch = pos.running, pos.epoch
+        if running["n"] == 0:
+            raise TrainingError(f"epoch {epoch + 1}: no usable training image in {self.inputs.root}"
+                                + (f" ({loader.skipped_message()})" if loader.skipped else ""))
+        val = self.evaluate(epoch)
+        if not math.isfinite(val["loss"]):
+            raise self._diverged(f"the validation loss became {val['loss']}", f"after epoch {epoch + 1} "
+                                 f"(step {pos.step})")
+        record = {
+            "epoch": epoch + 1, "step": pos.step, "lr": self.schedule.lr,
+            "train_loss": running["loss"] / max(running["n"], 1),
+            "train_top1_err": running["top1"] / max(running["n"], 1),
+            "train_top5_err": running["top5"] / max(running["n"], 1),
+            "val_loss": val["loss"], "val_top1_err": val["top1"], "val_top5_err": val["top5"],
+            "images_per_second": seen / max(train_time, 1e-9), "train_seconds": train_time,
+            "skipped_images": skipped, "data_wait_share": loader.share,
+        }
+        changed = self.schedule.end_epoch(epoch + 1, val["top1"])
+        pos.history.append(record)  # from here on the epoch counts as done (see `_save_interrupted`)
+        if self.writes:
+            append_metrics(self.run_dir.metrics_path, record)
+            try:
+                plot_curves(self.run_dir.metrics_path, self.run_dir.curves_path)
+            except Exception as exc:  # a plotting problem must never cost a training run
+                self.log(f"warning: could not draw {self.run_dir.curves_path}: {exc}")
+        self.log(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} accuracy "
+                 f"{1 - record['train_top1_err']:.2%} (top-1 err {record['train_top1_err']:.2%}) | val loss "
+                 f"{val['loss']:.4f} accuracy {1 - val['top1']:.2%} (top-1 err {val['top1']:.2%}, top-5 err "
+                 f"{val['top5']:.2%}) | {record['images_per_second']:.0f} img/s | {loader.describe()}"
+                 + (f" | lr -> {self.schedule.lr:g}" if changed else ""))
+        if loader.warning():
+            self.log(loader.warning())
+        after = pos.next_epoch()
+        return after, self.save(after, tag=f"epoch{epoch + 1:04d}")
+
+    def _save_interrupted(self, pos: Position, stop: KeyboardInterrupt) -> None:
+        """Ctrl-C or SIGTERM: save the run where it stands, so --resume continues it exactly."""
+        what = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+        if pos.history and pos.history[-1]["epoch"] == pos.epoch + 1:
+            # Stopped after the epoch was evaluated and its schedule step taken: resume at the next
+            # epoch, or the resumed run would evaluate it and step the schedule a second time.
+            if self.writes and not self.run_dir.logged(pos.epoch + 1):
+                append_metrics(self.run_dir.metrics_path, pos.history[-1])
+            after = pos.next_epoch()
+            path = self.save(after, tag=f"interrupt-e{after.epoch + 1:04d}-b000000")
+        else:
+            path = self.save(pos, tag=f"interrupt-e{pos.epoch + 1:04d}-b{pos.batch:06d}")
+        self.log(f"\n{what}: saved {path}; continue with --resume")
 
     def _diverged(self, what: str, where: str) -> TrainingError:
-        last = ckpt.latest_checkpoint(self.ckpt_dir)
+        last = ckpt.latest_checkpoint(self.run_dir.ckpt_dir)
         lr = self.schedule.lr
-        advice = (f"continue from it with a lower learning rate: alexnetc train --resume --out {self.out} "
+        advice = (f"continue from it with a lower learning rate: alexnetc train --resume --out {self.opts.out} "
                   f"--lr {lr / 10:g}") if last else f"start again with a lower learning rate (--lr {lr / 10:g})"
         return TrainingError(f"training diverged {where}: {what}; stopped without saving. The last good checkpoint "
                              f"is {last or 'none (nothing was saved yet)'}; {advice}")
 
-    def _continue_run(self, path: str, state: dict) -> None:
-        """Resume with the seed, batch size, dtype and epoch count the run was started with, unless given;
-        a different seed, batch size or dtype would not continue the run (other data order, other
-        batches, other arithmetic)."""
-        # A checkpoint from before train.dtype existed was trained in float32.
-        saved_state = {**state, "dtype": state.get("dtype") or TRAIN_DTYPES[0]}
-        for key, given in (("seed", self.opts.seed), ("batch_size", self.opts.batch_size),
-                           ("dtype", self.opts.dtype)):
-            saved = saved_state.get(key)
-            if saved is None:
-                continue
-            if given is not None and given != saved:
-                raise TrainingError(f"{path}: this run was trained with {key} {saved}; cannot resume it with "
-                                    f"{key} {given} (leave the option out to resume)")
-            setattr(self, key, saved)
-        self.net = self.net.at_batch(self.batch_size)
-        saved_limit = state.get("limit_train_batches")
-        given = self.opts.limit_train_batches
-        if given is not None and given != saved_limit:
-            raise TrainingError(f"{path}: this run was trained with {saved_limit or 'no'} limit on training batches "
-                                f"per epoch; cannot resume it with --limit-train-batches {given} (its epochs would "
-                                "end elsewhere; leave the option out to resume)")
-        if saved_limit:
-            self.limit_train = saved_limit  # epochs must end where they ended before
-        if self.opts.epochs is None and state.get("epochs"):
-            self.epochs = state["epochs"]
-
     def train_step(self, images: torch.Tensor, labels: torch.Tensor,
                    step: int) -> tuple[float, torch.Tensor] | None:
         ex = self.executor
-        ex.seed, ex.step_count = self.seed, step
+        ex.seed, ex.step_count = self.cfg.seed, step
         if self.dp is not None:
-            return self.dp.train_step(images, labels, self.batch_size, self._update)
+            return self.dp.train_step(images, labels, self.cfg.batch_size, self._update)
         out = ex.forward(images, labels, is_train=True)
         loss = float(out["loss"])
         if not math.isfinite(loss):
@@ -723,21 +393,21 @@ class Trainer:
         return loss, out["prob"].detach().float().cpu()
 
     def _update(self, grads: Mapping[str, torch.Tensor]) -> None:
-        """One SGD step, refused (_Diverged) before it when the gradient norm is not finite and reported
+        """One SGD step, refused (Diverged) before it when the gradient norm is not finite and reported
         after it when a parameter became non-finite. Under data parallelism `grads` are the all-reduced
         ones and every process applies the same update, so every process reaches the same verdict."""
         norm = _global_norm(grads.values())
         if not math.isfinite(norm):
-            raise _Diverged(f"the gradient norm became {norm}")
+            raise Diverged(f"the gradient norm became {norm}")
         self.opt.step(grads, self.schedule.lr)
         bad = _first_non_finite(self.executor.params)
         if bad is not None:
-            raise _Diverged(f"parameter {bad} became non-finite after the update")
+            raise Diverged(f"parameter {bad} became non-finite after the update")
 
     @torch.no_grad()
     def evaluate(self, epoch: int) -> dict:
-        loader = self._loader(self.val_set, self.eval_tf, train=False, epoch=0)
-        bar = _progress(len(loader), 0, f"validating {epoch + 1}/{self.epochs}",
+        loader = self._loader(self.inputs.val_set, self.inputs.eval_tf, train=False, epoch=0)
+        bar = Progress(len(loader), 0, f"validating {epoch + 1}/{self.cfg.epochs}",
                         enabled=self.opts.progress and self.writes)
         try:
             res = evaluate_loader(self.eval_executor, loader, self.net.classes, progress=bar,
@@ -751,58 +421,6 @@ class Trainer:
                 raise NoUsableImages("the validation split yielded no readable image")
             res = {"loss": t[0] / t[3], "top1": t[1] / t[3], "top5": t[2] / t[3], "n": int(t[3])}
         return res
-
-
-class NoUsableImages(TrainingError):
-    """A split yielded no image that could be read: an error, never a score."""
-
-
-def evaluate_loader(executor: Executor, loader: Iterable, classes: int, progress: Any = None,
-                    allow_empty: bool = False) -> dict:
-    """Loss and top-1/top-5 error over a loader; (N, crops, C, H, W) batches average the softmax.
-
-    Raises :class:`NoUsableImages` when the loader yields no image (every file unreadable), unless
-    `allow_empty` (one process's slice under data parallelism: the caller checks the summed count)."""
-    tot = {"loss": 0.0, "top1": 0.0, "top5": 0.0, "n": 0}
-    for images, labels in loader:
-        n = labels.shape[0]
-        if not n:
-            continue
-        probs = predict_probs(executor, images)
-        p = probs.clamp_min(1e-12)
-        tot["loss"] += float(-p[torch.arange(n), labels].log().sum())
-        e1, e5 = topk_errors(probs, labels, (1, min(5, classes)))
-        tot["top1"] += e1 * n
-        tot["top5"] += e5 * n
-        tot["n"] += n
-        if progress is not None:
-            progress.update(loss=tot["loss"] / tot["n"], ips=0.0, unit="val")
-    if tot["n"] == 0:
-        if allow_empty:
-            return dict(tot)
-        skipped = getattr(loader, "skipped_message", lambda: None)()
-        raise NoUsableImages("no usable image in this split" + (f" ({skipped})" if skipped else ""))
-    n = tot["n"]
-    return {"loss": tot["loss"] / n, "top1": tot["top1"] / n, "top5": tot["top5"] / n, "n": tot["n"]}
-
-
-def predict_probs(executor: Executor, images: torch.Tensor) -> torch.Tensor:
-    """Class probabilities (N, classes); a crops axis (N, K, C, H, W) is averaged as the paper's 10-crop."""
-    if images.dim() == 5:
-        n, k = images.shape[:2]
-        probs = executor.forward(images.reshape(n * k, *images.shape[2:]), is_train=False)["prob"]
-        return probs.float().cpu().reshape(n, k, -1).mean(1)
-    return executor.forward(images, is_train=False)["prob"].float().cpu()
-
-
-def _logged(metrics_path: str, epoch: int) -> bool:
-    """Whether metrics.jsonl already has the record of `epoch`."""
-    from .metrics import MetricsError, read_metrics
-
-    try:
-        return any(r.get("epoch") == epoch for r in read_metrics(metrics_path))
-    except MetricsError:
-        return False
 
 
 def _plural(n: int, word: str) -> str:
@@ -835,89 +453,5 @@ def _first_non_finite(params) -> str | None:
     return None
 
 
-def _lock_owner(path: str) -> int | None:
-    try:
-        with open(path, encoding="ascii", errors="replace") as fh:
-            text = fh.read(32).strip()
-        return int(text) if text.isdigit() else None
-    except OSError:
-        return None
-
-
-class _signals_saved:
-    """While training: SIGTERM raises :class:`Terminated` (saved like Ctrl-C); a second SIGTERM or SIGINT
-    during the save exits at once (status 128 + signal). Only in the main thread; restored on exit."""
-
-    def __enter__(self):
-        import signal
-        import threading
-
-        self.old = {}
-        self.hits = 0
-        self.pending: BaseException | None = None
-        if threading.current_thread() is not threading.main_thread():
-            return self
-        self.old_hook = sys.unraisablehook
-
-        def quiet(unraisable):   # the swallowed signal is raised again between steps: no traceback for it
-            if unraisable.exc_value is None or unraisable.exc_value is not self.pending:
-                self.old_hook(unraisable)
-
-        sys.unraisablehook = quiet
-
-        def handler(signum, frame):
-            self.hits += 1
-            if self.hits > 1:
-                os._exit(128 + signum)
-            # Kept as well as raised: a signal that lands in a garbage-collector or weakref callback has
-            # its exception swallowed there ("Exception ignored in ..."), and would otherwise be lost.
-            self.pending = Terminated(signum) if signum == signal.SIGTERM else KeyboardInterrupt()
-            raise self.pending
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self.old[sig] = signal.signal(sig, handler)
-            except (ValueError, OSError):
-                pass
-        return self
-
-    def raise_pending(self) -> None:
-        """Raise a signal's exception that a callback swallowed (called between training steps)."""
-        if self.pending is not None:
-            raise self.pending
-
-    def __exit__(self, *exc):
-        import signal
-
-        if hasattr(self, "old_hook"):
-            sys.unraisablehook = self.old_hook
-        for sig, old in self.old.items():
-            signal.signal(sig, old)
-        return False
-
-
 def _fresh_running() -> dict:
     return {"loss": 0.0, "top1": 0.0, "top5": 0.0, "n": 0}
-
-
-class _progress:
-    """A tqdm bar with loss and images/s (ETA from tqdm); silent when disabled or not a terminal."""
-
-    def __init__(self, total: int, initial: int, desc: str, enabled: bool = True):
-        self.bar = None
-        if enabled:
-            from tqdm import tqdm
-
-            # disable=None: no bar when stderr is not a terminal (logs, CI), only the per-epoch lines
-            self.bar = tqdm(total=total, initial=initial, desc=desc, unit="batch", dynamic_ncols=True, disable=None,
-                            file=sys.stderr, leave=False, mininterval=0.5)
-
-    def update(self, loss: float, ips: float, unit: str = "") -> None:
-        if self.bar is not None:
-            rate = f", {ips:.0f} img/s" if ips else ""
-            self.bar.set_postfix_str(f"{unit + ' ' if unit else ''}loss {loss:.4f}{rate}", refresh=False)
-            self.bar.update(1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()

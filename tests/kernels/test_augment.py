@@ -1,7 +1,7 @@
 """The Triton crop/mirror/noise/normalise kernel (kernels/augment.py) against its torch version.
 
 Oracle: `runtime.data.device_augment.crop_normalise_torch` (itself checked bit for bit against the
-per-sample augmentation in tests/runtime/test_device_augment.py). Tolerance: none — the kernel divides
+per-sample augmentation in tests/runtime/data/test_device_augment.py). Tolerance: none — the kernel divides
 with IEEE round-to-nearest and fuses nothing, so every float must be equal. Without a GPU the kernel
 runs in Triton's interpreter (small shapes); a second test compiles it for sm_90 to PTX, which the
 interpreter alone would not prove possible.

@@ -67,7 +67,7 @@ def test_triton_backend_assembles_every_function():
     assert set(be.functions) == set(B.entry_points())
     from alexnetc.kernels import lrn, pool, tensor
     assert be.lrn is lrn.lrn and be.maxpool_backward is pool.maxpool_backward
-    assert get_backend("cpu", "reference").concat is be.concat is tensor.concat  # shared data movement
+    assert get_backend("cpu", "reference").concat is be.concat is tensor.concat  # one data-movement implementation
 
 
 def test_backends_agree_on_a_small_layer_stack():

@@ -1,10 +1,11 @@
 """The kernels' file layout and signatures against docs/kernel-interface.md, and the oracle's independence.
 
 Oracle: the document's per-family tables (a `### family:` heading, then one row per entry whose first
-cell is the entry's signature). Each entry must exist in `kernels/<family>.py` and, except for the
-shared data-movement family, in `kernels/reference/<family>.py`, with exactly the documented
-parameters (names, order, keyword-only marker, defaults). And the Triton side and the reference must
-not import each other: the reference is the Triton kernels' test oracle.
+cell is the entry's signature), which must list exactly the op registry's entry points. Each entry
+must exist in `kernels/<family>.py` and, except for the data-movement family (one implementation for
+both backends), in `kernels/reference/<family>.py`, with exactly the documented parameters (names,
+order, keyword-only marker, defaults). And the Triton side and the reference must not import each
+other: the reference is the Triton kernels' test oracle.
 """
 from __future__ import annotations
 
@@ -18,10 +19,14 @@ from pathlib import Path
 
 import pytest
 
+from alexnetc.compiler.ops import OPS
+from alexnetc.kernels.backend import entry_points
+
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "kernel-interface.md"
 KERNELS = ROOT / "kernels"
-SHARED_FAMILIES = {"tensor"}  # one implementation for both backends, no reference copy
+# Families whose entries have one implementation for both backends (no reference copy), from the registry.
+ALL_BACKENDS_FAMILIES = {op.family for op in OPS.values() if op.kernel is not None and op.kernel.all_backends}
 
 
 def _documented() -> dict[str, dict[str, str]]:
@@ -60,10 +65,12 @@ def _params(fn) -> str:
     return ", ".join(parts)
 
 
-def test_document_lists_every_family():
-    """oracle: the families of the op registry's contract (one file each)."""
-    assert set(DOCUMENTED) == {"conv", "fc", "activation", "lrn", "batchnorm", "pool", "dropout", "elementwise", "loss", "tensor"}
-    assert sum(len(e) for e in DOCUMENTED.values()) == 35
+def test_document_lists_every_family_and_entry_point():
+    """oracle: the op registry's kernel entry points and their families (one file each)."""
+    eps = entry_points()
+    assert set(DOCUMENTED) == {ep.family for ep in eps.values()}
+    assert {entry: family for family, entries in DOCUMENTED.items() for entry in entries} == \
+        {entry: ep.family for entry, ep in eps.items()}
 
 
 @pytest.mark.parametrize("family,entry,params", ENTRIES, ids=[f"{f}.{e}" for f, e, _ in ENTRIES])
@@ -71,7 +78,7 @@ def test_entry_exists_with_the_documented_signature(family, entry, params):
     """oracle: the document's signature, for the Triton module and the reference module of the family."""
     triton_side = importlib.import_module(f"alexnetc.kernels.{family}")
     assert _params(getattr(triton_side, entry)) == params
-    if family in SHARED_FAMILIES:
+    if family in ALL_BACKENDS_FAMILIES:
         assert not (KERNELS / "reference" / f"{family}.py").exists()
         return
     reference = importlib.import_module(f"alexnetc.kernels.reference.{family}")
@@ -105,9 +112,10 @@ def test_triton_modules_do_not_import_the_reference():
 def test_reference_imports_only_itself_and_shared():
     """oracle: the reference's allowed dependencies (torch, numpy (a dependency of ours) and the
     standard library's os and thread pool (dropout's CPU hash, in pieces on threads), its own modules,
-    kernels/shared.py)."""
+    kernels/shared.py, and the op registry's activation descriptors: which activations exist, by name
+    (their eager rules, the reference's own oracle, it must not call)."""
     allowed = ("alexnetc.kernels.reference", "alexnetc.kernels.shared", "torch", "numpy", "__future__", "os",
-               "concurrent.futures")
+               "concurrent.futures", "alexnetc.compiler.ops.activation")
     for path in sorted((KERNELS / "reference").glob("*.py")):
         bad = [m for m in _imports(path) if not m.startswith(allowed)]
         assert not bad, f"reference/{path.name} imports {bad}"
@@ -121,6 +129,6 @@ def test_every_kernel_module_says_its_job():
 
 def test_reference_runs_without_triton():
     """oracle: sys.modules after importing every reference family (the CPU backend needs no triton)."""
-    fams = ", ".join(f"alexnetc.kernels.reference.{f}" for f in DOCUMENTED if f not in SHARED_FAMILIES)
+    fams = ", ".join(f"alexnetc.kernels.reference.{f}" for f in DOCUMENTED if f not in ALL_BACKENDS_FAMILIES)
     code = f"import sys, {fams}, alexnetc.kernels.tensor; assert 'triton' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from alexnetc.compiler.ops.activation import ACTIVATIONS, apply_act
 from alexnetc.kernels import shared
 from alexnetc.kernels.reference import activation as RA
 from alexnetc.kernels.reference import conv as RC
@@ -41,7 +42,7 @@ def _window_out(n, k, s, p, ceil):
 @SETTINGS
 @given(n=st.integers(1, 2), cg=st.integers(1, 3), kg=st.integers(1, 3), num_group=st.sampled_from([1, 2]),
        h=st.integers(3, 9), w=st.integers(3, 9), r=st.integers(1, 3), stride=st.integers(1, 3),
-       pad=st.integers(0, 2), ceil=st.booleans(), act=st.sampled_from(["none", "relu", "tanh", "sigmoid"]))
+       pad=st.integers(0, 2), ceil=st.booleans(), act=st.sampled_from(ACTIVATIONS))
 def test_conv_matches_autograd(n, cg, kg, num_group, h, w, r, stride, pad, ceil, act):
     """reference conv.py vs float64 F.conv2d on an explicitly zero-padded (ceil-extended) input, and its
     autograd; bias_backward (fc.py) vs a float64 sum."""
@@ -55,7 +56,7 @@ def test_conv_matches_autograd(n, cg, kg, num_group, h, w, r, stride, pad, ceil,
     eh, ew = max(0, (P - 1) * stride + r - h - 2 * pad), max(0, (Q - 1) * stride + r - w - 2 * pad)
     xp = F.pad(x, (pad, pad + ew, pad, pad + eh))
     ref = F.conv2d(xp, wt, b, stride=stride, groups=num_group)[:, :, :P, :Q]
-    ref = {"none": ref, "relu": torch.relu(ref), "tanh": torch.tanh(ref), "sigmoid": torch.sigmoid(ref)}[act]
+    ref = apply_act(ref, act)
     y = RC.conv(x, wt, b, stride=(stride, stride), pad=(pad, pad), num_group=num_group, out_size=(P, Q), act=act)
     torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
     dy = torch.randn_like(ref)
@@ -213,7 +214,7 @@ def test_pool_backward_gradcheck(is_max):
 
 
 # -- activation, fc, dropout, loss ------------------------------------------------------------------------------
-@pytest.mark.parametrize("act", ["relu", "tanh", "sigmoid"])
+@pytest.mark.parametrize("act", ACTIVATIONS[1:])
 def test_activation_backward_gradcheck(act):
     """reference act_backward vs finite differences of reference act; backward computed from the output y."""
 

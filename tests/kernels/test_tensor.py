@@ -1,4 +1,4 @@
-"""Data movement shared by both backends (kernels/tensor.py) against plain torch.
+"""Data movement, one implementation for both backends (kernels/tensor.py), against plain torch.
 
 Oracles: torch.flatten / Tensor.view / narrow, a result assembled by index assignment into zeros (concat,
 slice_backward), and the left-to-right sum `(x0 + x1) + x2` (add_n). Nothing is computed but add_n's

@@ -14,7 +14,7 @@ def tiny_trained(tmp_path_factory):
     Read-only: copy it (`tiny_copy`) before changing anything."""
     from alexnetc.runtime.training.loop import Trainer
 
-    from .test_train import TINY, _opts, _pattern_dataset
+    from .training.test_train import TINY, _opts, _pattern_dataset
 
     d = tmp_path_factory.mktemp("tiny-trained")
     spec = d / "tiny.yaml"

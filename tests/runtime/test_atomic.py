@@ -131,7 +131,7 @@ def test_read_only_and_full_disks_exit_1_with_a_plain_message(tiny_trained, tmp_
 def test_import_into_a_read_only_or_full_disk_exits_1(tmp_path, capsys):
     from safetensors.torch import save_file
 
-    from .test_weights_import_resnet import _random_net
+    from .app.test_weights_import_resnet import _random_net
 
     weights = tmp_path / "r18.safetensors"
     save_file({k: v.contiguous() for k, v in _random_net("resnet18").state_dict().items()}, str(weights))

@@ -131,7 +131,7 @@ def test_statistics_cache_is_bounded_and_checked(tmp_path, monkeypatch):
 
     from alexnetc.runtime.data.augment import dataset_stats, stats_cache_path
 
-    from .test_datasets import make_idx_dir
+    from .data.test_datasets import make_idx_dir
 
     make_idx_dir(tmp_path / "d", n_train=50, n_test=5)
     from alexnetc.runtime.data.datasets import open_dataset
