@@ -232,3 +232,6 @@ def register(sub: Any) -> None:
     from . import place_command  # place
 
     place_command.register(sub)
+    from . import pack_commands  # pack
+
+    pack_commands.register(sub)

@@ -301,6 +301,19 @@ def ten_crops(img: np.ndarray, size: int) -> list[np.ndarray]:
     return five + [p[:, ::-1] for p in five]
 
 
+def lighting_shifts(alpha: np.ndarray, eigval: np.ndarray, eigvec: np.ndarray) -> np.ndarray:
+    """The PCA colour offsets ``P @ (alpha_i * lambda)`` of a batch of draws ``alpha`` (n, k) -> (n, C).
+
+    Summed term by term in a fixed order (no BLAS, whose order varies with the shapes), so one image's
+    offset is bit for bit the same whether it is computed alone or in a batch."""
+    scaled = np.asarray(alpha, dtype=np.float64) * np.asarray(eigval, dtype=np.float64)
+    vec = np.asarray(eigvec, dtype=np.float64)
+    out = np.zeros((scaled.shape[0], vec.shape[0]), dtype=np.float64)
+    for j in range(vec.shape[1]):
+        out += scaled[:, j:j + 1] * vec[:, j]
+    return out
+
+
 def _ensure_min_size(img: np.ndarray, crop: int | None) -> np.ndarray:
     if crop is not None and min(img.shape[:2]) < crop:
         return resize_shorter(img, crop)
@@ -353,7 +366,7 @@ class TrainTransform(_Base):
     def lighting_shift(self, rng: np.random.Generator) -> np.ndarray:
         """The RGB offset (in [0, 1] units) P @ (alpha * lambda) with alpha ~ N(0, sigma)."""
         alpha = rng.normal(0.0, self.pca, size=len(self.eigval))
-        return self.eigvec @ (alpha * self.eigval)
+        return lighting_shifts(alpha[None], self.eigval, self.eigvec)[0]
 
     def __call__(self, image, rng: np.random.Generator | None = None):
         rng = rng if rng is not None else np.random.default_rng()

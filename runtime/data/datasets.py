@@ -10,7 +10,8 @@ stops a 90-epoch run.
 - :class:`IdxDataset`: the MNIST/Fashion-MNIST IDX files (``train-images-idx3-ubyte[.gz]`` …),
   parsed with numpy from their big-endian header.
 - :func:`find_default_dataset`: ``$ALEXNETC_DATA``, else Debian's ``dataset-fashion-mnist`` package.
-- :func:`open_dataset`: detect which of the two layouts a directory holds and open one split.
+- :func:`open_dataset`: detect which layout a directory holds (these two, or a pack: ``pack.py``) and
+  open one split.
 """
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from .errors import DatasetError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".pbm", ".pnm",
                               ".tif", ".tiff", ".webp", ".gif"})
@@ -55,10 +58,6 @@ _IDX_SPLITS = {"train": "train", "val": "t10k", "test": "t10k", "t10k": "t10k"}
 # IDX type codes (third magic byte) -> numpy big-endian dtype
 _IDX_DTYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
                0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
-
-
-class DatasetError(Exception):
-    """A dataset path or file is missing or malformed; the message names the path at fault."""
 
 
 @dataclass(frozen=True)
@@ -378,12 +377,19 @@ def find_default_dataset() -> str:
 
 
 def detect_layout(path: str | os.PathLike) -> str:
-    """"idx" or "imagefolder" for ``path``; :class:`DatasetError` naming it when it is neither."""
+    """"pack", "idx" or "imagefolder" for ``path``; :class:`DatasetError` naming it when it is none."""
     p = str(path)
     if not os.path.exists(p):
         raise DatasetError(f"{p}: no such directory")
     if not os.path.isdir(p):
         raise DatasetError(f"{p}: not a directory (pass the folder holding the dataset)")
+    from .pack import PARTIAL_SUFFIX, is_pack_dir, split_path
+
+    if is_pack_dir(p):
+        return "pack"
+    if os.path.exists(split_path(p, "train") + PARTIAL_SUFFIX):
+        raise DatasetError(f"{p}: an unfinished pack (train.pack{PARTIAL_SUFFIX}): run the same alexnetc pack command "
+                           "again to finish it")
     if is_idx_dir(p):
         return "idx"
     train = os.path.join(p, "train")
@@ -391,19 +397,23 @@ def detect_layout(path: str | os.PathLike) -> str:
         return "imagefolder"
     raise DatasetError(
         f"{p}: not a dataset directory: expected MNIST-style IDX files (train-images-idx3-ubyte[.gz], "
-        f"train-labels-idx1-ubyte[.gz], t10k-…) or an ImageNet-style tree ({p}/train/<class>/*.jpg, "
-        f"{p}/val/<class>/*)")
+        f"train-labels-idx1-ubyte[.gz], t10k-…), an ImageNet-style tree ({p}/train/<class>/*.jpg, "
+        f"{p}/val/<class>/*) or a pack ({p}/train.pack, from alexnetc pack)")
 
 
 def open_dataset(path: str | os.PathLike, split: str = "train", channels: int | None = None,
                  classes: Sequence[str] | None = None) -> Any:
     """Open one split ("train" or "val") of the dataset in ``path``, detecting its layout.
 
-    ``channels``: 1 or 3 to decode to (default: 1 for IDX, 3 for image folders). For an image folder's
+    ``channels``: 1 or 3 to decode to (default: 1 for IDX, 3 for image folders, as stored for a pack). For an image folder's
     "val" split the class list is taken from ``path/train`` (unless ``classes`` is given) so that
     labels agree between splits.
     """
     layout = detect_layout(path)
+    if layout == "pack":  # alexnetc pack's output: the images already preprocessed, memory-mapped
+        from .pack import open_pack
+
+        return open_pack(path, split, classes=classes, channels=channels)
     if layout == "idx":
         return IdxDataset(path, "train" if split == "train" else "test", classes=classes,
                           channels=channels or 1)

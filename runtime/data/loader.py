@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from .datasets import BadSample
+from .order import epoch_batches, epoch_order  # noqa: F401  (epoch_order: re-exported)
 
 
 class LoaderError(Exception):
@@ -40,13 +41,6 @@ def _check_seed(name: str, v) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
         raise LoaderError(f"{name}: expected an integer >= 0, got {v!r}")
     return int(v)
-
-
-def epoch_order(n: int, shuffle: bool, seed: int, epoch: int) -> np.ndarray:
-    """The sample order of one epoch: a permutation drawn from (seed, epoch), or 0..n-1."""
-    if not shuffle:
-        return np.arange(n, dtype=np.int64)
-    return np.random.default_rng([seed, epoch]).permutation(n).astype(np.int64)
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -154,7 +148,8 @@ def format_skipped(skipped: Any, limit: int = 10) -> str | None:
 def make_loader(dataset: Any, transform: Any, batch_size: int, shuffle: bool = False, seed: int = 0,
                 epoch: int = 0, num_workers: int = 0, drop_last: bool = False, start_batch: int = 0,
                 pin_memory: bool = False, prefetch_factor: int | None = None,
-                limit_batches: int | None = None, shard: tuple[int, int] | None = None) -> Loader:
+                limit_batches: int | None = None, shard: tuple[int, int] | None = None,
+                device: Any = None) -> Any:
     """A :class:`Loader` over one epoch of ``dataset`` through ``transform(image, rng)``.
 
     ``start_batch``: skip the first batches of the epoch (resuming mid-epoch; the remaining batches are
@@ -162,9 +157,15 @@ def make_loader(dataset: Any, transform: Any, batch_size: int, shuffle: bool = F
     the epoch (counted from 0, so a resumed epoch stops at the same place). ``transform=None`` passes
     images through as uint8 (for tests and statistics). ``shard=(rank, world)``: this process's slice
     of every batch (see the module docstring).
+
+    A pack (:class:`~.pack.PackDataset`) with a transform gets the batched loader instead
+    (:class:`~.pack_loader.PackLoader`: the same batches, augmented as a batch on ``device``, the
+    training device; ``num_workers`` threads assemble batches ahead).
     """
     import torch
     from torch.utils.data import DataLoader
+
+    from .pack import PackDataset
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise LoaderError(f"batch_size: expected a positive integer, got {batch_size!r}")
@@ -172,12 +173,18 @@ def make_loader(dataset: Any, transform: Any, batch_size: int, shuffle: bool = F
     start_batch = _check_seed("start_batch", start_batch)
     if isinstance(num_workers, bool) or not isinstance(num_workers, (int, np.integer)) or num_workers < 0:
         raise LoaderError(f"num_workers: expected an integer >= 0, got {num_workers!r}")
-    n = len(dataset)
-    total = n // batch_size if drop_last else -(-n // batch_size)
     if limit_batches is not None:
-        total = min(total, _check_seed("limit_batches", limit_batches))
-    order = epoch_order(n, shuffle, seed, epoch)[start_batch * batch_size: total * batch_size]
-    num_batches = max(0, total - start_batch)
+        limit_batches = _check_seed("limit_batches", limit_batches)
+    if shard is not None and not 0 <= shard[0] < shard[1]:
+        raise LoaderError(f"shard: rank {shard[0]} is not in [0, {shard[1]})")
+    batches = epoch_batches(len(dataset), int(batch_size), shuffle=shuffle, seed=seed, epoch=epoch,
+                            drop_last=drop_last, start_batch=start_batch, limit_batches=limit_batches, shard=shard)
+    if isinstance(dataset, PackDataset) and transform is not None:
+        from .pack_loader import PackLoader
+
+        return PackLoader(dataset, transform, batches, seed=seed, epoch=epoch, workers=int(num_workers),
+                          device=device, pin_memory=pin_memory, keep_empty=shard is not None,
+                          batch_size=int(batch_size), start_batch=start_batch)
     kwargs = {}
     if num_workers > 0:
         kwargs = dict(worker_init_fn=_WorkerInit(seed, epoch), persistent_workers=False)
@@ -185,20 +192,6 @@ def make_loader(dataset: Any, transform: Any, batch_size: int, shuffle: bool = F
             kwargs["prefetch_factor"] = prefetch_factor
     data = TransformedDataset(dataset, transform, seed, epoch)
     pin = pin_memory and torch.cuda.is_available()
-    if shard is None:
-        dl = DataLoader(data, batch_size=batch_size, sampler=order.tolist(), num_workers=int(num_workers),
-                        collate_fn=collate_drop_bad, drop_last=drop_last, pin_memory=pin, **kwargs)
-        return Loader(dl, num_batches, int(batch_size), start_batch)
-    from ..execution.distributed import shard as shard_of
-
-    rank, world = shard
-    if not 0 <= rank < world:
-        raise LoaderError(f"shard: rank {rank} is not in [0, {world})")
-    batches = []
-    for b in range(0, len(order), batch_size):
-        whole = order[b:b + batch_size]
-        part = shard_of(len(whole), rank, world)
-        batches.append(whole[part.start:part.stop].tolist())
-    dl = DataLoader(data, batch_sampler=batches, num_workers=int(num_workers), collate_fn=collate_drop_bad,
-                    pin_memory=pin, **kwargs)
-    return Loader(dl, num_batches, int(batch_size), start_batch, keep_empty=True)
+    dl = DataLoader(data, batch_sampler=[b.tolist() for b in batches], num_workers=int(num_workers),
+                    collate_fn=collate_drop_bad, pin_memory=pin, **kwargs)
+    return Loader(dl, len(batches), int(batch_size), start_batch, keep_empty=shard is not None)

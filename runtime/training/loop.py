@@ -43,6 +43,7 @@ import torch
 from ...compiler import CompiledNet, compile_spec
 from ...compiler.ops.weighted import param_multipliers
 from ...compiler.pipeline import plain
+from ..data.data_wait import DataWait
 from ..execution import distributed as dp
 from ..execution.executor import Executor, default_group2ctx, describe_binding
 from ..execution.layout import logical_tensors
@@ -113,7 +114,7 @@ class Trainer:
                            seed=_data_seed(self.cfg.seed), epoch=epoch, num_workers=workers, drop_last=train,
                            start_batch=start_batch, shard=(self.dist.rank, self.dist.world) if self.dist else None,
                            limit_batches=self.cfg.limit_train_batches if train else self.cfg.limit_val_batches,
-                           pin_memory=self.real_device.type == "cuda")
+                           pin_memory=self.real_device.type == "cuda", device=self.real_device)
 
     def _bind(self, params: dict[str, torch.Tensor] | None, state: dict[str, torch.Tensor] | None = None):
         prefer = "cpu" if cpu_only(self.opts.device, self.cfg.dtype) else None
@@ -276,8 +277,8 @@ class Trainer:
     def _train_epoch(self, pos: Position) -> tuple[Any, int, float]:
         """Train the rest of epoch `pos.epoch` from batch `pos.batch`, advancing `pos` batch by batch;
         (the loader, images seen, seconds)."""
-        loader = self._loader(self.inputs.train_set, self.inputs.train_tf, train=True, epoch=pos.epoch,
-                              start_batch=pos.batch)
+        loader = DataWait(self._loader(self.inputs.train_set, self.inputs.train_tf, train=True, epoch=pos.epoch,
+                                       start_batch=pos.batch))   # the loader, its waits for batches timed
         bar = Progress(len(loader) + pos.batch, pos.batch, f"epoch {pos.epoch + 1}/{self.cfg.epochs}",
                        enabled=self.opts.progress and self.writes)
         t0, seen = time.perf_counter(), 0
@@ -335,7 +336,7 @@ class Trainer:
             "train_top5_err": running["top5"] / max(running["n"], 1),
             "val_loss": val["loss"], "val_top1_err": val["top1"], "val_top5_err": val["top5"],
             "images_per_second": seen / max(train_time, 1e-9), "train_seconds": train_time,
-            "skipped_images": skipped,
+            "skipped_images": skipped, "data_wait_share": loader.share,
         }
         changed = self.schedule.end_epoch(epoch + 1, val["top1"])
         pos.history.append(record)  # from here on the epoch counts as done (see `_save_interrupted`)
@@ -348,8 +349,10 @@ class Trainer:
         self.log(f"epoch {epoch + 1}: train loss {record['train_loss']:.4f} accuracy "
                  f"{1 - record['train_top1_err']:.2%} (top-1 err {record['train_top1_err']:.2%}) | val loss "
                  f"{val['loss']:.4f} accuracy {1 - val['top1']:.2%} (top-1 err {val['top1']:.2%}, top-5 err "
-                 f"{val['top5']:.2%}) | {record['images_per_second']:.0f} img/s"
+                 f"{val['top5']:.2%}) | {record['images_per_second']:.0f} img/s | {loader.describe()}"
                  + (f" | lr -> {self.schedule.lr:g}" if changed else ""))
+        if loader.warning():
+            self.log(loader.warning())
         after = pos.next_epoch()
         return after, self.save(after, tag=f"epoch{epoch + 1:04d}")
 

@@ -92,6 +92,25 @@ def test_loss_falls_and_artifacts_are_written(tiny, tmp_path):
     assert any(k.startswith("momentum/") for k in tensors)
 
 
+def run_interrupted(monkeypatch, opts, at: int) -> None:
+    """Train with `opts` until the `at`-th training step, which raises KeyboardInterrupt there (Ctrl-C)."""
+    real_step = Trainer.train_step
+    calls = {"n": 0}
+
+    def interrupt(self, images, labels, step):
+        calls["n"] += 1
+        if calls["n"] == at:
+            raise KeyboardInterrupt
+        return real_step(self, images, labels, step)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupt)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            Trainer(opts).run()
+    finally:
+        monkeypatch.setattr(Trainer, "train_step", real_step)
+
+
 def _final_params(out):
     tensors, state = ckpt.load_checkpoint(str(out / "checkpoints"))
     return {k: v for k, v in tensors.items() if k.startswith(("param/", "momentum/"))}, state
@@ -103,19 +122,7 @@ def test_resume_after_interrupt_equals_uninterrupted(tiny, tmp_path, monkeypatch
     Trainer(_opts(spec, data, straight, epochs=2)).run()
 
     stopped = tmp_path / "stopped"
-    real_step = Trainer.train_step
-    calls = {"n": 0}
-
-    def interrupt_at_11(self, images, labels, step):
-        calls["n"] += 1
-        if calls["n"] == 11:               # mid-epoch 2 (8 batches per epoch)
-            raise KeyboardInterrupt
-        return real_step(self, images, labels, step)
-
-    monkeypatch.setattr(Trainer, "train_step", interrupt_at_11)
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(_opts(spec, data, stopped, epochs=2)).run()
-    monkeypatch.setattr(Trainer, "train_step", real_step)
+    run_interrupted(monkeypatch, _opts(spec, data, stopped, epochs=2), at=11)   # mid-epoch 2 (8 batches per epoch)
     _, state = ckpt.load_checkpoint(str(stopped / "checkpoints"))
     assert (state["epoch"], state["batch"], state["step"]) == (1, 2, 10)
 
@@ -136,19 +143,7 @@ def test_resume_without_repeating_the_options_continues_the_same_run(tiny, tmp_p
     Trainer(_opts(spec, data, straight, epochs=3, seed=3, batch_size=16)).run()
 
     stopped = tmp_path / "stopped"
-    real_step = Trainer.train_step
-    calls = {"n": 0}
-
-    def interrupt_at_20(self, images, labels, step):
-        calls["n"] += 1
-        if calls["n"] == 20:               # mid-epoch 2 (16 batches per epoch)
-            raise KeyboardInterrupt
-        return real_step(self, images, labels, step)
-
-    monkeypatch.setattr(Trainer, "train_step", interrupt_at_20)
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(_opts(spec, data, stopped, epochs=3, seed=3, batch_size=16)).run()
-    monkeypatch.setattr(Trainer, "train_step", real_step)
+    run_interrupted(monkeypatch, _opts(spec, data, stopped, epochs=3, seed=3, batch_size=16), at=20)  # mid-epoch 2
     for kw in (dict(seed=4), dict(batch_size=32)):
         with pytest.raises(TrainingError, match="resume"):
             Trainer(_opts(spec, data, stopped, resume=True, **kw)).run()
