@@ -186,6 +186,7 @@ def save_checkpoint(directory: str | os.PathLike, tensors: Mapping[str, Any], st
     tmp_j = _tmp_name(directory, json_name)
     try:
         save_file(cpu, tmp_t, metadata={"format": FORMAT, "seq": str(seq), "tag": tag})
+        os.chmod(tmp_t, new_file_mode())   # safetensors writes 0600; the record beside it gets the umask's mode
         with open(tmp_t, "rb+") as fh:
             os.fsync(fh.fileno())
         digest, nbytes = _sha256_file(tmp_t)
@@ -210,6 +211,18 @@ def save_checkpoint(directory: str | os.PathLike, tensors: Mapping[str, Any], st
         raise CheckpointWriteError(write_problem(os.path.join(directory, stem), err, "checkpoint")[0]) from None
     _prune(directory, keep, set(keep_tags), current=json_path)
     return json_path
+
+
+def new_file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file (0666 less the umask): one mode for both files of
+    a checkpoint. The umask is read from /proc where it can be (setting it to read it races threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            mask = next(int(line.split()[1], 8) for line in fh if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
 
 
 def pid_alive(pid: int) -> bool:
