@@ -14,6 +14,7 @@ EPILOG_TRAIN = """examples:
   alexnetc train                                   # embedded default: two-tower mini AlexNet, Fashion-MNIST
   alexnetc train specs/alexnet.yaml --data /data/imagenet --out runs/alexnet
   alexnetc train specs/alexnet.yaml --synthetic 2560 --epochs 1   # timing without a dataset
+  alexnetc train --optimizer adamw --lr 0.001 --weight-decay 0.05 --schedule cosine --warmup-epochs 1
   alexnetc train --resume --out runs/alexnetc      # continue a stopped run exactly where it stopped
   alexnetc train --overwrite --out runs/alexnetc   # replace the run in runs/alexnetc (one run per directory)
   torchrun --nproc_per_node=2 -m alexnetc train    # data parallel: one replica per process
@@ -37,7 +38,8 @@ def _train(args) -> int:
 
     spec = resolve_spec_path(args.spec)
     opts = TrainOptions(spec=spec, data=args.data, out=args.out, epochs=args.epochs, batch_size=args.batch,
-                        lr=args.lr, device=args.device, workers=args.workers, resume=args.resume,
+                        lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay, schedule=args.schedule,
+                        warmup_epochs=args.warmup_epochs, device=args.device, workers=args.workers, resume=args.resume,
                         overwrite=args.overwrite,
                         limit_train_batches=args.limit_train_batches, limit_val_batches=args.limit_val_batches,
                         seed=args.seed, dtype=args.dtype, init_from=args.init_from,
@@ -152,7 +154,17 @@ def register(sub: Any) -> None:
     t.add_argument("--out", metavar="DIR", default="runs/alexnetc", help="run directory (default runs/alexnetc)")
     t.add_argument("--epochs", type=int, help="override train.epochs")
     t.add_argument("--batch", type=int, help="override train.batch_size")
-    t.add_argument("--lr", type=float, help="override train.lr")
+    t.add_argument("--lr", type=float, help="override train.lr (cosine: the peak, after any warm-up)")
+    # Checked by the trainer, not argparse choices: a bad value is one line naming the option.
+    t.add_argument("--optimizer", metavar="NAME",
+                   help="override train.optimizer.type: sgd (the paper's, default) or adamw (decoupled weight decay)")
+    t.add_argument("--weight-decay", type=float, metavar="WD", help="override train.weight_decay")
+    t.add_argument("--schedule", metavar="TYPE",
+                   help="override train.schedule.type: constant, step, plateau or cosine (decay to "
+                        "train.schedule.min_lr at every update)")
+    t.add_argument("--warmup-epochs", type=float, metavar="E",
+                   help="override train.schedule.warmup_epochs: linear learning-rate warm-up over the first E epochs' "
+                        "updates (fractions allowed)")
     t.add_argument("--seed", type=int, help="override train.seed")
     # Checked by the trainer, not argparse choices: a bad value is one line naming --dtype.
     t.add_argument("--dtype", metavar="DTYPE",

@@ -46,16 +46,17 @@ from ...compiler.pipeline import plain
 from ..execution import distributed as dp
 from ..execution.executor import Executor, default_group2ctx, describe_binding
 from ..execution.layout import logical_tensors
-from ..execution.optim import SGD, LRSchedule
+from ..execution.optim import OPTIMIZERS, build_optimizer
 from ..execution.params import init_params
 from ..execution.precision import PrecisionError, check_supported, precision
+from ..execution.schedule import LRSchedule
 from . import checkpoint as ckpt
 from . import resume
 from .errors import Diverged, NoUsableImages, Terminated, TrainingEnvironmentError, TrainingError
 from .evaluate import Progress, evaluate_loader
 from .inputs import open_inputs
 from .metrics import MetricsWriteError, append_metrics, plot_curves, topk_errors
-from .options import RunConfig, TrainOptions, check_options, cpu_only, resolve, train_settings
+from .options import RunConfig, TrainOptions, check_options, cpu_only, remembered, resolve, train_settings
 from .run_dir import RunDir
 from .signals import SignalGuard
 
@@ -130,7 +131,8 @@ class Trainer:
             raise TrainingError(f"{self.opts.spec}: {problems[0]}")
         try:
             check_supported(precision(self.cfg.dtype), g2c)
-            check_fits(self.net, g2c, for_training=True, dtype=self.cfg.dtype)  # before a parameter is allocated
+            check_fits(self.net, g2c, for_training=True, dtype=self.cfg.dtype,   # before a parameter is allocated
+                       optimizer_buffers=len(OPTIMIZERS[self.cfg.optimizer["type"]].state_prefixes))
         except (MemoryLimitError, PrecisionError) as exc:
             raise TrainingError(str(exc)) from None
         if params is None:
@@ -143,9 +145,10 @@ class Trainer:
                                       state=self.executor.state, dtype=self.cfg.dtype)
         mults = {n.name: param_multipliers(n)
                  for n in self.executor.param_nodes}
-        self.opt = SGD(self.executor.params, mults, momentum=self.cfg.momentum,
-                       weight_decay=self.cfg.weight_decay)
-        self.schedule = LRSchedule(self.cfg.lr, self.cfg.schedule)
+        self.opt = build_optimizer(self.cfg.optimizer, self.executor.params, mults, momentum=self.cfg.momentum,
+                                   weight_decay=self.cfg.weight_decay)
+        self.schedule = LRSchedule(self.cfg.lr, self.cfg.schedule, steps_per_epoch=self._steps_per_epoch(),
+                                   epochs=self.cfg.epochs)
         where = describe_binding(g2c)
         if self.dist:
             self.dp = dp.DataParallel(self.dist, self.executor, self.opts.bucket_mb, self.opts.overlap,
@@ -163,12 +166,18 @@ class Trainer:
             self.log(f"precision {p.name}: " + ("bf16 compute, fp32 master weights, SGD state and loss"
                                                 if p.mixed else "parameters, values and gradients in float64"))
 
+    def _steps_per_epoch(self) -> int:
+        """The updates in one epoch: full global batches of the training set, at most the batch limit."""
+        full = len(self.inputs.train_set) // self.cfg.batch_size
+        return min(full, self.cfg.limit_train_batches) if self.cfg.limit_train_batches else full
+
     # -- checkpoints -----------------------------------------------------------------------------------
     def _state(self, pos: Position, rng: dict) -> dict:
         cfg = self.cfg
         return {
             "epoch": pos.epoch, "batch": pos.batch, "step": pos.step,
-            "schedule": self.schedule.state(), "seed": cfg.seed, "batch_size": cfg.batch_size,
+            "schedule": self.schedule.state(), "optimizer": self.opt.state(), "seed": cfg.seed,
+            "batch_size": cfg.batch_size,
             "dtype": cfg.dtype,
             "limit_train_batches": cfg.limit_train_batches,
             "spec_hash": self.net.hash, "spec_name": self.net.name, "spec_path": os.path.abspath(self.opts.spec),
@@ -179,6 +188,7 @@ class Trainer:
             "input_shape": list(self.net.input_shape),
             "rng": rng,
             "init_from": self.init_from,   # provenance: the run this one was started from
+            "options": self.remembered,    # --optimizer, --schedule ... a plain --resume continues with
         }
 
     def _tensors(self, rng: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -253,6 +263,7 @@ class Trainer:
         resumed = (resume.read_resume(self.run_dir, self.spec_net, self.opts.spec, self.dist, self.log, fresh)
                    if resuming else None)
         self.cfg = resolve(self.opts, self.spec_train, resumed and resumed.state, resumed and resumed.path)
+        self.remembered = remembered(self.opts, resumed and resumed.state)
         self.net = self.spec_net.at_batch(self.cfg.batch_size)
         if resumed is None:
             if not self.opts.init_from:
@@ -260,7 +271,7 @@ class Trainer:
             params, state, self.init_from = resume.warm_start_from(self.opts.init_from, self.net, self.cfg.seed,
                                                                    self.dist, self.log)
             return Position(), params, state, None
-        resumed = resume.placed(resumed, self.net, self.cfg.dtype, fresh, self.log)
+        resumed = resume.placed(resumed, self.net, self.cfg.dtype, fresh, self.log, self.cfg.optimizer["type"])
         saved = resumed.state
         self.init_from = saved.get("init_from")
         pos = Position(saved["epoch"], saved["batch"], saved["step"], saved.get("history", []),
@@ -329,7 +340,7 @@ class Trainer:
             raise self._diverged(f"the validation loss became {val['loss']}", f"after epoch {epoch + 1} "
                                  f"(step {pos.step})")
         record = {
-            "epoch": epoch + 1, "step": pos.step, "lr": self.schedule.lr,
+            "epoch": epoch + 1, "step": pos.step, "lr": self.schedule.lr_at(max(pos.step - 1, 0)),
             "train_loss": running["loss"] / max(running["n"], 1),
             "train_top1_err": running["top1"] / max(running["n"], 1),
             "train_top5_err": running["top5"] / max(running["n"], 1),
@@ -379,6 +390,7 @@ class Trainer:
                    step: int) -> tuple[float, torch.Tensor] | None:
         ex = self.executor
         ex.seed, ex.step_count = self.cfg.seed, step
+        self._lr = self.schedule.lr_at(step)   # this update's learning rate (warm-up, cosine)
         if self.dp is not None:
             return self.dp.train_step(images, labels, self.cfg.batch_size, self._update)
         out = ex.forward(images, labels, is_train=True)
@@ -390,13 +402,13 @@ class Trainer:
         return loss, out["prob"].detach().float().cpu()
 
     def _update(self, grads: Mapping[str, torch.Tensor]) -> None:
-        """One SGD step, refused (Diverged) before it when the gradient norm is not finite and reported
+        """One optimizer step, refused (Diverged) before it when the gradient norm is not finite and reported
         after it when a parameter became non-finite. Under data parallelism `grads` are the all-reduced
         ones and every process applies the same update, so every process reaches the same verdict."""
         norm = _global_norm(grads.values())
         if not math.isfinite(norm):
             raise Diverged(f"the gradient norm became {norm}")
-        self.opt.step(grads, self.schedule.lr)
+        self.opt.step(grads, self._lr)
         bad = _first_non_finite(self.executor.params)
         if bad is not None:
             raise Diverged(f"parameter {bad} became non-finite after the update")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -20,7 +20,7 @@ from ...compiler import CompiledNet
 from ...compiler.pipeline import compile_dict
 from ..execution import distributed as dp
 from ..execution.layout import LayoutError, network_hash, placed_tensors
-from ..execution.optim import SGD, LRSchedule
+from ..execution.schedule import LRSchedule
 from . import checkpoint as ckpt
 from .errors import TrainingError
 from .run_contents import refuse_resume, run_contents
@@ -105,10 +105,10 @@ def read_resume(run_dir: RunDir, net: CompiledNet, spec_path: str, dist: dp.Dist
 
 
 def placed(resumed: Resumed, net: CompiledNet, dtype: str, fresh_optimizer: bool,
-           log: Callable[[str], None]) -> Resumed:
+           log: Callable[[str], None], optimizer: str = "sgd") -> Resumed:
     """The checkpoint with its tensors under `net`'s placed names, checked against its classes, names,
-    dtypes and shapes at the resolved batch size and dtype; with `fresh_optimizer`, without its momentum
-    (said through `log`): the run resumes with zero momentum."""
+    dtypes and shapes at the resolved batch size and dtype, and the `optimizer`'s state; with
+    `fresh_optimizer`, without any optimizer state (said through `log`): the optimizer starts over."""
     from .verify import check_classes, check_tensors, without_optimizer_state
 
     path, state = resumed.path, resumed.state
@@ -120,20 +120,22 @@ def placed(resumed: Resumed, net: CompiledNet, dtype: str, fresh_optimizer: bool
         raise TrainingError(str(exc)) from None
     try:
         check_classes(path, state, net.classes)
-        check_tensors(path, tensors, net, for_training=True, dtype=dtype, fresh_optimizer=fresh_optimizer)
+        check_tensors(path, tensors, net, for_training=True, dtype=dtype, fresh_optimizer=fresh_optimizer,
+                      optimizer=optimizer)
     except ckpt.CheckpointError as exc:
         raise TrainingError(str(exc)) from None
     if fresh_optimizer:
-        tensors = without_optimizer_state(tensors, log)
+        tensors = without_optimizer_state(tensors, log, optimizer)
     return Resumed(path, tensors, state)
 
 
-def restore(resumed: Resumed, opt: SGD, schedule: LRSchedule, lr: float | None, log: Callable[[str], None]) -> None:
-    """Put the optimizer's momentum, the schedule and the random generators back as the (placed)
-    checkpoint left them; a given `lr` applies from the resume point on."""
+def restore(resumed: Resumed, opt: Any, schedule: LRSchedule, lr: float | None, log: Callable[[str], None]) -> None:
+    """Put the optimizer's state (SGD's momentum, AdamW's moments and update count), the schedule and
+    the random generators back as the (placed) checkpoint left them; a given `lr` applies from the
+    resume point on."""
     path, tensors, state = resumed.path, resumed.tensors, resumed.state
     try:
-        opt.load_state_tensors(tensors)
+        opt.load_state(tensors, state.get("optimizer"))
         schedule.load_state(state["schedule"])
         if state.get("rng"):
             ckpt.restore_rng_state(tensors, state["rng"])

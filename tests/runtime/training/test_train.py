@@ -3,6 +3,7 @@ corrupt images are skipped and counted, a killed run's checkpoint always loads."
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -94,7 +95,7 @@ def test_loss_falls_and_artifacts_are_written(tiny, tmp_path):
 
 def _final_params(out):
     tensors, state = ckpt.load_checkpoint(str(out / "checkpoints"))
-    return {k: v for k, v in tensors.items() if k.startswith(("param/", "momentum/"))}, state
+    return {k: v for k, v in tensors.items() if k.startswith(("param/", "momentum/", "exp_avg"))}, state
 
 
 def test_resume_after_interrupt_equals_uninterrupted(tiny, tmp_path, monkeypatch):
@@ -126,6 +127,42 @@ def test_resume_after_interrupt_equals_uninterrupted(tiny, tmp_path, monkeypatch
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert sa["history"][-1]["train_loss"] == pytest.approx(sb["history"][-1]["train_loss"], rel=1e-12)
+
+
+def test_adamw_with_warm_up_and_cosine_resumes_exactly(tiny, tmp_path, monkeypatch):
+    """AdamW and a warmed-up cosine schedule, interrupted mid-epoch 2 and resumed, end bit-identical to
+    the uninterrupted run (weights and moments); the per-epoch lr is the schedule's at the epoch's last
+    update (oracle: the formula by hand, 8 updates per epoch, 2 epochs, warm-up 4 updates)."""
+    spec, data = tiny
+    kw = dict(epochs=2, optimizer="adamw", lr=0.004, weight_decay=0.05, schedule="cosine", warmup_epochs=0.5)
+    straight = tmp_path / "straight"
+    Trainer(_opts(spec, data, straight, **kw)).run()
+    stopped = tmp_path / "stopped"
+    real_step = Trainer.train_step
+    calls = {"n": 0}
+
+    def interrupt_at_11(self, images, labels, step):
+        calls["n"] += 1
+        if calls["n"] == 11:
+            raise KeyboardInterrupt
+        return real_step(self, images, labels, step)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupt_at_11)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(_opts(spec, data, stopped, **kw)).run()
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+    with pytest.raises(TrainingError, match="trained with adamw; cannot resume it with sgd"):
+        Trainer(_opts(spec, data, stopped, resume=True, optimizer="sgd")).run()
+    Trainer(_opts(spec, data, stopped, resume=True)).run()   # the spec says sgd: the run's own options continue
+    a, sa = _final_params(straight)
+    b, sb = _final_params(stopped)
+    assert any(k.startswith("exp_avg/") for k in a) and not any(k.startswith("momentum/") for k in a)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert sa["optimizer"] == sb["optimizer"] == {"type": "adamw", "steps": 16}
+    lr = [0.004 * 0.5 * (1 + math.cos(math.pi * k / 12)) for k in (3, 11)]   # updates 7 and 15: 4 and 12 past W
+    assert [r["lr"] for r in sa["history"]] == pytest.approx(lr, rel=1e-12)
 
 
 def test_resume_without_repeating_the_options_continues_the_same_run(tiny, tmp_path, monkeypatch):
