@@ -8,6 +8,7 @@ import argparse
 import os
 from typing import Any
 
+from ..training.progress import LOG_EVERY_S
 from .errors import UserError, say
 
 EPILOG_TRAIN = """examples:
@@ -44,7 +45,7 @@ def _train(args) -> int:
                         limit_train_batches=args.limit_train_batches, limit_val_batches=args.limit_val_batches,
                         seed=args.seed, dtype=args.dtype, init_from=args.init_from,
                         sync_batchnorm=True if args.sync_bn else None,
-                        synthetic=args.synthetic, progress=not args.no_progress,
+                        synthetic=args.synthetic, progress=not args.no_progress, log_every=args.log_every,
                         allow_empty_classes=args.allow_empty_classes, fresh_optimizer=args.fresh_optimizer,
                         log=lambda s: say(s, flush=True),
                         bucket_mb=args.bucket_mb, overlap=not args.no_overlap, dist_timeout=args.dist_timeout)
@@ -71,7 +72,8 @@ def _eval(args) -> int:
     from ..data.loader import make_loader
     from ..training.checkpoint import CheckpointError
     from ..training.errors import TrainingError
-    from ..training.evaluate import Progress, evaluate_loader
+    from ..training.evaluate import evaluate_loader
+    from ..training.progress import Progress
     from .model import load_model
 
     try:
@@ -81,7 +83,7 @@ def _eval(args) -> int:
         ds = open_dataset(args.data, args.split, channels=c, classes=model.class_names)
         tf = model.eval_transform(args.crops)
         loader = make_loader(ds, tf, args.batch, num_workers=args.workers, limit_batches=args.limit_batches)
-        bar = Progress(len(loader), 0, "evaluating", enabled=True)
+        bar = Progress(len(loader), 0, "evaluating", enabled=True, log=say)
         with torch.no_grad():
             try:
                 r = evaluate_loader(model.executor, loader, model.net.classes, progress=bar)
@@ -190,7 +192,10 @@ def register(sub: Any) -> None:
     t.add_argument("--limit-train-batches", type=int, help="at most this many batches per epoch")
     t.add_argument("--limit-val-batches", type=int, help="at most this many validation batches")
     t.add_argument("--synthetic", type=int, metavar="N", help="N random images per epoch instead of data")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar, and no progress lines in a log")
+    t.add_argument("--log-every", type=float, default=LOG_EVERY_S, metavar="S",
+                   help="when stdout is not a terminal (a log file), a progress line (batch, loss, images/s, time "
+                        f"left) every S seconds (default {LOG_EVERY_S:g})")
     d = t.add_argument_group("more than one process (under torchrun; ignored otherwise)")
     d.add_argument("--bucket-mb", type=float, default=25.0, metavar="MB",
                    help="gradient all-reduce bucket size (default 25)")

@@ -53,10 +53,11 @@ from ..execution.schedule import LRSchedule
 from . import checkpoint as ckpt
 from . import resume
 from .errors import Diverged, NoUsableImages, Terminated, TrainingEnvironmentError, TrainingError
-from .evaluate import Progress, evaluate_loader
+from .evaluate import evaluate_loader
 from .inputs import open_inputs
 from .metrics import MetricsWriteError, append_metrics, plot_curves, topk_errors
 from .options import RunConfig, TrainOptions, check_options, cpu_only, remembered, resolve, train_settings
+from .progress import Progress
 from .run_dir import RunDir
 from .signals import SignalGuard
 
@@ -166,6 +167,16 @@ class Trainer:
             self.log(f"precision {p.name}: " + ("bf16 compute, fp32 master weights, SGD state and loss"
                                                 if p.mixed else "parameters, values and gradients in float64"))
 
+    def _describe_update(self) -> str:
+        """'lr 0.01' for the paper's SGD at a constant rate; the optimizer and schedule otherwise."""
+        s = self.schedule
+        text = f"lr {s.lr:g}" + (f", {self.opt.kind}" if self.opt.kind != "sgd" else "")
+        if s.kind != "constant":
+            text += f", {s.kind} schedule" + (f" to {s.min_lr:g}" if s.kind == "cosine" else "")
+        if s.warmup_steps:
+            text += f", warm-up over {_plural(s.warmup_steps, 'update')}"
+        return text
+
     def _steps_per_epoch(self) -> int:
         """The updates in one epoch: full global batches of the training set, at most the batch limit."""
         full = len(self.inputs.train_set) // self.cfg.batch_size
@@ -235,7 +246,7 @@ class Trainer:
             self.log(f"resumed from {resumed.path}: epoch {pos.epoch + 1}, batch {pos.batch}, step {pos.step}")
         self.log(f"training {self.net.name} ({self.opts.spec}) on {self.inputs.root}: {len(self.inputs.train_set)} "
                  f"training / {len(self.inputs.val_set)} validation images, batch {self.cfg.batch_size}, "
-                 f"{_plural(self.cfg.epochs, 'epoch')}, lr {self.schedule.lr:g}; writing to {self.opts.out}")
+                 f"{_plural(self.cfg.epochs, 'epoch')}, {self._describe_update()}; writing to {self.opts.out}")
         last_good = None
         try:
             while pos.epoch < self.cfg.epochs:
@@ -290,7 +301,7 @@ class Trainer:
         loader = self._loader(self.inputs.train_set, self.inputs.train_tf, train=True, epoch=pos.epoch,
                               start_batch=pos.batch)
         bar = Progress(len(loader) + pos.batch, pos.batch, f"epoch {pos.epoch + 1}/{self.cfg.epochs}",
-                       enabled=self.opts.progress and self.writes)
+                       enabled=self.opts.progress and self.writes, log=self.log, every=self.opts.log_every)
         t0, seen = time.perf_counter(), 0
         for images, labels in loader:
             try:
@@ -417,7 +428,7 @@ class Trainer:
     def evaluate(self, epoch: int) -> dict:
         loader = self._loader(self.inputs.val_set, self.inputs.eval_tf, train=False, epoch=0)
         bar = Progress(len(loader), 0, f"validating {epoch + 1}/{self.cfg.epochs}",
-                        enabled=self.opts.progress and self.writes)
+                       enabled=self.opts.progress and self.writes, log=self.log, every=self.opts.log_every)
         try:
             res = evaluate_loader(self.eval_executor, loader, self.net.classes, progress=bar,
                                   allow_empty=self.dist is not None)

@@ -21,6 +21,7 @@ from ...compiler.program import TRAIN_DTYPES
 from ...compiler.schema import spec_schema, with_defaults
 from ..execution import distributed as dp
 from .errors import TrainingError
+from .progress import LOG_EVERY_S
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,8 @@ class TrainOptions:
     synthetic: int | None = None         # N random images per epoch instead of a dataset (benchmarks)
     allow_empty_classes: bool = False    # train although a class folder holds no image (a warning)
     fresh_optimizer: bool = False        # resume with zero momentum when the checkpoint has none
-    progress: bool = True
+    progress: bool = True                # a bar on a terminal, progress lines in a log (`progress`)
+    log_every: float = LOG_EVERY_S       # seconds between progress lines when stdout is not a terminal
     keep: int = 3
     bucket_mb: float = dp.DEFAULT_BUCKET_MB        # data parallel: gradient all-reduce bucket size
     overlap: bool = True                           # data parallel: all-reduce during the backward pass
@@ -80,7 +82,7 @@ def check_options(opts: TrainOptions) -> None:
                             "in --out: give one of them")
     if opts.dtype is not None and opts.dtype not in TRAIN_DTYPES:
         raise TrainingError(f"--dtype {str(opts.dtype)[:40]}: expected one of {', '.join(TRAIN_DTYPES)}")
-    for name in ("bucket_mb", "dist_timeout"):
+    for name in ("bucket_mb", "dist_timeout", "log_every"):
         if not 0 < getattr(opts, name) < float("inf"):
             raise TrainingError(f"{name} {getattr(opts, name):g}: must be a positive number")
     if opts.resume and opts.overwrite:

@@ -72,7 +72,8 @@ def tiny(tmp_path):
 def _opts(spec, data, out, **kw):
     kw.setdefault("workers", 0)
     kw.setdefault("log", lambda s: None)
-    return TrainOptions(spec=spec, data=data, out=str(out), progress=False, **kw)
+    kw.setdefault("progress", False)
+    return TrainOptions(spec=spec, data=data, out=str(out), **kw)
 
 
 def test_loss_falls_and_artifacts_are_written(tiny, tmp_path):
