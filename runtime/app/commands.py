@@ -16,10 +16,14 @@ EPILOG_TRAIN = """examples:
   alexnetc train specs/alexnet.yaml --data /data/imagenet --out runs/alexnet
   alexnetc train specs/alexnet.yaml --synthetic 2560 --epochs 1   # timing without a dataset
   alexnetc train --optimizer adamw --lr 0.001 --weight-decay 0.05 --schedule cosine --warmup-epochs 1
-  alexnetc train --resume --out runs/alexnetc      # continue a stopped run exactly where it stopped
-  alexnetc train --overwrite --out runs/alexnetc   # replace the run in runs/alexnetc (one run per directory)
+  alexnetc train --resume                          # continue the newest run of the spec where it stopped
+  alexnetc train --resume --out runs/alexnet-mini/version_0   # ... or a given run
+  alexnetc train --overwrite --out runs/mini       # replace the run in runs/mini (one run per directory)
   torchrun --nproc_per_node=2 -m alexnetc train    # data parallel: one replica per process
   alexnetc train my-resnet18-flowers.yaml --data /data/flowers --init-from runs/tv-resnet18   # fine-tune
+
+Runs: without --out each run gets its own directory, runs/<spec name>/version_N (printed at the start);
+eval, predict, the figures and --init-from accept runs/<spec name> for its newest run.
 
 Data: --data DIR takes MNIST-style IDX files or an ImageNet-style tree (DIR/train/<class>/*.jpg,
 DIR/val/<class>/*). Without --data: $ALEXNETC_DATA, else Fashion-MNIST from Debian's
@@ -31,7 +35,7 @@ def _train(args) -> int:
     from ..data.datasets import DatasetError
     from ..execution.distributed import DistributedError
     from ..training.checkpoint import CheckpointError
-    from ..training.errors import Terminated, TrainingEnvironmentError, TrainingError
+    from ..training.errors import StoppedByRank0, Terminated, TrainingEnvironmentError, TrainingError
     from ..training.loop import Trainer
     from ..training.options import TrainOptions
     from .errors import EnvironmentFailure
@@ -53,6 +57,8 @@ def _train(args) -> int:
         say(f"alexnetc train: no spec given, using the embedded default {spec}")
     try:
         Trainer(opts).run()
+    except StoppedByRank0 as exc:   # under torchrun: rank 0 said why, once
+        return exc.status
     except TrainingEnvironmentError as exc:
         raise EnvironmentFailure(str(exc)) from None
     except (AugmentError, DatasetError, CheckpointError, TrainingError, DistributedError) as exc:
@@ -153,7 +159,9 @@ def register(sub: Any) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_TRAIN)
     t.add_argument("spec", nargs="?", default=None, help="spec file or shipped name (default: variants/mini)")
     t.add_argument("--data", metavar="DIR", help="dataset directory (IDX files or train/ and val/ folders)")
-    t.add_argument("--out", metavar="DIR", default="runs/alexnetc", help="run directory (default runs/alexnetc)")
+    t.add_argument("--out", metavar="DIR",
+                   help="run directory (default: a new runs/<spec name>/version_N for each run; with --resume, the "
+                        "newest run of the spec)")
     t.add_argument("--epochs", type=int, help="override train.epochs")
     t.add_argument("--batch", type=int, help="override train.batch_size")
     t.add_argument("--lr", type=float, help="override train.lr (cosine: the peak, after any warm-up)")
@@ -209,7 +217,7 @@ def register(sub: Any) -> None:
 
     e = sub.add_parser("eval", help="top-1/top-5 error of a checkpoint on a dataset split",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="example:\n  alexnetc eval runs/alexnetc --data /usr/share/datasets/fashion-mnist")
+                       epilog="example:\n  alexnetc eval runs/alexnet-mini --data /usr/share/datasets/fashion-mnist")
     e.add_argument("checkpoint", help="a checkpoint (.json/.safetensors) or a run or checkpoints directory")
     e.add_argument("--data", metavar="DIR",
                    help="dataset directory (default: the one the checkpoint was trained on, else as for train: "
@@ -226,7 +234,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("predict", help="top-5 classes with probabilities for images",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="example:\n  alexnetc predict runs/alexnetc shoe.png shirt.png --gallery top5.png")
+                       epilog="example:\n  alexnetc predict runs/alexnet-mini shoe.png shirt.png --gallery top5.png")
     p.add_argument("checkpoint", help="a checkpoint or run directory")
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--crops", choices=("center", "ten"),

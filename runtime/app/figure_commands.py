@@ -20,14 +20,14 @@ from .errors import UserError, say
 FEATURES_VERSION = 2
 
 EPILOG_FILTERS = """example:
-  alexnetc filters runs/alexnetc -o filters.png
+  alexnetc filters runs/alexnet-mini -o filters.png
 
 Draws the first convolution layer's kernels (each min-max normalised; RGB for colour input, grey
 for one channel), one block per device: with the two-tower AlexNet, the paper's Figure 3 (one GPU's
 kernels mostly colour-agnostic, the other's mostly colour-specific)."""
 
 EPILOG_NEIGHBORS = """examples:
-  alexnetc neighbors runs/alexnetc --data /usr/share/datasets/fashion-mnist --query shoe.png shirt.png -o nn.png
+  alexnetc neighbors runs/alexnet-mini --data /usr/share/datasets/fashion-mnist --query shoe.png shirt.png -o nn.png
   alexnetc neighbors runs/alexnet --data /data/imagenet --query q.jpg --k 8 --limit 20000 -o nn.png
 
 The training images whose last-hidden-layer features (what the class scores are computed from: fc7 in

@@ -443,7 +443,11 @@ def latest_checkpoint(directory: str | os.PathLike, problems: list | None = None
 
 
 def checkpoints_dir(path: str) -> str:
-    """A run directory's ``checkpoints/`` folder; any other path unchanged."""
+    """A run directory's ``checkpoints/`` folder (of a spec's newest run for ``runs/<spec name>``: see
+    `versions.newest_run`); any other path unchanged."""
+    from .versions import newest_run
+
+    path = newest_run(path)
     if os.path.isdir(path) and os.path.isdir(os.path.join(path, "checkpoints")):
         return os.path.join(path, "checkpoints")
     return path

@@ -32,6 +32,7 @@ rank 0 picked and verified.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -58,8 +59,10 @@ from .inputs import open_inputs
 from .metrics import MetricsWriteError, append_metrics, plot_curves, topk_errors
 from .options import RunConfig, TrainOptions, check_options, cpu_only, remembered, resolve, train_settings
 from .progress import Progress
+from .rank0 import on_rank0
 from .run_dir import RunDir
 from .signals import SignalGuard
+from .versions import new_version, newest_run, newest_version, spec_runs
 
 
 def _data_seed(seed: int) -> int:
@@ -100,7 +103,9 @@ class Trainer:
         self.writes = self.dist is None or self.dist.is_writer
         if not self.writes:
             self.log = lambda s: None
-        self.run_dir = RunDir(opts.out, self.log)
+        # --out, or chosen when the run starts (`_choose_run_dir`): a new runs/<spec name>/version_N
+        self.run_dir: RunDir | None = RunDir(opts.out, self.log) if opts.out else None
+        self._created: str | None = None    # the version directory this run made (removed if left empty)
         self.cfg: RunConfig | None = None   # resolved when the run starts (`_start`): spec, options, checkpoint
         self.init_from: str | None = None   # the checkpoint this run's weights started from (--init-from)
         self.dp: dp.DataParallel | None = None
@@ -219,8 +224,6 @@ class Trainer:
 
     # -- loop ------------------------------------------------------------------------------------------
     def run(self) -> dict:
-        if self.writes:  # under torchrun only rank 0 owns the run directory
-            self.run_dir.lock()
         try:
             with SignalGuard() as self._signals:
                 return self._run()
@@ -233,7 +236,11 @@ class Trainer:
                 self.dist.abort()
             raise
         finally:
-            self.run_dir.unlock()
+            if self.run_dir is not None:
+                self.run_dir.unlock()
+            if self._created is not None:
+                with contextlib.suppress(OSError):   # only if the run left nothing in it
+                    os.rmdir(self._created)
 
     def _run(self) -> dict:
         pos, params, state, resumed = self._start()
@@ -266,10 +273,10 @@ class Trainer:
         """Claim the run directory, read the checkpoint a resumed run continues, resolve the run's
         configuration (`self.cfg`) and shapes (`self.net`) once, and say where the run starts: its
         position and starting parameters and state (None: the spec's initialisers)."""
+        if self.run_dir is None:
+            self._choose_run_dir()
         resuming = resume.resuming(self.opts.resume, self.run_dir, self.dist, self.log)
-        if self.writes:
-            self.run_dir.claim(resuming, self.opts.overwrite)
-            ckpt.remove_stale_temporaries(self.run_dir.ckpt_dir)   # a killed checkpoint write's half file
+        on_rank0(lambda: self._claim(resuming), self.dist)   # under torchrun only rank 0 owns the run directory
         fresh = self.opts.fresh_optimizer
         resumed = (resume.read_resume(self.run_dir, self.spec_net, self.opts.spec, self.dist, self.log, fresh)
                    if resuming else None)
@@ -294,6 +301,42 @@ class Trainer:
         if self.writes:
             self.run_dir.rewrite_metrics(pos.history)
         return pos, ckpt.params_from(resumed.tensors), ckpt.state_from(resumed.tensors), resumed
+
+    def _choose_run_dir(self) -> None:
+        """No --out: a new runs/<spec name>/version_N, or for --resume (and a torchrun restart) the newest
+        run of the spec; rank 0 chooses (and creates) it for every process."""
+        runs = spec_runs(self.spec_net.name)
+
+        def choose() -> tuple[str, bool]:
+            if self.opts.overwrite:
+                raise TrainingError("--overwrite replaces the run in --out: give --out DIR (without --out every run "
+                                    f"gets a new directory, {runs}/version_N)")
+            if self.opts.resume and newest_version(runs) is not None:
+                return newest_run(runs), False        # the newest run that has a checkpoint
+            if resume.restarted() and newest_version(runs) is not None:
+                return newest_version(runs), False    # this job's own run, checkpoint or not
+            if self.opts.resume:
+                raise TrainingError(f"--resume: no run of {self.spec_net.name} in {runs} to continue (runs without "
+                                    "--out go to version_N there); give --out DIR to resume a run elsewhere")
+            try:
+                return new_version(runs), True
+            except OSError as exc:
+                raise TrainingEnvironmentError(f"{runs}: cannot create the run directory: "
+                                               f"{exc.strerror or exc}") from None
+
+        out, created = on_rank0(choose, self.dist)
+        if created and self.writes:
+            self._created = out
+        self.opts = replace(self.opts, out=out)
+        self.run_dir = RunDir(out, self.log)
+        self.log(f"run directory: {out} (" + ("a new one for this run; --out DIR to choose" if created else
+                                              f"the newest run of {self.spec_net.name}") + ")")
+
+    def _claim(self, resuming: bool) -> None:
+        """Take the run directory's lock and check it may hold this run (rank 0 only)."""
+        self.run_dir.lock()
+        self.run_dir.claim(resuming, self.opts.overwrite)
+        ckpt.remove_stale_temporaries(self.run_dir.ckpt_dir)   # a killed checkpoint write's half file
 
     def _train_epoch(self, pos: Position) -> tuple[Any, int, float]:
         """Train the rest of epoch `pos.epoch` from batch `pos.batch`, advancing `pos` batch by batch;

@@ -30,7 +30,7 @@ class TrainOptions:
 
     spec: str
     data: str | None = None
-    out: str = "runs/alexnetc"
+    out: str | None = None              # None: a new runs/<spec name>/version_N (`versions`)
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None

@@ -23,6 +23,7 @@ from ..execution.layout import LayoutError, network_hash, placed_tensors
 from ..execution.schedule import LRSchedule
 from . import checkpoint as ckpt
 from .errors import TrainingError
+from .rank0 import on_rank0
 from .run_contents import refuse_resume, run_contents
 from .run_dir import RunDir
 
@@ -43,14 +44,17 @@ def resuming(resume: bool, run_dir: RunDir, dist: dp.DistContext | None, log: Ca
     it again, there being nothing to discard. Rank 0 decides for every process."""
     if resume:
         return True
-    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) <= 0:
+    if not restarted():
         return False
-    decided = bool(ckpt.list_checkpoints(run_dir.ckpt_dir)) if _writes(dist) else None
-    if dist:
-        decided = dist.broadcast(decided)
+    decided = on_rank0(lambda: bool(ckpt.list_checkpoints(run_dir.ckpt_dir)), dist)
     if decided:
         log(f"torchrun restart {os.environ['TORCHELASTIC_RESTART_COUNT']}: resuming the run in {run_dir.out}")
     return bool(decided)
+
+
+def restarted() -> bool:
+    """Whether this job is a torchrun restart (TORCHELASTIC_RESTART_COUNT > 0)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
 
 
 def pick_checkpoint(run_dir: RunDir, log: Callable[[str], None]) -> str:
@@ -74,14 +78,12 @@ def pick_checkpoint(run_dir: RunDir, log: Callable[[str], None]) -> str:
 
 def read_on_rank0(pick: Callable[[], str], dist: dp.DistContext | None) -> tuple[str, dict, dict]:
     """(path, tensors, state) of the checkpoint `pick` names: rank 0 (or the one process) picks and
-    reads it, and under torchrun sends it to every process."""
-    path = tensors = state = None
-    if _writes(dist):
+    reads it, and under torchrun sends it to every process (or its refusal: `rank0.on_rank0`)."""
+    def read() -> tuple[str, dict, dict]:
         path = pick()
-        tensors, state = ckpt.load_checkpoint(path)
-    if dist:
-        path, tensors, state = dist.broadcast((path, tensors, state) if _writes(dist) else None)
-    return path, tensors, state
+        return (path, *ckpt.load_checkpoint(path))
+
+    return on_rank0(read, dist)
 
 
 def read_resume(run_dir: RunDir, net: CompiledNet, spec_path: str, dist: dp.DistContext | None,
@@ -165,8 +167,3 @@ def warm_start_from(init_from: str, net: CompiledNet, seed: int, dist: dp.DistCo
         raise TrainingError(f"--init-from: {exc}") from None
     log(ws.summary(path))
     return ws.params, ws.state, path
-
-
-def _writes(dist: dp.DistContext | None) -> bool:
-    """Whether this process reads and writes the run directory (rank 0, or the one process)."""
-    return dist is None or dist.is_writer
