@@ -74,11 +74,12 @@ def _eval(args) -> int:
     import torch
 
     from ..data.augment import AugmentError
-    from ..data.datasets import DatasetError, open_dataset
+    from ..data.datasets import DatasetError, channel_mapping, detect_layout, open_dataset
     from ..data.loader import make_loader
     from ..training.checkpoint import CheckpointError
     from ..training.errors import TrainingError
     from ..training.evaluate import evaluate_loader
+    from ..training.inputs import fit_class_names
     from ..training.progress import Progress
     from .model import load_model
 
@@ -86,7 +87,16 @@ def _eval(args) -> int:
         model = load_model(args.checkpoint, args.device, args.batch, spec=args.spec)
         c = model.net.input_shape[0]
         args.data = model.data_dir(args.data)
-        ds = open_dataset(args.data, args.split, channels=c, classes=model.class_names)
+        # IDX files label by index: open them with their own classes, so a count unlike the model's shows
+        by_index = detect_layout(args.data) == "idx" and not args.allow_class_mismatch
+        ds = open_dataset(args.data, args.split, channels=c, classes=None if by_index else model.class_names)
+        if not args.allow_class_mismatch:
+            fit_class_names(ds, model.net.classes, args.data,
+                            f"the model {model.path} ({model.net.name}) has {model.net.classes}: evaluate it on "
+                            "data of its classes (--data), or pass --allow-class-mismatch to score it anyway")
+        note = channel_mapping(ds, c)
+        if note:
+            say(note)
         tf = model.eval_transform(args.crops)
         loader = make_loader(ds, tf, args.batch, num_workers=args.workers, limit_batches=args.limit_batches)
         bar = Progress(len(loader), 0, "evaluating", enabled=True, log=say)
@@ -230,6 +240,9 @@ def register(sub: Any) -> None:
     e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where to run: auto (a GPU when there is one), cpu or cuda (default auto)")
     e.add_argument("--spec", help="run it as this spec: the same network placed otherwise (e.g. one device)")
+    e.add_argument("--allow-class-mismatch", action="store_true",
+                   help="evaluate on a dataset whose class count differs from the model's (IDX labels taken as the "
+                        "model's first classes); without it that is an error naming both counts")
     e.set_defaults(func=_eval)
 
     p = sub.add_parser("predict", help="top-5 classes with probabilities for images",
