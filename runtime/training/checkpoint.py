@@ -213,6 +213,20 @@ def save_checkpoint(directory: str | os.PathLike, tensors: Mapping[str, Any], st
     return json_path
 
 
+def weights_record(net: Any, classes: list[str], data_config: Mapping[str, Any] | None = None,
+                   **extra: Any) -> dict:
+    """The record of a checkpoint of weights that no training of ours wrote (an import, a module trained
+    in one's own loop): what `eval`, `predict`, `export`, the figures and `--init-from` read, at epoch 0."""
+    from ...compiler.pipeline import plain, spec_hash
+
+    spec_data = plain(net.spec)
+    if data_config is not None:
+        spec_data["data"] = dict(data_config)
+    return {"spec": spec_data, "spec_name": net.name, "spec_hash": spec_hash(spec_data), "classes": classes,
+            "data_config": spec_data.get("data") or {}, "data_stats": None, "input_shape": list(net.input_shape),
+            "epoch": 0, "history": [], **extra}
+
+
 def new_file_mode() -> int:
     """The mode ``open(path, "w")`` gives a new file (0666 less the umask): one mode for both files of
     a checkpoint. The umask is read from /proc where it can be (setting it to read it races threads)."""
