@@ -12,10 +12,11 @@ update count t in the checkpoint's record, so a resumed run continues exactly.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from typing import Mapping
 
 import torch
+
+from .update_groups import update_groups
 
 STATE_PREFIXES = ("exp_avg/", "exp_avg_sq/")
 
@@ -41,24 +42,22 @@ class AdamW:
         self.steps += 1
         bias1 = 1 - self.beta1 ** self.steps
         bias2_sqrt = math.sqrt(1 - self.beta2 ** self.steps)
-        groups: dict[tuple, list[str]] = defaultdict(list)
-        for name in grads:
-            groups[(self.params[name].device, *self.mults.get(name, (1.0, 1.0)))].append(name)
-        for (_, lr_mult, decay_mult), names in groups.items():
-            w = [self.params[n] for n in names]
-            m = [self.exp_avg[n] for n in names]
-            v = [self.exp_avg_sq[n] for n in names]
-            g = [grads[n] for n in names]
+        for (lr_mult, decay_mult), groups in update_groups(grads, self.params, self.mults).items():
             eps = lr * lr_mult
-            if self.weight_decay * decay_mult:
-                torch._foreach_mul_(w, 1 - eps * self.weight_decay * decay_mult)
-            torch._foreach_lerp_(m, g, 1 - self.beta1)
-            torch._foreach_mul_(v, self.beta2)
-            torch._foreach_addcmul_(v, g, g, value=1 - self.beta2)
-            denom = torch._foreach_sqrt(v)
-            torch._foreach_div_(denom, bias2_sqrt)
-            torch._foreach_add_(denom, self.eps)
-            torch._foreach_addcdiv_(w, m, denom, value=-eps / bias1)
+            for names in groups:
+                w = [self.params[n] for n in names]
+                m = [self.exp_avg[n] for n in names]
+                v = [self.exp_avg_sq[n] for n in names]
+                g = [grads[n] for n in names]
+                if self.weight_decay * decay_mult:
+                    torch._foreach_mul_(w, 1 - eps * self.weight_decay * decay_mult)
+                torch._foreach_lerp_(m, g, 1 - self.beta1)
+                torch._foreach_mul_(v, self.beta2)
+                torch._foreach_addcmul_(v, g, g, value=1 - self.beta2)
+                denom = torch._foreach_sqrt(v)
+                torch._foreach_div_(denom, bias2_sqrt)
+                torch._foreach_add_(denom, self.eps)
+                torch._foreach_addcdiv_(w, m, denom, value=-eps / bias1)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         out = {f"exp_avg/{n}": t for n, t in self.exp_avg.items()}

@@ -11,13 +11,13 @@ Every optimiser has `kind`, `state_prefixes` (its checkpoint tensors' prefixes),
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from typing import Mapping
 
 import torch
 
 from ...compiler.schema import with_defaults
 from .adamw import AdamW
+from .update_groups import update_groups
 
 
 class SGD:
@@ -37,20 +37,17 @@ class SGD:
 
     @torch.no_grad()
     def step(self, grads: Mapping[str, torch.Tensor], lr: float) -> None:
-        # Group by (device, multipliers) so each group is a handful of fused foreach kernels.
-        groups: dict[tuple, list[str]] = defaultdict(list)
-        for name in grads:
-            groups[(self.params[name].device, *self.mults.get(name, (1.0, 1.0)))].append(name)
-        for (_, lr_mult, decay_mult), names in groups.items():
-            w = [self.params[n] for n in names]
-            v = [self.velocity[n] for n in names]
-            g = [grads[n] for n in names]
+        for (lr_mult, decay_mult), groups in update_groups(grads, self.params, self.mults).items():
             eps = lr * lr_mult
-            torch._foreach_mul_(v, self.momentum)
-            if self.weight_decay * decay_mult:
-                torch._foreach_add_(v, w, alpha=-self.weight_decay * decay_mult * eps)
-            torch._foreach_add_(v, g, alpha=-eps)
-            torch._foreach_add_(w, v)
+            for names in groups:
+                w = [self.params[n] for n in names]
+                v = [self.velocity[n] for n in names]
+                g = [grads[n] for n in names]
+                torch._foreach_mul_(v, self.momentum)
+                if self.weight_decay * decay_mult:
+                    torch._foreach_add_(v, w, alpha=-self.weight_decay * decay_mult * eps)
+                torch._foreach_add_(v, g, alpha=-eps)
+                torch._foreach_add_(w, v)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return {f"momentum/{n}": v for n, v in self.velocity.items()}

@@ -99,25 +99,30 @@ def _final_params(out):
     return {k: v for k, v in tensors.items() if k.startswith(("param/", "momentum/", "exp_avg"))}, state
 
 
+def _interrupted(monkeypatch, at: int, opts: TrainOptions) -> None:
+    """Train `opts` until its `at`-th training step, where a Ctrl-C (KeyboardInterrupt) stops it."""
+    real_step = Trainer.train_step
+    calls = {"n": 0}
+
+    def interrupting(self, images, labels, step):
+        calls["n"] += 1
+        if calls["n"] == at:
+            raise KeyboardInterrupt
+        return real_step(self, images, labels, step)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(opts).run()
+    monkeypatch.setattr(Trainer, "train_step", real_step)
+
+
 def test_resume_after_interrupt_equals_uninterrupted(tiny, tmp_path, monkeypatch):
     spec, data = tiny
     straight = tmp_path / "straight"
     Trainer(_opts(spec, data, straight, epochs=2)).run()
 
     stopped = tmp_path / "stopped"
-    real_step = Trainer.train_step
-    calls = {"n": 0}
-
-    def interrupt_at_11(self, images, labels, step):
-        calls["n"] += 1
-        if calls["n"] == 11:               # mid-epoch 2 (8 batches per epoch)
-            raise KeyboardInterrupt
-        return real_step(self, images, labels, step)
-
-    monkeypatch.setattr(Trainer, "train_step", interrupt_at_11)
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(_opts(spec, data, stopped, epochs=2)).run()
-    monkeypatch.setattr(Trainer, "train_step", real_step)
+    _interrupted(monkeypatch, 11, _opts(spec, data, stopped, epochs=2))   # mid-epoch 2 (8 batches per epoch)
     _, state = ckpt.load_checkpoint(str(stopped / "checkpoints"))
     assert (state["epoch"], state["batch"], state["step"]) == (1, 2, 10)
 
@@ -139,19 +144,7 @@ def test_adamw_with_warm_up_and_cosine_resumes_exactly(tiny, tmp_path, monkeypat
     straight = tmp_path / "straight"
     Trainer(_opts(spec, data, straight, **kw)).run()
     stopped = tmp_path / "stopped"
-    real_step = Trainer.train_step
-    calls = {"n": 0}
-
-    def interrupt_at_11(self, images, labels, step):
-        calls["n"] += 1
-        if calls["n"] == 11:
-            raise KeyboardInterrupt
-        return real_step(self, images, labels, step)
-
-    monkeypatch.setattr(Trainer, "train_step", interrupt_at_11)
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(_opts(spec, data, stopped, **kw)).run()
-    monkeypatch.setattr(Trainer, "train_step", real_step)
+    _interrupted(monkeypatch, 11, _opts(spec, data, stopped, **kw))
     with pytest.raises(TrainingError, match="trained with adamw; cannot resume it with sgd"):
         Trainer(_opts(spec, data, stopped, resume=True, optimizer="sgd")).run()
     Trainer(_opts(spec, data, stopped, resume=True)).run()   # the spec says sgd: the run's own options continue
@@ -174,19 +167,7 @@ def test_resume_without_repeating_the_options_continues_the_same_run(tiny, tmp_p
     Trainer(_opts(spec, data, straight, epochs=3, seed=3, batch_size=16)).run()
 
     stopped = tmp_path / "stopped"
-    real_step = Trainer.train_step
-    calls = {"n": 0}
-
-    def interrupt_at_20(self, images, labels, step):
-        calls["n"] += 1
-        if calls["n"] == 20:               # mid-epoch 2 (16 batches per epoch)
-            raise KeyboardInterrupt
-        return real_step(self, images, labels, step)
-
-    monkeypatch.setattr(Trainer, "train_step", interrupt_at_20)
-    with pytest.raises(KeyboardInterrupt):
-        Trainer(_opts(spec, data, stopped, epochs=3, seed=3, batch_size=16)).run()
-    monkeypatch.setattr(Trainer, "train_step", real_step)
+    _interrupted(monkeypatch, 20, _opts(spec, data, stopped, epochs=3, seed=3, batch_size=16))   # mid-epoch 2
     for kw in (dict(seed=4), dict(batch_size=32)):
         with pytest.raises(TrainingError, match="resume"):
             Trainer(_opts(spec, data, stopped, resume=True, **kw)).run()
