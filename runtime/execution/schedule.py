@@ -57,6 +57,15 @@ class LRSchedule:
         progress = min(max(step - self.warmup_steps, 0) / span, 1.0)
         return self.min_lr + (self.lr - self.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
+    def describe(self) -> str:
+        """'lr 0.01' for a constant rate; the schedule and warm-up otherwise (the start of a run's log)."""
+        text = f"lr {self.lr:g}"
+        if self.kind != "constant":
+            text += f", {self.kind} schedule" + (f" to {self.min_lr:g}" if self.kind == "cosine" else "")
+        if self.warmup_steps:
+            text += f", warm-up over {self.warmup_steps} update{'s' if self.warmup_steps != 1 else ''}"
+        return text
+
     def end_epoch(self, epoch: int, val_top1_error: float | None) -> bool:
         """Update after `epoch` (1-based) finished; True when the epoch-level learning rate changed."""
         if self.kind == "step":

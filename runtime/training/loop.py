@@ -1,4 +1,4 @@
-"""Training as the paper did it: the spec's SGD, schedule, data and checkpoints, on the bound graph.
+"""Training as the paper did it: the spec's SGD (or AdamW), schedule, data and checkpoints, on the bound graph.
 
 `Trainer(TrainOptions(...)).run()` compiles the spec, binds it (two GPUs, one GPU with a stream per
 tower, or the CPU with the reference backend), draws the initial weights from the spec, and runs
@@ -12,11 +12,15 @@ This module is the epoch loop; the rest of a run has a module each:
 
 * `options`: what was asked (`TrainOptions`) and what the run trains with (`RunConfig`), resolved
   once from the spec (the schema's defaults), the command line and a resumed checkpoint;
-* `run_dir`: one run per directory, its lock, and the metrics rewritten on resume;
+* `run_dir`: one run per directory, its lock, and the metrics rewritten on resume; `versions`: the
+  directory a run gets without --out (runs/<spec name>/version_N); `rank0`: what rank 0 decides for
+  every process under torchrun (the directory, whether it may be used, the checkpoint read);
 * `resume`: which checkpoint a resumed run continues, checked against the spec, and what it restores;
   `--init-from`'s read (the matching of layers is `warm_start`);
 * `inputs`: the datasets, class names, statistics and transforms; `evaluate`: validation and
-  prediction; `signals`: SIGTERM saved like Ctrl-C; `errors`: the exceptions of all of these.
+  prediction; `progress`: the bar, and progress lines in a log; `signals`: SIGTERM saved like Ctrl-C;
+  `errors`: the exceptions of all of these. The optimiser (SGD or AdamW) and the learning-rate
+  schedule are `execution.optim` and `execution.schedule`.
 
 Nothing is lost and nothing wrong is saved: divergence is caught before it is saved (a non-finite
 loss, gradient norm or parameter after any step, the last of an epoch included, or a non-finite
@@ -62,7 +66,7 @@ from .progress import Progress
 from .rank0 import on_rank0
 from .run_dir import RunDir
 from .signals import SignalGuard
-from .versions import new_version, newest_run, newest_version, spec_runs
+from .versions import choose
 
 
 def _data_seed(seed: int) -> int:
@@ -172,16 +176,6 @@ class Trainer:
             self.log(f"precision {p.name}: " + ("bf16 compute, fp32 master weights, SGD state and loss"
                                                 if p.mixed else "parameters, values and gradients in float64"))
 
-    def _describe_update(self) -> str:
-        """'lr 0.01' for the paper's SGD at a constant rate; the optimizer and schedule otherwise."""
-        s = self.schedule
-        text = f"lr {s.lr:g}" + (f", {self.opt.kind}" if self.opt.kind != "sgd" else "")
-        if s.kind != "constant":
-            text += f", {s.kind} schedule" + (f" to {s.min_lr:g}" if s.kind == "cosine" else "")
-        if s.warmup_steps:
-            text += f", warm-up over {_plural(s.warmup_steps, 'update')}"
-        return text
-
     def _steps_per_epoch(self) -> int:
         """The updates in one epoch: full global batches of the training set, at most the batch limit."""
         full = len(self.inputs.train_set) // self.cfg.batch_size
@@ -253,7 +247,8 @@ class Trainer:
             self.log(f"resumed from {resumed.path}: epoch {pos.epoch + 1}, batch {pos.batch}, step {pos.step}")
         self.log(f"training {self.net.name} ({self.opts.spec}) on {self.inputs.root}: {len(self.inputs.train_set)} "
                  f"training / {len(self.inputs.val_set)} validation images, batch {self.cfg.batch_size}, "
-                 f"{_plural(self.cfg.epochs, 'epoch')}, {self._describe_update()}; writing to {self.opts.out}")
+                 f"{_plural(self.cfg.epochs, 'epoch')}, {self.schedule.describe()}"
+                 f"{', ' + self.opt.kind if self.opt.kind != 'sgd' else ''}; writing to {self.opts.out}")
         last_good = None
         try:
             while pos.epoch < self.cfg.epochs:
@@ -303,34 +298,16 @@ class Trainer:
         return pos, ckpt.params_from(resumed.tensors), ckpt.state_from(resumed.tensors), resumed
 
     def _choose_run_dir(self) -> None:
-        """No --out: a new runs/<spec name>/version_N, or for --resume (and a torchrun restart) the newest
-        run of the spec; rank 0 chooses (and creates) it for every process."""
-        runs = spec_runs(self.spec_net.name)
-
-        def choose() -> tuple[str, bool]:
-            if self.opts.overwrite:
-                raise TrainingError("--overwrite replaces the run in --out: give --out DIR (without --out every run "
-                                    f"gets a new directory, {runs}/version_N)")
-            if self.opts.resume and newest_version(runs) is not None:
-                return newest_run(runs), False        # the newest run that has a checkpoint
-            if resume.restarted() and newest_version(runs) is not None:
-                return newest_version(runs), False    # this job's own run, checkpoint or not
-            if self.opts.resume:
-                raise TrainingError(f"--resume: no run of {self.spec_net.name} in {runs} to continue (runs without "
-                                    "--out go to version_N there); give --out DIR to resume a run elsewhere")
-            try:
-                return new_version(runs), True
-            except OSError as exc:
-                raise TrainingEnvironmentError(f"{runs}: cannot create the run directory: "
-                                               f"{exc.strerror or exc}") from None
-
-        out, created = on_rank0(choose, self.dist)
+        """No --out: rank 0 chooses (and creates) the run's directory for every process (`versions.choose`)."""
+        name = self.spec_net.name
+        out, created = on_rank0(lambda: choose(name, resume=self.opts.resume, restarted=resume.restarted(),
+                                               overwrite=self.opts.overwrite), self.dist)
         if created and self.writes:
             self._created = out
         self.opts = replace(self.opts, out=out)
         self.run_dir = RunDir(out, self.log)
         self.log(f"run directory: {out} (" + ("a new one for this run; --out DIR to choose" if created else
-                                              f"the newest run of {self.spec_net.name}") + ")")
+                                              f"the newest run of {name}") + ")")
 
     def _claim(self, resuming: bool) -> None:
         """Take the run directory's lock and check it may hold this run (rank 0 only)."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import re
 
+from .errors import TrainingEnvironmentError, TrainingError
+
 RUNS_ROOT = "runs"
 _VERSION = re.compile(r"^version_(\d{1,9})$")
 
@@ -64,3 +66,26 @@ def newest_run(path: str) -> str:
     with_checkpoints = [p for _, p in found if os.path.isdir(os.path.join(p, "checkpoints"))
                         and any(f.endswith(".json") for f in os.listdir(os.path.join(p, "checkpoints")))]
     return with_checkpoints[-1] if with_checkpoints else found[-1][1]
+
+
+def choose(spec_name: str, *, resume: bool, restarted: bool, overwrite: bool,
+           root: str = RUNS_ROOT) -> tuple[str, bool]:
+    """The directory of a run given no --out, and whether it was created for it: a new version; for
+    --resume the spec's newest run with a checkpoint; for a torchrun restart the newest (the job's own,
+    checkpoint or not). TrainingError for --overwrite (nothing to replace) and for --resume of a spec
+    that has no run."""
+    runs = spec_runs(spec_name, root)
+    if overwrite:
+        raise TrainingError("--overwrite replaces the run in --out: give --out DIR (without --out every run "
+                            f"gets a new directory, {runs}/version_N)")
+    if resume and newest_version(runs) is not None:
+        return newest_run(runs), False
+    if restarted and newest_version(runs) is not None:
+        return newest_version(runs), False
+    if resume:
+        raise TrainingError(f"--resume: no run of {spec_name} in {runs} to continue (runs without --out go to "
+                            "version_N there); give --out DIR to resume a run elsewhere")
+    try:
+        return new_version(runs), True
+    except OSError as exc:
+        raise TrainingEnvironmentError(f"{runs}: cannot create the run directory: {exc.strerror or exc}") from None
