@@ -194,8 +194,8 @@ def register(sub: Any) -> None:
                    help="where to run: auto (a GPU when there is one), cpu or cuda (default auto)")
     t.add_argument("--workers", type=int, help="data loading processes (default: min(4, cores))")
     t.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its newest checkpoint that verifies (--lr and --epochs "
-                        "apply from there)")
+                   help="continue the run in --out (without --out: the spec's newest run in runs/<spec name>) from "
+                        "its newest checkpoint that verifies (--lr, --epochs, --weight-decay ... apply from there)")
     t.add_argument("--init-from", metavar="RUN_OR_CHECKPOINT",
                    help="start from another run's weights (fine-tuning): every layer it holds with the same name "
                         "and shape is loaded, the others (e.g. a classifier for other classes) start fresh")
