@@ -1,5 +1,5 @@
-"""The compiler driver: spec file -> resolved (variants) -> expanded (blocks) -> validated spec -> lowered
-graph -> passes. Pure Python (no torch).
+"""The compiler driver: spec file -> resolved (variants) -> expanded (blocks) -> classifiers sized for
+`classes` (classifier) -> validated spec -> lowered graph -> passes. Pure Python (no torch).
 
     net = compile_spec("specs/alexnet.yaml", batch=128)
     net.graph          # forward graph: shapes at batch 128, devices placed, copy nodes inserted
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .blocks import expand, locate_errors
+from .classifier import base_classes, follow_classes
 from .errors import ShapeError, SpecError, SpecErrors
 from .graph import Graph
 from .lower import LayerInfo, lower
@@ -27,8 +28,10 @@ from .variants import resolve
 
 
 def load_spec(path: str | os.PathLike) -> SpecMap:
-    """Read a spec file, follow `base:`, expand blocks, validate; raise SpecErrors with every problem found."""
-    return validate_spec(expand(resolve(str(path))))
+    """Read a spec file, follow `base:`, expand blocks, resize the classifiers a variant's `classes`
+    changes, validate; raise SpecErrors with every problem found."""
+    resolved = resolve(str(path))
+    return validate_spec(follow_classes(expand(resolved), base_classes(resolved)))
 
 
 def validate_spec(spec: SpecMap) -> SpecMap:

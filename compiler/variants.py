@@ -9,7 +9,9 @@ A variant is a small file that names a base spec and changes it:
 * ``remove_layers: [NAME, ...]`` drops layers;
 * ``insert_layers: [{after: NAME | before: NAME, layers: [...]}]`` adds layers.
 
-Edits are applied in that order (modify, remove, insert). Each file is schema-checked on its own before
+Edits are applied in that order (modify, remove, insert). The merged spec remembers its bases'
+``classes`` (`classifier.base_classes`): a classifier inherited for other classes follows the
+variant's ``classes`` (see `classifier`). Each file is schema-checked on its own before
 merging (see `validate.validate_file`), so errors point into the file that holds the mistake.
 
 ``base:`` is a path relative to the variant's file or, as on the command line, the name of a spec shipped
@@ -23,6 +25,7 @@ import copy
 import os
 from typing import Any
 
+from .classifier import BASE_CLASSES_ATTR, base_classes
 from .errors import Mark, SpecError, SpecErrors, did_you_mean
 from .limits import excerpt, limit, raise_hint
 from .source import SpecList, SpecMap, parse_yaml, read_spec_text
@@ -181,4 +184,7 @@ def resolve(path: str, _stack: tuple[str, ...] = (), _display: str | None = None
     merged.mark = raw.mark
     merged.key_marks.pop("base", None)
     merged.pop("base", None)
+    # The classes each base had: a classifier still sized for one of them follows this spec's
+    # `classes` once blocks are expanded (`classifier.follow_classes`).
+    setattr(merged, BASE_CLASSES_ATTR, (*base_classes(base), base.get("classes")))
     return merged

@@ -32,6 +32,8 @@ OTHER_MEANINGS = {
     ("compiler/schema/build.py", "momentum"): "SGD's momentum (the training section)",
     ("runtime/training/options.py", "momentum"): "SGD's momentum (the training section)",
     ("runtime/execution/optim.py", "momentum"): "SGD's momentum (the training section's default)",
+    ("compiler/schema/build.py", "eps"): "AdamW's epsilon (the training section's optimizer)",
+    ("runtime/execution/optim.py", "eps"): "AdamW's epsilon (the training section's optimizer)",
     ("compiler/cost/devices.py", "device"): "a named GPU of the device table",
     ("runtime/profile/report.py", "device"): "a profile row's device (JSON key)",
     ("runtime/profile/predict_report.py", "device"): "the predicted GPU and a row's device (JSON keys)",

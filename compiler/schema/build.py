@@ -80,8 +80,9 @@ BLOCKS = {"type": "object", "description": "Named templates of layers, instantia
                              "description": "The template's layers; 'in' is the instance's input."},
                   "doc": {"type": "string"}}}}
 SCHEDULE = {"type": "object", "additionalProperties": False, "required": ["type"], "default": {"type": "constant"},
-            "description": "How the learning rate changes between epochs (default: constant).", "properties": {
-    "type": {"enum": ["constant", "plateau", "step"]},
+            "description": "How the learning rate changes (default: constant): between epochs (step, plateau) or "
+                           "at every update (cosine), after an optional linear warm-up.", "properties": {
+    "type": {"enum": ["constant", "plateau", "step", "cosine"]},
     "factor": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "default": 0.1,
                "description": "Multiply the lr by this (0.1: divide by 10)."},
     "max_drops": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 3,
@@ -89,7 +90,22 @@ SCHEDULE = {"type": "object", "additionalProperties": False, "required": ["type"
     "patience": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 1,
                  "description": "plateau: epochs without improvement of validation top-1 error before a drop."},
     "every": {"type": "integer", "minimum": 1, "maximum": 100000, "default": 30,
-              "description": "step: drop every this many epochs."}}}
+              "description": "step: drop every this many epochs."},
+    "warmup_epochs": {"type": "number", "minimum": 0, "maximum": 100000, "default": 0,
+                      "description": "Any type: raise the lr linearly from lr/W to lr over the first W updates, W = "
+                                     "warmup_epochs x updates per epoch (fractions allowed; 0: no warm-up)."},
+    "min_lr": {"type": "number", "minimum": 0, "maximum": 100, "default": 0,
+               "description": "cosine: the lr the decay ends at, after the last update of the last epoch."}}}
+OPTIMIZER = {"type": "object", "additionalProperties": False, "required": ["type"], "default": {"type": "sgd"},
+             "description": "The optimiser: sgd (the paper's, with momentum; default) or adamw (Adam with "
+                            "decoupled weight decay). weight_decay and the layers' lr_mult/decay_mult apply to "
+                            "both.", "properties": {
+    "type": {"enum": ["sgd", "adamw"]},
+    "betas": {"type": "array", "minItems": 2, "maxItems": 2, "default": [0.9, 0.999],
+              "items": {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
+              "description": "adamw: the decay rates of the first and second moment estimates."},
+    "eps": {"type": "number", "exclusiveMinimum": 0, "maximum": 1, "default": 1e-8,
+            "description": "adamw: added to the second moment's root in the denominator."}}}
 # The training defaults live here and nowhere else (the paper's values where it has one): the runtime
 # reads them from the shipped schema (`schema.with_defaults`), docs/spec.md documents them.
 TRAIN = {"type": "object", "additionalProperties": False, "properties": {
@@ -100,10 +116,12 @@ TRAIN = {"type": "object", "additionalProperties": False, "properties": {
              "description": "Seeds the initial weights, data order, augmentation and dropout."},
     "lr": {"type": "number", "exclusiveMinimum": 0, "maximum": 100, "default": 0.01,
            "description": "Base learning rate (the paper: 0.01)."},
+    "optimizer": OPTIMIZER,
     "momentum": {"type": "number", "minimum": 0, "exclusiveMaximum": 1, "default": 0.9,
                  "description": "SGD momentum (the paper: 0.9)."},
     "weight_decay": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.0005,
-                     "description": "L2 weight decay (the paper: 0.0005), scaled per parameter by decay_mult."},
+                     "description": "Weight decay (the paper: 0.0005), scaled per parameter by decay_mult: SGD's L2 "
+                                    "term, AdamW's decoupled decay (w <- w (1 - lr wd))."},
     "schedule": SCHEDULE,
     "limit_train_batches": {"type": "integer", "minimum": 1,
                             "description": "Use at most this many batches per epoch (quick runs)."},

@@ -63,11 +63,13 @@ def _write_text(path: str, text: str) -> None:
 
 
 def _specs(args) -> int:
-    from .specs import shipped_dir, shipped_specs
+    from .specs import description, shipped_dir, shipped_specs
 
-    print(f"specs shipped in {shipped_dir()}:")
-    for s in shipped_specs():
-        print(f"  {s[:-5]}")
+    print(f"specs shipped in {shipped_dir()} (give the name to any command, e.g. alexnetc train variants/mini):")
+    names = shipped_specs()
+    width = max(len(s) - 5 for s in names)
+    for s in names:
+        print(f"  {s[:-5]:<{width}}  {description(s)}".rstrip())
     return 0
 
 
@@ -98,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the flat spec (base and edits applied, blocks expanded) as YAML instead")
     c.set_defaults(func=_compile)
 
-    s = sub.add_parser("specs", help="list the specs shipped with alexnetc")
+    s = sub.add_parser("specs", help="list the specs shipped with alexnetc, each with its description")
     s.set_defaults(func=_specs)
 
     from . import commands  # the runtime commands (train, eval, predict, figures) register themselves

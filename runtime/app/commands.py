@@ -8,16 +8,22 @@ import argparse
 import os
 from typing import Any
 
+from ..training.progress import LOG_EVERY_S
 from .errors import UserError, say
 
 EPILOG_TRAIN = """examples:
   alexnetc train                                   # embedded default: two-tower mini AlexNet, Fashion-MNIST
   alexnetc train specs/alexnet.yaml --data /data/imagenet --out runs/alexnet
   alexnetc train specs/alexnet.yaml --synthetic 2560 --epochs 1   # timing without a dataset
-  alexnetc train --resume --out runs/alexnetc      # continue a stopped run exactly where it stopped
-  alexnetc train --overwrite --out runs/alexnetc   # replace the run in runs/alexnetc (one run per directory)
+  alexnetc train --optimizer adamw --lr 0.001 --weight-decay 0.05 --schedule cosine --warmup-epochs 1
+  alexnetc train --resume                          # continue the newest run of the spec where it stopped
+  alexnetc train --resume --out runs/alexnet-mini/version_0   # ... or a given run
+  alexnetc train --overwrite --out runs/mini       # replace the run in runs/mini (one run per directory)
   torchrun --nproc_per_node=2 -m alexnetc train    # data parallel: one replica per process
   alexnetc train my-resnet18-flowers.yaml --data /data/flowers --init-from runs/tv-resnet18   # fine-tune
+
+Runs: without --out each run gets its own directory, runs/<spec name>/version_N (printed at the start);
+eval, predict, the figures and --init-from accept runs/<spec name> for its newest run.
 
 Data: --data DIR takes MNIST-style IDX files or an ImageNet-style tree (DIR/train/<class>/*.jpg,
 DIR/val/<class>/*). Without --data: $ALEXNETC_DATA, else Fashion-MNIST from Debian's
@@ -29,7 +35,7 @@ def _train(args) -> int:
     from ..data.datasets import DatasetError
     from ..execution.distributed import DistributedError
     from ..training.checkpoint import CheckpointError
-    from ..training.errors import Terminated, TrainingEnvironmentError, TrainingError
+    from ..training.errors import StoppedByRank0, Terminated, TrainingEnvironmentError, TrainingError
     from ..training.loop import Trainer
     from ..training.options import TrainOptions
     from .errors import EnvironmentFailure
@@ -37,12 +43,13 @@ def _train(args) -> int:
 
     spec = resolve_spec_path(args.spec)
     opts = TrainOptions(spec=spec, data=args.data, out=args.out, epochs=args.epochs, batch_size=args.batch,
-                        lr=args.lr, device=args.device, workers=args.workers, resume=args.resume,
+                        lr=args.lr, optimizer=args.optimizer, weight_decay=args.weight_decay, schedule=args.schedule,
+                        warmup_epochs=args.warmup_epochs, device=args.device, workers=args.workers, resume=args.resume,
                         overwrite=args.overwrite,
                         limit_train_batches=args.limit_train_batches, limit_val_batches=args.limit_val_batches,
                         seed=args.seed, dtype=args.dtype, init_from=args.init_from,
                         sync_batchnorm=True if args.sync_bn else None,
-                        synthetic=args.synthetic, progress=not args.no_progress,
+                        synthetic=args.synthetic, progress=not args.no_progress, log_every=args.log_every,
                         allow_empty_classes=args.allow_empty_classes, fresh_optimizer=args.fresh_optimizer,
                         log=lambda s: say(s, flush=True),
                         bucket_mb=args.bucket_mb, overlap=not args.no_overlap, dist_timeout=args.dist_timeout)
@@ -50,6 +57,8 @@ def _train(args) -> int:
         say(f"alexnetc train: no spec given, using the embedded default {spec}")
     try:
         Trainer(opts).run()
+    except StoppedByRank0 as exc:   # under torchrun: rank 0 said why, once
+        return exc.status
     except TrainingEnvironmentError as exc:
         raise EnvironmentFailure(str(exc)) from None
     except (AugmentError, DatasetError, CheckpointError, TrainingError, DistributedError) as exc:
@@ -65,21 +74,32 @@ def _eval(args) -> int:
     import torch
 
     from ..data.augment import AugmentError
-    from ..data.datasets import DatasetError, open_dataset
+    from ..data.datasets import DatasetError, channel_mapping, detect_layout, open_dataset
     from ..data.loader import make_loader
     from ..training.checkpoint import CheckpointError
     from ..training.errors import TrainingError
-    from ..training.evaluate import Progress, evaluate_loader
+    from ..training.evaluate import evaluate_loader
+    from ..training.inputs import fit_class_names
+    from ..training.progress import Progress
     from .model import load_model
 
     try:
         model = load_model(args.checkpoint, args.device, args.batch, spec=args.spec)
         c = model.net.input_shape[0]
         args.data = model.data_dir(args.data)
-        ds = open_dataset(args.data, args.split, channels=c, classes=model.class_names)
+        # IDX files label by index: open them with their own classes, so a count unlike the model's shows
+        by_index = detect_layout(args.data) == "idx" and not args.allow_class_mismatch
+        ds = open_dataset(args.data, args.split, channels=c, classes=None if by_index else model.class_names)
+        if not args.allow_class_mismatch:
+            fit_class_names(ds, model.net.classes, args.data,
+                            f"the model {model.path} ({model.net.name}) has {model.net.classes}: evaluate it on "
+                            "data of its classes (--data), or pass --allow-class-mismatch to score it anyway")
+        note = channel_mapping(ds, c)
+        if note:
+            say(note)
         tf = model.eval_transform(args.crops)
         loader = make_loader(ds, tf, args.batch, num_workers=args.workers, limit_batches=args.limit_batches)
-        bar = Progress(len(loader), 0, "evaluating", enabled=True)
+        bar = Progress(len(loader), 0, "evaluating", enabled=True, log=say)
         with torch.no_grad():
             try:
                 r = evaluate_loader(model.executor, loader, model.net.classes, progress=bar)
@@ -149,10 +169,22 @@ def register(sub: Any) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_TRAIN)
     t.add_argument("spec", nargs="?", default=None, help="spec file or shipped name (default: variants/mini)")
     t.add_argument("--data", metavar="DIR", help="dataset directory (IDX files or train/ and val/ folders)")
-    t.add_argument("--out", metavar="DIR", default="runs/alexnetc", help="run directory (default runs/alexnetc)")
+    t.add_argument("--out", metavar="DIR",
+                   help="run directory (default: a new runs/<spec name>/version_N for each run; with --resume, the "
+                        "newest run of the spec)")
     t.add_argument("--epochs", type=int, help="override train.epochs")
     t.add_argument("--batch", type=int, help="override train.batch_size")
-    t.add_argument("--lr", type=float, help="override train.lr")
+    t.add_argument("--lr", type=float, help="override train.lr (cosine: the peak, after any warm-up)")
+    # Checked by the trainer, not argparse choices: a bad value is one line naming the option.
+    t.add_argument("--optimizer", metavar="NAME",
+                   help="override train.optimizer.type: sgd (the paper's, default) or adamw (decoupled weight decay)")
+    t.add_argument("--weight-decay", type=float, metavar="WD", help="override train.weight_decay")
+    t.add_argument("--schedule", metavar="TYPE",
+                   help="override train.schedule.type: constant, step, plateau or cosine (decay to "
+                        "train.schedule.min_lr at every update)")
+    t.add_argument("--warmup-epochs", type=float, metavar="E",
+                   help="override train.schedule.warmup_epochs: linear learning-rate warm-up over the first E epochs' "
+                        "updates (fractions allowed)")
     t.add_argument("--seed", type=int, help="override train.seed")
     # Checked by the trainer, not argparse choices: a bad value is one line naming --dtype.
     t.add_argument("--dtype", metavar="DTYPE",
@@ -162,8 +194,8 @@ def register(sub: Any) -> None:
                    help="where to run: auto (a GPU when there is one), cpu or cuda (default auto)")
     t.add_argument("--workers", type=int, help="data loading processes (default: min(4, cores))")
     t.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its newest checkpoint that verifies (--lr and --epochs "
-                        "apply from there)")
+                   help="continue the run in --out (without --out: the spec's newest run in runs/<spec name>) from "
+                        "its newest checkpoint that verifies (--lr, --epochs, --weight-decay ... apply from there)")
     t.add_argument("--init-from", metavar="RUN_OR_CHECKPOINT",
                    help="start from another run's weights (fine-tuning): every layer it holds with the same name "
                         "and shape is loaded, the others (e.g. a classifier for other classes) start fresh")
@@ -178,7 +210,10 @@ def register(sub: Any) -> None:
     t.add_argument("--limit-train-batches", type=int, help="at most this many batches per epoch")
     t.add_argument("--limit-val-batches", type=int, help="at most this many validation batches")
     t.add_argument("--synthetic", type=int, metavar="N", help="N random images per epoch instead of data")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar, and no progress lines in a log")
+    t.add_argument("--log-every", type=float, default=LOG_EVERY_S, metavar="S",
+                   help="when stdout is not a terminal (a log file), a progress line (batch, loss, images/s, time "
+                        f"left) every S seconds (default {LOG_EVERY_S:g})")
     d = t.add_argument_group("more than one process (under torchrun; ignored otherwise)")
     d.add_argument("--bucket-mb", type=float, default=25.0, metavar="MB",
                    help="gradient all-reduce bucket size (default 25)")
@@ -192,7 +227,7 @@ def register(sub: Any) -> None:
 
     e = sub.add_parser("eval", help="top-1/top-5 error of a checkpoint on a dataset split",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="example:\n  alexnetc eval runs/alexnetc --data /usr/share/datasets/fashion-mnist")
+                       epilog="example:\n  alexnetc eval runs/alexnet-mini --data /usr/share/datasets/fashion-mnist")
     e.add_argument("checkpoint", help="a checkpoint (.json/.safetensors) or a run or checkpoints directory")
     e.add_argument("--data", metavar="DIR",
                    help="dataset directory (default: the one the checkpoint was trained on, else as for train: "
@@ -205,11 +240,14 @@ def register(sub: Any) -> None:
     e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where to run: auto (a GPU when there is one), cpu or cuda (default auto)")
     e.add_argument("--spec", help="run it as this spec: the same network placed otherwise (e.g. one device)")
+    e.add_argument("--allow-class-mismatch", action="store_true",
+                   help="evaluate on a dataset whose class count differs from the model's (IDX labels taken as the "
+                        "model's first classes); without it that is an error naming both counts")
     e.set_defaults(func=_eval)
 
     p = sub.add_parser("predict", help="top-5 classes with probabilities for images",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="example:\n  alexnetc predict runs/alexnetc shoe.png shirt.png --gallery top5.png")
+                       epilog="example:\n  alexnetc predict runs/alexnet-mini shoe.png shirt.png --gallery top5.png")
     p.add_argument("checkpoint", help="a checkpoint or run directory")
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--crops", choices=("center", "ten"),

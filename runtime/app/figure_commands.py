@@ -20,14 +20,14 @@ from .errors import UserError, say
 FEATURES_VERSION = 2
 
 EPILOG_FILTERS = """example:
-  alexnetc filters runs/alexnetc -o filters.png
+  alexnetc filters runs/alexnet-mini -o filters.png
 
 Draws the first convolution layer's kernels (each min-max normalised; RGB for colour input, grey
 for one channel), one block per device: with the two-tower AlexNet, the paper's Figure 3 (one GPU's
 kernels mostly colour-agnostic, the other's mostly colour-specific)."""
 
 EPILOG_NEIGHBORS = """examples:
-  alexnetc neighbors runs/alexnetc --data /usr/share/datasets/fashion-mnist --query shoe.png shirt.png -o nn.png
+  alexnetc neighbors runs/alexnet-mini --data /usr/share/datasets/fashion-mnist --query shoe.png shirt.png -o nn.png
   alexnetc neighbors runs/alexnet --data /data/imagenet --query q.jpg --k 8 --limit 20000 -o nn.png
 
 The training images whose last-hidden-layer features (what the class scores are computed from: fc7 in
@@ -38,13 +38,14 @@ keyed by checkpoint, dataset, split, size, layer and transform; later queries re
 
 EPILOG_COMPARE = """examples:
   alexnetc compare specs/alexnet.yaml variants/tanh --data /data/cifar --target-error 0.25 --out runs/relu-vs-tanh
-  alexnetc compare variants/mini variants/no-lrn --epochs 3 --limit-train-batches 50
+  alexnetc compare variants/mini variants/mini-tanh --epochs 3 --limit-train-batches 50   # Fashion-MNIST, on a CPU
 
 Trains each spec with the same seed, data and epoch budget (each in OUT/<name>/, checkpointed), plots
 their training error per epoch on one PNG (OUT/compare.png unless --png) and prints how many epochs
 each took to reach the target training error, and the ratio to the fastest (the paper's Figure 1:
 ReLU reaches 25% error six times faster than tanh). Re-running the same command resumes an
-interrupted comparison; finished runs are not retrained."""
+interrupted comparison; finished runs are not retrained. Every spec is compiled and checked against the
+data (channels, class count) before the first is trained."""
 
 
 def _load_model(path: str, device: str, batch: int = 64):
@@ -431,6 +432,7 @@ def _compare(args) -> int:
     from ..data.datasets import DatasetError
     from ..training.checkpoint import CheckpointError
     from ..training.errors import TrainingEnvironmentError, TrainingError
+    from ..training.inputs import check_data
     from ..training.loop import Trainer
     from ..training.options import TrainOptions, train_settings
     from .figures import draw_compare
@@ -446,6 +448,12 @@ def _compare(args) -> int:
     _check_output(png, "--png")
     paths = [resolve_spec_path(s) for s in args.specs]
     nets = [compile_spec(p) for p in paths]      # every spec error before any training
+    opened: dict = {}
+    for spec, path, net in zip(args.specs, paths, nets):   # and every spec against the data
+        try:
+            check_data(net, args.data, path, opened)
+        except (DatasetError, TrainingError) as exc:
+            raise UserError(f"{spec}: {exc} (nothing was trained)") from None
     first = train_settings(nets[0])
     epochs = args.epochs or first["epochs"]
     seed = args.seed if args.seed is not None else first["seed"]

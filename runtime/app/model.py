@@ -71,7 +71,10 @@ class Model:
             return recorded
         from ..data.datasets import find_default_dataset
 
-        return find_default_dataset()
+        default = find_default_dataset()
+        say(f"no --data given and {self.path} records no dataset that still exists"
+            f"{' (it was trained on synthetic images)' if recorded == 'synthetic' else ''}: using {default}")
+        return default
 
     def read_image(self, path: str) -> Any:
         """An image file decoded in the network's channel mode and mapped onto its input (`fit_image`,

@@ -2,7 +2,7 @@
 (measured), or where they would go on a named GPU (`--predict`, the roofline, nothing run).
 
     alexnetc profile variants/mini --batch 128                 # measured on this machine
-    alexnetc profile runs/alexnetc --sort total --json p.json  # a run's network and weights
+    alexnetc profile runs/alexnet-mini --sort total --json p.json  # a run's network and weights
     alexnetc profile alexnet --batch 128 --predict h100        # bounds on an H100, without one
     alexnetc profile variants/mini --trace mini.json           # open in Perfetto or chrome://tracing
 """
@@ -16,7 +16,7 @@ from .errors import UserError, say
 
 EPILOG = """examples:
   alexnetc profile variants/mini --batch 128             # per layer and device: ms, FLOPs, bytes, % of peak
-  alexnetc profile runs/alexnetc --sort total            # a run's network (its checkpoint's spec and weights)
+  alexnetc profile runs/alexnet-mini --sort total            # a run's network (its checkpoint's spec and weights)
   alexnetc profile alexnet --batch 128 --predict h100    # roofline bounds on a named GPU, nothing run
   alexnetc profile resnet50 --batch 256 --predict a100 --dtype bfloat16 --expand layer4
   alexnetc profile variants/mini --trace mini-trace.json # a Chrome trace: one lane per device

@@ -13,7 +13,7 @@ from typing import Any
 from .errors import UserError, say, write_failure
 
 EPILOG_EXPORT = """examples:
-  alexnetc export runs/alexnetc -o mini.onnx
+  alexnetc export runs/alexnet-mini -o mini.onnx
   alexnetc export runs/alexnet/checkpoints/ckpt-000090-e0090.json -o alexnet.onnx --verify
 
 The model's input is `data` (N, C, H, W) float32, already normalised as the run's evaluation transform

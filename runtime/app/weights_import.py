@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from ...compiler.pipeline import plain, spec_hash
+from ...compiler.pipeline import plain
 
 
 class WeightsError(Exception):
@@ -266,7 +266,7 @@ def import_weights(arch_name: str, weights: str, out: str, classes: str | None =
     into instead of the architecture's shipped one (another data section, e.g. the evaluation resize
     of other published weights; other names or placement)."""
     from ...compiler import compile_spec
-    from ..training.checkpoint import PARAM_PREFIX, STATE_PREFIX, save_checkpoint
+    from ..training.checkpoint import PARAM_PREFIX, STATE_PREFIX, save_checkpoint, weights_record
     from ..training.run_contents import refuse_new_run, run_contents
     from .specs import resolve_spec_path
 
@@ -287,12 +287,9 @@ def import_weights(arch_name: str, weights: str, out: str, classes: str | None =
         net = given
     names = read_class_names(classes, net.classes)
     params, bn_state = map_state_dict(net, arch, read_state_dict(weights), weights)
-    spec_data = plain(net.spec)
-    spec_data["data"] = {**arch.data, **(spec_data.get("data") or {})}   # the spec's keys win
-    state = {"spec": spec_data, "spec_name": net.name, "spec_hash": spec_hash(spec_data), "classes": names,
-             "data_config": spec_data["data"], "data_stats": None,
-             "input_shape": list(net.input_shape), "epoch": 0, "history": [],
-             "imported": {"architecture": arch_name, "weights": os.path.abspath(weights), "sha256": _sha256(weights)}}
+    state = weights_record(net, names, {**arch.data, **net.settings("data")},   # the spec's keys win
+                           imported={"architecture": arch_name, "weights": os.path.abspath(weights),
+                                     "sha256": _sha256(weights)})
     tensors = {PARAM_PREFIX + k: v for k, v in params.items()}
     tensors.update({STATE_PREFIX + k: v for k, v in bn_state.items()})
     return save_checkpoint(ckpt_dir, tensors, state, tag="imported")

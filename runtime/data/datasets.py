@@ -351,6 +351,19 @@ class IdxDataset:
         return f"IdxDataset({self.root!r}, split={self.split!r}, {len(self)} images, {self.kind})"
 
 
+def channel_mapping(dataset: Any, channels: int) -> str | None:
+    """One sentence saying how a dataset's images are mapped onto `channels` input channels, when they
+    are (grey IDX images repeated onto 3; colour images of a tree converted to grey for 1); None when
+    they are used as they are."""
+    if isinstance(dataset, IdxDataset) and channels == 3:
+        return (f"the images in {dataset.root} are grey: each is repeated on the network's 3 input channels "
+                "(R = G = B)")
+    if isinstance(dataset, ImageFolder) and channels == 1:
+        return (f"the network has 1 input channel: the images in {dataset.root} are converted to grey "
+                "(L = 0.299 R + 0.587 G + 0.114 B; grey images as they are)")
+    return None
+
+
 # --------------------------------------------------------------------------- discovery
 
 def find_default_dataset() -> str:

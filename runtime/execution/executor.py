@@ -38,7 +38,7 @@ value between ops is bf16 (the loss backward's fp32 logit gradient is cast once,
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
 import torch
@@ -201,6 +201,15 @@ class Executor:
             (self._forward if id(node) in forward_ids else self._backward).append(step)
         self._var_ids = {n.name: id(n) for n in nodes if n.is_variable}
         self._grad_heads = {(id(h.node), h.index): name for name, h in self.program.grad_heads.items()}
+        # The main head's class scores (what its loss reads), and the backward steps that seed each loss
+        # head's gradient (those reading a loss node's output): what `forward(scores=True)` returns and
+        # `backward(scores_grad=...)` replaces.
+        main_loss = self.program.loss_heads[0][0].node
+        scores = main_loss.inputs[0]
+        self._scores_key = (id(scores.node), scores.index)
+        loss_ids = {id(loss.node) for loss, _ in self.program.loss_heads}
+        self._seed_steps = {id(s.node): any(key[0] == id(main_loss) for key in s.inputs)
+                            for s in self._backward if any(key[0] in loss_ids for key in s.inputs)}
         self._node_ids = defaultdict(lambda: None, {n.name: id(n) for n in nodes})
         self._heads = list(self.graph.outputs)
         if not self.precision.default:
@@ -279,8 +288,11 @@ class Executor:
                 self._grads_done(s, outs, grads)
         for k, t in enumerate(outs):
             env[(id(s.node), k)] = t
-        if keep and (id(s.node), 0) in keep:
-            self._kept[keep[(id(s.node), 0)]] = outs[0]
+        if keep:
+            for k, t in enumerate(outs):
+                name = keep.get((id(s.node), k))
+                if name is not None:
+                    self._kept[name] = t
         for key in s.release:
             env.pop(key, None)
 
@@ -293,6 +305,23 @@ class Executor:
                 if self.on_grad_ready is not None:
                     self.on_grad_ready(name)
 
+    def _seeded(self, s: _Step, scores_grad: torch.Tensor) -> _Step:
+        """Step `s` (a loss head's gradient, whose output has its probabilities' shape) giving
+        `scores_grad` (the main head) or zeros (an auxiliary head) instead."""
+        dtype = self.precision.compute
+        main = self._seed_steps[id(s.node)]
+
+        def run(step: _Step, args: list[torch.Tensor], ex: "Executor", is_train: bool) -> tuple[torch.Tensor]:
+            prob = args[0]
+            if not main:
+                return (torch.zeros(prob.shape, device=step.device, dtype=dtype),)
+            if tuple(scores_grad.shape) != tuple(prob.shape):
+                raise ValueError(f"the gradient of the scores has shape {tuple(scores_grad.shape)}, the scores "
+                                 f"{tuple(prob.shape)}")
+            return (scores_grad.detach().to(step.device, dtype).contiguous(),)
+
+        return replace(s, run=run)
+
     def _sync_streams(self) -> None:
         for logical, stream in self._streams.items():
             if stream is not None:
@@ -304,10 +333,11 @@ class Executor:
                 stream.wait_stream(torch.cuda.current_stream(self.group2ctx[logical]))
 
     def forward(self, data: torch.Tensor, label: torch.Tensor | None = None, *, is_train: bool = False,
-                keep: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+                keep: tuple[str, ...] = (), scores: bool = False) -> dict[str, torch.Tensor]:
         """Run the forward nodes. Outputs: ``loss`` (scalar: the sum of the loss heads weighted by their
         loss_weight; one head's loss as is) and ``prob`` (N, classes: the main head's), plus the first
-        output of every node named in `keep` (internal activations, e.g. features for retrieval)."""
+        output of every node named in `keep` (internal activations, e.g. features for retrieval), and
+        with `scores` the main head's class scores (N, classes: what its softmax reads) as ``scores``."""
         if is_train and not self.for_training:
             raise RuntimeError("this executor was bound for inference; bind with for_training=True to train")
         if label is None:
@@ -336,7 +366,10 @@ class Executor:
         unknown = [n for n, i in kept.items() if i is None]
         if unknown:
             raise KeyError(f"no node named {unknown[0]!r} in the graph")
-        self._run(self._forward, is_train, {(i, 0): n for n, i in kept.items()})
+        wanted = {(i, 0): n for n, i in kept.items()}
+        if scores:
+            wanted[self._scores_key] = "scores"
+        self._run(self._forward, is_train, wanted)
         self._sync_streams()
         # loss: the weighted sum of every loss head's loss; prob: the main head's (the first pair).
         losses = [(loss.node, self._env[(id(loss.node), loss.index)]) for loss, _ in self.program.loss_heads]
@@ -345,15 +378,21 @@ class Executor:
         self.outputs.update(self._kept)
         return self.outputs
 
-    def backward(self) -> dict[str, torch.Tensor]:
-        """Run the gradient nodes; fills `grads` (views into the per-device buckets)."""
+    def backward(self, scores_grad: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Run the gradient nodes; fills `grads` (views into the per-device buckets). By default the
+        gradient is the total loss's; with `scores_grad` (N, classes) it is the vector-Jacobian product
+        of the main head's scores with it (any loss of the scores: torch.autograd's backward through the
+        graph), the loss heads' own gradients replaced by it (the main head) and zero (auxiliary ones)."""
         if not self.for_training:
             raise RuntimeError("this executor was bound for inference")
         if not getattr(self, "_is_train", False) or not self._env:
             raise RuntimeError("call forward(..., is_train=True) before each backward()")
+        steps = self._backward
+        if scores_grad is not None:
+            steps = [self._seeded(s, scores_grad) if id(s.node) in self._seed_steps else s for s in steps]
         self._start_streams()
         pending = dict(self._grad_heads)
-        self._run(self._backward, True, grads=pending)
+        self._run(steps, True, grads=pending)
         self._sync_streams()
         for key, name in pending.items():  # gradients no backward step produced (none in practice)
             self.grads[name].copy_(self._env[key])

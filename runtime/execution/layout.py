@@ -27,11 +27,13 @@ from ...compiler.graph import Graph, Shape
 from ...compiler.ops import get_op
 from ...compiler.ops.weighted import DEVICE, GROUPS
 from ...compiler.pipeline import plain, spec_hash
+from .optim import STATE_PREFIXES
 
 # Checkpoint tensor groups keyed by variable name, and the role of the variables they belong to: the
-# weights (training.checkpoint.PARAM_PREFIX), SGD's velocity (optim.SGD.state_tensors) and the state
-# ops update themselves (training.checkpoint.STATE_PREFIX: batch norm's running statistics).
-NAMED_GROUPS = {"param/": "param", "momentum/": "param", "state/": "state"}
+# weights (training.checkpoint.PARAM_PREFIX), the optimisers' per-parameter state (SGD's velocity,
+# AdamW's moments: optim.STATE_PREFIXES) and the state ops update themselves
+# (training.checkpoint.STATE_PREFIX: batch norm's running statistics).
+NAMED_GROUPS = {"param/": "param", **{p: "param" for p in STATE_PREFIXES}, "state/": "state"}
 
 
 class LayoutError(ValueError):

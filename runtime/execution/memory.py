@@ -4,8 +4,9 @@ refused with a message instead of an allocator traceback.
 
 The estimate reads only the compiled forward graph: every node's output ``shapes`` (at the bound batch
 size) and dtype (the run's compute dtype, `train.dtype`, unless the node says otherwise), grouped by
-the real device its logical device is bound to. Training counts each parameter three times (weight,
-gradient, momentum, in the master dtype) and each activation twice (the output kept for backward and
+the real device its logical device is bound to. Training counts each parameter as the weight, its
+gradient and the optimizer's state per parameter (one buffer for SGD's momentum, two for AdamW's
+moments: ``optimizer_buffers``), in the master dtype, and each activation twice (the output kept for backward and
 its gradient); inference counts each once. Mixed precision adds the per-step compute copy of every
 parameter. It is
 deliberately simple and somewhat pessimistic: the memory plan reuses buffers, this does not.
@@ -34,9 +35,11 @@ class MemoryLimitError(Exception):
     """A net would not fit on its device; the message gives the estimate, the budget and the override."""
 
 
-def estimate_bytes(net: CompiledNet, for_training: bool = True, dtype: str = "float32") -> dict[str, int]:
+def estimate_bytes(net: CompiledNet, for_training: bool = True, dtype: str = "float32",
+                   optimizer_buffers: int = 1) -> dict[str, int]:
     """Estimated bytes per logical device for binding ``net`` (a CompiledNet) at its batch size, training
-    or evaluating in precision ``dtype`` (a `train.dtype` value)."""
+    (with ``optimizer_buffers`` tensors of optimizer state per parameter) or evaluating in precision
+    ``dtype`` (a `train.dtype` value)."""
     from ...compiler.program import TRAIN_DTYPES, master_dtype
 
     if dtype not in TRAIN_DTYPES:
@@ -50,8 +53,8 @@ def estimate_bytes(net: CompiledNet, for_training: bool = True, dtype: str = "fl
         if node.is_variable and not node.is_param:
             copies = 1  # data, labels
         elif node.is_variable:
-            # weight, gradient, momentum in the master dtype; under mixed precision also the compute copy
-            copies = 3 if for_training else 1
+            # weight, gradient, optimizer state in the master dtype; under mixed precision also the compute copy
+            copies = 2 + optimizer_buffers if for_training else 1
             each = master * copies + (compute if compute != master else 0)
             copies = 1
         else:
@@ -93,13 +96,13 @@ def available_bytes(device: Any) -> tuple[int | None, str]:
 
 
 def check_fits(net: CompiledNet, group2ctx: Mapping[str, object], for_training: bool = True,
-               dtype: str = "float32") -> dict[str, int]:
+               dtype: str = "float32", optimizer_buffers: int = 1) -> dict[str, int]:
     """Raise :class:`MemoryLimitError` when ``net`` would not fit on the devices it is bound to.
 
     Returns the estimate per real device (bytes)."""
     per_real: dict[str, int] = {}
     real_of: dict[str, object] = {}
-    for logical, n in estimate_bytes(net, for_training, dtype).items():
+    for logical, n in estimate_bytes(net, for_training, dtype, optimizer_buffers).items():
         dev = group2ctx.get(logical, next(iter(group2ctx.values())) if group2ctx else "cpu")
         per_real[str(dev)] = per_real.get(str(dev), 0) + n
         real_of[str(dev)] = dev

@@ -186,6 +186,7 @@ def save_checkpoint(directory: str | os.PathLike, tensors: Mapping[str, Any], st
     tmp_j = _tmp_name(directory, json_name)
     try:
         save_file(cpu, tmp_t, metadata={"format": FORMAT, "seq": str(seq), "tag": tag})
+        os.chmod(tmp_t, new_file_mode())   # safetensors writes 0600; the record beside it gets the umask's mode
         with open(tmp_t, "rb+") as fh:
             os.fsync(fh.fileno())
         digest, nbytes = _sha256_file(tmp_t)
@@ -210,6 +211,32 @@ def save_checkpoint(directory: str | os.PathLike, tensors: Mapping[str, Any], st
         raise CheckpointWriteError(write_problem(os.path.join(directory, stem), err, "checkpoint")[0]) from None
     _prune(directory, keep, set(keep_tags), current=json_path)
     return json_path
+
+
+def weights_record(net: Any, classes: list[str], data_config: Mapping[str, Any] | None = None,
+                   **extra: Any) -> dict:
+    """The record of a checkpoint of weights that no training of ours wrote (an import, a module trained
+    in one's own loop): what `eval`, `predict`, `export`, the figures and `--init-from` read, at epoch 0."""
+    from ...compiler.pipeline import plain, spec_hash
+
+    spec_data = plain(net.spec)
+    if data_config is not None:
+        spec_data["data"] = dict(data_config)
+    return {"spec": spec_data, "spec_name": net.name, "spec_hash": spec_hash(spec_data), "classes": classes,
+            "data_config": spec_data.get("data") or {}, "data_stats": None, "input_shape": list(net.input_shape),
+            "epoch": 0, "history": [], **extra}
+
+
+def new_file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file (0666 less the umask): one mode for both files of
+    a checkpoint. The umask is read from /proc where it can be (setting it to read it races threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            mask = next(int(line.split()[1], 8) for line in fh if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
 
 
 def pid_alive(pid: int) -> bool:
@@ -430,7 +457,11 @@ def latest_checkpoint(directory: str | os.PathLike, problems: list | None = None
 
 
 def checkpoints_dir(path: str) -> str:
-    """A run directory's ``checkpoints/`` folder; any other path unchanged."""
+    """A run directory's ``checkpoints/`` folder (of a spec's newest run for ``runs/<spec name>``: see
+    `versions.newest_run`); any other path unchanged."""
+    from .versions import newest_run
+
+    path = newest_run(path)
     if os.path.isdir(path) and os.path.isdir(os.path.join(path, "checkpoints")):
         return os.path.join(path, "checkpoints")
     return path

@@ -3,7 +3,7 @@
 `TrainingError`: bad input or a run that cannot go on (exit 2); `TrainingEnvironmentError`: the machine
 failed the run (exit 1); `Terminated`: SIGTERM, handled as Ctrl-C (exit 143); `Diverged`: raised inside
 a step, turned by the trainer into a TrainingError naming the step; `NoUsableImages`: a split with no
-readable image.
+readable image; `StoppedByRank0`: under torchrun, what the other processes raise when rank 0 refused.
 """
 from __future__ import annotations
 
@@ -35,3 +35,12 @@ class Diverged(Exception):
 
 class NoUsableImages(TrainingError):
     """A split yielded no image that could be read: an error, never a score."""
+
+
+class StoppedByRank0(Exception):
+    """Under torchrun: rank 0 refused or failed the run and said why; this process stops without a word
+    of its own (one clear line from rank 0, no second-hand advice), with rank 0's exit `status`."""
+
+    def __init__(self, status: int):
+        super().__init__(f"stopped: rank 0 refused or failed the run (exit status {status})")
+        self.status = status

@@ -1,10 +1,9 @@
 """Evaluation and prediction on a bound executor, for the trainer's validation and the app's `eval`,
-`predict` and figures: loss and top-1/top-5 error over a loader (the paper's 10-crop averaged), class
-probabilities, and the progress bar both show.
+`predict` and figures: loss and top-1/top-5 error over a loader (the paper's 10-crop averaged) and
+class probabilities.
 """
 from __future__ import annotations
 
-import sys
 from typing import Any, Iterable
 
 import torch
@@ -50,26 +49,3 @@ def predict_probs(executor: Executor, images: torch.Tensor) -> torch.Tensor:
         probs = executor.forward(images.reshape(n * k, *images.shape[2:]), is_train=False)["prob"]
         return probs.float().cpu().reshape(n, k, -1).mean(1)
     return executor.forward(images, is_train=False)["prob"].float().cpu()
-
-
-class Progress:
-    """A tqdm bar with loss and images/s (ETA from tqdm); silent when disabled or not a terminal."""
-
-    def __init__(self, total: int, initial: int, desc: str, enabled: bool = True):
-        self.bar = None
-        if enabled:
-            from tqdm import tqdm
-
-            # disable=None: no bar when stderr is not a terminal (logs, CI), only the per-epoch lines
-            self.bar = tqdm(total=total, initial=initial, desc=desc, unit="batch", dynamic_ncols=True, disable=None,
-                            file=sys.stderr, leave=False, mininterval=0.5)
-
-    def update(self, loss: float, ips: float, unit: str = "") -> None:
-        if self.bar is not None:
-            rate = f", {ips:.0f} img/s" if ips else ""
-            self.bar.set_postfix_str(f"{unit + ' ' if unit else ''}loss {loss:.4f}{rate}", refresh=False)
-            self.bar.update(1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()

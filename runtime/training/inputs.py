@@ -39,7 +39,7 @@ def open_inputs(data: str | None, synthetic: int | None, net: CompiledNet, batch
     warning), compute or read the statistics (rank 0 computes and caches them, the other
     processes then read its cache), build the transforms and check there is a full batch to train."""
     from ..data.augment import build_transforms, dataset_stats
-    from ..data.datasets import check_class_images, find_default_dataset, open_dataset
+    from ..data.datasets import channel_mapping, check_class_images, find_default_dataset, open_dataset
     from ..data.synthetic import SyntheticDataset
 
     c, h, w = net.input_shape
@@ -61,15 +61,11 @@ def open_inputs(data: str | None, synthetic: int | None, net: CompiledNet, batch
         check_class_images(train, allow_empty_classes, log)
         val = open_dataset(root, "val", channels=c, classes=getattr(train, "class_names", None))
         data_cfg = net.settings("data")
-    names = list(getattr(train, "class_names", None) or [str(i) for i in range(net.classes)])
-    if len(names) != net.classes:
-        # IDX files carry no class list: their labels decide whether they fit the spec.
-        labels = getattr(train, "labels", None)
-        top = int(np.max(labels)) + 1 if labels is not None and len(labels) else len(names)
-        if top > net.classes or len(names) < net.classes:
-            raise TrainingError(f"the dataset at {data_root} has {max(top, len(names))} classes but "
-                                f"the spec {spec_path} has classes: {net.classes}")
-        names = names[:net.classes]
+    names = fit_class_names(train, net.classes, data_root, f"the spec {spec_path} has classes: {net.classes}")
+    if not synthetic:
+        note = channel_mapping(train, c)
+        if note:
+            log(note)
     stats = None
     writes = dist is None or dist.is_writer
     if data_cfg.get("mean") is None or (data_cfg.get("pca_lighting", 0) > 0 and c == 3):
@@ -83,3 +79,33 @@ def open_inputs(data: str | None, synthetic: int | None, net: CompiledNet, batch
         raise TrainingError(f"{len(train)} training images make no full batch of {batch_size}: "
                             f"lower the batch size (--batch) or give more data")
     return Inputs(str(data_root), train, val, train_tf, eval_tf, names, dict(data_cfg), stats)
+
+
+def fit_class_names(train: Any, classes: int, data_root: str, who: str) -> list[str]:
+    """The class names of a network of `classes` classes on the split `train`, or TrainingError saying
+    "the dataset at ROOT has N classes but `who`". An image tree's folders are its classes; IDX files
+    carry no class list, so their labels decide (a subset of the first classes fits)."""
+    names = list(getattr(train, "class_names", None) or [str(i) for i in range(classes)])
+    if len(names) != classes:
+        labels = getattr(train, "labels", None)
+        top = int(np.max(labels)) + 1 if labels is not None and len(labels) else len(names)
+        if top > classes or len(names) < classes:
+            raise TrainingError(f"the dataset at {data_root} has {max(top, len(names))} classes but {who}")
+        names = names[:classes]
+    return names
+
+
+def check_data(net: CompiledNet, data: str | None, spec_path: str, opened: dict | None = None) -> None:
+    """`net` fits the training split of `data` (or the default dataset): its channels decode and its
+    class count is the spec's, as `open_inputs` would check after the other runs (`compare` checks every
+    spec first). `opened` caches the splits by (root, channels) across calls."""
+    from ..data.datasets import find_default_dataset, open_dataset
+
+    root = data or find_default_dataset()
+    key = (root, net.input_shape[0])
+    if opened is None or key not in opened:
+        train = open_dataset(root, "train", channels=net.input_shape[0])
+        if opened is not None:
+            opened[key] = train
+    train = opened[key] if opened is not None else train
+    fit_class_names(train, net.classes, root, f"the spec {spec_path} has classes: {net.classes}")

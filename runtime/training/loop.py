@@ -1,4 +1,4 @@
-"""Training as the paper did it: the spec's SGD, schedule, data and checkpoints, on the bound graph.
+"""Training as the paper did it: the spec's SGD (or AdamW), schedule, data and checkpoints, on the bound graph.
 
 `Trainer(TrainOptions(...)).run()` compiles the spec, binds it (two GPUs, one GPU with a stream per
 tower, or the CPU with the reference backend), draws the initial weights from the spec, and runs
@@ -12,11 +12,15 @@ This module is the epoch loop; the rest of a run has a module each:
 
 * `options`: what was asked (`TrainOptions`) and what the run trains with (`RunConfig`), resolved
   once from the spec (the schema's defaults), the command line and a resumed checkpoint;
-* `run_dir`: one run per directory, its lock, and the metrics rewritten on resume;
+* `run_dir`: one run per directory, its lock, and the metrics rewritten on resume; `versions`: the
+  directory a run gets without --out (runs/<spec name>/version_N); `rank0`: what rank 0 decides for
+  every process under torchrun (the directory, whether it may be used, the checkpoint read);
 * `resume`: which checkpoint a resumed run continues, checked against the spec, and what it restores;
   `--init-from`'s read (the matching of layers is `warm_start`);
 * `inputs`: the datasets, class names, statistics and transforms; `evaluate`: validation and
-  prediction; `signals`: SIGTERM saved like Ctrl-C; `errors`: the exceptions of all of these.
+  prediction; `progress`: the bar, and progress lines in a log; `signals`: SIGTERM saved like Ctrl-C;
+  `errors`: the exceptions of all of these. The optimiser (SGD or AdamW) and the learning-rate
+  schedule are `execution.optim` and `execution.schedule`.
 
 Nothing is lost and nothing wrong is saved: divergence is caught before it is saved (a non-finite
 loss, gradient norm or parameter after any step, the last of an epoch included, or a non-finite
@@ -32,6 +36,7 @@ rank 0 picked and verified.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -47,18 +52,22 @@ from ..data.data_wait import DataWait
 from ..execution import distributed as dp
 from ..execution.executor import Executor, default_group2ctx, describe_binding
 from ..execution.layout import logical_tensors
-from ..execution.optim import SGD, LRSchedule
+from ..execution.optim import OPTIMIZERS, build_optimizer
 from ..execution.params import init_params
 from ..execution.precision import PrecisionError, check_supported, precision
+from ..execution.schedule import LRSchedule
 from . import checkpoint as ckpt
 from . import resume
 from .errors import Diverged, NoUsableImages, Terminated, TrainingEnvironmentError, TrainingError
-from .evaluate import Progress, evaluate_loader
+from .evaluate import evaluate_loader
 from .inputs import open_inputs
 from .metrics import MetricsWriteError, append_metrics, plot_curves, topk_errors
-from .options import RunConfig, TrainOptions, check_options, cpu_only, resolve, train_settings
+from .options import RunConfig, TrainOptions, check_options, cpu_only, remembered, resolve, train_settings
+from .progress import Progress
+from .rank0 import on_rank0
 from .run_dir import RunDir
 from .signals import SignalGuard
+from .versions import choose
 
 
 def _data_seed(seed: int) -> int:
@@ -99,7 +108,9 @@ class Trainer:
         self.writes = self.dist is None or self.dist.is_writer
         if not self.writes:
             self.log = lambda s: None
-        self.run_dir = RunDir(opts.out, self.log)
+        # --out, or chosen when the run starts (`_choose_run_dir`): a new runs/<spec name>/version_N
+        self.run_dir: RunDir | None = RunDir(opts.out, self.log) if opts.out else None
+        self._created: str | None = None    # the version directory this run made (removed if left empty)
         self.cfg: RunConfig | None = None   # resolved when the run starts (`_start`): spec, options, checkpoint
         self.init_from: str | None = None   # the checkpoint this run's weights started from (--init-from)
         self.dp: dp.DataParallel | None = None
@@ -131,7 +142,8 @@ class Trainer:
             raise TrainingError(f"{self.opts.spec}: {problems[0]}")
         try:
             check_supported(precision(self.cfg.dtype), g2c)
-            check_fits(self.net, g2c, for_training=True, dtype=self.cfg.dtype)  # before a parameter is allocated
+            check_fits(self.net, g2c, for_training=True, dtype=self.cfg.dtype,   # before a parameter is allocated
+                       optimizer_buffers=len(OPTIMIZERS[self.cfg.optimizer["type"]].state_prefixes))
         except (MemoryLimitError, PrecisionError) as exc:
             raise TrainingError(str(exc)) from None
         if params is None:
@@ -144,9 +156,10 @@ class Trainer:
                                       state=self.executor.state, dtype=self.cfg.dtype)
         mults = {n.name: param_multipliers(n)
                  for n in self.executor.param_nodes}
-        self.opt = SGD(self.executor.params, mults, momentum=self.cfg.momentum,
-                       weight_decay=self.cfg.weight_decay)
-        self.schedule = LRSchedule(self.cfg.lr, self.cfg.schedule)
+        self.opt = build_optimizer(self.cfg.optimizer, self.executor.params, mults, momentum=self.cfg.momentum,
+                                   weight_decay=self.cfg.weight_decay)
+        self.schedule = LRSchedule(self.cfg.lr, self.cfg.schedule, steps_per_epoch=self._steps_per_epoch(),
+                                   epochs=self.cfg.epochs)
         where = describe_binding(g2c)
         if self.dist:
             self.dp = dp.DataParallel(self.dist, self.executor, self.opts.bucket_mb, self.opts.overlap,
@@ -164,12 +177,18 @@ class Trainer:
             self.log(f"precision {p.name}: " + ("bf16 compute, fp32 master weights, SGD state and loss"
                                                 if p.mixed else "parameters, values and gradients in float64"))
 
+    def _steps_per_epoch(self) -> int:
+        """The updates in one epoch: full global batches of the training set, at most the batch limit."""
+        full = len(self.inputs.train_set) // self.cfg.batch_size
+        return min(full, self.cfg.limit_train_batches) if self.cfg.limit_train_batches else full
+
     # -- checkpoints -----------------------------------------------------------------------------------
     def _state(self, pos: Position, rng: dict) -> dict:
         cfg = self.cfg
         return {
             "epoch": pos.epoch, "batch": pos.batch, "step": pos.step,
-            "schedule": self.schedule.state(), "seed": cfg.seed, "batch_size": cfg.batch_size,
+            "schedule": self.schedule.state(), "optimizer": self.opt.state(), "seed": cfg.seed,
+            "batch_size": cfg.batch_size,
             "dtype": cfg.dtype,
             "limit_train_batches": cfg.limit_train_batches,
             "spec_hash": self.net.hash, "spec_name": self.net.name, "spec_path": os.path.abspath(self.opts.spec),
@@ -180,6 +199,7 @@ class Trainer:
             "input_shape": list(self.net.input_shape),
             "rng": rng,
             "init_from": self.init_from,   # provenance: the run this one was started from
+            "options": self.remembered,    # --optimizer, --schedule ... a plain --resume continues with
         }
 
     def _tensors(self, rng: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -199,8 +219,6 @@ class Trainer:
 
     # -- loop ------------------------------------------------------------------------------------------
     def run(self) -> dict:
-        if self.writes:  # under torchrun only rank 0 owns the run directory
-            self.run_dir.lock()
         try:
             with SignalGuard() as self._signals:
                 return self._run()
@@ -213,7 +231,11 @@ class Trainer:
                 self.dist.abort()
             raise
         finally:
-            self.run_dir.unlock()
+            if self.run_dir is not None:
+                self.run_dir.unlock()
+            if self._created is not None:
+                with contextlib.suppress(OSError):   # only if the run left nothing in it
+                    os.rmdir(self._created)
 
     def _run(self) -> dict:
         pos, params, state, resumed = self._start()
@@ -226,7 +248,8 @@ class Trainer:
             self.log(f"resumed from {resumed.path}: epoch {pos.epoch + 1}, batch {pos.batch}, step {pos.step}")
         self.log(f"training {self.net.name} ({self.opts.spec}) on {self.inputs.root}: {len(self.inputs.train_set)} "
                  f"training / {len(self.inputs.val_set)} validation images, batch {self.cfg.batch_size}, "
-                 f"{_plural(self.cfg.epochs, 'epoch')}, lr {self.schedule.lr:g}; writing to {self.opts.out}")
+                 f"{_plural(self.cfg.epochs, 'epoch')}, {self.schedule.describe()}"
+                 f"{', ' + self.opt.kind if self.opt.kind != 'sgd' else ''}; writing to {self.opts.out}")
         last_good = None
         try:
             while pos.epoch < self.cfg.epochs:
@@ -246,14 +269,15 @@ class Trainer:
         """Claim the run directory, read the checkpoint a resumed run continues, resolve the run's
         configuration (`self.cfg`) and shapes (`self.net`) once, and say where the run starts: its
         position and starting parameters and state (None: the spec's initialisers)."""
+        if self.run_dir is None:
+            self._choose_run_dir()
         resuming = resume.resuming(self.opts.resume, self.run_dir, self.dist, self.log)
-        if self.writes:
-            self.run_dir.claim(resuming, self.opts.overwrite)
-            ckpt.remove_stale_temporaries(self.run_dir.ckpt_dir)   # a killed checkpoint write's half file
+        on_rank0(lambda: self._claim(resuming), self.dist)   # under torchrun only rank 0 owns the run directory
         fresh = self.opts.fresh_optimizer
         resumed = (resume.read_resume(self.run_dir, self.spec_net, self.opts.spec, self.dist, self.log, fresh)
                    if resuming else None)
         self.cfg = resolve(self.opts, self.spec_train, resumed and resumed.state, resumed and resumed.path)
+        self.remembered = remembered(self.opts, resumed and resumed.state)
         self.net = self.spec_net.at_batch(self.cfg.batch_size)
         if resumed is None:
             if not self.opts.init_from:
@@ -261,7 +285,7 @@ class Trainer:
             params, state, self.init_from = resume.warm_start_from(self.opts.init_from, self.net, self.cfg.seed,
                                                                    self.dist, self.log)
             return Position(), params, state, None
-        resumed = resume.placed(resumed, self.net, self.cfg.dtype, fresh, self.log)
+        resumed = resume.placed(resumed, self.net, self.cfg.dtype, fresh, self.log, self.cfg.optimizer["type"])
         saved = resumed.state
         self.init_from = saved.get("init_from")
         pos = Position(saved["epoch"], saved["batch"], saved["step"], saved.get("history", []),
@@ -274,13 +298,31 @@ class Trainer:
             self.run_dir.rewrite_metrics(pos.history)
         return pos, ckpt.params_from(resumed.tensors), ckpt.state_from(resumed.tensors), resumed
 
+    def _choose_run_dir(self) -> None:
+        """No --out: rank 0 chooses (and creates) the run's directory for every process (`versions.choose`)."""
+        name = self.spec_net.name
+        out, created = on_rank0(lambda: choose(name, resume=self.opts.resume, restarted=resume.restarted(),
+                                               overwrite=self.opts.overwrite), self.dist)
+        if created and self.writes:
+            self._created = out
+        self.opts = replace(self.opts, out=out)
+        self.run_dir = RunDir(out, self.log)
+        self.log(f"run directory: {out} (" + ("a new one for this run; --out DIR to choose" if created else
+                                              f"the newest run of {name}") + ")")
+
+    def _claim(self, resuming: bool) -> None:
+        """Take the run directory's lock and check it may hold this run (rank 0 only)."""
+        self.run_dir.lock()
+        self.run_dir.claim(resuming, self.opts.overwrite)
+        ckpt.remove_stale_temporaries(self.run_dir.ckpt_dir)   # a killed checkpoint write's half file
+
     def _train_epoch(self, pos: Position) -> tuple[Any, int, float]:
         """Train the rest of epoch `pos.epoch` from batch `pos.batch`, advancing `pos` batch by batch;
         (the loader, images seen, seconds)."""
         loader = DataWait(self._loader(self.inputs.train_set, self.inputs.train_tf, train=True, epoch=pos.epoch,
                                        start_batch=pos.batch))   # the loader, its waits for batches timed
         bar = Progress(len(loader) + pos.batch, pos.batch, f"epoch {pos.epoch + 1}/{self.cfg.epochs}",
-                       enabled=self.opts.progress and self.writes)
+                       enabled=self.opts.progress and self.writes, log=self.log, every=self.opts.log_every)
         t0, seen = time.perf_counter(), 0
         for images, labels in loader:
             try:
@@ -330,7 +372,7 @@ class Trainer:
             raise self._diverged(f"the validation loss became {val['loss']}", f"after epoch {epoch + 1} "
                                  f"(step {pos.step})")
         record = {
-            "epoch": epoch + 1, "step": pos.step, "lr": self.schedule.lr,
+            "epoch": epoch + 1, "step": pos.step, "lr": self.schedule.lr_at(max(pos.step - 1, 0)),
             "train_loss": running["loss"] / max(running["n"], 1),
             "train_top1_err": running["top1"] / max(running["n"], 1),
             "train_top5_err": running["top5"] / max(running["n"], 1),
@@ -382,6 +424,7 @@ class Trainer:
                    step: int) -> tuple[float, torch.Tensor] | None:
         ex = self.executor
         ex.seed, ex.step_count = self.cfg.seed, step
+        self._lr = self.schedule.lr_at(step)   # this update's learning rate (warm-up, cosine)
         if self.dp is not None:
             return self.dp.train_step(images, labels, self.cfg.batch_size, self._update)
         out = ex.forward(images, labels, is_train=True)
@@ -393,13 +436,13 @@ class Trainer:
         return loss, out["prob"].detach().float().cpu()
 
     def _update(self, grads: Mapping[str, torch.Tensor]) -> None:
-        """One SGD step, refused (Diverged) before it when the gradient norm is not finite and reported
+        """One optimizer step, refused (Diverged) before it when the gradient norm is not finite and reported
         after it when a parameter became non-finite. Under data parallelism `grads` are the all-reduced
         ones and every process applies the same update, so every process reaches the same verdict."""
         norm = _global_norm(grads.values())
         if not math.isfinite(norm):
             raise Diverged(f"the gradient norm became {norm}")
-        self.opt.step(grads, self.schedule.lr)
+        self.opt.step(grads, self._lr)
         bad = _first_non_finite(self.executor.params)
         if bad is not None:
             raise Diverged(f"parameter {bad} became non-finite after the update")
@@ -408,7 +451,7 @@ class Trainer:
     def evaluate(self, epoch: int) -> dict:
         loader = self._loader(self.inputs.val_set, self.inputs.eval_tf, train=False, epoch=0)
         bar = Progress(len(loader), 0, f"validating {epoch + 1}/{self.cfg.epochs}",
-                        enabled=self.opts.progress and self.writes)
+                       enabled=self.opts.progress and self.writes, log=self.log, every=self.opts.log_every)
         try:
             res = evaluate_loader(self.eval_executor, loader, self.net.classes, progress=bar,
                                   allow_empty=self.dist is not None)

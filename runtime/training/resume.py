@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -20,9 +20,10 @@ from ...compiler import CompiledNet
 from ...compiler.pipeline import compile_dict
 from ..execution import distributed as dp
 from ..execution.layout import LayoutError, network_hash, placed_tensors
-from ..execution.optim import SGD, LRSchedule
+from ..execution.schedule import LRSchedule
 from . import checkpoint as ckpt
 from .errors import TrainingError
+from .rank0 import on_rank0
 from .run_contents import refuse_resume, run_contents
 from .run_dir import RunDir
 
@@ -43,14 +44,17 @@ def resuming(resume: bool, run_dir: RunDir, dist: dp.DistContext | None, log: Ca
     it again, there being nothing to discard. Rank 0 decides for every process."""
     if resume:
         return True
-    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) <= 0:
+    if not restarted():
         return False
-    decided = bool(ckpt.list_checkpoints(run_dir.ckpt_dir)) if _writes(dist) else None
-    if dist:
-        decided = dist.broadcast(decided)
+    decided = on_rank0(lambda: bool(ckpt.list_checkpoints(run_dir.ckpt_dir)), dist)
     if decided:
         log(f"torchrun restart {os.environ['TORCHELASTIC_RESTART_COUNT']}: resuming the run in {run_dir.out}")
     return bool(decided)
+
+
+def restarted() -> bool:
+    """Whether this job is a torchrun restart (TORCHELASTIC_RESTART_COUNT > 0)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0
 
 
 def pick_checkpoint(run_dir: RunDir, log: Callable[[str], None]) -> str:
@@ -74,14 +78,12 @@ def pick_checkpoint(run_dir: RunDir, log: Callable[[str], None]) -> str:
 
 def read_on_rank0(pick: Callable[[], str], dist: dp.DistContext | None) -> tuple[str, dict, dict]:
     """(path, tensors, state) of the checkpoint `pick` names: rank 0 (or the one process) picks and
-    reads it, and under torchrun sends it to every process."""
-    path = tensors = state = None
-    if _writes(dist):
+    reads it, and under torchrun sends it to every process (or its refusal: `rank0.on_rank0`)."""
+    def read() -> tuple[str, dict, dict]:
         path = pick()
-        tensors, state = ckpt.load_checkpoint(path)
-    if dist:
-        path, tensors, state = dist.broadcast((path, tensors, state) if _writes(dist) else None)
-    return path, tensors, state
+        return (path, *ckpt.load_checkpoint(path))
+
+    return on_rank0(read, dist)
 
 
 def read_resume(run_dir: RunDir, net: CompiledNet, spec_path: str, dist: dp.DistContext | None,
@@ -105,10 +107,10 @@ def read_resume(run_dir: RunDir, net: CompiledNet, spec_path: str, dist: dp.Dist
 
 
 def placed(resumed: Resumed, net: CompiledNet, dtype: str, fresh_optimizer: bool,
-           log: Callable[[str], None]) -> Resumed:
+           log: Callable[[str], None], optimizer: str = "sgd") -> Resumed:
     """The checkpoint with its tensors under `net`'s placed names, checked against its classes, names,
-    dtypes and shapes at the resolved batch size and dtype; with `fresh_optimizer`, without its momentum
-    (said through `log`): the run resumes with zero momentum."""
+    dtypes and shapes at the resolved batch size and dtype, and the `optimizer`'s state; with
+    `fresh_optimizer`, without any optimizer state (said through `log`): the optimizer starts over."""
     from .verify import check_classes, check_tensors, without_optimizer_state
 
     path, state = resumed.path, resumed.state
@@ -120,20 +122,22 @@ def placed(resumed: Resumed, net: CompiledNet, dtype: str, fresh_optimizer: bool
         raise TrainingError(str(exc)) from None
     try:
         check_classes(path, state, net.classes)
-        check_tensors(path, tensors, net, for_training=True, dtype=dtype, fresh_optimizer=fresh_optimizer)
+        check_tensors(path, tensors, net, for_training=True, dtype=dtype, fresh_optimizer=fresh_optimizer,
+                      optimizer=optimizer)
     except ckpt.CheckpointError as exc:
         raise TrainingError(str(exc)) from None
     if fresh_optimizer:
-        tensors = without_optimizer_state(tensors, log)
+        tensors = without_optimizer_state(tensors, log, optimizer)
     return Resumed(path, tensors, state)
 
 
-def restore(resumed: Resumed, opt: SGD, schedule: LRSchedule, lr: float | None, log: Callable[[str], None]) -> None:
-    """Put the optimizer's momentum, the schedule and the random generators back as the (placed)
-    checkpoint left them; a given `lr` applies from the resume point on."""
+def restore(resumed: Resumed, opt: Any, schedule: LRSchedule, lr: float | None, log: Callable[[str], None]) -> None:
+    """Put the optimizer's state (SGD's momentum, AdamW's moments and update count), the schedule and
+    the random generators back as the (placed) checkpoint left them; a given `lr` applies from the
+    resume point on."""
     path, tensors, state = resumed.path, resumed.tensors, resumed.state
     try:
-        opt.load_state_tensors(tensors)
+        opt.load_state(tensors, state.get("optimizer"))
         schedule.load_state(state["schedule"])
         if state.get("rng"):
             ckpt.restore_rng_state(tensors, state["rng"])
@@ -163,8 +167,3 @@ def warm_start_from(init_from: str, net: CompiledNet, seed: int, dist: dp.DistCo
         raise TrainingError(f"--init-from: {exc}") from None
     log(ws.summary(path))
     return ws.params, ws.state, path
-
-
-def _writes(dist: dp.DistContext | None) -> bool:
-    """Whether this process reads and writes the run directory (rank 0, or the one process)."""
-    return dist is None or dist.is_writer

@@ -14,7 +14,6 @@ from .checkpoint import PARAM_PREFIX, STATE_PREFIX, CheckpointError
 if TYPE_CHECKING:
     from ...compiler import CompiledNet
 
-MOMENTUM_PREFIX = "momentum/"
 SHOWN = 5  # how many offending names a message lists
 
 
@@ -132,11 +131,11 @@ def check_state_tensors(path: str, tensors: Mapping[str, Any], net: CompiledNet)
 
 
 def check_tensors(path: str, tensors: Mapping[str, Any], net: CompiledNet, for_training: bool,
-                  dtype: str | None = None, fresh_optimizer: bool = False) -> None:
+                  dtype: str | None = None, fresh_optimizer: bool = False, optimizer: str = "sgd") -> None:
     """Every parameter present with the graph's shape and the dtype a `dtype` run stores, no unknown
-    parameter; for training also every momentum buffer, unless `fresh_optimizer` (then none is needed,
-    and the caller starts from zero momentum). (Values are `check_finite`'s, on the checkpoint's own
-    logical names.)"""
+    parameter; for training also the `optimizer`'s state of every parameter (SGD's momentum buffers,
+    AdamW's moments), unless `fresh_optimizer` (then none is needed, and the caller starts the
+    optimizer from zero). (Values are `check_finite`'s, on the checkpoint's own logical names.)"""
     want = expected_params(net, dtype)
     have = {k[len(PARAM_PREFIX):]: t for k, t in tensors.items() if k.startswith(PARAM_PREFIX)}
     missing = sorted(set(want) - set(have))
@@ -158,18 +157,29 @@ def check_tensors(path: str, tensors: Mapping[str, Any], net: CompiledNet, for_t
     check_state_tensors(path, tensors, net)
     if not for_training or fresh_optimizer:
         return
-    mom = {k[len(MOMENTUM_PREFIX):]: t for k, t in tensors.items() if k.startswith(MOMENTUM_PREFIX)}
+    from ..execution.optim import OPTIMIZERS
+
+    opt = OPTIMIZERS[optimizer]
+    for prefix in opt.state_prefixes:
+        _check_optimizer_state(path, tensors, prefix, want, opt)
+
+
+def _check_optimizer_state(path: str, tensors: Mapping[str, Any], prefix: str, want: Mapping[str, Any],
+                           opt: Any) -> None:
+    """One kind of optimizer state (``momentum/``, ``exp_avg/`` ...): a tensor per parameter, its shape."""
+    mom = {k[len(prefix):]: t for k, t in tensors.items() if k.startswith(prefix)}
     missing = sorted(set(want) - set(mom))
     extra = sorted(set(mom) - set(want))
     if missing and not mom:
-        raise CheckpointError(f"{path}: no optimizer state (momentum buffers) for {_names(missing)}: resuming would "
-                              "silently restart SGD's momentum at zero; pass --fresh-optimizer to resume so")
+        raise CheckpointError(f"{path}: no optimizer state ({opt.state_what}) for {_names(missing)}: resuming would "
+                              f"silently restart {opt.state_restart} at zero; pass --fresh-optimizer to resume so")
     if missing or extra:
-        raise CheckpointError(f"{path}: momentum buffers do not match the parameters "
+        raise CheckpointError(f"{path}: {opt.state_what} do not match the parameters "
                               f"(missing: {_names(missing) or '-'}; unknown: {_names(extra) or '-'})"
-                              + ("; pass --fresh-optimizer to resume with zero momentum" if missing else ""))
+                              + (f"; pass --fresh-optimizer to resume with {opt.state_restart} at zero"
+                                 if missing else ""))
     if mom:
-        wrong = [f"momentum/{n} has shape {tuple(t.shape)}, the spec needs {want[n][0]}"
+        wrong = [f"{prefix}{n} has shape {tuple(t.shape)}, the spec needs {want[n][0]}"
                  for n, t in mom.items() if want[n][0] is not None and tuple(t.shape) != want[n][0]]
         if wrong:
             raise CheckpointError(f"{path}: {_names(wrong)}")
@@ -190,9 +200,12 @@ def non_finite(tensors: Mapping[str, Any]) -> list[tuple[str, int, int]]:
 
 def check_finite(path: str, tensors: Mapping[str, Any], with_momentum: bool = True) -> None:
     """CheckpointError naming the tensors of a checkpoint (weights, running statistics and, unless not
-    `with_momentum`, momentum buffers) that hold NaN or infinite values: a network computed from them
-    prints "loss nan" or "nan%" instead of a result, a resumed one diverges."""
-    prefixes = (PARAM_PREFIX, STATE_PREFIX) + ((MOMENTUM_PREFIX,) if with_momentum else ())
+    `with_momentum`, the optimizer's state: momentum buffers, AdamW's moments) that hold NaN or
+    infinite values: a network computed from them prints "loss nan" or "nan%" instead of a result, a
+    resumed one diverges."""
+    from ..execution.optim import STATE_PREFIXES
+
+    prefixes = (PARAM_PREFIX, STATE_PREFIX) + (STATE_PREFIXES if with_momentum else ())
     bad = non_finite({k: t for k, t in tensors.items() if k.startswith(prefixes)})
     if bad:
         shown = [f"{name.split('/', 1)[1] if name.startswith((PARAM_PREFIX, STATE_PREFIX)) else name} "
@@ -201,10 +214,13 @@ def check_finite(path: str, tensors: Mapping[str, Any], with_momentum: bool = Tr
                               "them (a diverged or damaged checkpoint)")
 
 
-def without_optimizer_state(tensors: Mapping[str, Any], log: Any = None) -> dict[str, Any]:
-    """The tensors less the momentum buffers (``--fresh-optimizer``: SGD restarts from zero momentum)."""
-    kept = {k: t for k, t in tensors.items() if not k.startswith(MOMENTUM_PREFIX)}
+def without_optimizer_state(tensors: Mapping[str, Any], log: Any = None, optimizer: str = "sgd") -> dict[str, Any]:
+    """The tensors less any optimizer's state (``--fresh-optimizer``: the `optimizer` starts from zero)."""
+    from ..execution.optim import OPTIMIZERS, STATE_PREFIXES
+
+    kept = {k: t for k, t in tensors.items() if not k.startswith(STATE_PREFIXES)}
     if log is not None:
-        log(f"--fresh-optimizer: SGD's momentum starts at zero ({len(tensors) - len(kept)} momentum buffers in the "
-            "checkpoint ignored)")
+        opt = OPTIMIZERS[optimizer]
+        log(f"--fresh-optimizer: {opt.state_restart} starts at zero ({len(tensors) - len(kept)} optimizer state "
+            "tensors in the checkpoint ignored)")
     return kept

@@ -58,6 +58,25 @@ def test_shipped_name_resolves():
     assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
 
 
+def test_a_mistyped_shipped_name_says_which_was_meant():
+    r = run("variants/mni", "-q")
+    assert r.returncode == 2
+    assert r.stderr.splitlines()[0] == ("variants/mni:1:1: spec file not found (did you mean 'variants/mini'?); "
+                                        "`alexnetc specs` lists the shipped specs")
+
+
+def test_specs_lists_every_shipped_spec_with_its_description():
+    from alexnetc.runtime.app.specs import description, shipped_specs
+
+    r = run(code="from alexnetc.runtime.app.cli import main; main(['specs'])")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()[1:]
+    assert len(lines) == len(shipped_specs())
+    for name, line in zip(shipped_specs(), lines):
+        assert line.split()[0] == name[:-5] and description(name), name   # every shipped spec says what it is
+        assert line.endswith(description(name))
+
+
 def test_bad_spec_exits_2_with_located_errors(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("input: {channels: 3, height: 32, width: 32}\nclasses: 10\nlayers:\n"

@@ -336,3 +336,22 @@ def test_sync_batchnorm_processes_train_like_one(tmp_path, world):
     local = _run(world, data, str(tmp_path / "local"), spec=os.path.abspath(RESNET_MINI))
     worst = max(float((local[0][k] - w).abs().max()) for k, w in ref.items())
     assert worst > 1e-3, f"per-process batch norm came within {worst:.1e} of one process: no test"
+
+
+def test_a_refusal_under_torchrun_is_one_line_from_rank_0(tmp_path):
+    """--out holding another run under torchrun: rank 0's one-line refusal is the job's only message
+    (the other rank used to wait in a collective and then advise --resume, which was wrong here)."""
+    import subprocess
+
+    data = _pattern_dataset(tmp_path / "data", n_train=64, n_val=21)
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(_torchrun(["--epochs", "1"], str(out), data), env=env, capture_output=True, text=True,
+                       timeout=240)
+    assert r.returncode != 0
+    ours = [line for line in r.stderr.splitlines() if "alexnetc" in line and "error" in line]
+    assert len(ours) == 1 and ours[0].startswith(f"alexnetc: error: {out} holds a run with no complete checkpoint "
+                                                 "(metrics.jsonl)"), r.stderr
+    assert "Restart the job" not in r.stderr and "DistributedError" not in r.stderr

@@ -70,6 +70,20 @@ def test_files_are_safetensors_and_json_never_pickle(tmp_path):
     assert header["conv1/weight"]["dtype"] == "F32" and header["fc/weight_bf16"]["dtype"] == "BF16"
 
 
+def test_both_files_get_one_mode_from_the_umask(tmp_path):
+    """safetensors writes its file 0600; the checkpoint's two files share the mode a new file gets."""
+    old = os.umask(0o027)
+    try:
+        C.save_checkpoint(tmp_path / "a", sample_tensors(), {"epoch": 0}, tag="a")
+    finally:
+        os.umask(old)
+    modes = {f: os.stat(tmp_path / "a" / f).st_mode & 0o777 for f in os.listdir(tmp_path / "a")}
+    assert sorted(modes.values()) == [0o640, 0o640], modes
+    C.save_checkpoint(tmp_path / "b", sample_tensors(), {"epoch": 0}, tag="b")
+    want = 0o666 & ~old
+    assert {os.stat(tmp_path / "b" / f).st_mode & 0o777 for f in os.listdir(tmp_path / "b")} == {want}
+
+
 def test_keep_last_k_and_protected_tags(tmp_path):
     for i in range(6):
         C.save_checkpoint(tmp_path, {"x": torch.tensor([i])}, {"i": i}, tag="best" if i == 1 else i, keep=3,

@@ -9,7 +9,7 @@ import pytest
 
 from alexnetc.compiler.schema import with_defaults
 from alexnetc.runtime.training.errors import TrainingError
-from alexnetc.runtime.training.options import TrainOptions, check_options, resolve
+from alexnetc.runtime.training.options import TrainOptions, check_options, remembered, resolve
 
 DEFAULTS = with_defaults({}, "train")
 
@@ -22,7 +22,9 @@ def test_the_schemas_defaults_fill_what_the_spec_leaves_out():
     cfg = resolve(_opts(), DEFAULTS)
     assert (cfg.batch_size, cfg.epochs, cfg.seed, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.dtype) == \
         (128, 90, 0, 0.01, 0.9, 0.0005, "float32")
-    assert dict(cfg.schedule) == {"type": "constant", "factor": 0.1, "max_drops": 3, "patience": 1, "every": 30}
+    assert dict(cfg.schedule) == {"type": "constant", "factor": 0.1, "max_drops": 3, "patience": 1, "every": 30,
+                                  "warmup_epochs": 0, "min_lr": 0}
+    assert dict(cfg.optimizer) == {"type": "sgd", "betas": [0.9, 0.999], "eps": 1e-8}   # the paper's SGD
     assert cfg.limit_train_batches is None and cfg.sync_batchnorm is False
 
 
@@ -53,6 +55,41 @@ def test_a_resumed_checkpoint_keeps_its_run_and_refuses_another():
         resolve(_opts(dtype="float64"), DEFAULTS, {"seed": 0}, "old.json")
 
 
+def test_optimizer_and_schedule_from_the_spec_and_the_command_line():
+    train = with_defaults({"optimizer": {"type": "adamw", "betas": [0.9, 0.95]}, "weight_decay": 0.05,
+                           "schedule": {"type": "cosine", "warmup_epochs": 2, "min_lr": 1e-5}}, "train")
+    cfg = resolve(_opts(), train)
+    assert dict(cfg.optimizer) == {"type": "adamw", "betas": [0.9, 0.95], "eps": 1e-8} and cfg.weight_decay == 0.05
+    assert (cfg.schedule["type"], cfg.schedule["warmup_epochs"], cfg.schedule["min_lr"]) == ("cosine", 2, 1e-5)
+    cfg = resolve(_opts(optimizer="sgd", weight_decay=0.0, schedule="step", warmup_epochs=0.5), train)
+    assert (cfg.optimizer["type"], cfg.weight_decay, cfg.schedule["type"], cfg.schedule["warmup_epochs"]) == \
+        ("sgd", 0.0, "step", 0.5)
+    cfg = resolve(_opts(optimizer="adamw", schedule="cosine"), DEFAULTS)
+    assert (cfg.optimizer["type"], cfg.optimizer["betas"], cfg.schedule["type"]) == ("adamw", [0.9, 0.999], "cosine")
+
+
+def test_a_run_resumes_with_its_optimizer_or_starts_a_fresh_one_when_asked():
+    with pytest.raises(TrainingError, match=r"ckpt.json: this run was trained with sgd; cannot resume it with adamw "
+                                            r"\(--optimizer\): pass --fresh-optimizer"):
+        resolve(_opts(optimizer="adamw"), DEFAULTS, {"seed": 0}, "ckpt.json")   # no record: SGD's
+    adamw = with_defaults({"optimizer": {"type": "adamw"}}, "train")
+    with pytest.raises(TrainingError, match=r"with adamw \(the spec's train.optimizer\)"):
+        resolve(_opts(), adamw, {"seed": 0, "optimizer": {"type": "sgd"}}, "ckpt.json")
+    assert resolve(_opts(fresh_optimizer=True), adamw, {"seed": 0}, "c").optimizer["type"] == "adamw"
+    assert resolve(_opts(), adamw, {"seed": 0, "optimizer": {"type": "adamw", "steps": 3}}, "c").optimizer["type"] == \
+        "adamw"
+    # a run started with --optimizer adamw --weight-decay 0.05 --schedule cosine resumes with them (the spec
+    # says sgd), and an option given again applies from the resume point
+    started = {"seed": 0, "optimizer": {"type": "adamw", "steps": 3},
+               "options": {"optimizer": "adamw", "weight_decay": 0.05, "schedule": "cosine", "warmup_epochs": 1}}
+    cfg = resolve(_opts(), DEFAULTS, started, "c")
+    assert (cfg.optimizer["type"], cfg.weight_decay, cfg.schedule["type"], cfg.schedule["warmup_epochs"]) == \
+        ("adamw", 0.05, "cosine", 1)
+    assert resolve(_opts(weight_decay=0.01), DEFAULTS, started, "c").weight_decay == 0.01
+    assert remembered(_opts(weight_decay=0.01), started) == {"optimizer": "adamw", "weight_decay": 0.01,
+                                                             "schedule": "cosine", "warmup_epochs": 1}
+
+
 def test_options_and_configuration_are_frozen_and_checked():
     cfg = resolve(_opts(), DEFAULTS)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -63,6 +100,10 @@ def test_options_and_configuration_are_frozen_and_checked():
                         ({"lr": -1.0}, "lr -1: must be a positive number"),
                         ({"resume": True, "overwrite": True}, "--resume continues the run in --out"),
                         ({"resume": True, "init_from": "runs/x"}, "--init-from starts a new run"),
-                        ({"dtype": "float16"}, "--dtype float16: expected one of")):
+                        ({"dtype": "float16"}, "--dtype float16: expected one of"),
+                        ({"optimizer": "adam"}, "--optimizer adam: expected one of sgd, adamw"),
+                        ({"schedule": "cos"}, "--schedule cos: expected one of constant, plateau, step, cosine"),
+                        ({"weight_decay": 2.0}, "--weight-decay 2: must be between 0 and 1"),
+                        ({"warmup_epochs": -1.0}, "--warmup-epochs -1: must be a number of epochs")):
         with pytest.raises(TrainingError, match=message):
             check_options(_opts(**kw))

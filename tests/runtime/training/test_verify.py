@@ -89,7 +89,7 @@ def test_missing_momentum_needs_an_explicit_fresh_optimizer(tiny_trained, tiny_c
                         r"resume so", line), line
     rc, err, out = cli(train_argv(spec, data, tiny_copy, "--fresh-optimizer"), capsys)
     assert rc == 0, err
-    assert "--fresh-optimizer: SGD's momentum starts at zero (0 momentum buffers in the checkpoint ignored)" in out
+    assert "--fresh-optimizer: SGD's momentum starts at zero (0 optimizer state tensors in the checkpoint ignored)" in out
     assert "resumed from" in out and "epoch 2:" in out
 
 

@@ -113,3 +113,86 @@ def test_refusals_are_one_line(trained, tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("alexnetc: error: --init-from:") and needle in err, err
         assert len(err.strip().splitlines()) == 1, err
+
+
+def test_a_variant_that_only_changes_classes_fine_tunes_from_its_base_run(trained, tmp_path, capsys):
+    """The README's recipe on the tiny net: `base: tiny.yaml` + `classes: 6` (no modify_layers) trains
+    from the 4-class run; fc4 (the classifier) follows classes to 6 units and starts fresh, the rest loads."""
+    run, data = trained
+    base = tmp_path / "tiny.yaml"
+    base.write_text(TINY)
+    six = tmp_path / "six.yaml"
+    six.write_text("base: tiny.yaml\nname: six\nclasses: 6\n")
+    assert main(["train", str(six), "--data", data, "--out", str(tmp_path / "six"), "--init-from", run,
+                 "--epochs", "1", "--limit-train-batches", "1", "--limit-val-batches", "1", "--workers", "0",
+                 "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "fc4.weight (4, 32) -> (6, 32)" in out, out
+    tensors, state = ckpt.load_checkpoint(str(tmp_path / "six" / "checkpoints"))
+    assert tuple(tensors["param/fc4.weight"].shape) == (6, 32) and state["init_from"]
+
+
+def _image_tree(root, classes: int, per_class: int = 2, size: int = 40):
+    """An ImageNet-style tree of random RGB images: train/ and val/, `classes` class folders."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in range(classes):
+            d = root / split / f"class{c:02d}"
+            d.mkdir(parents=True)
+            for i in range(per_class):
+                Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    return str(root)
+
+
+def _fine_tune(tmp_path, base: str, source: str, data: str) -> dict:
+    variant = tmp_path / f"{base}-10.yaml"
+    variant.write_text(f"base: {base}\nname: {base}-10\nclasses: 10\n")
+    out = tmp_path / "tuned"
+    assert main(["train", str(variant), "--data", data, "--out", str(out), "--init-from", source, "--epochs", "1",
+                 "--batch", "2", "--limit-train-batches", "1", "--limit-val-batches", "1", "--workers", "0",
+                 "--no-progress", "--device", "cpu", "--lr", "1e-9"]) == 0   # a step that moves nothing visibly
+    tensors, state = ckpt.load_checkpoint(str(out / "checkpoints"))
+    assert state["classes"] == [f"class{c:02d}" for c in range(10)]
+    return tensors
+
+
+@pytest.mark.slow
+def test_resnet18_with_ten_classes_fine_tunes_from_imported_torchvision_weights(tmp_path, capsys):
+    """The README's fine-tuning recipe as written: import torchvision's ResNet-18 (random weights under
+    its state-dict keys), a variant with `classes: 10` and nothing else, --init-from the import. The fc
+    is 10-way and fresh; every other layer is the imported one (oracle: the torchvision state dict)."""
+    from ..app.test_weights_import_resnet import _random_net
+
+    net = _random_net("resnet18")
+    weights = tmp_path / "resnet18.pth"
+    torch.save({k: v.contiguous() for k, v in net.state_dict().items()}, weights)
+    assert main(["import", "torchvision-resnet18", str(weights), "-o", str(tmp_path / "tv")]) == 0
+    data = _image_tree(tmp_path / "data", 10)
+    capsys.readouterr()
+    tensors = _fine_tune(tmp_path, "resnet18", str(tmp_path / "tv"), data)
+    assert "fc.weight (1000, 512) -> (10, 512)" in capsys.readouterr().out
+    assert tuple(tensors["param/fc.weight"].shape) == (10, 512)
+    for ours, theirs in (("conv1.weight", "conv1.weight"), ("layer4.conv2.weight", "layer4.1.conv2.weight")):
+        assert torch.allclose(tensors[f"param/{ours}"], net.state_dict()[theirs], atol=1e-6), ours
+
+
+@pytest.mark.slow
+def test_alexnet_with_ten_classes_fine_tunes_from_a_thousand_class_run(tmp_path, capsys):
+    """alexnet.yaml (1000 classes, two towers) trained one step on synthetic images; `base: alexnet` +
+    `classes: 10` starts from it: fc8 is 10-way and fresh, conv1..fc7 loaded."""
+    src = tmp_path / "src"
+    assert main(["train", "alexnet", "--synthetic", "4", "--batch", "2", "--epochs", "1", "--limit-train-batches",
+                 "1", "--limit-val-batches", "1", "--workers", "0", "--no-progress", "--device", "cpu",
+                 "--out", str(src)]) == 0
+    source, _ = ckpt.load_checkpoint(str(src / "checkpoints"))
+    data = _image_tree(tmp_path / "data", 10)
+    capsys.readouterr()
+    tensors = _fine_tune(tmp_path, "alexnet", str(src), data)
+    out = capsys.readouterr().out
+    assert "fc8.weight (1000, 4096) -> (10, 4096)" in out, out
+    assert tuple(tensors["param/fc8.weight"].shape) == (10, 4096)
+    for name in ("conv1.weight", "fc7.weight"):
+        assert torch.allclose(tensors[f"param/{name}"], source[f"param/{name}"], atol=1e-6), name
