@@ -12,8 +12,6 @@ quantities on contiguous maps, NCHW or channels-last (see `_fused`) in a couple 
 """
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
 from . import activation
@@ -30,25 +28,12 @@ def _dims(x: torch.Tensor) -> list[int]:
 
 def _fused(x: torch.Tensor, count: int) -> bool:
     """ATen's fused kernels on 4-D maps with M > 1 (ATen's running variance would divide by M - 1 = 0),
-    in NCHW or channels-last (the layout this backend keeps maps in on the CPU, `_common.maps`)."""
+    in NCHW or channels-last (the layout this backend keeps maps in on the CPU, `_common.maps`). On
+    channels-last maps they split a channel's sums over the threads, so the result depends on the
+    thread count, as oneDNN's convolution weight gradients already do; the float64 oracle path below
+    does not use them."""
     return (x.dtype != torch.float64 and count > 1 and x.dim() == 4 and x.shape[2] * x.shape[3] > 1
             and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)))
-
-
-@contextlib.contextmanager
-def _deterministic(x: torch.Tensor):
-    """One thread for ATen's fused kernels on channels-last CPU maps: there they split a channel's sums
-    across threads, so the result would depend on the thread count; on one thread they are still
-    several times faster than the NCHW kernels (which reduce each channel in one thread anyway)."""
-    threads = torch.get_num_threads()
-    if x.device.type != "cpu" or threads == 1 or x.is_contiguous():
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def batchnorm(x, scale, shift, running_mean, running_var, *, eps, momentum, act):
@@ -56,9 +41,8 @@ def batchnorm(x, scale, shift, running_mean, running_var, *, eps, momentum, act)
     count = x.numel() // x.shape[1]
     if _fused(x, count):
         new_mean, new_var = f32(running_mean).clone(), f32(running_var).clone()   # ATen updates in place
-        with _deterministic(xf):
-            y, mean, invstd = torch.native_batch_norm(xf, f32(scale), f32(shift), new_mean, new_var, True,
-                                                      momentum, eps)
+        y, mean, invstd = torch.native_batch_norm(xf, f32(scale), f32(shift), new_mean, new_var, True,
+                                                  momentum, eps)
         y = activation.act_fresh(y, act)   # y is ATen's fresh output
         return y.to(x.dtype), mean, invstd, new_mean, new_var
     var, mean = torch.var_mean(xf, _dims(x), correction=0)
@@ -79,9 +63,8 @@ def _train_outputs(x, xf, scale, shift, running_mean, running_var, mean, var, co
 def batchnorm_eval(x, scale, shift, running_mean, running_var, *, eps, momentum, act):
     xf = f32(x)
     if _fused(x, 2):
-        with _deterministic(xf):
-            y = torch.nn.functional.batch_norm(xf, f32(running_mean), f32(running_var), f32(scale),
-                                               f32(shift), False, 0.0, eps)
+        y = torch.nn.functional.batch_norm(xf, f32(running_mean), f32(running_var), f32(scale),
+                                           f32(shift), False, 0.0, eps)
         return activation.act_fresh(y, act).to(x.dtype)
     a = f32(scale) * torch.rsqrt(f32(running_var) + eps)
     y = activation.act_fresh((xf - _c(f32(running_mean), x)) * _c(a, x) + _c(f32(shift), x), act)
@@ -92,9 +75,8 @@ def batchnorm_backward(dy, x, scale, mean, invstd):
     d, xf = f32(dy), f32(x)
     count = x.numel() // x.shape[1]
     if _fused(x, count):
-        with _deterministic(xf):
-            dx, dscale, dshift = torch.ops.aten.native_batch_norm_backward(
-                d, xf, f32(scale), None, None, f32(mean), f32(invstd), True, 0.0, [True, True, True])
+        dx, dscale, dshift = torch.ops.aten.native_batch_norm_backward(
+            d, xf, f32(scale), None, None, f32(mean), f32(invstd), True, 0.0, [True, True, True])
         return dx.to(dy.dtype), dscale, dshift
     xhat, dshift, dscale = _grad_sums(d, xf, x, mean, invstd)
     return _dx(d, xhat, x, scale, invstd, dshift, dscale, count).to(dy.dtype), dscale, dshift

@@ -111,12 +111,11 @@ def test_triton_modules_do_not_import_the_reference():
 
 def test_reference_imports_only_itself_and_shared():
     """oracle: the reference's allowed dependencies (torch, numpy (a dependency of ours) and the
-    standard library's os and thread pool (dropout's CPU hash, in pieces on threads) and contextlib
-    (batch norm's one-thread section), its own modules,
+    standard library's os and thread pool (dropout's CPU hash, in pieces on threads), its own modules,
     kernels/shared.py, and the op registry's activation descriptors: which activations exist, by name
     (their eager rules, the reference's own oracle, it must not call)."""
     allowed = ("alexnetc.kernels.reference", "alexnetc.kernels.shared", "torch", "numpy", "__future__", "os",
-               "concurrent.futures", "contextlib", "alexnetc.compiler.ops.activation")
+               "concurrent.futures", "alexnetc.compiler.ops.activation")
     for path in sorted((KERNELS / "reference").glob("*.py")):
         bad = [m for m in _imports(path) if not m.startswith(allowed)]
         assert not bad, f"reference/{path.name} imports {bad}"
