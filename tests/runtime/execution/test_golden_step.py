@@ -3,9 +3,9 @@ gradients and updated weights recorded before the op registry replaced the per-o
 (tests/runtime/execution/golden/training-step.json: SHA-256 prefixes of each tensor's bytes).
 
 Each record also says the `layout` the reference kept its maps in. The records made in NCHW still
-hold with the backend's map layout set back to NCHW (`_common.maps` as `.contiguous()`): moving
-the maps to channels-last (the CPU speed work of issue 20) changed which ATen/oneDNN kernels sum the
-convolutions and pools, nothing else, and this proves it. The channels-last records, made since,
+hold with the backend's map layout set back to NCHW (`_common.maps` as `.contiguous()`) and LRN's
+power back on ATen's pow: the CPU speed work of issue 20 changed which ATen/oneDNN kernels sum the
+convolutions and pools and how LRN raises to -beta, nothing else, and this proves it. The channels-last records, made since,
 pin the backend as it runs.
 
 A record says the thread count it was made with (oneDNN splits a convolution's weight gradient over
@@ -60,6 +60,9 @@ def _layout(monkeypatch, layout: str) -> None:
         for module in modules:
             if getattr(module, "maps", None) is rule:
                 monkeypatch.setattr(module, "maps", lambda t: t.contiguous())
+        # and LRN's s^-beta back on ATen's pow (it is exp2(-beta log2 s) since, as in the Triton kernel)
+        monkeypatch.setattr(importlib.import_module(f"{reference.__name__}.lrn"), "_pow_neg",
+                            lambda s, beta: s.pow(-beta))
 
 
 def _two_steps(path: Path) -> dict:
