@@ -34,8 +34,11 @@ def slice(x: torch.Tensor, *, begin: int, end: int) -> torch.Tensor:
 
 
 def slice_backward(dy: torch.Tensor, *, begin: int, channels: int) -> torch.Tensor:
-    """Zeros of (N, channels, ...) with dy at channels [begin, begin + dy.shape[1])."""
-    out = dy.new_zeros((dy.shape[0], channels, *dy.shape[2:]))
+    """Zeros of (N, channels, ...) with dy at channels [begin, begin + dy.shape[1]), in dy's layout
+    (channels-last maps stay channels-last: a backend keeps its maps in one layout)."""
+    channels_last = dy.dim() == 4 and not dy.is_contiguous() and dy.is_contiguous(memory_format=torch.channels_last)
+    out = torch.empty((dy.shape[0], channels, *dy.shape[2:]), dtype=dy.dtype, device=dy.device,
+                      memory_format=torch.channels_last if channels_last else torch.contiguous_format).zero_()
     out[:, begin:begin + dy.shape[1]] = dy
     return out
 

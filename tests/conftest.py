@@ -1,4 +1,5 @@
-"""Shared test setup: Triton in its interpreter when there is no GPU, the specs folder, a test cache dir."""
+"""Shared test setup: Triton in its interpreter when there is no GPU, the specs folder, a test cache dir,
+and torch's thread count restored after every test."""
 from __future__ import annotations
 
 import os
@@ -14,6 +15,18 @@ if not torch.cuda.is_available():
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    """A command run in-process (`alexnetc profile --threads 1`, ...) sets torch's thread count for the
+    whole process; later tests must not inherit it: oneDNN's convolution weight gradients and ATen's
+    channels-last batch-norm sums are split over the threads, so a test comparing an in-process run with
+    a subprocess's (a resumed training) would compare two thread counts."""
+    threads = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture

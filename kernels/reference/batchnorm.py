@@ -7,7 +7,7 @@ values per channel; M = 1 uses the biased one); `act` is applied after scale and
 
 In float64 (the oracle in the tests) every step is written out on ATen's elementwise ops; in fp32 and
 16-bit, where the executor runs it on the CPU, ATen's fused batch-norm kernels compute the same
-quantities on contiguous maps (see `_fused`) in a couple of passes instead of about ten
+quantities on contiguous maps, NCHW or channels-last (see `_fused`) in a couple of passes instead of about ten
 (tests/kernels/test_batchnorm.py holds one to the other).
 """
 from __future__ import annotations
@@ -27,11 +27,13 @@ def _dims(x: torch.Tensor) -> list[int]:
 
 
 def _fused(x: torch.Tensor, count: int) -> bool:
-    """ATen's fused kernels where they reduce each channel in one thread, so the result does not depend
-    on the thread count (contiguous NCHW maps; for (N, C) features and channels-last maps they split a
-    channel's sum across threads), and M > 1 (ATen's running variance would divide by M - 1 = 0)."""
-    return (x.dtype != torch.float64 and count > 1 and x.dim() == 4 and x.is_contiguous()
-            and x.shape[2] * x.shape[3] > 1)
+    """ATen's fused kernels on 4-D maps with M > 1 (ATen's running variance would divide by M - 1 = 0),
+    in NCHW or channels-last (the layout this backend keeps maps in on the CPU, `_common.maps`). On
+    channels-last maps they split a channel's sums over the threads, so the result depends on the
+    thread count, as oneDNN's convolution weight gradients already do; the float64 oracle path below
+    does not use them."""
+    return (x.dtype != torch.float64 and count > 1 and x.dim() == 4 and x.shape[2] * x.shape[3] > 1
+            and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)))
 
 
 def batchnorm(x, scale, shift, running_mean, running_var, *, eps, momentum, act):
@@ -61,8 +63,8 @@ def _train_outputs(x, xf, scale, shift, running_mean, running_var, mean, var, co
 def batchnorm_eval(x, scale, shift, running_mean, running_var, *, eps, momentum, act):
     xf = f32(x)
     if _fused(x, 2):
-        y = torch.nn.functional.batch_norm(xf, f32(running_mean), f32(running_var), f32(scale), f32(shift),
-                                           False, 0.0, eps)
+        y = torch.nn.functional.batch_norm(xf, f32(running_mean), f32(running_var), f32(scale),
+                                           f32(shift), False, 0.0, eps)
         return activation.act_fresh(y, act).to(x.dtype)
     a = f32(scale) * torch.rsqrt(f32(running_var) + eps)
     y = activation.act_fresh((xf - _c(f32(running_mean), x)) * _c(a, x) + _c(f32(shift), x), act)

@@ -1,7 +1,9 @@
 """Reference max and average pooling and their backwards, windows padded and ceil-extended explicitly.
 
 `maxpool` returns the window offset r*kw + s of each maximum (dtype `shared.argmax_dtype`), which
-its backward scatters to; the backwards take the input's (H, W) as `in_hw` and N, C from dy.
+its backward scatters to; the backwards take the input's (H, W) as `in_hw` and N, C from dy. Maps,
+window offsets and gradients stay in the backend's map layout (`_common.maps`: channels-last on the
+CPU, where ATen's pooling kernels are vectorised over channels and visit each window in the same order).
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from ..shared import argmax_dtype, pair
-from ._common import extra, f32, up
+from ._common import extra, f32, maps, up
 
 
 def maxpool(x, *, kernel, stride, pad, out_size):
@@ -20,12 +22,12 @@ def maxpool(x, *, kernel, stride, pad, out_size):
     if extra(H, P, kh, sh, ph) == extra(W, Q, kw, sw, pw) == 0 and 2 * ph <= kh and 2 * pw <= kw and kw <= W:
         # ATen pads with -inf itself here, sparing the padded copy; its indices address the input (whose
         # rows are at least a window wide, so a row and column within the window give a unique index)
-        y, idx = F.max_pool2d(_cl(up(x)), (kh, kw), (sh, sw), (ph, pw), return_indices=True)
+        y, idx = F.max_pool2d(maps(up(x)), (kh, kw), (sh, sw), (ph, pw), return_indices=True)
         width, corner = W, (oh - ph) * W + (ow - pw)
     else:
         xp = F.pad(up(x), (pw, pw + extra(W, Q, kw, sw, pw), ph, ph + extra(H, P, kh, sh, ph)),
                    value=float("-inf"))
-        y, idx = F.max_pool2d(_cl(xp), (kh, kw), (sh, sw), return_indices=True)
+        y, idx = F.max_pool2d(maps(xp), (kh, kw), (sh, sw), return_indices=True)
         y, idx = y[:, :, :P, :Q], idx[:, :, :P, :Q]
         width, corner = xp.shape[3], oh * xp.shape[3] + ow
     # idx - corner = r * width + s, the maximum's place in its window; a table of the kh*kw places
@@ -33,13 +35,23 @@ def maxpool(x, *, kernel, stride, pad, out_size):
     cells = torch.arange(kh * kw, device=x.device)
     table = torch.zeros((kh - 1) * width + kw, dtype=argmax_dtype((kh, kw)), device=x.device)
     table[cells // kw * width + cells % kw] = cells.to(table.dtype)
-    return y.to(x.dtype).contiguous(), torch.take(table, idx - corner).view(idx.shape).contiguous()
+    return maps(y.to(x.dtype)), _take(table, maps(idx - corner))
 
 
-def _cl(x: torch.Tensor) -> torch.Tensor:
-    """Channels-last on the CPU: ATen's max-pool is 3-5x faster there (vectorised over channels), and
-    visits each window in the same order, so the maxima and their indices are the same."""
-    return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
+def _take(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """torch.take(table, idx) in idx's own layout (torch.take writes its result in NCHW order, which
+    for channels-last offsets would be a transposing gather and a copy back)."""
+    if idx.dim() == 4 and not idx.is_contiguous() and idx.is_contiguous(memory_format=torch.channels_last):
+        return torch.take(table, idx.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+    return torch.take(table, idx.contiguous())
+
+
+def _plane(g: torch.Tensor, n: int, c: int, h: int, w: int) -> torch.Tensor:
+    """The (n, c, h, w) input ATen's pooling backwards take for its shape and layout only: g's layout,
+    never written or read (a zero-stride expand where NCHW will do, no allocation)."""
+    if g.device.type == "cpu" and g.dim() == 4 and not g.is_contiguous():
+        return torch.empty((n, c, h, w), dtype=g.dtype, memory_format=torch.channels_last)
+    return g.new_empty(()).expand(n, c, h, w)
 
 
 def maxpool_backward(dy, argmax, *, in_hw, kernel, stride, pad):
@@ -51,15 +63,14 @@ def maxpool_backward(dy, argmax, *, in_hw, kernel, stride, pad):
     place = cells // kw * Wp + cells % kw           # offset r*kw + s -> r*Wp + s on the padded plane
     corner = (torch.arange(P, device=dy.device).view(P, 1) * (sh * Wp)
               + torch.arange(Q, device=dy.device).view(1, Q) * sw)
-    flat = torch.take(place, argmax.long()) + corner
-    g = f32(dy)
+    g = maps(f32(dy))
+    flat = _take(place, maps(argmax.long())) + corner
     # ATen's max-pool backward scatters dy to `flat` on the padded plane (every window lies inside it, so
     # any offset in [0, kh*kw) is in bounds), adding in output order as scatter_add_ would, in one pass.
-    plane = g.new_empty(()).expand(N, C, Hp, Wp)
+    plane = _plane(g, N, C, Hp, Wp)
     dxp = torch.ops.aten.max_pool2d_with_indices_backward(g, plane, [kh, kw], [sh, sw], [0, 0], [1, 1],
                                                           False, flat)
-    dx = dxp[:, :, ph:ph + H, pw:pw + W]
-    return dx.to(dy.dtype).contiguous()
+    return maps(dxp[:, :, ph:ph + H, pw:pw + W].to(dy.dtype))
 
 
 def _avg_counts(H, W, P, Q, kernel, stride, pad, device):
@@ -75,10 +86,10 @@ def _avg_counts(H, W, P, Q, kernel, stride, pad, device):
 def avgpool(x, *, kernel, stride, pad, out_size):
     (kh, kw), (sh, sw), (ph, pw), (P, Q) = pair(kernel), pair(stride), pair(pad), pair(out_size)
     H, W = x.shape[2], x.shape[3]
-    xp = F.pad(f32(x), (pw, pw + extra(W, Q, kw, sw, pw), ph, ph + extra(H, P, kh, sh, ph)))
+    xp = F.pad(maps(f32(x)), (pw, pw + extra(W, Q, kw, sw, pw), ph, ph + extra(H, P, kh, sh, ph)))
     total = F.avg_pool2d(xp, (kh, kw), (sh, sw), divisor_override=1)[:, :, :P, :Q]
     y = total / _avg_counts(H, W, P, Q, (kh, kw), (sh, sw), (ph, pw), x.device)
-    return y.to(x.dtype).contiguous()
+    return maps(y.to(x.dtype))
 
 
 def avgpool_backward(dy, *, in_hw, kernel, stride, pad):
@@ -86,12 +97,12 @@ def avgpool_backward(dy, *, in_hw, kernel, stride, pad):
     N, C, P, Q = dy.shape
     Hp = max(H + 2 * ph, (P - 1) * sh + kh)
     Wp = max(W + 2 * pw, (Q - 1) * sw + kw)
-    g = f32(dy) / _avg_counts(H, W, P, Q, (kh, kw), (sh, sw), (ph, pw), dy.device)
+    g = maps(f32(dy)) / _avg_counts(H, W, P, Q, (kh, kw), (sh, sw), (ph, pw), dy.device)
     # each window's share to every cell of it on the padded plane: ATen's average-pool backward with
     # divisor 1 (the counts are divided above), then the padding cut off
-    plane = g.new_empty(()).expand(N, C, Hp, Wp)
+    plane = _plane(g, N, C, Hp, Wp)
     full = torch.ops.aten.avg_pool2d_backward(g, plane, [kh, kw], [sh, sw], [0, 0], False, True, 1)
-    return full[:, :, ph:ph + H, pw:pw + W].to(dy.dtype).contiguous()
+    return maps(full[:, :, ph:ph + H, pw:pw + W].to(dy.dtype))
 
 
 def globalmaxpool(x):
@@ -121,4 +132,4 @@ def globalavgpool(x):
 def globalavgpool_backward(dy, *, in_hw):
     H, W = pair(in_hw)
     g = f32(dy) / (H * W)
-    return g.expand(dy.shape[0], dy.shape[1], H, W).to(dy.dtype).contiguous()
+    return maps(g.expand(dy.shape[0], dy.shape[1], H, W).to(dy.dtype))

@@ -51,6 +51,7 @@ from ...compiler.ops.registry import Kernel, RunState, RunValue
 from ...compiler.ops.tensor import copy_source
 from ...compiler.program import Program
 from ...kernels.backend import get_backend
+from .host_memory import keep_freed_maps
 from .layout import bind_params
 from .params import init_state
 from .precision import check_supported, precision
@@ -112,6 +113,8 @@ class Executor:
             raise ValueError(f"group2ctx has no real device for logical device(s) {missing}")
         self.precision = precision(dtype)
         check_supported(self.precision, self.group2ctx, backend)
+        if any(d.type == "cpu" for d in self.group2ctx.values()):
+            keep_freed_maps()
         self.for_training = for_training
         # Inference runs the forward graph with its own memory plan, so activations are freed there too.
         self.program: Program = net.training() if for_training else net.inference()

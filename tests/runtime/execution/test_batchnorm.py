@@ -265,9 +265,11 @@ def _dp_worker(rank: int, world: int, port: int, spec: str, data: str, out: str)
 def test_data_parallel_ranks_hold_the_same_running_statistics(spec, data, tmp_path, monkeypatch):
     """oracle: one process on the same global batch. Each shard normalises with its own statistics;
     the running statistics are averaged over the ranks weighted by shard size after each step, so
-    every rank holds bit-identical ones, one process under torchrun equals no torchrun bit for bit,
-    and after one step the running mean is the global batch mean's update (weighted shard means are
-    the global mean; within 1e-6), while the running variance (mean of shard variances) is not."""
+    every rank holds bit-identical ones, one process under torchrun equals no torchrun bit for bit (on
+    as many threads: the workers run on one, and so does the reference here, since ATen's batch norm
+    splits a channels-last channel's sums over the threads), and after one step the running mean is
+    the global batch mean's update (weighted shard means are the global mean; within 1e-6), while the
+    running variance (mean of shard variances) is not."""
     import os
 
     import torch.multiprocessing as mp
@@ -278,6 +280,7 @@ def test_data_parallel_ranks_hold_the_same_running_statistics(spec, data, tmp_pa
         monkeypatch.delenv(k, raising=False)
     one = Trainer(_opts(spec, data, tmp_path / "one", epochs=1, batch_size=8, limit_train_batches=1,
                         limit_val_batches=1, seed=3))
+    torch.set_num_threads(1)   # as the workers (tests/conftest.py restores the count)
     one.run()
     ref = one.executor.state
     for world in (1, 3):

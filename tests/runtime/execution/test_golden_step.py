@@ -2,13 +2,20 @@
 gradients and updated weights recorded before the op registry replaced the per-op tables
 (tests/runtime/execution/golden/training-step.json: SHA-256 prefixes of each tensor's bytes).
 
-ATen's CPU kernels differ between instruction sets and releases (and within one instruction set: AMX
-or not, oneDNN's choices), so each golden record says where it was made: the `cpu` capability, the
-`torch` version and, for records made since, a `probe`, the hash of a few ATen calls the reference
-kernels make (convolution forward and backward, GEMM, LRN, softmax) on fixed inputs. A record
-applies where its probe hashes the same (a record without one: where capability and version match
-and no probed record applies); elsewhere the test is skipped, and the executor-versus-autograd tests
-still hold the numbers to tolerances.
+Each record also says the `layout` the reference kept its maps in. The records made in NCHW still
+hold with the backend's map layout set back to NCHW (`_common.maps` as `.contiguous()`) and LRN's
+power back on ATen's pow: the CPU speed work of issue 20 changed which ATen/oneDNN kernels sum the
+convolutions and pools and how LRN raises to -beta, nothing else, and this proves it. The channels-last records, made since,
+pin the backend as it runs.
+
+A record says the thread count it was made with (oneDNN splits a convolution's weight gradient over
+the threads), and the test runs with that many. ATen's CPU kernels differ between instruction sets
+and releases (and within one instruction set: AMX or not, oneDNN's choices), so each golden record
+says where it was made: the `cpu` capability, the `torch` version and, for records made since, a
+`probe`, the hash of a few ATen calls the reference kernels make (convolution forward and backward,
+GEMM, LRN, softmax) on fixed inputs in the record's layout. A record applies where its probe hashes
+the same (a record without one: where capability and version match and no probed record applies);
+elsewhere the test is skipped, and the executor-versus-autograd tests still hold the numbers to tolerances.
 """
 from __future__ import annotations
 
@@ -34,6 +41,30 @@ def _fp(t: torch.Tensor) -> str:
     return hashlib.sha256(t.detach().contiguous().cpu().numpy().tobytes()).hexdigest()[:16]
 
 
+LAYOUTS = ("nchw", "channels_last")
+
+
+def _layout(monkeypatch, layout: str) -> None:
+    """NCHW: every reference module that places maps (`from ._common import maps`) gets the NCHW rule."""
+    if layout == "nchw":
+        import importlib
+        import pkgutil
+
+        import alexnetc.kernels.reference as reference
+        from alexnetc.kernels.reference import _common
+
+        rule = _common.maps
+        # every module imported before any is patched (an import would copy a patched name)
+        modules = [importlib.import_module(f"{reference.__name__}.{m.name}")
+                   for m in pkgutil.iter_modules(reference.__path__)]
+        for module in modules:
+            if getattr(module, "maps", None) is rule:
+                monkeypatch.setattr(module, "maps", lambda t: t.contiguous())
+        # and LRN's s^-beta back on ATen's pow (it is exp2(-beta log2 s) since, as in the Triton kernel)
+        monkeypatch.setattr(importlib.import_module(f"{reference.__name__}.lrn"), "_pow_neg",
+                            lambda s, beta: s.pow(-beta))
+
+
 def _two_steps(path: Path) -> dict:
     net = compile_spec(path, batch=8)
     ex = Executor(net, {d: "cpu" for d in net.devices}, params=init_params(net, seed=3), backend="reference")
@@ -53,13 +84,16 @@ def _two_steps(path: Path) -> dict:
     return res
 
 
-def aten_probe() -> str:
-    """A hash of the ATen calls the reference kernels build on, on fixed inputs: where it matches a
-    record's, ATen computes those the same way bit for bit."""
+def aten_probe(layout: str = "nchw") -> str:
+    """A hash of the ATen calls the reference kernels build on, on fixed inputs, maps in `layout`:
+    where it matches a record's, ATen computes those the same way bit for bit."""
     import torch.nn.functional as F
 
     g = torch.Generator().manual_seed(11)
-    x = torch.randn(8, 6, 13, 13, generator=g, requires_grad=True)
+    x = torch.randn(8, 6, 13, 13, generator=g)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
     w = torch.randn(12, 3, 3, 3, generator=g, requires_grad=True)
     y = F.conv2d(x, w, stride=2, padding=1, groups=2)
     z = F.local_response_norm(torch.relu(y), 5, 1e-4, 0.75, 2.0)
@@ -72,22 +106,45 @@ def aten_probe() -> str:
     return h.hexdigest()[:16]
 
 
-def _golden() -> dict | None:
-    probe = aten_probe()
-    for record in GOLDENS:
+def _golden(layout: str) -> dict | None:
+    probe = aten_probe(layout)
+    records = [r for r in GOLDENS if r.get("layout", "nchw") == layout]
+    for record in records:
         if record.get("probe") == probe:
             return record
-    for record in GOLDENS:
+    for record in records:
         if "probe" not in record and record["cpu"] == torch.backends.cpu.get_cpu_capability() \
                 and record["torch"] == torch.__version__:
             return record
     return None
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("spec", sorted(SPECS))
-def test_training_steps_are_bit_identical_to_the_golden(spec):
-    golden = _golden()
+def test_training_steps_are_bit_identical_to_the_golden(spec, layout, monkeypatch):
+    golden = _golden(layout)
     if golden is None:
-        pytest.skip(f"no golden record for this machine's ATen (probe {aten_probe()}, "
+        pytest.skip(f"no {layout} golden record for this machine's ATen (probe {aten_probe(layout)}, "
                     f"{torch.backends.cpu.get_cpu_capability()}, torch {torch.__version__})")
-    assert _two_steps(SPECS[spec]) == golden[spec]
+    _layout(monkeypatch, layout)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(golden["threads"])   # oneDNN splits a weight gradient's sum over the threads
+    try:
+        assert _two_steps(SPECS[spec]) == golden[spec]
+    finally:
+        torch.set_num_threads(threads)
+
+
+if __name__ == "__main__":   # print a record for this machine: python tests/runtime/execution/test_golden_step.py
+    import platform
+    import sys
+
+    layout = sys.argv[1] if len(sys.argv) > 1 else "channels_last"
+    torch.set_num_threads(1)   # one thread: no reduction split that depends on the machine's cores
+    record = {"cpu": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__, "layout": layout,
+              "threads": torch.get_num_threads(),
+              "probe": aten_probe(layout), "note": f"recorded on {platform.processor() or platform.machine()}"}
+    if layout == "nchw":
+        pytest.exit("record NCHW goldens from a commit that ran NCHW, not by patching")
+    record.update({name: _two_steps(path) for name, path in sorted(SPECS.items())})
+    print(json.dumps(record, indent=1, sort_keys=True))

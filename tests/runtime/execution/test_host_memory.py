@@ -1,0 +1,49 @@
+"""Freed maps stay in the process's heap on the CPU (runtime/execution/host_memory.py). Oracle: the
+kernel's count of minor page faults (getrusage) over repeated training steps, in fresh processes with
+and without ALEXNETC_HOST_HEAP=os."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+SCRIPT = r"""
+import json, resource, torch
+torch.set_num_threads(1)
+from alexnetc.compiler import compile_spec
+from alexnetc.runtime.app.specs import resolve_spec_path
+from alexnetc.runtime.execution import host_memory
+from alexnetc.runtime.execution.executor import Executor
+from alexnetc.runtime.execution.params import init_params
+net = compile_spec(resolve_spec_path("variants/mini"), batch=32)
+ex = Executor(net, {d: "cpu" for d in net.devices}, params=init_params(net, 0))
+x, y = torch.randn(32, 1, 28, 28), torch.randint(0, 10, (32,))
+def step():
+    ex.forward(x, y, is_train=True); ex.backward()
+step(); step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(3):
+    step()
+faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 3
+print(json.dumps({"kept": host_memory.keep_freed_maps(), "faults_per_step": faults}))
+"""
+
+
+def _run(env_extra: dict) -> dict:
+    env = {**os.environ, **env_extra}
+    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt: Linux only")
+def test_a_training_step_reuses_mapped_pages_unless_told_not_to():
+    kept = _run({"ALEXNETC_HOST_HEAP": ""})
+    os_heap = _run({"ALEXNETC_HOST_HEAP": "os"})
+    assert kept["kept"] is True and os_heap["kept"] is False
+    # the mini's maps at batch 32 are ~1.6 MB each: returned to the OS, every step faults them in again
+    assert os_heap["faults_per_step"] > 2000
+    assert kept["faults_per_step"] < os_heap["faults_per_step"] / 10
