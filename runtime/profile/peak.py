@@ -3,7 +3,11 @@
 On CUDA: the named device's data-sheet figure (`compiler/cost/devices.py`) for the precision each op
 runs in, found from the device's name; an unknown GPU has no peak (the column stays empty). On the
 CPU there is no data sheet to trust (clocks, vector widths and thread counts vary), so the peak is
-measured: the best of a few large GEMMs in the run's dtype on the threads torch uses now, cached per
+measured: the best of a few large GEMMs in the run's dtype on the threads torch uses now, both ATen's
+matrix product and oneDNN's direct 3x3 convolution (an implicit GEMM) on a channels-last map: where
+ATen's BLAS is not the fastest code on the machine (MKL on an AMD EPYC ran 2048^3 products at 95
+GFLOP/s on one core, oneDNN's convolutions at 240), a peak from torch.mm alone had a profile's
+convolutions above 100 % of it. Cached per
 machine, thread count, torch version and dtype under the user's cache directory (``$ALEXNETC_CACHE``)
 so it is measured once. Memory bandwidth is taken from the data sheet on CUDA and not measured on the CPU.
 """
@@ -22,7 +26,7 @@ from ...compiler.cost import DeviceSpec, device_for_cuda_name
 from ..atomic import replacing
 
 GEMM_SIZE = 2048          # a (2048 x 2048) @ (2048 x 2048) product: 17 GFLOP, well past cache effects
-CPU_PEAK_VERSION = 1
+CPU_PEAK_VERSION = 2     # 2: the best of ATen's matrix product and oneDNN's 3x3 convolution
 
 
 @dataclass(frozen=True)
@@ -53,16 +57,23 @@ def _cpu_model() -> str:
 
 
 def measure_cpu_gemm(dtype: torch.dtype, size: int = GEMM_SIZE, repeats: int = 5) -> float:
-    """FLOP/s of the best of `repeats` (size x size) GEMMs on torch's current threads."""
+    """FLOP/s of the best of `repeats` runs of two products on torch's current threads: a (size x size)
+    GEMM (torch.mm) and a 3x3 convolution of 128 channels over a channels-last (32, 128, 16, 16) map
+    (oneDNN's direct convolution: 2 x 32 x 14 x 14 x 128 x 128 x 9 FLOPs, no Winograd)."""
     a = torch.randn(size, size).to(dtype)
     b = torch.randn(size, size).to(dtype)
-    torch.mm(a, b)  # warm up the threads and the allocator
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * size ** 3 / best
+    x = torch.randn(32, 128, 16, 16).to(dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(128, 128, 3, 3).to(dtype)
+    products = ((lambda: torch.mm(a, b), 2 * size ** 3),
+                (lambda: torch.nn.functional.conv2d(x, w), 2 * 32 * 14 * 14 * 128 * 128 * 9))
+    best = 0.0
+    for product, flops in products:
+        product()  # warm up the threads, the allocator and oneDNN's primitive cache
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            product()
+            best = max(best, flops / (time.perf_counter() - t0))
+    return best
 
 
 def _cache_dir() -> str:
@@ -106,7 +117,8 @@ def cpu_peaks(dtype: str) -> Peaks:
         flops[_COLUMNS[d][0]], hit = cpu_gemm_peak(d)
         cached = cached and hit
     threads = torch.get_num_threads()
-    return Peaks(flops, None, f"{GEMM_SIZE}x{GEMM_SIZE} GEMMs on {threads} thread{'s' if threads != 1 else ''}, "
+    return Peaks(flops, None, f"best of {GEMM_SIZE}x{GEMM_SIZE} GEMMs and 3x3 convolutions on {threads} "
+                              f"thread{'s' if threads != 1 else ''}, "
                               f"{'cached' if cached else 'measured now'} ({_cpu_model()})")
 
 
