@@ -261,6 +261,9 @@ def register(sub: Any) -> None:
     from . import figure_commands  # filters, neighbors, compare
 
     figure_commands.register(sub)
+    from . import ablate_command  # ablate (the paper's ablations)
+
+    ablate_command.register(sub)
     from . import transfer_commands  # export, import
 
     transfer_commands.register(sub)

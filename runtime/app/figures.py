@@ -421,10 +421,12 @@ COMPARE_SIZE_PX = (900, 540)
 _COMPARE_DPI = 100
 
 
-def draw_compare(curves: Sequence[tuple[str, Sequence[float], Sequence[float]]], path: str | os.PathLike,
-                 target: float | None = None, title: str | None = None) -> str:
-    """Figure 1: training top-1 error (%) against epoch, one line per ``(label, epochs, errors)``
-    (errors as fractions), and a dashed line at ``target``; a ``COMPARE_SIZE_PX`` PNG at ``path``."""
+def draw_compare(curves: Sequence[tuple], path: str | os.PathLike, target: float | None = None,
+                 title: str | None = None, band: str | None = None) -> str:
+    """Figure 1: training top-1 error (%) against epoch, one line per ``(label, epochs, errors)`` (errors
+    as fractions; epochs may be fractional), or per ``(label, epochs, mean, low, high)`` with the range
+    shaded (`band` names it in the legend: 'min–max over seeds'), and a dashed line at ``target``; a
+    ``COMPARE_SIZE_PX`` PNG at ``path``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
@@ -432,9 +434,15 @@ def draw_compare(curves: Sequence[tuple[str, Sequence[float], Sequence[float]]],
     fig = Figure(figsize=(COMPARE_SIZE_PX[0] / _COMPARE_DPI, COMPARE_SIZE_PX[1] / _COMPARE_DPI), dpi=_COMPARE_DPI)
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    for i, (label, xs, ys) in enumerate(curves):
-        if len(xs):
-            ax.plot(list(xs), [100 * y for y in ys], "-", marker="o", markersize=3, color=f"C{i % 10}", label=label)
+    for i, (label, xs, ys, *lohi) in enumerate(curves):
+        if not len(xs):
+            continue
+        color = f"C{i % 10}"
+        ax.plot(list(xs), [100 * y for y in ys], "-", marker="o" if len(xs) <= 30 else None, markersize=3,
+                color=color, label=label)
+        if lohi and band:
+            ax.fill_between(list(xs), [100 * y for y in lohi[0]], [100 * y for y in lohi[1]], color=color, alpha=0.2,
+                            linewidth=0, label=f"{label}: {band}")
     if target is not None:
         ax.axhline(100 * target, color="0.4", linestyle="--", linewidth=1, label=f"target {target:.0%}")
     ax.set_xlabel("epoch")
@@ -442,6 +450,42 @@ def draw_compare(curves: Sequence[tuple[str, Sequence[float], Sequence[float]]],
     ax.set_title(title or "training error per epoch")
     ax.grid(True, alpha=0.3)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    path = str(path)
+    try:
+        with replacing(path, ".png") as tmp:
+            fig.savefig(tmp, dpi=_COMPARE_DPI, format="png")
+    except OSError as exc:
+        raise write_failure(path, exc) from None
+    return path
+
+
+def draw_effects(rows: Sequence[tuple[str, Any, float | None]], path: str | os.PathLike, title: str = "") -> str:
+    """Ablation effects: per ``(label, {"delta", "half"} in points or None, the paper's effect or None)`` a
+    dot at the measured difference with its interval as a bar, the paper's effect as a red cross, and
+    zero as a line; a ``COMPARE_SIZE_PX`` PNG at ``path``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(COMPARE_SIZE_PX[0] / _COMPARE_DPI, COMPARE_SIZE_PX[1] / _COMPARE_DPI), dpi=_COMPARE_DPI)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    labels = [r[0] for r in rows]
+    for i, (_, measured, paper) in enumerate(rows):
+        y = len(rows) - 1 - i
+        if measured is not None:
+            ax.errorbar([measured["delta"]], [y], xerr=[[measured["half"] or 0]], fmt="o", color="C0", capsize=4,
+                        label="measured (95% interval)" if i == 0 else None)
+        if paper is not None:
+            ax.plot([paper], [y], "x", color="C3", markersize=9, mew=2,
+                    label="the paper (ILSVRC)" if not any(r[2] is not None for r in rows[:i]) else None)
+    ax.axvline(0, color="0.4", linewidth=1)
+    ax.set_yticks(range(len(rows)), labels[::-1])
+    ax.set_xlabel("variant − base, validation top-1 error (points)")
+    ax.set_title(title or "ablation effects")
+    ax.grid(True, axis="x", alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small")
     fig.tight_layout()
