@@ -261,9 +261,10 @@ def register(sub: Any) -> None:
     from . import figure_commands  # filters, neighbors, compare
 
     figure_commands.register(sub)
-    from . import ablate_command  # ablate (the paper's ablations)
+    from . import ablate_command, runs_command  # ablate (the paper's ablations), runs (a table of runs)
 
     ablate_command.register(sub)
+    runs_command.register(sub)
     from . import transfer_commands  # export, import
 
     transfer_commands.register(sub)

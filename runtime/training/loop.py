@@ -418,6 +418,8 @@ class Trainer:
         lr = self.schedule.lr
         advice = (f"continue from it with a lower learning rate: alexnetc train --resume --out {self.opts.out} "
                   f"--lr {lr / 10:g}") if last else f"start again with a lower learning rate (--lr {lr / 10:g})"
+        if self.run_log is not None:
+            self.run_log.diverged(f"{where}: {what}")
         return TrainingError(f"training diverged {where}: {what}; stopped without saving. The last good checkpoint "
                              f"is {last or 'none (nothing was saved yet)'}; {advice}")
 

@@ -7,6 +7,8 @@ CSVLogger writes them, and TensorBoard event files when the optional ``tensorboa
   columns) and the learning rate; an *epoch row* holds the epoch's record (the keys of
   ``metrics.jsonl``). Both carry ``epoch`` (1-based; the epoch the step belongs to) and ``step`` (updates
   done). Under torchrun the step rows are rank 0's shard of each batch, the epoch rows every process's.
+  Epoch rows also carry ``wall_seconds``: the run's wall time so far, across resumes (not counting the time
+  it was stopped). A divergence is recorded in ``metrics.jsonl`` (``{"event": "diverged", ...}``).
 * ``hparams.yaml``: the spec (name, path, hash), the dataset, the resolved training options and the
   versions of Python, torch, triton and alexnetc.
 * ``events.out.tfevents.*``: the epoch rows' scalars (losses, top-1/top-5 error, learning rate,
@@ -24,6 +26,7 @@ import io
 import math
 import os
 import platform
+import time
 from typing import Any, Callable, Mapping
 
 from ..atomic import replacing
@@ -34,7 +37,7 @@ EVENTS_PREFIX = "events.out.tfevents."
 STEP_EVERY = 10          # updates per step row (Lightning's log_every_n_steps; ours is smaller: tiny runs)
 STEP_KEYS = ("train_loss_step", "train_top1_err_step", "train_top5_err_step")
 EPOCH_KEYS = ("train_loss", "train_top1_err", "train_top5_err", "val_loss", "val_top1_err", "val_top5_err",
-              "images_per_second", "data_wait_share", "train_seconds", "skipped_images")
+              "images_per_second", "data_wait_share", "train_seconds", "skipped_images", "wall_seconds")
 COLUMNS = ("epoch", "step", "lr", *STEP_KEYS, *EPOCH_KEYS)
 # The TensorBoard tag of each scalar (grouped as Lightning's users see them: loss/, error/, ...).
 TB_TAGS = {"train_loss": "loss/train", "val_loss": "loss/val", "train_top1_err": "top1_err/train",
@@ -102,6 +105,8 @@ class RunLog:
         self.csv_path = os.path.join(out, CSV_NAME)
         self.hparams_path = os.path.join(out, HPARAMS_NAME)
         self.writer: Any = None
+        self._t0 = time.monotonic()
+        self._wall_before = 0.0     # the wall time of the run before this process continued it
         self._window = {"loss": 0.0, "top1": 0.0, "top5": 0.0, "n": 0}
 
     # -- start -----------------------------------------------------------------------------------------
@@ -136,6 +141,7 @@ class RunLog:
                 try:
                     if int(r.get("step") or 0) <= step:
                         kept.append(r)
+                        self._wall_before = float(r.get("wall_seconds") or self._wall_before)
                 except ValueError:     # a row cut short by a crash
                     continue
         buf = io.StringIO()
@@ -188,8 +194,15 @@ class RunLog:
 
     def epoch(self, record: Mapping[str, Any]) -> None:
         """The epoch's record (as appended to metrics.jsonl): an epoch row and its scalars."""
-        self._append(record)
+        self._append(dict(record, wall_seconds=self._wall_before + time.monotonic() - self._t0))
         self._scalars({k: v for k, v in record.items() if k not in STEP_KEYS}, int(record["step"]))
+
+    def diverged(self, message: str) -> None:
+        """Record in metrics.jsonl that the run diverged (so `alexnetc runs` can say so; a resume rewrites
+        metrics.jsonl from its checkpoint's history, and the record goes)."""
+        from .metrics import append_metrics
+
+        append_metrics(os.path.join(self.out, "metrics.jsonl"), {"event": "diverged", "message": message})
 
     def close(self) -> None:
         """Flush and close the event file (the CSV is written row by row)."""
