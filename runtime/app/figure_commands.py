@@ -388,7 +388,3 @@ def register(sub: Any) -> None:
     n.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where to run: auto (a GPU when there is one), cpu or cuda (default auto)")
     n.set_defaults(func=_neighbors)
-
-    from . import compare_command
-
-    compare_command.register(sub)

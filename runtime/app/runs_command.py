@@ -65,7 +65,7 @@ class RunRow:
                 _duration(self.seconds, self.estimated), self.state]
 
     def key(self, column: str) -> tuple:
-        """Sort key: missing values last."""
+        """(missing, value): the value to sort by, and whether it is missing."""
         value = {"run": self.run, "spec": self.spec, "dataset": self.dataset, "epochs": self.done,
                  "best": self.best, "last": self.last, "time": self.seconds, "state": self.state}[column]
         return (value is None, value if value is not None else 0)
@@ -214,7 +214,8 @@ def _runs(args: argparse.Namespace) -> int:
     if not rows:
         say(f"no runs under {root} (a run directory holds metrics.jsonl or checkpoints/)")
         return 0
-    rows.sort(key=lambda r: r.key(args.sort), reverse=args.reverse)
+    rows.sort(key=lambda r: r.key(args.sort)[1], reverse=args.reverse)
+    rows.sort(key=lambda r: r.key(args.sort)[0])      # missing values last, whichever the direction
     cells = [list(HEADINGS)] + [r.cells() for r in rows]
     widths = [max(len(c[i]) for c in cells) for i in range(len(HEADINGS))]
     for c in cells:

@@ -69,6 +69,15 @@ def versions() -> dict:
     return out
 
 
+def run_log_files(out: str) -> list[str]:
+    """The files a `RunLog` wrote in `out` (metrics.csv, hparams.yaml, event files): what --overwrite deletes."""
+    try:
+        names = os.listdir(out)
+    except OSError:
+        return []
+    return [os.path.join(out, n) for n in sorted(names) if n in (CSV_NAME, HPARAMS_NAME) or n.startswith(EVENTS_PREFIX)]
+
+
 def read_csv_rows(path: str) -> list[dict]:
     """The rows of a metrics.csv (values as strings; '' where a row has no value)."""
     with open(path, encoding="utf-8", newline="") as fh:
@@ -222,7 +231,7 @@ def open_run_log(trainer: Any, step: int) -> RunLog:
         "train": {f.name: (dict(v) if isinstance(v := getattr(cfg, f.name), Mapping) else v) for f in fields(cfg)},
         "options": dict(trainer.remembered),
         "world_size": trainer.dist.world if trainer.dist else 1,
-        "device": str(trainer.real_device),
+        "runs_on": str(trainer.real_device),
         "init_from": trainer.init_from,
         "versions": versions(),
     }
