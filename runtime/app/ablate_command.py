@@ -31,9 +31,8 @@ from .compare_command import (
     summary_rows,
     text_table,
     train_plan,
-    write_text,
 )
-from .errors import UserError, say
+from .errors import UserError, say, write_text
 from .spread import Difference, Spread, difference, verdict
 
 EPILOG = """examples:

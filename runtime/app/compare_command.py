@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .errors import UserError, say
+from .errors import UserError, say, write_text
 from .spread import Spread, summarize
 
 EPILOG_COMPARE = """examples:
@@ -305,17 +305,6 @@ def train_plan(plan: Plan, log: Callable[[str], None] = say) -> int:
 def collect(plan: Plan) -> list[SpecResult]:
     return [SpecResult(name, spec, [read_run(plan.run_dir(name, s), s, plan.epochs, plan.target) for s in plan.seeds])
             for spec, name in zip(plan.specs, plan.names)]
-
-
-def write_text(path: str, text: str) -> None:
-    from ..atomic import replacing
-    from .errors import write_failure
-
-    try:
-        with replacing(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-    except OSError as exc:
-        raise write_failure(path, exc) from None
 
 
 def plan_json(plan: Plan, results: list[SpecResult]) -> dict:
