@@ -91,6 +91,8 @@ def _steps_row(a: Any, base: SpecResult, var: SpecResult) -> dict:
 
 
 def _error_row(a: Any, base: SpecResult, var: SpecResult) -> dict:
+    """Validation top-1/top-5 differences in points and their verdicts (ReLU vs tanh: none, its verdict
+    is on the steps), and how much more the variant overfits (validation − training top-1)."""
     row: dict = {}
     parts = []
     for key, paper in (("val_top1_err", a.paper_top1), ("val_top5_err", a.paper_top5)):
@@ -100,7 +102,8 @@ def _error_row(a: Any, base: SpecResult, var: SpecResult) -> dict:
             continue
         d = _points(difference(b, v))
         row[key] = {"difference_points": d.__dict__,   # no number (dropout): the paper's direction only
-                    "verdict": verdict(d, paper if paper is not None else 1.0, magnitude=paper is not None)}
+                    "verdict": None if a.metric == "steps_to_target" else
+                    verdict(d, paper if paper is not None else 1.0, magnitude=paper is not None)}
         parts.append(f"{key[4:8]} {_fmt_diff(d)}")
     gap = [_gap(base), _gap(var)]
     if gap[0] is not None and gap[1] is not None:
@@ -128,7 +131,11 @@ def ablation_rows(variants: list, results: list[SpecResult]) -> list[dict]:
     for v, var in zip(variants, results[1:]):
         a = v.ablation
         row = {"ablation": a.key, "title": a.title, "paper": a.paper, "paper_effect": _paper(a), "spec": v.path}
-        row.update(_steps_row(a, base, var) if a.metric == "steps_to_target" else _error_row(a, base, var))
+        row.update(_error_row(a, base, var))
+        if a.metric == "steps_to_target":
+            errors = row["measured"]
+            row.update(_steps_row(a, base, var))
+            row["measured"] += f"; val {errors}"
         b1, v1 = base.spread("val_top1_err"), var.spread("val_top1_err")
         row["base_val_top1"] = b1.format(100) if b1 else "-"
         row["variant_val_top1"] = v1.format(100) if v1 else "-"
@@ -215,7 +222,7 @@ def _ablate(args: argparse.Namespace) -> int:
     js = os.path.join(args.out, "ablation.json")
     write_text(js, json.dumps({"base": args.base, "rows": rows, **plan_json(plan, results)}, indent=1) + "\n")
     curves, effects = (os.path.join(args.out, p) for p in ("ablation-curves.png", "ablation-effects.png"))
-    draw_compare(mean_curves(results), curves, target=plan.target, band="min–max" if len(plan.seeds) > 1 else None,
+    draw_compare(mean_curves(results), curves, target=plan.target, band="min–max over seeds" if len(plan.seeds) > 1 else None,
                  title=f"training error, mean of {len(plan.seeds)} seeds: {args.base} and its ablations")
     draw_effects([(r["title"], r["val_top1_err"]["difference_points"] if r.get("val_top1_err") else None,
                    _paper_top1(r["ablation"])) for r in rows], effects,

@@ -192,8 +192,8 @@ def summary_rows(results: list[SpecResult], target: float) -> tuple[list[str], l
         for key in ("val_top1_err", "val_top5_err"):
             s = r.spread(key)
             cells.append(s.format(100) if s else "-")
-        for unit in ("steps", "epochs"):
-            cells.append(format_target(*r.to_target(unit)))
+        for unit, digits in (("steps", 0), ("epochs", 1)):
+            cells.append(format_target(*r.to_target(unit), digits=digits))
         rows.append(cells)
     return head, rows
 

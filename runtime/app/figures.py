@@ -450,7 +450,7 @@ def draw_compare(curves: Sequence[tuple], path: str | os.PathLike, target: float
                  title: str | None = None, band: str | None = None) -> str:
     """Figure 1: training top-1 error (%) against epoch, one line per ``(label, epochs, errors)`` (errors
     as fractions; epochs may be fractional), or per ``(label, epochs, mean, low, high)`` with the range
-    shaded (`band` names it in the legend: 'min–max over seeds'), and a dashed line at ``target``; a
+    shaded (`band` names it in the title: 'min–max over seeds'), and a dashed line at ``target``; a
     ``COMPARE_SIZE_PX`` PNG at ``path``."""
     from matplotlib.ticker import MaxNLocator
 
@@ -463,12 +463,12 @@ def draw_compare(curves: Sequence[tuple], path: str | os.PathLike, target: float
                 color=color, label=label)
         if lohi and band:
             ax.fill_between(list(xs), [100 * y for y in lohi[0]], [100 * y for y in lohi[1]], color=color, alpha=0.2,
-                            linewidth=0, label=f"{label}: {band}")
+                            linewidth=0)
     if target is not None:
         ax.axhline(100 * target, color="0.4", linestyle="--", linewidth=1, label=f"target {target:.0%}")
     ax.set_xlabel("epoch")
     ax.set_ylabel("training top-1 error (%)")
-    ax.set_title(title or "training error per epoch")
+    ax.set_title((title or "training error per epoch") + (f" (bands: {band})" if band else ""))
     ax.grid(True, alpha=0.3)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return _save_chart(fig, ax, path)
@@ -483,8 +483,9 @@ def draw_effects(rows: Sequence[tuple[str, Any, float | None]], path: str | os.P
     for i, (_, measured, paper) in enumerate(rows):
         y = len(rows) - 1 - i
         if measured is not None:
+            first = not any(r[1] is not None for r in rows[:i])
             ax.errorbar([measured["delta"]], [y], xerr=[[measured["half"] or 0]], fmt="o", color="C0", capsize=4,
-                        label="measured (95% interval)" if i == 0 else None)
+                        label="measured (95% interval)" if first else None)
         if paper is not None:
             ax.plot([paper], [y], "x", color="C3", markersize=9, mew=2,
                     label="the paper (ILSVRC)" if not any(r[2] is not None for r in rows[:i]) else None)
