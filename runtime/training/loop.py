@@ -16,10 +16,9 @@ the metrics rewritten on resume), `run_log` (metrics.csv, hparams.yaml, TensorBo
 `evaluate`, `progress`, `signals` (SIGTERM saved like Ctrl-C) and `errors`; the optimiser and schedule
 are `execution.optim` and `execution.schedule`.
 
-Nothing is lost and nothing wrong is saved: divergence is caught before it is saved (a non-finite
-loss, gradient norm or parameter after any step, the last of an epoch included, or a non-finite
-validation loss stops with the step and the last good checkpoint named); an epoch or validation
-split with no usable image is an error; an interrupt after an epoch was evaluated resumes at the next
+Nothing is lost and nothing wrong is saved: divergence (a non-finite loss, gradient norm or parameter
+after any step, or validation loss) stops before a checkpoint, naming the step and the last good one;
+a split with no usable image is an error; an interrupt after an epoch was evaluated resumes at the next
 epoch (the schedule never steps twice).
 
 Under torchrun (see `execution/distributed.py`) every process trains one replica on its slice of each
@@ -226,7 +225,7 @@ class Trainer:
                 self.dist.abort()
             raise
         finally:
-            if self.run_log is not None:
+            if self.run_log is not None:  # the event file's last events
                 self.run_log.close()
             if self.run_dir is not None:
                 self.run_dir.unlock()
@@ -240,7 +239,7 @@ class Trainer:
                                   self.opts.spec, self.dist, self.run_dir.cache_dir, self.log,
                                   self.opts.allow_empty_classes)
         self._bind(params, state)
-        self.run_log = open_run_log(self, pos.step) if self.writes else None
+        self.run_log = open_run_log(self, pos.step) if self.writes and pos.epoch < self.cfg.epochs else None  # finished: none
         if resumed:
             resume.restore(resumed, self.opt, self.schedule, self.opts.lr, self.log)
             self.log(f"resumed from {resumed.path}: epoch {pos.epoch + 1}, batch {pos.batch}, step {pos.step}")

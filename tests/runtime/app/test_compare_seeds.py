@@ -79,9 +79,14 @@ def test_seeds_spread_and_resume(data, tmp_path, capsys, monkeypatch):
     assert md.startswith("| spec | runs | val top-1 err % |") and "95 % Student-t" in md
     assert (out / "compare.png").stat().st_size > 0
 
+    def logs():
+        return sorted((p, os.path.getmtime(p)) for p in out.rglob("*") if p.name.startswith(("events.", "hparams")))
+
+    before = logs()
     calls = _counting(monkeypatch)                  # once more: nothing to train, the same report
     assert main(argv) == 0 and calls["n"] == 0
     assert json.loads((out / "compare.json").read_text()) == report
+    assert logs() == before                         # a finished run re-read: its files untouched
 
 
 def test_ablate_on_a_tiny_base(data, tmp_path, capsys):
