@@ -31,6 +31,8 @@ SKIP = {
     r"/path/to/imagenet|/data/imagenet": "needs ImageNet",
     r"--nproc_per_node=N|--nnodes": "needs N GPUs or several machines",
     r"\.pth\b": "needs torchvision's published weights (import is tested in tests/runtime/app/test_weights_import*.py)",
+    r"^tensorboard --logdir": "TensorBoard's own server (the event files are read back with tensorboard's reader "
+                              "in tests/runtime/training/test_run_log.py)",
     r"/data/flowers": "needs your photos and torchvision's weights (tested on random weights in "
                       "tests/runtime/training/test_warm_start.py)",
 }
@@ -39,6 +41,7 @@ TRAIN = ["--limit-train-batches", "2", "--limit-val-batches", "1", "--batch", "1
 BUDGET = {
     "train": TRAIN,
     "compare": TRAIN,
+    "ablate": TRAIN + ["--epochs", "1", "--seeds", "2"],
     "eval": ["--limit-batches", "2", "--batch", "32", "--workers", "0"],
     "neighbors": ["--limit", "64", "--batch", "32", "--workers", "0"],
     "profile": ["--batch", "8", "--iterations", "1", "--warmup", "0"],

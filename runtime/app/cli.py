@@ -12,7 +12,7 @@ import argparse
 import sys
 import time
 
-from .errors import DEBUG_ENV, EnvironmentFailure, UserError, one_line, write_failure  # noqa: F401  (cli.UserError is re-exported)
+from .errors import DEBUG_ENV, EnvironmentFailure, UserError, one_line, write_failure, write_text  # noqa: F401  (cli.UserError is re-exported)
 
 
 def _compile(args) -> int:
@@ -42,24 +42,14 @@ def _compile(args) -> int:
         print(f"compiled in {elapsed * 1000:.0f} ms")
     if args.json:
         graph = net.graph.with_attrs(spec_hash=net.hash, report=as_dict(net))
-        _write_text(args.json, graph.tojson())
+        write_text(args.json, graph.tojson())
         if not args.quiet:
             print(f"graph written to {args.json}")
     if args.dot:
-        _write_text(args.dot, to_dot(net.graph, net.name))
+        write_text(args.dot, to_dot(net.graph, net.name))
         if not args.quiet:
             print(f"Graphviz written to {args.dot} (render: dot -Tpng {args.dot} -o graph.png)")
     return 0
-
-
-def _write_text(path: str, text: str) -> None:
-    from ..atomic import replacing
-
-    try:
-        with replacing(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-    except OSError as exc:
-        raise write_failure(path, exc) from None
 
 
 def _specs(args) -> int:

@@ -258,9 +258,14 @@ def register(sub: Any) -> None:
                    help="where to run: auto (a GPU when there is one), cpu or cuda (default auto)")
     p.add_argument("--spec", help="run it as this spec: the same network placed otherwise (e.g. one device)")
     p.set_defaults(func=_predict)
-    from . import figure_commands  # filters, neighbors, compare
+    from . import figure_commands  # filters, neighbors
 
     figure_commands.register(sub)
+    from . import ablate_command, compare_command, runs_command  # compare (Figure 1, seeds), ablate, runs
+
+    compare_command.register(sub)
+    ablate_command.register(sub)
+    runs_command.register(sub)
     from . import transfer_commands  # export, import
 
     transfer_commands.register(sub)

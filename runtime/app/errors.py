@@ -34,6 +34,18 @@ def write_failure(path: object, exc: BaseException) -> Exception:
     return EnvironmentFailure(message) if machine else UserError(message)
 
 
+def write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (a new file, or a regular file replaced whole); a failure is
+    `write_failure`'s one line."""
+    from ..atomic import replacing
+
+    try:
+        with replacing(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        raise write_failure(path, exc) from None
+
+
 def shown(text: object) -> str:
     """A user-supplied string (a file name, a class name) as it may be printed: on one line, control
     characters escaped (a name holding ESC [2J must not clear the terminal)."""

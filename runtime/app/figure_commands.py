@@ -1,8 +1,8 @@
-"""The figure subcommands of `alexnetc`: filters (Figure 3), neighbors (Figure 4, right) and compare
-(Figure 1). `predict --gallery` (Figure 4, left) lives with predict in `commands.py`.
+"""The figure subcommands of `alexnetc`: filters (Figure 3) and neighbors (Figure 4, right); compare
+(Figure 1) is `compare_command`, `predict --gallery` (Figure 4, left) lives with predict in `commands.py`.
 
 The drawing is in `figures.py`; here: loading checkpoints and datasets, extracting and caching
-features, training the variants of a comparison. Heavy imports happen inside each command.
+features. Heavy imports happen inside each command.
 """
 from __future__ import annotations
 
@@ -35,17 +35,6 @@ alexnet.yaml, the global pooling in resnet18.yaml; --layer to choose) are
 nearest in Euclidean distance to each query's (the paper's Figure 4, right). The dataset's features
 are computed once (centre crop) and cached beside the checkpoint (RUN/cache/, or $ALEXNETC_CACHE),
 keyed by checkpoint, dataset, split, size, layer and transform; later queries reuse them."""
-
-EPILOG_COMPARE = """examples:
-  alexnetc compare specs/alexnet.yaml variants/tanh --data /data/cifar --target-error 0.25 --out runs/relu-vs-tanh
-  alexnetc compare variants/mini variants/mini-tanh --epochs 3 --limit-train-batches 50   # Fashion-MNIST, on a CPU
-
-Trains each spec with the same seed, data and epoch budget (each in OUT/<name>/, checkpointed), plots
-their training error per epoch on one PNG (OUT/compare.png unless --png) and prints how many epochs
-each took to reach the target training error, and the ratio to the fastest (the paper's Figure 1:
-ReLU reaches 25% error six times faster than tanh). Re-running the same command resumes an
-interrupted comparison; finished runs are not retrained. Every spec is compiled and checked against the
-data (channels, class count) before the first is trained."""
 
 
 def _load_model(path: str, device: str, batch: int = 64):
@@ -370,132 +359,6 @@ def _neighbors(args) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------- compare
-
-def run_names(specs: list[str]) -> list[str]:
-    """A sub-directory name per spec: the file's stem, with its index where stems repeat."""
-    stems = [os.path.splitext(os.path.basename(s))[0] or "spec" for s in specs]
-    return [s if stems.count(s) == 1 else f"{s}-{i + 1}" for i, s in enumerate(stems)]
-
-
-def epochs_to_target(records: list[dict], target: float, key: str = "train_top1_err") -> int | None:
-    """The first epoch whose ``key`` is at or below ``target`` (None: never)."""
-    for r in records:
-        v = r.get(key)
-        if isinstance(v, (int, float)) and v <= target:
-            return int(r["epoch"])
-    return None
-
-
-def epoch_records(metrics_path: str) -> list[dict]:
-    """A run's per-epoch records, one per epoch (the last written wins: a resumed epoch replaces a
-    record whose checkpoint was lost), in epoch order."""
-    from ..training.metrics import read_metrics
-
-    if not os.path.isfile(metrics_path):
-        return []
-    last: dict[int, dict] = {}
-    for r in read_metrics(metrics_path):
-        e = r.get("epoch")
-        if isinstance(e, (int, float)) and not isinstance(e, bool):
-            last[int(e)] = r
-    return [last[e] for e in sorted(last)]
-
-
-def format_table(rows: list[tuple[str, int | None, int]], target: float) -> str:
-    """The comparison table: per ``(name, epochs or None, epochs run)``, the epochs to the target
-    and the ratio to the fastest (a lower bound, '>', for a run that did not reach it)."""
-    reached = [e for _, e, _ in rows if e is not None]
-    fastest = min(reached) if reached else None
-    head = f"epochs to {target:.1%} training error"
-    w = max([len("variant")] + [len(n) for n, _, _ in rows])
-    lines = [f"{'variant':<{w}}  {head:<34}  ratio to fastest"]
-    for name, e, ran in rows:
-        if e is not None:
-            col, ratio = str(e), f"{e / fastest:.2f}x"
-        else:
-            col = f"not reached (in {ran} epoch{'s' if ran != 1 else ''})"
-            ratio = f">{ran / fastest:.2f}x" if fastest and ran else "-"
-        lines.append(f"{name:<{w}}  {col:<34}  {ratio}")
-    return "\n".join(lines)
-
-
-def _has_checkpoint(run_dir: str) -> bool:
-    from ..training.checkpoint import list_checkpoints
-
-    return bool(list_checkpoints(os.path.join(run_dir, "checkpoints"), verify=False))
-
-
-def _compare(args) -> int:
-    from ...compiler import compile_spec
-    from ..data.augment import AugmentError
-    from ..data.datasets import DatasetError
-    from ..training.checkpoint import CheckpointError
-    from ..training.errors import TrainingEnvironmentError, TrainingError
-    from ..training.inputs import check_data
-    from ..training.loop import Trainer
-    from ..training.options import TrainOptions, train_settings
-    from .figures import draw_compare
-    from .specs import resolve_spec_path
-
-    if len(args.specs) < 2:
-        raise UserError("compare: give at least two specs to compare")
-    if not 0 < args.target_error < 1:
-        raise UserError(f"--target-error {args.target_error}: must be between 0 and 1 (0.25 is 25%)")
-    if args.epochs is not None and args.epochs < 1:
-        raise UserError(f"--epochs {args.epochs}: must be at least 1")
-    png = args.png or os.path.join(args.out, "compare.png")
-    _check_output(png, "--png")
-    paths = [resolve_spec_path(s) for s in args.specs]
-    nets = [compile_spec(p) for p in paths]      # every spec error before any training
-    opened: dict = {}
-    for spec, path, net in zip(args.specs, paths, nets):   # and every spec against the data
-        try:
-            check_data(net, args.data, path, opened)
-        except (DatasetError, TrainingError) as exc:
-            raise UserError(f"{spec}: {exc} (nothing was trained)") from None
-    first = train_settings(nets[0])
-    epochs = args.epochs or first["epochs"]
-    seed = args.seed if args.seed is not None else first["seed"]
-    names = run_names(args.specs)
-    say(f"comparing {len(paths)} specs: {epochs} epochs each, seed {seed}, "
-          f"data {args.data or 'default'}; runs in {args.out}/")
-    for name, path in zip(names, paths):
-        out = os.path.join(args.out, name)
-        say(f"[{name}] {path} -> {out}")
-        opts = TrainOptions(spec=path, data=args.data, out=out, epochs=epochs, batch_size=args.batch,
-                            device=args.device, workers=args.workers, seed=seed,
-                            # a re-run resumes; a run killed before its first checkpoint starts again
-                            resume=_has_checkpoint(out), overwrite=not _has_checkpoint(out),
-                            limit_train_batches=args.limit_train_batches,
-                            limit_val_batches=args.limit_val_batches, progress=not args.no_progress,
-                            log=lambda s, n=name: say(f"[{n}] {s}", flush=True))
-        try:
-            Trainer(opts).run()
-        except TrainingEnvironmentError as exc:
-            from .errors import EnvironmentFailure
-
-            raise EnvironmentFailure(str(exc)) from None
-        except (AugmentError, DatasetError, CheckpointError, TrainingError) as exc:
-            raise UserError(f"{args.specs[paths.index(path)]}: {exc}") from None
-        except KeyboardInterrupt:
-            say("comparison interrupted; run the same command again to resume it", file=sys.stderr)
-            return 130
-    curves, rows = [], []
-    for name in names:
-        recs = [r for r in epoch_records(os.path.join(args.out, name, "metrics.jsonl"))
-                if r["epoch"] <= epochs]
-        xs = [r["epoch"] for r in recs if isinstance(r.get("train_top1_err"), (int, float))]
-        ys = [r["train_top1_err"] for r in recs if isinstance(r.get("train_top1_err"), (int, float))]
-        curves.append((name, xs, ys))
-        rows.append((name, epochs_to_target(recs, args.target_error), len(recs)))
-    draw_compare(curves, png, target=args.target_error,
-                 title=f"training error to {args.target_error:.0%}: {' vs '.join(names)}")
-    say(format_table(rows, args.target_error))
-    say(f"curves written to {png}")
-    return 0
-
-
 # --------------------------------------------------------------------------- parser
 
 def register(sub: Any) -> None:
@@ -525,22 +388,3 @@ def register(sub: Any) -> None:
     n.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="where to run: auto (a GPU when there is one), cpu or cuda (default auto)")
     n.set_defaults(func=_neighbors)
-
-    c = sub.add_parser("compare", help="train variants alike and compare epochs to a training error "
-                                       "(the paper's Figure 1)",
-                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG_COMPARE)
-    c.add_argument("specs", nargs="+", metavar="SPEC", help="spec files or shipped names (two or more)")
-    c.add_argument("--data", metavar="DIR", help="dataset directory (default: as for train)")
-    c.add_argument("--epochs", type=int, help="epoch budget for every run (default: the first spec's)")
-    c.add_argument("--target-error", type=float, default=0.25, help="training top-1 error to reach (default 0.25)")
-    c.add_argument("--out", metavar="DIR", default="runs/compare", help="runs go in DIR/<name> (default runs/compare)")
-    c.add_argument("--png", metavar="FILE.png", help="the curves (default OUT/compare.png)")
-    c.add_argument("--seed", type=int, help="seed for every run (default: the first spec's)")
-    c.add_argument("--batch", type=int, help="batch size for every run (default: each spec's)")
-    c.add_argument("--limit-train-batches", type=int, help="at most this many batches per epoch")
-    c.add_argument("--limit-val-batches", type=int, help="at most this many validation batches")
-    c.add_argument("--workers", type=int, help="data loading processes (default: min(4, cores))")
-    c.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="where to run: auto (a GPU when there is one), cpu or cuda (default auto)")
-    c.add_argument("--no-progress", action="store_true", help="no progress bars")
-    c.set_defaults(func=_compare)

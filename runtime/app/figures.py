@@ -6,7 +6,8 @@
   probability; the true label's bar in red when it is known.
 - :func:`draw_neighbors` — Figure 4, right: one row per query image, the query first, then the
   training images nearest to it in feature space.
-- :func:`draw_compare` — Figure 1: training error against epoch for several variants on one plot.
+- :func:`draw_compare` — Figure 1: training error against epoch for several variants on one plot (a mean
+  over seeds with its band); :func:`draw_effects` — ablation effects with their intervals beside the paper's.
 
 The grids (filters, gallery, neighbours) are drawn with Pillow and numpy on an exact pixel layout
 (the ``*Layout`` classes say where every cell is), so tests can check the picture's structure pixel
@@ -421,27 +422,18 @@ COMPARE_SIZE_PX = (900, 540)
 _COMPARE_DPI = 100
 
 
-def draw_compare(curves: Sequence[tuple[str, Sequence[float], Sequence[float]]], path: str | os.PathLike,
-                 target: float | None = None, title: str | None = None) -> str:
-    """Figure 1: training top-1 error (%) against epoch, one line per ``(label, epochs, errors)``
-    (errors as fractions), and a dashed line at ``target``; a ``COMPARE_SIZE_PX`` PNG at ``path``."""
+def _chart() -> tuple[Any, Any]:
+    """A ``COMPARE_SIZE_PX`` figure (no pyplot: no GUI, no global state) and its one axes."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(COMPARE_SIZE_PX[0] / _COMPARE_DPI, COMPARE_SIZE_PX[1] / _COMPARE_DPI), dpi=_COMPARE_DPI)
     FigureCanvasAgg(fig)
-    ax = fig.subplots()
-    for i, (label, xs, ys) in enumerate(curves):
-        if len(xs):
-            ax.plot(list(xs), [100 * y for y in ys], "-", marker="o", markersize=3, color=f"C{i % 10}", label=label)
-    if target is not None:
-        ax.axhline(100 * target, color="0.4", linestyle="--", linewidth=1, label=f"target {target:.0%}")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("training top-1 error (%)")
-    ax.set_title(title or "training error per epoch")
-    ax.grid(True, alpha=0.3)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return fig, fig.subplots()
+
+
+def _save_chart(fig: Any, ax: Any, path: str | os.PathLike) -> str:
+    """The legend (when anything is labelled), then the PNG written atomically at ``path``."""
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize="small")
     fig.tight_layout()
@@ -452,3 +444,54 @@ def draw_compare(curves: Sequence[tuple[str, Sequence[float], Sequence[float]]],
     except OSError as exc:
         raise write_failure(path, exc) from None
     return path
+
+
+def draw_compare(curves: Sequence[tuple], path: str | os.PathLike, target: float | None = None,
+                 title: str | None = None, band: str | None = None) -> str:
+    """Figure 1: training top-1 error (%) against epoch, one line per ``(label, epochs, errors)`` (errors
+    as fractions; epochs may be fractional), or per ``(label, epochs, mean, low, high)`` with the range
+    shaded (`band` names it in the title: 'min–max over seeds'), and a dashed line at ``target``; a
+    ``COMPARE_SIZE_PX`` PNG at ``path``."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = _chart()
+    for i, (label, xs, ys, *lohi) in enumerate(curves):
+        if not len(xs):
+            continue
+        color = f"C{i % 10}"
+        ax.plot(list(xs), [100 * y for y in ys], "-", marker="o" if len(xs) <= 30 else None, markersize=3,
+                color=color, label=label)
+        if lohi and band:
+            ax.fill_between(list(xs), [100 * y for y in lohi[0]], [100 * y for y in lohi[1]], color=color, alpha=0.2,
+                            linewidth=0)
+    if target is not None:
+        ax.axhline(100 * target, color="0.4", linestyle="--", linewidth=1, label=f"target {target:.0%}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training top-1 error (%)")
+    ax.set_title((title or "training error per epoch") + (f" (bands: {band})" if band else ""))
+    ax.grid(True, alpha=0.3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return _save_chart(fig, ax, path)
+
+
+def draw_effects(rows: Sequence[tuple[str, Any, float | None]], path: str | os.PathLike, title: str = "") -> str:
+    """Ablation effects: per ``(label, {"delta", "half"} in points or None, the paper's effect or None)`` a
+    dot at the measured difference with its interval as a bar, the paper's effect as a red cross, and
+    zero as a line; a ``COMPARE_SIZE_PX`` PNG at ``path``."""
+    fig, ax = _chart()
+    labels = [r[0] for r in rows]
+    for i, (_, measured, paper) in enumerate(rows):
+        y = len(rows) - 1 - i
+        if measured is not None:
+            first = not any(r[1] is not None for r in rows[:i])
+            ax.errorbar([measured["delta"]], [y], xerr=[[measured["half"] or 0]], fmt="o", color="C0", capsize=4,
+                        label="measured (95% interval)" if first else None)
+        if paper is not None:
+            ax.plot([paper], [y], "x", color="C3", markersize=9, mew=2,
+                    label="the paper (ILSVRC)" if not any(r[2] is not None for r in rows[:i]) else None)
+    ax.axvline(0, color="0.4", linewidth=1)
+    ax.set_yticks(range(len(rows)), labels[::-1])
+    ax.set_xlabel("variant − base, validation top-1 error (points)")
+    ax.set_title(title or "ablation effects")
+    ax.grid(True, axis="x", alpha=0.3)
+    return _save_chart(fig, ax, path)

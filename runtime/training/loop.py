@@ -8,31 +8,23 @@ atomically; Ctrl-C writes one at the current step. ``resume=True`` continues exa
 checkpoint stopped (mid-epoch included): same weights, momentum, learning-rate state, data order,
 augmentation and dropout draws as an uninterrupted run.
 
-This module is the epoch loop; the rest of a run has a module each:
+This module is the epoch loop; the rest of a run has a module each: `options` (what was asked,
+`TrainOptions`, and what the run trains with, `RunConfig`), `run_dir` (one run per directory, its lock,
+the metrics rewritten on resume), `run_log` (metrics.csv, hparams.yaml, TensorBoard events), `versions`
+(runs/<spec name>/version_N without --out), `rank0` (what rank 0 decides under torchrun), `resume` and
+`warm_start` (the checkpoint a run continues or starts from), `inputs` (datasets, transforms),
+`evaluate`, `progress`, `signals` (SIGTERM saved like Ctrl-C) and `errors`; the optimiser and schedule
+are `execution.optim` and `execution.schedule`.
 
-* `options`: what was asked (`TrainOptions`) and what the run trains with (`RunConfig`), resolved
-  once from the spec (the schema's defaults), the command line and a resumed checkpoint;
-* `run_dir`: one run per directory, its lock, and the metrics rewritten on resume; `versions`: the
-  directory a run gets without --out (runs/<spec name>/version_N); `rank0`: what rank 0 decides for
-  every process under torchrun (the directory, whether it may be used, the checkpoint read);
-* `resume`: which checkpoint a resumed run continues, checked against the spec, and what it restores;
-  `--init-from`'s read (the matching of layers is `warm_start`);
-* `inputs`: the datasets, class names, statistics and transforms; `evaluate`: validation and
-  prediction; `progress`: the bar, and progress lines in a log; `signals`: SIGTERM saved like Ctrl-C;
-  `errors`: the exceptions of all of these. The optimiser (SGD or AdamW) and the learning-rate
-  schedule are `execution.optim` and `execution.schedule`.
-
-Nothing is lost and nothing wrong is saved: divergence is caught before it is saved (a non-finite
-loss, gradient norm or parameter after any step, the last of an epoch included, or a non-finite
-validation loss stops with the step and the last good checkpoint named); an epoch or validation
-split with no usable image is an error; an interrupt after an epoch was evaluated resumes at the next
+Nothing is lost and nothing wrong is saved: divergence (a non-finite loss, gradient norm or parameter
+after any step, or validation loss) stops before a checkpoint, naming the step and the last good one;
+a split with no usable image is an error; an interrupt after an epoch was evaluated resumes at the next
 epoch (the schedule never steps twice).
 
 Under torchrun (see `execution/distributed.py`) every process trains one replica on its slice of each
 global batch (`train.batch_size` stays the global batch) and the gradients are all-reduced before
 the update; only rank 0 takes the lock, writes checkpoints, metrics and plots; evaluation is split
-across the processes and its counts summed, and `resume` restores every process from the checkpoint
-rank 0 picked and verified.
+across the processes and its counts summed; `resume` restores every process from rank 0's checkpoint.
 """
 from __future__ import annotations
 
@@ -66,6 +58,7 @@ from .options import RunConfig, TrainOptions, check_options, cpu_only, remembere
 from .progress import Progress
 from .rank0 import on_rank0
 from .run_dir import RunDir
+from .run_log import open_run_log
 from .signals import SignalGuard
 from .versions import choose
 
@@ -114,6 +107,7 @@ class Trainer:
         self.cfg: RunConfig | None = None   # resolved when the run starts (`_start`): spec, options, checkpoint
         self.init_from: str | None = None   # the checkpoint this run's weights started from (--init-from)
         self.dp: dp.DataParallel | None = None
+        self.run_log = None                 # metrics.csv, hparams.yaml, TensorBoard events (rank 0)
 
     # -- setup -----------------------------------------------------------------------------------------
     def _loader(self, dataset, transform, *, train: bool, epoch: int, start_batch: int = 0):
@@ -231,6 +225,8 @@ class Trainer:
                 self.dist.abort()
             raise
         finally:
+            if self.run_log is not None:  # the event file's last events
+                self.run_log.close()
             if self.run_dir is not None:
                 self.run_dir.unlock()
             if self._created is not None:
@@ -243,6 +239,7 @@ class Trainer:
                                   self.opts.spec, self.dist, self.run_dir.cache_dir, self.log,
                                   self.opts.allow_empty_classes)
         self._bind(params, state)
+        self.run_log = open_run_log(self, pos.step) if self.writes and pos.epoch < self.cfg.epochs else None  # finished: none
         if resumed:
             resume.restore(resumed, self.opt, self.schedule, self.opts.lr, self.log)
             self.log(f"resumed from {resumed.path}: epoch {pos.epoch + 1}, batch {pos.batch}, step {pos.step}")
@@ -344,6 +341,8 @@ class Trainer:
                 for key, value in (("loss", loss), ("top1", e1), ("top5", e5)):
                     pos.running[key] += value * n
                 pos.running["n"] += n
+                if self.run_log is not None:
+                    self.run_log.batch(pos.step + 1, pos.epoch, loss, e1, e5, n, self._lr)
             pos.step += 1
             pos.batch += 1
             seen += n
@@ -384,6 +383,7 @@ class Trainer:
         pos.history.append(record)  # from here on the epoch counts as done (see `_save_interrupted`)
         if self.writes:
             append_metrics(self.run_dir.metrics_path, record)
+            self.run_log.epoch(record)
             try:
                 plot_curves(self.run_dir.metrics_path, self.run_dir.curves_path)
             except Exception as exc:  # a plotting problem must never cost a training run
@@ -417,6 +417,8 @@ class Trainer:
         lr = self.schedule.lr
         advice = (f"continue from it with a lower learning rate: alexnetc train --resume --out {self.opts.out} "
                   f"--lr {lr / 10:g}") if last else f"start again with a lower learning rate (--lr {lr / 10:g})"
+        if self.run_log is not None:
+            self.run_log.diverged(f"{where}: {what}")
         return TrainingError(f"training diverged {where}: {what}; stopped without saving. The last good checkpoint "
                              f"is {last or 'none (nothing was saved yet)'}; {advice}")
 

@@ -2,8 +2,8 @@
 
 ``OUT/.alexnetc.lock`` holds the owner's pid and keeps a second training out (a lock whose process is
 gone is taken over, with a message). A directory that already holds a run's checkpoints or metrics is
-refused unless the run is resumed, or cleared with ``overwrite`` (its checkpoints, metrics and curves
-deleted). On resume, ``metrics.jsonl`` is rewritten from the checkpoint's history, so a crash never
+refused unless the run is resumed, or cleared with ``overwrite`` (its checkpoints, metrics, curves and
+`run_log` files deleted). On resume, ``metrics.jsonl`` is rewritten from the checkpoint's history, so a crash never
 leaves an epoch logged twice. Under torchrun only rank 0 owns the directory.
 """
 from __future__ import annotations
@@ -91,7 +91,9 @@ class RunDir:
         removed = 0
         try:
             removed += ckpt.remove_checkpoints(self.ckpt_dir)
-            for p in (self.metrics_path, self.curves_path):
+            from .run_log import run_log_files
+
+            for p in (self.metrics_path, self.curves_path, *run_log_files(self.out)):
                 if os.path.isfile(p):
                     os.unlink(p)
                     removed += 1

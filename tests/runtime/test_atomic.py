@@ -121,7 +121,10 @@ def test_read_only_and_full_disks_exit_1_with_a_plain_message(tiny_trained, tmp_
                            "0", "--epochs", "1", "--limit-train-batches", "2", "--limit-val-batches", "1"], capsys, 1)
         assert line == f"no space left on device writing checkpoint {full}/run/checkpoints/ckpt-000001-epoch0001"
         assert [p.name for p in (full / "run" / "checkpoints").iterdir()] == []   # no half file left
-        (full / "run" / "metrics.jsonl").unlink()
+        from alexnetc.runtime.training.run_log import run_log_files
+
+        for p in [full / "run" / "metrics.jsonl", *run_log_files(str(full / "run"))]:   # metrics.csv, hparams, events
+            os.unlink(p)
         (full / "big").write_bytes(b"\0" * (32 << 10))
         assert _one_error(["export", str(run), "-o", str(full / "m.onnx")], capsys, 1) == \
             f"no space left on device writing {full}/m.onnx"

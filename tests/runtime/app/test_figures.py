@@ -367,7 +367,7 @@ def test_compare_trains_alike_plots_and_tabulates_then_resumes(world, tmp_path, 
 
 
 def test_compare_table_ratios():
-    from alexnetc.runtime.app.figure_commands import epochs_to_target, format_table, run_names
+    from alexnetc.runtime.app.compare_command import epochs_to_target, format_table, run_names
 
     recs = [{"epoch": 1, "train_top1_err": 0.5}, {"epoch": 2, "train_top1_err": 0.2}]
     assert epochs_to_target(recs, 0.25) == 2 and epochs_to_target(recs, 0.1) is None

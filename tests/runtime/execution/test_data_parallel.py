@@ -13,6 +13,7 @@ import torch.multiprocessing as mp
 
 from alexnetc.runtime.execution.layout import to_logical, to_placed
 from alexnetc.runtime.training import checkpoint as ckpt
+from alexnetc.runtime.training import run_log
 from alexnetc.runtime.training.loop import Trainer
 from alexnetc.runtime.training.options import TrainOptions
 
@@ -99,8 +100,15 @@ def test_n_processes_train_like_one(tmp_path, monkeypatch):
         saved = ckpt.params_from(ckpt.load_checkpoint(out + "/checkpoints")[0])   # logical names
         placed = to_placed(saved, one.net.graph)
         assert placed.keys() == ref.keys() and all(torch.equal(placed[k], params[0][k]) for k in ref)
-        assert sorted(os.listdir(out)) == ["cache", "checkpoints", "curves.png", "metrics.jsonl"] + \
+        # only rank 0 writes the run: one metrics.csv and hparams.yaml, and one event file when tensorboard is there
+        files = sorted(os.listdir(out))
+        events = [f for f in files if f.startswith("events.out.tfevents.")]
+        assert len(events) == (1 if run_log.tensorboard_writer() else 0), events
+        assert [f for f in files if f not in events] == ["cache", "checkpoints", "curves.png", "hparams.yaml",
+                                                          "metrics.csv", "metrics.jsonl"] + \
             [f"params.{r}.pt" for r in range(world)]
+        rows = run_log.read_csv_rows(os.path.join(out, "metrics.csv"))
+        assert [r["epoch"] for r in rows if r["val_loss"]] == ["1", "2"]   # each epoch once, not once per rank
 
 
 @pytest.mark.slow
