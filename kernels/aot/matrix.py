@@ -56,6 +56,11 @@ def _init_worker() -> None:
     global _CACHE_DIR
     os.environ.pop("TRITON_INTERPRET", None)
     _CACHE_DIR = tempfile.mkdtemp(prefix="alexnetc-aot-")
+    import warnings
+
+    # Triton 3.9 warns once per process that its fp-fusion default will change; the kernels compile with
+    # the default a launch would use, so the warning says nothing about them.
+    warnings.filterwarnings("ignore", message=".*TRITON_DEFAULT_FP_FUSION")
     from multiprocessing.util import Finalize
 
     Finalize(None, shutil.rmtree, args=(_CACHE_DIR, True), exitpriority=10)   # at the worker's exit

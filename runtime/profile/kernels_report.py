@@ -130,12 +130,15 @@ def format_kernels(rep: KernelReport) -> str:
     for r in rep.rows:
         c = r.shown
         tried = f" (1 of {len(r.candidates)})" if r.autotuned else ""
+        label = c["config"] if r.autotuned else " ".join(
+            [f"{k}={v}" for k, v in c.get("constexprs", {}).items() if k.startswith("BLOCK")]
+            + ([f"w{c['num_warps']}"] if "num_warps" in c else []))
         if "error" in c:
-            body.append((r.label, r.device, r.phase, r.kernel, r.dtype, c["config"] + tried, "-", "-", "-",
+            body.append((r.label, r.device, r.phase, r.kernel, r.dtype, label + tried, "-", "-", "-",
                          f"error: {c['error'][:60]}", "-"))
             continue
         spilling = sum(1 for x in r.candidates if x.get("spill_stores"))
-        body.append((r.label, r.device, r.phase, r.kernel, r.dtype, c["config"] + tried, str(c["registers"]),
+        body.append((r.label, r.device, r.phase, r.kernel, r.dtype, label + tried, str(c["registers"]),
                      str(c["spill_stores"]), _kib(c["shared"]),
                      f"{100 * c['occupancy']:.1f}% ({c['occupancy_limit']})", f"{spilling}/{len(r.candidates)}"))
     new = rep.compiles - rep.from_cache
@@ -143,7 +146,8 @@ def format_kernels(rep: KernelReport) -> str:
              + (f", {new} compiled now in {rep.seconds:,.0f} s" if new else ""))
     out = ["", f"Triton kernels for the {rep.device.title} ({rep.arch}), {rep.precision}: {where}",
            "an autotuned kernel shows the largest tile that compiles without spilling (the autotuner measures "
-           "all of them on the GPU); occupancy: warps resident per SM / 64, and what limits it", ""]
+           "all of them on the GPU); occupancy: warps resident per SM / 64, and what limits it;",
+           "layers without a row launch no Triton kernel (fc: cuBLAS GEMMs; data movement: torch)", ""]
     out += table(head, body, right={6, 7, 8})
     return "\n".join(out)
 
