@@ -37,8 +37,7 @@ class Job:
     def describe(self) -> dict:
         return {"kernel": self.launch.name, "dtype": self.launch.dtype, "arch": self.arch,
                 "config": config_label(self.config), "constexprs": dict(self.launch.constexprs),
-                "config_constexprs": dict(self.config["constexprs"]), "aligned": list(self.launch.aligned),
-                "signature": [list(p) for p in self.launch.signature]}
+                "config_constexprs": dict(self.config["constexprs"]), "aligned": list(self.launch.aligned)}
 
 
 def jobs(matrix: Matrix, archs: tuple[str, ...]) -> list[Job]:
