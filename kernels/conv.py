@@ -82,8 +82,17 @@ _GEMM_CONFIGS = _configs([
 # accumulator and both operand fragments live in registers, and the tensor-core tiles above spill
 # (255 registers at 128x128, hundreds of bytes at BLOCK_K=64). At most 32 accumulators per thread.
 _GEMM_IEEE_CONFIGS = _configs([
-    (64, 64, 32, 4, 3),
+    (64, 64, 32, 8, 3),
     (64, 128, 32, 8, 3),
+    (64, 64, 32, 4, 2),
+])
+# The forward's flat (r, s, c) walk (FLAT_K: at most 16 channels per group, the first layers) decomposes
+# every column and keeps a BLOCK_M x BLOCK_K grid of addresses and masks in registers: its tiles are
+# smaller (the larger ones above spill there, at every precision). Those layers are a few % of the FLOPs.
+_FLAT_K_CONFIGS = _configs([
+    (64, 128, 32, 8, 3),
+    (128, 64, 32, 8, 3),
+    (64, 64, 32, 4, 3),
     (64, 64, 16, 4, 4),
 ])
 # Backward weight: BLOCK_M over output channels, BLOCK_N over C*R*S, BLOCK_K over the N*P*Q reduction.
@@ -96,15 +105,18 @@ _WGRAD_CONFIGS = _configs([
 _WGRAD_IEEE_CONFIGS = _configs([
     (64, 64, 32, 4, 3),
     (128, 64, 32, 8, 3),
-    (64, 128, 32, 8, 3),
-    (128, 128, 32, 8, 3),
 ])
 
 
-def _by_precision(ieee_configs):
-    """`prune_configs_by` of an autotuned conv kernel: the IEEE-precision tiles when PREC is "ieee"."""
+def _by_precision(ieee_configs, flat_configs=None):
+    """`prune_configs_by` of an autotuned conv kernel: the IEEE-precision tiles when PREC is "ieee", else
+    (forward) the flat walk's tiles when FLAT_K."""
     def prune(configs, named_args, **kwargs):
-        return ieee_configs if kwargs.get("PREC", named_args.get("PREC")) == "ieee" else configs
+        def arg(name):
+            return kwargs.get(name, named_args.get(name))
+        if arg("PREC") == "ieee":
+            return ieee_configs
+        return flat_configs if flat_configs is not None and arg("FLAT_K") else configs
     return {"early_config_prune": prune}
 
 
@@ -113,7 +125,7 @@ _CHUNK_ALIGN = max(cfg.kwargs["BLOCK_K"] for cfg in _WGRAD_CONFIGS + _WGRAD_IEEE
 
 # --------------------------------------------------------------------------------------------------
 # forward
-@triton.autotune(configs=_GEMM_CONFIGS, prune_configs_by=_by_precision(_GEMM_IEEE_CONFIGS),
+@triton.autotune(configs=_GEMM_CONFIGS, prune_configs_by=_by_precision(_GEMM_IEEE_CONFIGS, _FLAT_K_CONFIGS),
                  key=["M", "CG", "KG", "R", "S", "SH", "SW", "FLAT_K", "HAS_BIAS", "ACT", "PREC"])
 @triton.jit
 def _conv_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr,
