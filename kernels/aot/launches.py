@@ -136,6 +136,9 @@ def _specialize(value: Any, specialize: bool, align: bool) -> tuple[str, Any]:
 def launch_of(kernel: Any, args: tuple, kwargs: dict) -> Launch:
     """The `Launch` of `kernel[grid](*args, **kwargs)`."""
     fn = _jit_function(kernel)
+    options = sorted(set(kwargs) - {p.name for p in fn.params})
+    if options:   # num_warps=..., num_stages=...: none of the launchers passes one today
+        raise TypeError(f"{fn.__name__}: launch options {options} are not recorded; add them to Launch")
     bound = fn.signature.bind_partial(*args, **kwargs)   # autotuned tile sizes come per config
     signature, constexprs, aligned = [], [], []
     for p in fn.params:
@@ -156,9 +159,6 @@ def launch_of(kernel: Any, args: tuple, kwargs: dict) -> Launch:
             constexprs.append((p.name, spec))
         elif spec == "D":
             aligned.append(p.name)
-    options = sorted(set(bound.arguments) - {p.name for p in fn.params})
-    if options:
-        raise TypeError(f"{fn.__name__}: launch options {options} are not recorded; add them to Launch")
     return Launch(fn.module, fn.__name__, tuple(signature), tuple(constexprs), tuple(aligned),
                   kernel is not fn)
 

@@ -83,6 +83,9 @@ def test_subset_resources_are_what_ptxas_and_triton_report(subset):
         assert r["occupancy"] == occupancy(arch(r["arch"]), r["registers"], r["shared"], r["num_warps"])["occupancy"]
         if r["config_constexprs"]:     # an autotune config's warps and stages are what Triton compiled
             assert r["config"].endswith(f"w{r['num_warps']} s{r['num_stages']}"), r
+        if r["constexprs"].get("PREC") == "ieee":   # conv's own IEEE list: <= 32 fp32 accumulators a thread
+            c = r["config_constexprs"]
+            assert c["BLOCK_M"] * c["BLOCK_N"] <= 32 * 32 * r["num_warps"], r
 
 
 @pytest.mark.slow
