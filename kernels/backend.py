@@ -189,7 +189,8 @@ def get_backend(device: Any = None, name: str | None = None) -> Backend:
     chosen = (name.strip().lower() if name else None) or default_name(device)
     if chosen not in NAMES:
         raise ValueError(f"unknown kernel backend {chosen!r}: expected one of {NAMES}")
-    if chosen == "triton" and _device_type(device) != "cuda" and not _interpreting():
+    # "meta" tensors carry shapes only: kernels/aot records the launches of a step run on them.
+    if chosen == "triton" and _device_type(device) not in ("cuda", "meta") and not _interpreting():
         raise ValueError(f"the triton backend needs a CUDA device (got {_device_type(device)}); "
                          "use the reference backend or set TRITON_INTERPRET=1")
     with _lock:

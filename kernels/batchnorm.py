@@ -152,7 +152,7 @@ def _tiles_grid(x: torch.Tensor) -> tuple[int, int, tuple[int, int, int]]:
         bc = min(128, triton.next_power_of_2(C))
         bp = max(16, 2048 // bc)
     else:
-        bp = min(256, max(16, triton.next_power_of_2(P)))
+        bp = min(128, max(16, triton.next_power_of_2(P)))   # 128 x 16: 256 x 16 spilled (kernels/aot)
         bc = max(16, 2048 // bp)
     if N > 65535:
         raise ValueError(f"batchnorm: batch {N} exceeds the grid's z limit 65535")

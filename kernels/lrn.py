@@ -90,13 +90,18 @@ def _strides(t: torch.Tensor) -> tuple[int, int, int]:
     return t.stride(0), t.stride(1), (t.stride(2) if t.shape[3] == 1 else t.stride(3))
 
 
-def _tiles(C: int, HW: int, channels_last: bool) -> tuple[int, int]:
-    """(BLOCK_P, BLOCK_C), ~2K elements: wide along whichever axis is contiguous in memory."""
+def _tiles(C: int, HW: int, channels_last: bool, elements: int = 2048) -> tuple[int, int]:
+    """(BLOCK_P, BLOCK_C), about `elements`: wide along whichever axis is contiguous in memory."""
     if channels_last:
         bc = min(128, triton.next_power_of_2(max(C, 1)))
-        return max(16, 2048 // bc), bc
-    bp = min(256, max(16, triton.next_power_of_2(max(HW, 1))))
-    return bp, max(8, 2048 // bp)
+        return max(16, elements // bc), bc
+    bp = min(elements // 8, max(16, triton.next_power_of_2(max(HW, 1))))
+    return bp, max(8, elements // bp)
+
+
+# The backward loads three tensors per window offset: at 2K elements of an NCHW map (256 pixels x 8
+# channels) it needs 255 registers and spills (tests/kernels/test_aot_compile.py), so half the tile.
+BACKWARD_ELEMENTS = 1024
 
 
 def _out_like(x: torch.Tensor) -> torch.Tensor:
@@ -139,7 +144,7 @@ def lrn_backward(dy, x, y, scale, *, size, k, alpha, beta):
     N, C, H, W = x.shape
     dx = _out_like(dy)
     if x.numel():
-        bp, bc = _tiles(C, H * W, dy.stride(1) == 1 and C > 1)
+        bp, bc = _tiles(C, H * W, dy.stride(1) == 1 and C > 1, BACKWARD_ELEMENTS)
         coef = 2.0 * float(alpha) * float(beta)
         _lrn_bwd_kernel[_grid(N, C, H * W, bp, bc)](
             dy, x, y, scale, dx, C, H * W,

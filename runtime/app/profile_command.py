@@ -4,6 +4,7 @@
     alexnetc profile variants/mini --batch 128                 # measured on this machine
     alexnetc profile runs/alexnet-mini --sort total --json p.json  # a run's network and weights
     alexnetc profile alexnet --batch 128 --predict h100        # bounds on an H100, without one
+    alexnetc profile alexnet --predict h100 --kernels          # + its Triton kernels compiled for sm_90a
     alexnetc profile variants/mini --trace mini.json           # open in Perfetto or chrome://tracing
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ EPILOG = """examples:
   alexnetc profile runs/alexnet-mini --sort total            # a run's network (its checkpoint's spec and weights)
   alexnetc profile alexnet --batch 128 --predict h100    # roofline bounds on a named GPU, nothing run
   alexnetc profile resnet50 --batch 256 --predict a100 --dtype bfloat16 --expand layer4
+  alexnetc profile alexnet --predict h100 --kernels      # + each layer's Triton kernels compiled for sm_90a
   alexnetc profile variants/mini --trace mini-trace.json # a Chrome trace: one lane per device
 
 Devices for --predict: {devices}. Links: {links}."""
@@ -85,6 +87,8 @@ def _profile(args) -> int:
     dtype_choices = ("float32", "float64", "bfloat16")
     if args.dtype is not None and args.dtype not in dtype_choices:
         raise UserError(f"--dtype {args.dtype[:40]}: expected one of {', '.join(dtype_choices)}")
+    if args.kernels and not args.predict:
+        raise UserError("--kernels needs --predict DEVICE (the GPU whose architecture to compile for)")
     if args.predict:
         return _predict(args)
     import torch
@@ -195,15 +199,44 @@ def _predict(args) -> int:
     expand = _expand(args)
     _check_expand(net, expand)
     dtype = args.dtype or run_dtype or net.dtype
+    if args.kernels:
+        from ..profile.kernels_report import check_device
+
+        try:
+            check_device(dev, dtype)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
     try:
         pred = predict(net, dev, ln, dtype, expand)
     except (ValueError, UnknownDevice) as exc:
         raise UserError(f"--predict {args.predict}: {exc}") from None
     say(format_prediction(pred, args.sort))
+    data = prediction_json(pred)
+    if args.kernels:
+        data["kernels"] = _kernels(pred, dev, dtype)
     if args.json:
-        _write_json(args.json, prediction_json(pred))
+        _write_json(args.json, data)
         say(f"prediction written to {args.json}")
     return 0
+
+
+def _kernels(pred: Any, dev: Any, dtype: str) -> dict:
+    """--kernels: print which Triton kernels and configs serve each layer, compiled for dev's arch."""
+    import sys
+
+    from ..profile.kernels_report import format_kernels, kernel_report, kernels_json
+
+    def progress(done: int, total: int) -> None:
+        if sys.stderr.isatty() or done == total or done % 25 == 0:
+            print(f"\rcompiling Triton kernels for {dev.arch}: {done}/{total}", end="" if done < total else "\n",
+                  file=sys.stderr, flush=True)
+
+    try:
+        rep = kernel_report(pred, dtype, progress=progress)
+    except RuntimeError as exc:   # TRITON_INTERPRET set: the kernels carry the interpreter's configs
+        raise UserError(f"--kernels: {exc}") from None
+    say(format_kernels(rep))
+    return kernels_json(rep)
 
 
 def register(sub: Any) -> None:
@@ -232,4 +265,9 @@ def register(sub: Any) -> None:
     p.add_argument("--trace", metavar="FILE.json", help="also write a Chrome trace (Perfetto, chrome://tracing)")
     p.add_argument("--predict", metavar="DEVICE", help="no run: roofline bounds on a named GPU (see below)")
     p.add_argument("--link", metavar="LINK", help="with --predict: the link between devices (default: the GPU's usual one)")
+    p.add_argument("--kernels", action="store_true",
+                   help="with --predict: also which Triton kernel and tile configs serve each layer, with the "
+                        "registers, spills, shared memory and occupancy they compile to for the GPU's architecture "
+                        "(h100/h200: sm_90a, a100: sm_80), compiled here without a GPU and cached in "
+                        "~/.cache/alexnetc/aot (the first run compiles for minutes)")
     p.set_defaults(func=_profile)

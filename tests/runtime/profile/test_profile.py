@@ -162,3 +162,60 @@ def test_cli_spec_errors_are_located(tmp_path):
     assert r.returncode == 2 and f"{bad}:4:" in r.stderr
     r = _cli("profile", "no/such/spec.yaml")
     assert r.returncode == 2 and "no/such/spec.yaml:1:1: spec file not found" in r.stderr
+
+
+TINY = """input: {channels: 3, height: 12, width: 12}
+classes: 4
+layers:
+  - {name: conv1, op: conv, filters: 16, kernel: 3, pad: 1}
+  - {name: pool1, op: maxpool, kernel: 2, stride: 2}
+  - {name: fc, op: fc, units: 4, act: none}
+  - {name: loss, op: softmax_loss}
+train: {batch_size: 8}
+"""
+
+
+def test_cli_predict_kernels_compiles_once_then_reads_the_cache(tmp_path):
+    """--kernels: each layer's Triton kernels compiled for the device's arch (sm_80 for the A100), the
+    numbers from ptxas; a second run reads them all from the cache and says so."""
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(TINY)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["ALEXNETC_CACHE"] = str(tmp_path / "cache")
+    cmd = [sys.executable, "-m", "alexnetc.runtime.app.cli", "profile", str(spec), "--predict", "a100", "--kernels",
+           "--dtype", "bfloat16", "--json", str(tmp_path / "p.json")]
+    first = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900, env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "Triton kernels for the NVIDIA A100 SXM4 80GB (sm_80), bf16" in first.stdout
+    assert "0 of " in first.stdout and "compiled now" in first.stdout
+    kernels = json.loads((tmp_path / "p.json").read_text())["kernels"]
+    rows = {(r["label"], r["phase"], r["kernel"]) for r in kernels["rows"]}
+    assert ("conv1", "forward", "conv._conv_fwd_kernel") in rows and ("conv1", "backward", "conv._conv_bwd_weight_kernel") in rows
+    assert ("pool1", "backward", "pool._pool_bwd_kernel") in rows
+    conv = next(r for r in kernels["rows"] if r["kernel"] == "conv._conv_fwd_kernel")
+    assert conv["autotuned"] and len(conv["candidates"]) > 1 and conv["shown"] in {c["config"] for c in conv["candidates"]}
+    assert all(1 <= c["registers"] <= 255 and c["shared"] <= 166912 for c in conv["candidates"])
+    second = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    n = kernels["compiles"]
+    assert f"{n} of {n} compiles from the cache in {tmp_path / 'cache' / 'aot'}" in second.stdout
+    assert "compiled now" not in second.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["alexnet", "--kernels"], "--kernels needs --predict DEVICE"),
+    (["alexnet", "--predict", "gtx580", "--kernels"], "Triton does not compile for the NVIDIA GeForce GTX 580"),
+    (["alexnet", "--predict", "l40s", "--kernels"], "no per-SM limits for sm_89"),
+    (["alexnet", "--predict", "h100", "--kernels", "--dtype", "float64"], "do not run in float64"),
+])
+def test_cli_kernels_errors_are_one_line(args, message):
+    r = _cli("profile", *args)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], lines
+
+
+def test_cli_kernels_under_the_interpreter_is_refused():
+    r = _cli("profile", "variants/mini", "--predict", "h100", "--kernels")   # conftest: TRITON_INTERPRET=1
+    assert r.returncode == 2 and "unset TRITON_INTERPRET" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
