@@ -22,4 +22,6 @@ import torch
 
 
 def describe() -> str:
-    return f"reference backend (ATen ops, torch {torch.__version__})"
+    from . import native
+
+    return f"reference backend (ATen ops, torch {torch.__version__}; {native.status()})"
