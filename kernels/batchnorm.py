@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .activation import act_code, apply_act
+from .activation import act_backward, act_code, apply_act
 
 PROGRAMS = 2048   # the per-channel reductions cut each channel's values into chunks until about this many run
 
@@ -252,7 +252,11 @@ def _dx(dy, x, scale, mean, invstd, dscale, dshift, count) -> torch.Tensor:
     return dx
 
 
-def batchnorm_backward(dy, x, scale, mean, invstd):
+def batchnorm_backward(dy, x, scale, mean, invstd, y=None, *, act="none"):
+    # The fused activation's backward as its own kernel first: one more pass over the map than folding
+    # act' into _grad_sums and _dx would take (the reference's C kernel folds relu in; not done here yet)
+    if act != "none":
+        dy = act_backward(dy, y, act=act)
     dy, x = _ncp(dy), _ncp(x)
     C, R = x.shape[1], x.numel() // max(x.shape[1], 1)
     mean, invstd = _vec(mean), _vec(invstd)
@@ -286,7 +290,9 @@ def batchnorm_sync(x, scale, shift, running_mean, running_var, *, eps, momentum,
     return _train_outputs(x, scale, shift, running_mean, running_var, mean, var, count, eps, momentum, act)
 
 
-def batchnorm_backward_sync(dy, x, scale, mean, invstd, *, sync):
+def batchnorm_backward_sync(dy, x, scale, mean, invstd, y=None, *, act="none", sync):
+    if act != "none":
+        dy = act_backward(dy, y, act=act)
     dy, x = _ncp(dy), _ncp(x)
     C, R = x.shape[1], x.numel() // max(x.shape[1], 1)
     mean, invstd = _vec(mean), _vec(invstd)

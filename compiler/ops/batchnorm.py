@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ..errors import ShapeError
 from ..graph import Entry, Node
-from .activation import ACT, act_flops, activation_grad, apply_act, onnx_with_act
-from .attrs import Attr, number
+from .activation import ACT, ACTIVATIONS, act_flops, apply_act, onnx_with_act
+from .attrs import Attr, enum, number
 from .registry import EagerContext, Kernel, OpDef, backward_node, check_param, need, numel, register
 from .weighted import DECAY_MULT, LR_MULT, init_spec, multipliers
 
@@ -133,9 +133,13 @@ class BatchNorm(OpDef):
         dy = ograds[0] if ograds else None
         if dy is None:
             return [None] * len(node.inputs)
-        dz = activation_grad(node, dy)
-        bwd = backward_node("batchnorm_backward", node, "bwd",
-                            [dz, node.inputs[0], node.inputs[1], Entry(node, 1), Entry(node, 2)])
+        # The activation's backward is the first step of batch norm's own (one node, one kernel: the
+        # output gradient masked or scaled as it is read, where a separate act_backward would write it)
+        act = node.attrs.get(ACT.name, "none")
+        inputs = [dy, node.inputs[0], node.inputs[1], Entry(node, 1), Entry(node, 2)]
+        if act != "none":
+            inputs.append(Entry(node, 0))
+        bwd = backward_node("batchnorm_backward", node, "bwd", inputs, {ACT.name: act})
         return [Entry(bwd.node, 0), Entry(bwd.node, 1), Entry(bwd.node, 2), None, None]
 
     def fuse_activation(self, node: Node, act: str) -> Node | None:
@@ -185,12 +189,14 @@ class BatchNorm(OpDef):
 
 @register
 class BatchNormBackward(OpDef):
-    """dx, dscale, dshift from dz (the gradient after the fused activation), x, scale and the saved
-    batch mean and invstd: with x^ = (x - mean) * invstd and M values per channel,
+    """dx, dscale, dshift from the output gradient dy, x, scale and the saved batch mean and invstd, and,
+    with a fused activation `act`, the forward's output y (its last argument): dz = act'(dy, y) (dy
+    itself without one), then with x^ = (x - mean) * invstd and M values per channel,
     dshift = sum dz, dscale = sum dz * x^, dx = scale * invstd / M * (M * dz - dshift - x^ * dscale)."""
 
     name = "batchnorm_backward"
-    arguments = ("grad", "data", "scale", "mean", "invstd")
+    attrs = (Attr(ACT.name, enum(*ACTIVATIONS), spec=False, default="none"),)
+    arguments = ("grad", "data", "scale", "mean", "invstd", "output")
     outputs = ("grad_data", "grad_scale", "grad_shift")
     visible = 3
     kernel = Kernel("batchnorm_backward", sync_entry="batchnorm_backward_sync")
@@ -198,9 +204,17 @@ class BatchNormBackward(OpDef):
     def infer(self, attrs, in_shapes):
         dy = need(in_shapes, 0, "grad")
         c = _features("batchnorm_backward", dy)
-        return [dy, dy, (c,), (c,), (c,)], [dy, (c,), (c,)]
+        fused = attrs.get(ACT.name, "none") != "none"
+        if fused != (len(in_shapes) == 6):
+            raise ShapeError("batchnorm_backward takes the forward's output (a sixth input) exactly when it "
+                             "has an activation to undo")
+        return [dy, dy, (c,), (c,), (c,), *([dy] if fused else [])], [dy, (c,), (c,)]
 
     def flops(self, attrs, in_shapes, out_shapes):
         # Per element: x^ (2), dz * x^ (1), the two sums (2), then dx from them (6: x^ again, the
-        # product with dscale, two differences, the per-channel coefficient).
-        return 11 * numel(in_shapes[0])
+        # product with dscale, two differences, the per-channel coefficient); and the activation's.
+        n = numel(in_shapes[0])
+        return 11 * n + act_flops(attrs.get(ACT.name, "none"), n, grad=True)
+
+    def kernel_args(self, node: Node) -> dict[str, Any]:
+        return {ACT.name: node.attrs.get(ACT.name, "none")}

@@ -5,16 +5,18 @@ The contract (docs/kernel-interface.md): x is (N, C, H, W) or (N, C); per channe
 mean and biased variance normalise; running_var moves towards the unbiased variance (M / (M - 1), M the
 values per channel; M = 1 uses the biased one); `act` is applied after scale and shift.
 
-In float64 (the oracle in the tests) every step is written out on ATen's elementwise ops; in fp32 and
-16-bit, where the executor runs it on the CPU, ATen's fused batch-norm kernels compute the same
-quantities on contiguous maps, NCHW or channels-last (see `_fused`) in a couple of passes instead of about ten
-(tests/kernels/test_batchnorm.py holds one to the other).
+In float64 (the oracle in the tests) every step is written out on ATen's elementwise ops. In fp32 and
+16-bit, where the executor runs it on the CPU: on channels-last fp32 maps our C kernels
+(`csrc/batchnorm.c` through `native`: statistics, normalisation and a relu in two passes forward, the
+backward in two), else ATen's fused batch-norm kernels on contiguous maps, NCHW or channels-last (see
+`_fused`), in a couple of passes instead of about ten (tests/kernels/test_batchnorm.py and
+tests/kernels/reference/test_native.py hold each to the float64 formulas).
 """
 from __future__ import annotations
 
 import torch
 
-from . import activation
+from . import activation, native
 from ._common import f32
 
 
@@ -39,6 +41,8 @@ def _fused(x: torch.Tensor, count: int) -> bool:
 def batchnorm(x, scale, shift, running_mean, running_var, *, eps, momentum, act):
     xf = f32(x)
     count = x.numel() // x.shape[1]
+    if count > 1 and native.takes(xf):
+        return _native_forward(x, xf, scale, shift, running_mean, running_var, count, eps, momentum, act)
     if _fused(x, count):
         new_mean, new_var = f32(running_mean).clone(), f32(running_var).clone()   # ATen updates in place
         y, mean, invstd = torch.native_batch_norm(xf, f32(scale), f32(shift), new_mean, new_var, True,
@@ -49,14 +53,38 @@ def batchnorm(x, scale, shift, running_mean, running_var, *, eps, momentum, act)
     return _train_outputs(x, xf, scale, shift, running_mean, running_var, mean, var, count, eps, momentum, act)
 
 
+def _native_forward(x, xf, scale, shift, running_mean, running_var, count, eps, momentum, act):
+    """The training forward on csrc/batchnorm.c: one pass for the statistics, one for y with the
+    activation (relu in C, any other after it)."""
+    C = x.shape[1]
+    g, b = f32(scale).contiguous(), f32(shift).contiguous()
+    y = torch.empty_like(xf)
+    mean, var, invstd = (torch.empty(C, dtype=torch.float32) for _ in range(3))
+    code = native.ACT_CODES.get(act, 0)
+    if native.library().alx_bn_forward(xf.data_ptr(), count, C, g.data_ptr(), b.data_ptr(), float(eps), code,
+                                       native.threads(), y.data_ptr(), mean.data_ptr(), var.data_ptr(),
+                                       invstd.data_ptr()):
+        raise MemoryError("batch norm: the native kernel could not allocate its per-block sums")
+    if act not in native.ACT_CODES:
+        y = activation.act_fresh(y, act)
+    new_mean, new_var = _running(running_mean, running_var, mean, var, count, momentum)
+    return y.to(x.dtype), mean, invstd, new_mean, new_var
+
+
+def _running(running_mean, running_var, mean, var, count, momentum):
+    """The running statistics moved towards this batch's mean and unbiased variance."""
+    new_mean = (1 - momentum) * f32(running_mean) + momentum * mean
+    new_var = (1 - momentum) * f32(running_var) + momentum * var * (count / max(count - 1, 1))
+    return new_mean, new_var
+
+
 def _train_outputs(x, xf, scale, shift, running_mean, running_var, mean, var, count, eps, momentum, act):
     """The training forward's five outputs from the statistics it normalises with (over `count` values),
     written out on ATen (`xf`: x's compute copy)."""
     invstd = torch.rsqrt(var + eps)
     a = f32(scale) * invstd
     y = activation.act_fresh((xf - _c(mean, x)) * _c(a, x) + _c(f32(shift), x), act)
-    new_mean = (1 - momentum) * f32(running_mean) + momentum * mean
-    new_var = (1 - momentum) * f32(running_var) + momentum * var * (count / max(count - 1, 1))
+    new_mean, new_var = _running(running_mean, running_var, mean, var, count, momentum)
     return y.to(x.dtype), mean, invstd, new_mean, new_var
 
 
@@ -71,15 +99,39 @@ def batchnorm_eval(x, scale, shift, running_mean, running_var, *, eps, momentum,
     return y.to(x.dtype)
 
 
-def batchnorm_backward(dy, x, scale, mean, invstd):
+def batchnorm_backward(dy, x, scale, mean, invstd, y=None, *, act="none"):
+    """dx, dscale, dshift; with an activation, dy is the gradient of its output y and is taken through
+    it first (in the C kernel's first pass for relu, else by `activation.act_backward`)."""
     d, xf = f32(dy), f32(x)
     count = x.numel() // x.shape[1]
+    yf = f32(y) if act == "relu" else None
+    read = [d, xf] if yf is None else [d, xf, yf]
+    if act in native.ACT_CODES and all(t.stride() == xf.stride() for t in read) and native.takes(*read):
+        return _native_backward(dy, d, xf, yf, scale, mean, invstd, count)
+    if act != "none":
+        dy = activation.act_backward(dy, y, act=act)
+        d = f32(dy)
     if _fused(x, count):
         dx, dscale, dshift = torch.ops.aten.native_batch_norm_backward(
             d, xf, f32(scale), None, None, f32(mean), f32(invstd), True, 0.0, [True, True, True])
         return dx.to(dy.dtype), dscale, dshift
     xhat, dshift, dscale = _grad_sums(d, xf, x, mean, invstd)
     return _dx(d, xhat, x, scale, invstd, dshift, dscale, count).to(dy.dtype), dscale, dshift
+
+
+def _native_backward(dy, d, xf, yf, scale, mean, invstd, count):
+    """The backward on csrc/batchnorm.c: one pass for the two sums, one for dx (relu's mask from the
+    output `yf` applied to d as it is read in both, when given)."""
+    C = xf.shape[1]
+    g, m, s = f32(scale).contiguous(), f32(mean).contiguous(), f32(invstd).contiguous()
+    dx = torch.empty_like(xf)
+    dscale, dshift = torch.empty(C, dtype=torch.float32), torch.empty(C, dtype=torch.float32)
+    y_ptr = None if yf is None else yf.data_ptr()
+    if native.library().alx_bn_backward(d.data_ptr(), y_ptr, xf.data_ptr(), count, C, g.data_ptr(), m.data_ptr(),
+                                        s.data_ptr(), native.threads(), dx.data_ptr(), dscale.data_ptr(),
+                                        dshift.data_ptr()):
+        raise MemoryError("batch norm backward: the native kernel could not allocate its per-block sums")
+    return dx.to(dy.dtype), dscale, dshift
 
 
 def _grad_sums(d, xf, x, mean, invstd):
@@ -127,7 +179,9 @@ def batchnorm_sync(x, scale, shift, running_mean, running_var, *, eps, momentum,
     return _train_outputs(x, xf, scale, shift, running_mean, running_var, mean, var, count, eps, momentum, act)
 
 
-def batchnorm_backward_sync(dy, x, scale, mean, invstd, *, sync):
+def batchnorm_backward_sync(dy, x, scale, mean, invstd, y=None, *, act="none", sync):
+    if act != "none":
+        dy = activation.act_backward(dy, y, act=act)
     d, C = f32(dy), x.shape[1]
     xhat, dshift, dscale = _grad_sums(d, f32(x), x, mean, invstd)
     w = float(sync.weight)

@@ -72,6 +72,26 @@ def test_reference_matches_aten_and_autograd_in_float64():
 
 
 @pytest.mark.parametrize("act", ACTS[1:])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_reference_backward_takes_the_fused_activation(act, layout):
+    """oracle: torch.autograd through act(F.batch_norm(x)) in float64; the fp32 path (the C kernel for relu
+    on channels-last maps, else act_backward then ATen's) against the float64 one, rtol/atol 1e-5."""
+    x = _layout(torch.randn(6, 5, 7, 4, dtype=torch.float64) * 2 + 1, layout)
+    scale, shift, rm, rv = _d(_params(5))
+    y, mean, invstd, _, _ = R.batchnorm(x, scale, shift, rm, rv, eps=1e-3, momentum=0.3, act=act)
+    xa, sa, ba = (t.clone().requires_grad_() for t in (x, scale, shift))
+    ya = apply_act(F.batch_norm(xa, rm.clone(), rv.clone(), sa, ba, True, 0.3, 1e-3), act)
+    dy = _layout(torch.randn(x.shape, dtype=torch.float64), layout)
+    ya.backward(dy)
+    got = R.batchnorm_backward(dy, x, scale, mean, invstd, y, act=act)
+    for a, b in zip(got, (xa.grad, sa.grad, ba.grad)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    f32 = R.batchnorm_backward(dy.float(), x.float(), scale.float(), mean.float(), invstd.float(), y.float(), act=act)
+    for a, b in zip(f32, got):
+        torch.testing.assert_close(a.double(), b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("act", ACTS[1:])
 @pytest.mark.parametrize("shape", [(4, 3, 5, 6), (9, 7)])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_reference_applies_every_activation(act, shape, dtype):
@@ -108,6 +128,12 @@ def _check(x, act, eps=1e-5, momentum=0.1, rtol=1e-5, atol=1e-5):
     assert dx.shape == x.shape and dx.dtype == x.dtype
     for a, b in ((dx, rdx), (dscale, rdscale), (dshift, rdshift)):
         torch.testing.assert_close(a.double(), b, rtol=rtol, atol=atol * max(1.0, float(b.abs().max())))
+    if act != "none":   # the backward with the activation fused in, from the forward's output
+        got = T.batchnorm_backward(dy, x, scale, mean, invstd, out[0], act=act)
+        want = R.batchnorm_backward(dy.double(), x.double(), scale.double(), mean.double(), invstd.double(),
+                                    out[0].double(), act=act)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a.double(), b, rtol=rtol, atol=atol * max(1.0, float(b.abs().max())))
     return out[0]
 
 
