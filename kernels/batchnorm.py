@@ -24,7 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .activation import act_backward, act_code, apply_act
+from .activation import act_code, act_grad_from_y, apply_act
 
 PROGRAMS = 2048   # the per-channel reductions cut each channel's values into chunks until about this many run
 
@@ -73,9 +73,10 @@ def _bn_apply_kernel(x_ptr, y_ptr, scale_ptr, shift_ptr, mean_ptr, stat_ptr, C, 
 
 
 @triton.jit
-def _bn_bwd_partial_kernel(g_ptr, x_ptr, mean_ptr, invstd_ptr, out_ptr, C, P, R, gsn, gsc, gsp, xsn, xsc, xsp,
-                           CHUNK, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Per channel, over one chunk: sum dy (out[0]) and sum dy * x^ (out[1])."""
+def _bn_bwd_partial_kernel(g_ptr, x_ptr, y_ptr, mean_ptr, invstd_ptr, out_ptr, C, P, R, gsn, gsc, gsp, xsn, xsc, xsp,
+                           ysn, ysc, ysp, CHUNK, ACT: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+    """Per channel, over one chunk: sum dz (out[0]) and sum dz * x^ (out[1]), dz = act'(dy, y) as dy is
+    read (y, the forward's output, is read only when there is an activation)."""
     c = (tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)).to(tl.int64)
     s = tl.program_id(1).to(tl.int64)
     S = tl.num_programs(1)
@@ -90,6 +91,9 @@ def _bn_bwd_partial_kernel(g_ptr, x_ptr, mean_ptr, invstd_ptr, out_ptr, C, P, R,
         p = r - n * P
         m = (r < R)[:, None] & cm[None, :]
         g = tl.load(g_ptr + (n * gsn + p * gsp)[:, None] + c[None, :] * gsc, mask=m, other=0.0).to(tl.float32)
+        if ACT != "none":
+            y = tl.load(y_ptr + (n * ysn + p * ysp)[:, None] + c[None, :] * ysc, mask=m, other=0.0).to(tl.float32)
+            g = act_grad_from_y(g, y, ACT)
         x = tl.load(x_ptr + (n * xsn + p * xsp)[:, None] + c[None, :] * xsc, mask=m, other=0.0).to(tl.float32)
         acc_g += g
         acc_gx += g * tl.where(m, (x - mu[None, :]) * inv[None, :], 0.0)
@@ -98,8 +102,9 @@ def _bn_bwd_partial_kernel(g_ptr, x_ptr, mean_ptr, invstd_ptr, out_ptr, C, P, R,
 
 
 @triton.jit
-def _bn_dx_kernel(g_ptr, x_ptr, dx_ptr, scale_ptr, mean_ptr, invstd_ptr, dscale_ptr, dshift_ptr, C, P, inv_count,
-                  gsn, gsc, gsp, xsn, xsc, xsp, osn, osc, osp, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+def _bn_dx_kernel(g_ptr, x_ptr, y_ptr, dx_ptr, scale_ptr, mean_ptr, invstd_ptr, dscale_ptr, dshift_ptr, C, P,
+                  inv_count, gsn, gsc, gsp, xsn, xsc, xsp, ysn, ysc, ysp, osn, osc, osp, ACT: tl.constexpr,
+                  BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
     p = (tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)).to(tl.int64)
     c = (tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)).to(tl.int64)
     n = tl.program_id(2).to(tl.int64)
@@ -111,6 +116,9 @@ def _bn_dx_kernel(g_ptr, x_ptr, dx_ptr, scale_ptr, mean_ptr, invstd_ptr, dscale_
     dsc = tl.load(dscale_ptr + c, mask=cm, other=0.0).to(tl.float32) * inv_count
     m = (p < P)[:, None] & cm[None, :]
     g = tl.load(g_ptr + n * gsn + p[:, None] * gsp + c[None, :] * gsc, mask=m, other=0.0).to(tl.float32)
+    if ACT != "none":
+        y = tl.load(y_ptr + n * ysn + p[:, None] * ysp + c[None, :] * ysc, mask=m, other=0.0).to(tl.float32)
+        g = act_grad_from_y(g, y, ACT)
     x = tl.load(x_ptr + n * xsn + p[:, None] * xsp + c[None, :] * xsc, mask=m, other=0.0).to(tl.float32)
     xhat = (x - mean[None, :]) * inv[None, :]
     dx = k[None, :] * (g - ds[None, :] - xhat * dsc[None, :])
@@ -232,38 +240,39 @@ def batchnorm_eval(x, scale, shift, running_mean, running_var, *, eps, momentum,
     return _apply(_ncp(x), scale, shift, _vec(running_mean), _vec(running_var), eps, act, True)
 
 
-def _grad_sums(dy, x, mean, invstd) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per channel over this tensor's values: (sum dy, sum dy·x̂)."""
+def _grad_sums(dy, x, mean, invstd, y=None, act="none") -> tuple[torch.Tensor, torch.Tensor]:
+    """Per channel over this tensor's values: (sum dz, sum dz·x̂), dz = act'(dy, y) (dy without act)."""
     C, R = x.shape[1], x.numel() // max(x.shape[1], 1)
     br, bc, chunk, s, grid = _split(dy)
     part = torch.empty(2, s, C, dtype=torch.float32, device=x.device)
-    _bn_bwd_partial_kernel[grid](dy, x, mean, invstd, part, C, _pixels(x), R, *_strides(dy), *_strides(x), chunk,
-                                 BLOCK_R=br, BLOCK_C=bc)
+    y = dy if act == "none" else y   # not read without an activation
+    _bn_bwd_partial_kernel[grid](dy, x, y, mean, invstd, part, C, _pixels(x), R, *_strides(dy), *_strides(x),
+                                 *_strides(y), chunk, ACT=act_code(act), BLOCK_R=br, BLOCK_C=bc)
     dshift, dscale = part.sum(1).unbind(0)
     return dshift, dscale
 
 
-def _dx(dy, x, scale, mean, invstd, dscale, dshift, count) -> torch.Tensor:
-    """scale·invstd·(dy − dshift/count − x̂·dscale/count), the sums being over `count` values."""
+def _dx(dy, x, scale, mean, invstd, dscale, dshift, count, y=None, act="none") -> torch.Tensor:
+    """scale·invstd·(dz − dshift/count − x̂·dscale/count), dz = act'(dy, y), the sums over `count` values."""
     dx = _out_like(dy)
     bp, bc, grid = _tiles_grid(dy)
-    _bn_dx_kernel[grid](dy, x, dx, _vec(scale), mean, invstd, dscale, dshift, x.shape[1], _pixels(x), 1.0 / count,
-                        *_strides(dy), *_strides(x), *_strides(dx), BLOCK_P=bp, BLOCK_C=bc)
+    y = dy if act == "none" else y
+    _bn_dx_kernel[grid](dy, x, y, dx, _vec(scale), mean, invstd, dscale, dshift, x.shape[1], _pixels(x), 1.0 / count,
+                        *_strides(dy), *_strides(x), *_strides(y), *_strides(dx), ACT=act_code(act),
+                        BLOCK_P=bp, BLOCK_C=bc)
     return dx
 
 
 def batchnorm_backward(dy, x, scale, mean, invstd, y=None, *, act="none"):
-    # The fused activation's backward as its own kernel first: one more pass over the map than folding
-    # act' into _grad_sums and _dx would take (the reference's C kernel folds relu in; not done here yet)
-    if act != "none":
-        dy = act_backward(dy, y, act=act)
+    # The fused activation's backward is taken as dy is read, in both kernels (no dz map written)
     dy, x = _ncp(dy), _ncp(x)
+    y = _ncp(y) if act != "none" else None
     C, R = x.shape[1], x.numel() // max(x.shape[1], 1)
     mean, invstd = _vec(mean), _vec(invstd)
     if R == 0:
         return _out_like(dy), torch.zeros(C, device=x.device), torch.zeros(C, device=x.device)
-    dshift, dscale = _grad_sums(dy, x, mean, invstd)
-    return _dx(dy, x, scale, mean, invstd, dscale, dshift, R), dscale, dshift
+    dshift, dscale = _grad_sums(dy, x, mean, invstd, y, act)
+    return _dx(dy, x, scale, mean, invstd, dscale, dshift, R, y, act), dscale, dshift
 
 
 # -- synchronised across processes: the contract and the `sync` object are the reference's
@@ -291,14 +300,13 @@ def batchnorm_sync(x, scale, shift, running_mean, running_var, *, eps, momentum,
 
 
 def batchnorm_backward_sync(dy, x, scale, mean, invstd, y=None, *, act="none", sync):
-    if act != "none":
-        dy = act_backward(dy, y, act=act)
     dy, x = _ncp(dy), _ncp(x)
+    y = _ncp(y) if act != "none" else None
     C, R = x.shape[1], x.numel() // max(x.shape[1], 1)
     mean, invstd = _vec(mean), _vec(invstd)
-    dshift, dscale = _grad_sums(dy, x, mean, invstd)
+    dshift, dscale = _grad_sums(dy, x, mean, invstd, y, act)
     w = float(sync.weight)
     total = sync.all_sum(torch.cat([dshift * w, dscale * w, dshift.new_tensor([float(R)])]))
     dx = _dx(dy, x, scale, mean, invstd, (total[C:2 * C] / w).contiguous(), (total[:C] / w).contiguous(),
-             float(total[2 * C]))
+             float(total[2 * C]), y, act)
     return dx, dscale, dshift

@@ -317,3 +317,30 @@ def test_sync_across_shards_equals_one_batch(mod, shape, offset):
     # what each shard put in: the first all_sum its local sums, the second its weighted ones
     torch.testing.assert_close(contributions[0] + contributions[2], totals[0], **close)
     torch.testing.assert_close(contributions[1] + contributions[3], totals[1], **close)
+
+
+class _Alone:
+    """`sync` of a single process: all_sum leaves the tensor as it is."""
+
+    weight, rank, world = 1.0, 0, 1
+
+    def all_sum(self, t):
+        return t
+
+
+@pytest.mark.parametrize("mod", [R, T], ids=["reference", "triton"])
+@pytest.mark.parametrize("act", ACTS[1:])
+def test_sync_backward_takes_the_fused_activation(mod, act):
+    """oracle: the same entry given dz = act'(dy, y) (the reference's act_backward in float64) and no
+    activation; one process, so the sums are its own."""
+    from alexnetc.kernels.reference.activation import act_backward
+
+    x = torch.randn(4, 3, 5, 5, device=DEVICE) * 2 + 1
+    scale, shift, rm, rv = _params(3, x.device)
+    y, mean, invstd, _, _ = mod.batchnorm_sync(x, scale, shift, rm, rv, eps=1e-5, momentum=0.1, act=act, sync=_Alone())
+    dy = torch.randn(x.shape, device=DEVICE)
+    got = mod.batchnorm_backward_sync(dy, x, scale, mean, invstd, y, act=act, sync=_Alone())
+    dz = act_backward(dy.double().cpu(), y.double().cpu(), act=act).to(DEVICE, torch.float32)
+    want = mod.batchnorm_backward_sync(dz, x, scale, mean, invstd, sync=_Alone())
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
