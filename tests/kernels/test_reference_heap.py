@@ -48,6 +48,30 @@ import gc; gc.collect()
 print("done")
 """
 
+# Random convolutions through all three reference entry points (channels-last, 2 threads): oneDNN picks
+# its implementation by shape, so a future torch could bring another path that writes past its buffers.
+RANDOM_CONVS = r"""
+import math, random, sys, torch
+from alexnetc.kernels.reference import conv as rc
+torch.set_num_threads(2)
+rnd = random.Random(int(sys.argv[1]))
+for i in range(int(sys.argv[2])):
+    G = rnd.choice([1, 1, 2, 3]); C = G * rnd.randint(1, 20); K = G * rnd.randint(1, 20)
+    R = rnd.choice([1, 1, 2, 3, 5]); s = rnd.choice([1, 2, 2, 3, 4]); p = rnd.randint(0, R // 2 + (R == 1))
+    N, H, W = rnd.randint(1, 5), rnd.randint(R, 20), rnd.randint(R, 20)
+    size = (lambda L: math.ceil((L + 2 * p - R) / s) + 1) if rnd.random() < 0.3 else (lambda L: (L + 2 * p - R) // s + 1)
+    P, Q = size(H), size(W)
+    if (P - 1) * s >= H + p or (Q - 1) * s >= W + p:   # no window may start past the map and its padding
+        P, Q = (H + 2 * p - R) // s + 1, (W + 2 * p - R) // s + 1
+    x = torch.randn(N, C, H, W).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(K, C // G, R, R)
+    dy = torch.randn(N, K, P, Q).contiguous(memory_format=torch.channels_last)
+    rc.conv(x, w, torch.randn(K), stride=s, pad=p, num_group=G, out_size=(P, Q), act="relu")
+    rc.conv_backward_data(dy, w, in_hw=(H, W), stride=s, pad=p, num_group=G)
+    rc.conv_backward_weight(dy, x, kernel=R, stride=s, pad=p, num_group=G)
+print("done")
+"""
+
 OVERFLOW = r"""
 import ctypes, torch
 t = torch.empty(1000)
@@ -57,9 +81,10 @@ print("done")
 """
 
 
-def _checked(code: str) -> subprocess.CompletedProcess:
+def _checked(code: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "LD_PRELOAD": MALLOC_DEBUG, "MALLOC_CHECK_": "3"}
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=600,
+                          cwd=ROOT)
 
 
 @needs_malloc_debug
@@ -71,6 +96,15 @@ def test_the_heap_check_catches_a_write_past_a_tensor():
 @needs_malloc_debug
 def test_strided_1x1_weight_gradients_leave_the_heap_intact():
     r = _checked(STRIDED_1X1)
+    assert r.returncode == 0 and "done" in r.stdout, (
+        f"exit {r.returncode}: a convolution wrote outside its heap blocks\n{r.stderr[-1500:]}")
+
+
+@pytest.mark.slow
+@needs_malloc_debug
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_convolutions_leave_the_heap_intact(seed):
+    r = _checked(RANDOM_CONVS, str(seed), "300")
     assert r.returncode == 0 and "done" in r.stdout, (
         f"exit {r.returncode}: a convolution wrote outside its heap blocks\n{r.stderr[-1500:]}")
 
