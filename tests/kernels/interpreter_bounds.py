@@ -175,21 +175,23 @@ def install() -> None:
     load, store = builder.create_masked_load, builder.create_masked_store
     rmw, cas, call = builder.create_atomic_rmw, builder.create_atomic_cas, executor.__call__
 
-    def masked_load(self, ptrs, mask, other, cache_policy, is_volatile):
+    # (ptrs, mask, ...) / (ptrs, value, mask, ...): the leading parameters every triton 3.x has; the rest
+    # (cache policy, volatility, ...) passed through as given.
+    def masked_load(self, ptrs, mask, *rest, **kw):
         _check("load", ptrs, mask)
-        return load(self, ptrs, mask, other, cache_policy, is_volatile)
+        return load(self, ptrs, mask, *rest, **kw)
 
-    def masked_store(self, ptrs, value, mask, cache_policy):
+    def masked_store(self, ptrs, value, mask, *rest, **kw):
         _check("store", ptrs, mask)
-        return store(self, ptrs, value, mask, cache_policy)
+        return store(self, ptrs, value, mask, *rest, **kw)
 
-    def atomic_rmw(self, rmw_op, ptr, val, mask, sem, scope):
+    def atomic_rmw(self, rmw_op, ptr, val, mask, *rest, **kw):
         _check("atomic", ptr, mask)
-        return rmw(self, rmw_op, ptr, val, mask, sem, scope)
+        return rmw(self, rmw_op, ptr, val, mask, *rest, **kw)
 
-    def atomic_cas(self, ptr, cmp, val, sem, scope):
+    def atomic_cas(self, ptr, *rest, **kw):
         _check("atomic", ptr, None)
-        return cas(self, ptr, cmp, val, sem, scope)
+        return cas(self, ptr, *rest, **kw)
 
     def launch(self, *args, **kwargs):
         tensors = _tensor_args(self.fn, args, kwargs)
