@@ -82,7 +82,7 @@ def run(argv=None) -> dict:
     load_before = machine_load()
 
     ex = Executor(net, g2c, for_training=True, params=params)
-    # With ALEXNETC_HOST_HEAP=keep, binding on the CPU raised malloc's thresholds for the whole process
+    # Unless ALEXNETC_HOST_HEAP=off, binding on the CPU raised malloc's thresholds for the whole process
     # (runtime/execution/host_memory.py): every contender below then runs with freed maps kept in the
     # heap, not only ours.
     heap_kept = device.type == "cpu" and keep_freed_maps()

@@ -73,5 +73,18 @@ def conv_backward_weight(dy, x, *, kernel, stride, pad, num_group):
 
 
 def _weight_grad(x, w_shape, dy, stride, pad, num_group):
-    """conv2d_weight, in the weights' own (contiguous) layout whatever layout the maps were in."""
+    """conv2d_weight, in the weights' own (contiguous) layout whatever layout the maps were in.
+
+    A strided 1x1 kernel gets the cells its windows read (every sh-th row and sw-th column of the padded
+    input, P x Q of them) at stride 1: the same products and the same sums. It keeps oneDNN off its
+    strided 1x1 weight-gradient path (the "reduce to unit stride" copy), which on x86 writes past its
+    workspace when the input is channels-last with fewer channels per group than the kernel's channel
+    block (16 with AVX-512, 8 with AVX2; oneDNN issue 6035): a heap corruption that glibc reports, if at
+    all, much later ("corrupted size vs. prev_size" at exit). tests/kernels/test_reference_heap.py."""
+    if tuple(w_shape[2:]) == (1, 1) and tuple(stride) != (1, 1):
+        (sh, sw), (ph, pw) = stride, pad
+        if ph or pw:
+            x = F.pad(x, (pw, pw, ph, ph))
+        x = maps(x[:, :, ::sh, ::sw][:, :, :dy.shape[2], :dy.shape[3]])
+        stride, pad = (1, 1), (0, 0)
     return torch.nn.grad.conv2d_weight(x, w_shape, dy, stride=stride, padding=pad, groups=num_group).contiguous()

@@ -115,6 +115,17 @@ def _bad_number(args) -> str | None:
     return None
 
 
+def _bad_environment() -> str | None:
+    """An environment setting a command would refuse once it binds a network, as a message up front."""
+    from ..execution.host_memory import requested
+
+    try:
+        requested()
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 MAX_ERRORS = 100  # spec errors printed at most (a hostile spec can hold hundreds of thousands)
 MAX_ERRORS_ENV = "ALEXNETC_MAX_ERRORS"
 
@@ -163,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "batch", 1) is not None and getattr(args, "batch", 1) < 1:
         print(f"alexnetc: error: --batch must be at least 1, got {args.batch}", file=sys.stderr)
         return 2
-    problem = _bad_number(args)
+    problem = _bad_number(args) or _bad_environment()
     if problem:
         print(f"alexnetc: error: {problem}", file=sys.stderr)
         return 2

@@ -57,3 +57,11 @@ def test_write_failures_are_the_machines_or_the_inputs():
     wrapped = write_failure("c.safetensors", SafetensorError("Error while serializing: I/O error: No space left on "
                                                              "device (os error 28)"))
     assert isinstance(wrapped, EnvironmentFailure) and str(wrapped) == "no space left on device writing c.safetensors"
+
+
+def test_a_bad_host_heap_setting_is_one_line_before_any_work(monkeypatch, capsys, specs_dir):
+    """oracle: runtime/execution/host_memory.py's choices (keep, off)."""
+    monkeypatch.setenv("ALEXNETC_HOST_HEAP", "no")
+    assert main(["compile", str(specs_dir / "variants" / "mini.yaml")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["alexnetc: error: ALEXNETC_HOST_HEAP='no': expected one of keep, off (default keep)"]
