@@ -70,7 +70,9 @@ def follow_classes(spec: SpecMap, earlier: tuple) -> SpecMap:
 
     for layer in classifiers(spec.get("layers") or ()):
         key = OPS[layer["op"]].out_attr
-        if layer.get(key) in stale:
+        size = layer.get(key)
+        # only an integer can be stale; anything else (a list, a mapping) is left for validation to name
+        if isinstance(size, int) and not isinstance(size, bool) and size in stale:
             layer[key] = classes
             if isinstance(layer, SpecMap):
                 layer.value_marks[key] = spec.value_mark("classes")

@@ -56,6 +56,22 @@ def test_a_classifier_the_variant_sized_itself_is_kept(tmp_path):
     assert "the scores reaching the loss have 12 features but the spec has classes: 10" in str(info.value)
 
 
+@pytest.mark.parametrize("units", ["[1, 2, 3]", "{a: 1}"])
+def test_a_classifier_size_that_is_not_a_number_is_a_located_error(tmp_path, units):
+    """A list or mapping where the size goes is validation's to name (file:line:col), not a crash of the
+    classes rewrite (found by test_mutations' hypothesis run: 'unhashable type: SpecList')."""
+    path = _variant(tmp_path, f"""\
+        base: variants/mini
+        classes: 7
+        modify_layers:
+          fc8:
+            units: {units}
+        """)
+    with pytest.raises(SpecErrors) as info:
+        compile_spec(path)
+    assert f"{path}:5:" in str(info.value) and "expected an integer" in str(info.value)
+
+
 def test_a_chain_of_variants_follows_every_earlier_classes(tmp_path):
     """alexnet (1000) <- ten (classes 10, fc8 inherited) <- five (classes 5): fc8 follows to 5; and a
     middle variant that sized fc8 for its own classes is followed as well."""
