@@ -89,6 +89,39 @@ static void reduce_blocks(const double *work, int64_t nb, int64_t C, double *s, 
     }
 }
 
+/* Per-channel sums s and q over all M rows: block j of BLOCK rows summed into its own 2*C slots of
+ * `work` (on any thread), the blocks then added in order. With `mask_or_null`/`ref` as below:
+ * moments (grad == 0): sums of a - ref and (a - ref)^2; gradient sums (grad == 1): of dz and
+ * dz * (b - ref), dz = a masked by relu's output `mask_or_null` when given. Returns 0, or -1 when a
+ * thread's buffer could not be allocated. */
+static int block_sums(int grad, const float *a, const float *b, const float *mask_or_null, const float *ref,
+                      int64_t M, int64_t C, int T, double *work, double *s, double *q) {
+    int64_t nb = (M + BLOCK - 1) / BLOCK;
+    int failed = 0;
+#pragma omp parallel num_threads(T)
+    {
+        float *f = malloc(sizeof(float) * 2 * C);
+        if (!f) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t j = 0; j < nb; j++) {
+            if (!f) continue;
+            int64_t lo = j * BLOCK, hi = lo + BLOCK < M ? lo + BLOCK : M;
+            double *ws = work + (size_t)2 * C * j, *wq = ws + C;
+            if (grad)
+                grad_sums(a, mask_or_null, b, ref, C, lo, hi, ws, wq, f, f + C);
+            else
+                shifted_moments(a, C, lo, hi, ref, ws, wq, f, f + C);
+        }
+        free(f);
+    }
+    if (failed) return -1;
+    reduce_blocks(work, nb, C, s, q);
+    return 0;
+}
+
 /* Training forward. Outputs y (M, C), and per channel mean, biased variance and invstd =
  * 1/sqrt(var + eps). y = act((x - mean) * invstd * scale + shift), computed as x * a + b with
  * a = scale * invstd and b = shift - mean * a (as ATen's kernel). Returns 0, or -1 when out of memory. */
@@ -104,28 +137,11 @@ int alx_bn_forward(const float *x, int64_t M, int64_t C, const float *scale, con
         return -1;
     }
     memcpy(k, x, sizeof(float) * C);   /* the shift: row 0 */
-    int failed = 0;
-#pragma omp parallel num_threads(T)
-    {
-        float *f = malloc(sizeof(float) * 2 * C);
-        if (!f) {
-#pragma omp atomic write
-            failed = 1;
-        }
-#pragma omp for schedule(static)
-        for (int64_t j = 0; j < nb; j++) {
-            if (!f) continue;
-            int64_t lo = j * BLOCK, hi = lo + BLOCK < M ? lo + BLOCK : M;
-            shifted_moments(x, C, lo, hi, k, work + (size_t)2 * C * j, work + (size_t)2 * C * j + C, f, f + C);
-        }
-        free(f);
-    }
-    if (failed) {
+    double *s = work + (size_t)2 * C * nb, *q = s + C;
+    if (block_sums(0, x, 0, 0, k, M, C, T, work, s, q)) {
         free(work); free(coef); free(k);
         return -1;
     }
-    double *s = work + (size_t)2 * C * nb, *q = s + C;
-    reduce_blocks(work, nb, C, s, q);
     float *a = coef, *b = coef + C;
     for (int64_t c = 0; c < C; c++) {
         double d = s[c] / (double)M;                    /* mean - k */
@@ -165,28 +181,11 @@ int alx_bn_backward(const float *dy, const float *y, const float *x, int64_t M, 
         free(work); free(coef);
         return -1;
     }
-    int failed = 0;
-#pragma omp parallel num_threads(T)
-    {
-        float *f = malloc(sizeof(float) * 2 * C);
-        if (!f) {
-#pragma omp atomic write
-            failed = 1;
-        }
-#pragma omp for schedule(static)
-        for (int64_t j = 0; j < nb; j++) {
-            if (!f) continue;
-            int64_t lo = j * BLOCK, hi = lo + BLOCK < M ? lo + BLOCK : M;
-            grad_sums(dy, y, x, mean, C, lo, hi, work + (size_t)2 * C * j, work + (size_t)2 * C * j + C, f, f + C);
-        }
-        free(f);
-    }
-    if (failed) {
+    double *s = work + (size_t)2 * C * nb, *q = s + C;
+    if (block_sums(1, dy, x, y, mean, M, C, T, work, s, q)) {
         free(work); free(coef);
         return -1;
     }
-    double *s = work + (size_t)2 * C * nb, *q = s + C;
-    reduce_blocks(work, nb, C, s, q);
     float *a = coef, *b = coef + C, *e = coef + 2 * C;
     for (int64_t c = 0; c < C; c++) {
         double is = invstd[c], g = scale[c];
