@@ -240,33 +240,37 @@ def batchnorm_eval(x, scale, shift, running_mean, running_var, *, eps, momentum,
     return _apply(_ncp(x), scale, shift, _vec(running_mean), _vec(running_var), eps, act, True)
 
 
-def _grad_sums(dy, x, mean, invstd, y=None, act="none") -> tuple[torch.Tensor, torch.Tensor]:
+def _grad_sums(dy, x, mean, invstd, y, act) -> tuple[torch.Tensor, torch.Tensor]:
     """Per channel over this tensor's values: (sum dz, sum dz·x̂), dz = act'(dy, y) (dy without act)."""
     C, R = x.shape[1], x.numel() // max(x.shape[1], 1)
     br, bc, chunk, s, grid = _split(dy)
     part = torch.empty(2, s, C, dtype=torch.float32, device=x.device)
-    y = dy if act == "none" else y   # not read without an activation
     _bn_bwd_partial_kernel[grid](dy, x, y, mean, invstd, part, C, _pixels(x), R, *_strides(dy), *_strides(x),
                                  *_strides(y), chunk, ACT=act_code(act), BLOCK_R=br, BLOCK_C=bc)
     dshift, dscale = part.sum(1).unbind(0)
     return dshift, dscale
 
 
-def _dx(dy, x, scale, mean, invstd, dscale, dshift, count, y=None, act="none") -> torch.Tensor:
+def _dx(dy, x, scale, mean, invstd, dscale, dshift, count, y, act) -> torch.Tensor:
     """scale·invstd·(dz − dshift/count − x̂·dscale/count), dz = act'(dy, y), the sums over `count` values."""
     dx = _out_like(dy)
     bp, bc, grid = _tiles_grid(dy)
-    y = dy if act == "none" else y
     _bn_dx_kernel[grid](dy, x, y, dx, _vec(scale), mean, invstd, dscale, dshift, x.shape[1], _pixels(x), 1.0 / count,
                         *_strides(dy), *_strides(x), *_strides(y), *_strides(dx), ACT=act_code(act),
                         BLOCK_P=bp, BLOCK_C=bc)
     return dx
 
 
+def _act_output(dy, y, act):
+    """The forward's output the backward kernels read for act' (without an activation they read none,
+    and dy stands in for the pointer)."""
+    return _ncp(y) if act != "none" else dy
+
+
 def batchnorm_backward(dy, x, scale, mean, invstd, y=None, *, act="none"):
     # The fused activation's backward is taken as dy is read, in both kernels (no dz map written)
     dy, x = _ncp(dy), _ncp(x)
-    y = _ncp(y) if act != "none" else None
+    y = _act_output(dy, y, act)
     C, R = x.shape[1], x.numel() // max(x.shape[1], 1)
     mean, invstd = _vec(mean), _vec(invstd)
     if R == 0:
@@ -301,7 +305,7 @@ def batchnorm_sync(x, scale, shift, running_mean, running_var, *, eps, momentum,
 
 def batchnorm_backward_sync(dy, x, scale, mean, invstd, y=None, *, act="none", sync):
     dy, x = _ncp(dy), _ncp(x)
-    y = _ncp(y) if act != "none" else None
+    y = _act_output(dy, y, act)
     C, R = x.shape[1], x.numel() // max(x.shape[1], 1)
     mean, invstd = _vec(mean), _vec(invstd)
     dshift, dscale = _grad_sums(dy, x, mean, invstd, y, act)

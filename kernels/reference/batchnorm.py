@@ -10,7 +10,7 @@ In float64 (the oracle in the tests) every step is written out on ATen's element
 (`csrc/batchnorm.c` through `native`: statistics, normalisation and a relu in two passes forward, the
 backward in two), else ATen's fused batch-norm kernels on contiguous maps, NCHW or channels-last (see
 `_fused`), in a couple of passes instead of about ten (tests/kernels/test_batchnorm.py and
-tests/kernels/reference/test_native.py hold each to the float64 formulas).
+tests/kernels/test_reference_native.py hold each to the float64 formulas).
 """
 from __future__ import annotations
 
@@ -106,7 +106,7 @@ def batchnorm_backward(dy, x, scale, mean, invstd, y=None, *, act="none"):
     count = x.numel() // x.shape[1]
     yf = f32(y) if act == "relu" else None
     read = [d, xf] if yf is None else [d, xf, yf]
-    if act in native.ACT_CODES and all(t.stride() == xf.stride() for t in read) and native.takes(*read):
+    if act in native.ACT_CODES and native.takes(*read):
         return _native_backward(dy, d, xf, yf, scale, mean, invstd, count)
     if act != "none":
         dy = activation.act_backward(dy, y, act=act)

@@ -13,7 +13,7 @@ from ._common import f32
 def add(*xs: torch.Tensor, act: str = "none") -> torch.Tensor:
     check_add_inputs(xs)
     activation.check(act)   # an unknown activation fails before the sum, as the Triton add's does
-    if act in native.ACT_CODES and _one_layout(xs) and native.takes(*xs):
+    if act in native.ACT_CODES and native.takes(*xs):
         out = torch.empty_like(xs[0])
         native.library().alx_add(native.pointers(xs), len(xs), out.numel(), native.ACT_CODES[act], native.threads(),
                                  out.data_ptr())
@@ -23,9 +23,3 @@ def add(*xs: torch.Tensor, act: str = "none") -> torch.Tensor:
         out += f32(t)
     return activation.act_fresh(out, act).to(xs[0].dtype)
 
-
-def _one_layout(xs) -> bool:
-    """Every input dense in the same memory order (so element i of each is the same logical element)."""
-    first = xs[0]
-    dense = first.is_contiguous() or (first.dim() == 4 and first.is_contiguous(memory_format=torch.channels_last))
-    return dense and all(t.stride() == first.stride() for t in xs[1:])

@@ -75,9 +75,14 @@ def _build(cc: str, out: Path) -> None:
             os.unlink(tmp)
 
 
-def library_path() -> Path | None:
-    """Where this machine's build of the sources is (or goes); None without a C compiler."""
-    cc = shutil.which(os.environ.get("CC", "cc"))
+def _compiler() -> str | None:
+    return shutil.which(os.environ.get("CC", "cc"))
+
+
+def library_path(cc: str | None = None) -> Path | None:
+    """Where this machine's build of the sources is (or goes) with compiler `cc` (default: $CC or cc);
+    None without a C compiler."""
+    cc = cc or _compiler()
     if cc is None:
         return None
     try:
@@ -104,13 +109,14 @@ def library() -> ctypes.CDLL | None:
     if not sys.platform.startswith("linux"):
         _why = "native kernels are built on Linux only"
         return None
-    path = library_path()
+    cc = _compiler()
+    path = library_path(cc)
     if path is None:
         _why = "no C compiler (cc or $CC) found"
         return None
     try:
         if not path.exists():
-            _build(shutil.which(os.environ.get("CC", "cc")), path)
+            _build(cc, path)
         lib = ctypes.CDLL(str(path))
         for name, (args, res) in _SIGNATURES.items():
             fn = getattr(lib, name)
@@ -131,10 +137,11 @@ def status() -> str:
 
 
 def takes(*ts: torch.Tensor) -> bool:
-    """Tensors the C kernels read as (M, C) row-major matrices, C the channels: fp32 on the CPU,
-    channels-last 4-D maps or contiguous 2-D features; and the library is there."""
+    """Tensors the C kernels read as (M, C) row-major matrices, C the channels, element for element
+    alike: fp32 on the CPU, channels-last 4-D maps or contiguous 2-D features, all with the same strides;
+    and the library is there."""
     for t in ts:
-        if t.dtype != torch.float32 or t.device.type != "cpu":
+        if t.dtype != torch.float32 or t.device.type != "cpu" or t.stride() != ts[0].stride():
             return False
         if not (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)
                 or t.dim() == 2 and t.is_contiguous()):
