@@ -15,6 +15,7 @@ from alexnetc.runtime.training.errors import TrainingError
 from alexnetc.runtime.training.loop import Trainer
 from alexnetc.runtime.training.run_log import COLUMNS, read_csv_rows
 
+from .faults import nan_loss_at_step
 from .test_train import TINY, _opts, _pattern_dataset, run_interrupted
 
 TB_MISSING = "the optional tensorboard package is not installed (pip install 'alexnetc[tensorboard]')"
@@ -111,13 +112,7 @@ def test_without_tensorboard_the_csv_is_still_written(tiny10, tmp_path, monkeypa
 def test_divergence_is_recorded_and_a_resume_clears_it(tiny10, tmp_path, monkeypatch):
     spec, data = tiny10
     out = tmp_path / "nan"
-    real_step = Trainer.train_step
-
-    def nan_at_step_13(self, images, labels, step):
-        loss, probs = real_step(self, images, labels, step)
-        return (float("nan"), probs) if step == 12 else (loss, probs)
-
-    monkeypatch.setattr(Trainer, "train_step", nan_at_step_13)
+    real_step = nan_loss_at_step(monkeypatch, 12)   # the 13th step
     with pytest.raises(TrainingError, match="diverged"):
         Trainer(_opts(spec, data, out, epochs=2)).run()
     last = _jsonl(out)[-1]

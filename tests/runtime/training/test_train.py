@@ -21,6 +21,7 @@ from alexnetc.runtime.training.loop import Trainer
 from alexnetc.runtime.training.options import TrainOptions
 
 from ..data.test_datasets import write_idx
+from .faults import nan_loss_at_step
 
 # A two-tower net of AlexNet's shape for 28x28 grey images, small enough for tests.
 TINY = """
@@ -194,13 +195,7 @@ def test_resume_after_interrupt_at_the_end_of_an_epoch_equals_uninterrupted(tiny
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny, tmp_path, monkeypatch):
     spec, data = tiny
     out = tmp_path / "nan"
-    real_step = Trainer.train_step
-
-    def nan_in_epoch_2(self, images, labels, step):
-        loss, probs = real_step(self, images, labels, step)
-        return (float("nan"), probs) if step == 9 else (loss, probs)
-
-    monkeypatch.setattr(Trainer, "train_step", nan_in_epoch_2)
+    nan_loss_at_step(monkeypatch, 9)   # in epoch 2
     with pytest.raises(TrainingError, match=r"diverged at epoch 2, batch 2 \(step 10\): the loss became nan; "
                                              r"stopped without saving\. "
                                              r"The last good checkpoint is .*epoch0001"):
