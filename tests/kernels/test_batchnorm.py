@@ -220,22 +220,23 @@ def test_reference_fp32_fused_path_matches_its_float64_formula(shape):
 
 def test_reference_fp32_does_not_depend_on_the_thread_count():
     """Data-parallel runs give each process its own thread count; the statistics must not change with it
-    (oracle: the same call on one thread)."""
+    (oracle: the same call on one thread). NCHW maps (ATen's kernels), channels-last maps and (N, C)
+    features (the native C kernels: fixed row blocks summed apart and added in order)."""
     g = torch.Generator().manual_seed(4)
     threads = torch.get_num_threads()
-    results = []
-    for shape in [(32, 16, 14, 14), (64, 24)]:
-        x, dy = torch.randn(shape, generator=g), torch.randn(shape, generator=g)
+    for shape, layout in [((32, 16, 14, 14), "contiguous"), ((8, 16, 30, 30), "channels_last"), ((64, 24), "contiguous")]:
+        x, dy = (_layout(torch.randn(shape, generator=g), layout) for _ in range(2))
         scale, shift, rm, rv = _params(shape[1], device="cpu")
-        for n in (1, 3):
+        runs = []
+        for n in (1, 2, 3):
             torch.set_num_threads(n)
             try:
                 y, mean, invstd, nrm, nrv = R.batchnorm(x, scale, shift, rm, rv, eps=1e-5, momentum=0.1, act="relu")
-                results.append((y, mean, invstd, nrm, nrv, *R.batchnorm_backward(dy, x, scale, mean, invstd)))
+                runs.append((y, mean, invstd, nrm, nrv, *R.batchnorm_backward(dy, x, scale, mean, invstd)))
             finally:
                 torch.set_num_threads(threads)
-        one, three = results[-2:]
-        assert all(torch.equal(a, b) for a, b in zip(one, three)), shape
+        for other in runs[1:]:
+            assert all(torch.equal(a, b) for a, b in zip(runs[0], other)), (shape, layout)
 
 
 # -- synchronised across processes -----------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The reference backend's native CPU kernels (kernels/reference/csrc/*.c through native.py): batch norm
 forward and backward against the float64 formulas of kernels/reference/batchnorm.py, the add against
-ATen bit for bit, the same bits on any thread count, and the ATen fallback when there is no library.
+ATen bit for bit, and the ATen fallback when there is no library (the same bits on any thread count:
+tests/kernels/test_batchnorm.py).
 
 Tolerances: fp32 outputs vs the float64 oracle rtol 1e-5 / atol 1e-5 (per-channel sums of up to
 100,352 terms kept in double); the add is exact (the same roundings in the same order as ATen's).
@@ -69,22 +70,6 @@ def test_batchnorm_backward_matches_the_float64_formulas(shape):
     for a, b in zip(got, want):
         torch.testing.assert_close(a.double(), b, rtol=1e-5, atol=1e-5)
     assert got[0].stride() == x.stride()
-
-
-def test_batchnorm_gives_the_same_bits_on_any_thread_count():
-    """Fixed row blocks summed apart and added in order (oracle: the same call on one thread)."""
-    x, dy, scale, shift, rm, rv = _inputs((8, 16, 30, 30), 5)
-    threads = torch.get_num_threads()
-    runs = []
-    for n in (1, 2, 3):
-        torch.set_num_threads(n)
-        try:
-            y, mean, invstd, nrm, nrv = R.batchnorm(x, scale, shift, rm, rv, eps=1e-5, momentum=0.1, act="relu")
-            runs.append((y, mean, invstd, nrm, nrv, *R.batchnorm_backward(dy, x, scale, mean, invstd)))
-        finally:
-            torch.set_num_threads(threads)
-    for other in runs[1:]:
-        assert all(torch.equal(a, b) for a, b in zip(runs[0], other))
 
 
 @pytest.mark.parametrize("act", ["none", "relu"])
