@@ -20,7 +20,7 @@ from .classifier import base_classes, follow_classes
 from .errors import ShapeError, SpecError, SpecErrors
 from .graph import Graph
 from .lower import LayerInfo, lower
-from .passes import fuse_activations, gradient, infer_shapes, place_devices, plan_memory
+from .passes import absorbed_into, fuse_activations, fuse_residual_adds, gradient, infer_shapes, place_devices, plan_memory
 from .program import MAIN_HEAD_OUTPUTS, TRAIN_DTYPES, Program
 from .source import SpecMap
 from .validate import DEFAULT_DEVICES, schema_errors, semantic_errors
@@ -187,7 +187,7 @@ def _compile_loaded(spec: SpecMap, source: str, batch: int = 1) -> CompiledNet:
     lowered = lower(spec)
     if lowered.errors:
         raise SpecErrors(lowered.errors)
-    fused = fuse_activations(_strip_shapes(lowered.graph))
+    fused = fuse_residual_adds(fuse_activations(_strip_shapes(lowered.graph)))
     g = place_devices(fused)
     clashes = _name_clashes(g, spec)
     if clashes:
@@ -201,20 +201,11 @@ def _compile_loaded(spec: SpecMap, source: str, batch: int = 1) -> CompiledNet:
 
 
 def _after_fusion(layers: list[LayerInfo], before: Graph, after: Graph) -> list[LayerInfo]:
-    """A standalone activation fused into its conv/fc has no node left: its layer's outputs are the
-    fused node's (which keeps the producer's name)."""
-    kept = {n.name for n in after.nodes()}
-    old = {n.name: n for n in before.nodes()}
-    out = []
-    for info in layers:
-        outputs = []
-        for name, dev, shape in info.outputs:
-            node = old.get(name)
-            if name not in kept and node is not None and node.inputs:
-                name = node.inputs[0].node.name
-            outputs.append((name, dev, shape))
-        out.append(replace(info, outputs=outputs))
-    return out
+    """A standalone activation fused into its conv/fc, or an add fused into its batch norm, has no
+    node left: its layer's outputs are the node that took it (which keeps the producer's name)."""
+    took = absorbed_into(before, after)
+    return [replace(info, outputs=[(took.get(name, name), dev, shape) for name, dev, shape in info.outputs])
+            for info in layers]
 
 
 @functools.lru_cache(maxsize=32)

@@ -20,6 +20,13 @@ executor from the training forward's extra outputs (`state_outputs`), read by ev
 node per tower on the tower's device, each with its channels' parameters and statistics (joined along
 the channel axis in the logical checkpoint names).
 
+A residual sum after it (ResNet's ``add(bn2, shortcut)``, with the add's activation) is folded into
+the node by the fusion pass (`compiler/passes/fusion.py`): the node then has a sixth input `residual`
+(attribute ``residual: true``, never written in a spec) and computes
+    y = act(scale * (x - mean) / sqrt(var + eps) + shift + residual),
+the add done in the normalising pass instead of a pass of its own; its backward also returns
+dz = act'(dy, y), the residual's gradient, which the same pass over dy computes anyway.
+
 Kernels: ``kernels/batchnorm.py``, reference ``kernels/reference/batchnorm.py``.
 """
 from __future__ import annotations
@@ -29,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 from ..errors import ShapeError
 from ..graph import Entry, Node
 from .activation import ACT, ACTIVATIONS, act_flops, apply_act, onnx_with_act
-from .attrs import Attr, enum, number
+from .attrs import BOOLEAN, Attr, enum, number
 from .registry import EagerContext, Kernel, OpDef, backward_node, check_param, need, numel, register
 from .weighted import DECAY_MULT, LR_MULT, init_spec, multipliers
 
@@ -41,7 +48,10 @@ MOMENTUM = Attr("momentum", number(0, 1),
                 "convention; default 0.1).", default=0.1)
 EPS = Attr("eps", number(0, 1, lo_open=True), "Added to the variance before its square root (default 1e-5).",
            default=1e-5)
-BN_ATTRS = (MOMENTUM, EPS, ACT, LR_MULT, DECAY_MULT)
+# Set by the fusion pass only: the node adds its sixth input (a residual) before the activation.
+RESIDUAL = Attr("residual", BOOLEAN, "A residual added to the output before the activation (the fusion pass "
+                "folds ResNet's add into the batch norm before it).", spec=False, default=False)
+BN_ATTRS = (MOMENTUM, EPS, ACT, LR_MULT, DECAY_MULT, RESIDUAL)
 
 # Initial values of the variables a batchnorm node creates.
 _INITIAL = {"scale": 1.0, "shift": 0.0, "running_mean": 0.0, "running_var": 1.0}
@@ -50,6 +60,10 @@ _INITIAL = {"scale": 1.0, "shift": 0.0, "running_mean": 0.0, "running_var": 1.0}
 def _kernel_args(node: Node) -> dict[str, Any]:
     a = node.attrs
     return {EPS.name: float(a[EPS.name]), MOMENTUM.name: float(a[MOMENTUM.name]), ACT.name: a[ACT.name]}
+
+
+def has_residual(node: Node) -> bool:
+    return bool(node.attrs.get(RESIDUAL.name, False))
 
 
 def _features(op: str, x: tuple[int, ...]) -> int:
@@ -102,11 +116,21 @@ class BatchNorm(OpDef):
                 out[arg].update({LR_MULT.name: mults[arg][0], DECAY_MULT.name: mults[arg][1]})
         return out
 
+    def arguments_for(self, attrs: Mapping[str, Any]) -> tuple[str, ...]:
+        return (*self.arguments, "residual") if attrs.get(RESIDUAL.name) else self.arguments
+
     def infer(self, attrs, in_shapes):
         x = need(in_shapes, 0, "data")
         c = _features("batchnorm", x)
         given = list(in_shapes) + [None] * (5 - len(in_shapes))
         shapes = [x] + [check_param(given[i], (c,), arg) for i, arg in enumerate(self.arguments[1:], 1)]
+        if attrs.get(RESIDUAL.name):
+            r = need(in_shapes, 5, "residual")
+            if tuple(r) != tuple(x):
+                raise ShapeError(f"batchnorm's residual has shape {tuple(r)}, its input {tuple(x)}")
+            shapes.append(r)
+        elif len(in_shapes) > 5:
+            raise ShapeError("batchnorm takes a sixth input (a residual) only with the attribute residual")
         return shapes, [x, (c,), (c,), (c,), (c,)]
 
     def macs(self, attrs, in_shapes, out_shapes):
@@ -116,7 +140,7 @@ class BatchNorm(OpDef):
         # Per element, training: the sum (1) and the sum of squared deviations (2) of the two-pass
         # statistics, y = x*a + b (2), then the fused activation's own count.
         n = numel(in_shapes[0])
-        return 5 * n + act_flops(attrs.get(ACT.name, "none"), n)
+        return (6 if attrs.get(RESIDUAL.name) else 5) * n + act_flops(attrs.get(ACT.name, "none"), n)
 
     def training_problem(self, attrs, in_shapes):
         # One value per channel: x - mean is 0, the output is the shift whatever the input (PyTorch refuses
@@ -135,12 +159,15 @@ class BatchNorm(OpDef):
             return [None] * len(node.inputs)
         # The activation's backward is the first step of batch norm's own (one node, one kernel: the
         # output gradient masked or scaled as it is read, where a separate act_backward would write it)
+        # With a residual, the backward's fourth output is dz, the gradient of the sum (the residual's).
         act = node.attrs.get(ACT.name, "none")
         inputs = [dy, node.inputs[0], node.inputs[1], Entry(node, 1), Entry(node, 2)]
         if act != "none":
             inputs.append(Entry(node, 0))
-        bwd = backward_node("batchnorm_backward", node, "bwd", inputs, {ACT.name: act})
-        return [Entry(bwd.node, 0), Entry(bwd.node, 1), Entry(bwd.node, 2), None, None]
+        residual = has_residual(node)
+        bwd = backward_node("batchnorm_backward", node, "bwd", inputs, {ACT.name: act, RESIDUAL.name: residual})
+        grads: list[Entry | None] = [Entry(bwd.node, 0), Entry(bwd.node, 1), Entry(bwd.node, 2), None, None]
+        return grads + [Entry(bwd.node, 3)] if residual else grads
 
     def fuse_activation(self, node: Node, act: str) -> Node | None:
         if node.attrs.get(ACT.name, "none") != "none":
@@ -151,6 +178,15 @@ class BatchNorm(OpDef):
         return _kernel_args(node)
 
     def eager(self, node: Node, xs: Sequence[Any], ctx: EagerContext) -> list[Any]:
+        outs = self._eager_bn(node, xs[:5], ctx)
+        if len(xs) > 5:   # the folded residual add: act(bn(x) + r), as the add it replaced wrote it
+            outs[0] = apply_act(outs[0] + xs[5], node.attrs[ACT.name])
+        else:
+            outs[0] = apply_act(outs[0], node.attrs[ACT.name])
+        return outs
+
+    def _eager_bn(self, node: Node, xs: Sequence[Any], ctx: EagerContext) -> list[Any]:
+        """The five outputs, the first before the activation."""
         import torch
         import torch.nn.functional as F
 
@@ -160,7 +196,7 @@ class BatchNorm(OpDef):
         if not ctx.training:
             y = (batchnorm_formula(x, scale, shift, rm, rv, eps) if ctx.formula
                  else F.batch_norm(x, rm, rv, scale, shift, False, m, eps))
-            return [apply_act(y, a[ACT.name]), None, None, None, None]
+            return [y, None, None, None, None]
         dims = [0, *range(2, x.dim())]
         count = x.numel() // x.shape[1]
         if not ctx.formula and count > 1:
@@ -168,7 +204,7 @@ class BatchNorm(OpDef):
             # running statistics in place; nothing in the forward graph reads the saved mean and invstd
             new_rm, new_rv = rm.detach().clone(), rv.detach().clone()
             y = F.batch_norm(x, new_rm, new_rv, scale, shift, True, m, eps)
-            return [apply_act(y, a[ACT.name]), None, None, new_rm, new_rv]
+            return [y, None, None, new_rm, new_rv]
         mean = x.mean(dims)
         var = x.var(dims, unbiased=False)
         if ctx.formula:
@@ -179,12 +215,19 @@ class BatchNorm(OpDef):
             unbiased = var.detach() * (count / max(count - 1, 1))
             new_rm = (1 - m) * rm + m * mean.detach()
             new_rv = (1 - m) * rv + m * unbiased
-        return [apply_act(y, a[ACT.name]), mean, (var + eps).rsqrt(), new_rm, new_rv]
+        return [y, mean, (var + eps).rsqrt(), new_rm, new_rv]
 
     def onnx(self, node: Node, b: "OnnxBuilder") -> None:
-        # Inference form: ONNX's BatchNormalization with the running statistics (opset >= 15: one output).
-        onnx_with_act(b, node, "BatchNormalization", [b.x(node, i) for i in range(5)],
-                      epsilon=float(node.attrs[EPS.name]), momentum=1.0 - float(node.attrs[MOMENTUM.name]))
+        # Inference form: ONNX's BatchNormalization with the running statistics (opset >= 15: one output),
+        # then the folded residual's Add (and the activation).
+        attrs = {"epsilon": float(node.attrs[EPS.name]), "momentum": 1.0 - float(node.attrs[MOMENTUM.name])}
+        inputs = [b.x(node, i) for i in range(5)]
+        if not has_residual(node):
+            onnx_with_act(b, node, "BatchNormalization", inputs, **attrs)
+            return
+        normed = b.fresh(f"{node.name}_bn")
+        b.emit("BatchNormalization", inputs, [normed], **attrs)
+        onnx_with_act(b, node, "Add", [normed, b.x(node, 5)])
 
 
 @register
@@ -192,12 +235,13 @@ class BatchNormBackward(OpDef):
     """dx, dscale, dshift from the output gradient dy, x, scale and the saved batch mean and invstd, and,
     with a fused activation `act`, the forward's output y (its last argument): dz = act'(dy, y) (dy
     itself without one), then with x^ = (x - mean) * invstd and M values per channel,
-    dshift = sum dz, dscale = sum dz * x^, dx = scale * invstd / M * (M * dz - dshift - x^ * dscale)."""
+    dshift = sum dz, dscale = sum dz * x^, dx = scale * invstd / M * (M * dz - dshift - x^ * dscale).
+    With `residual` (the forward added one) dz itself is a fourth output: the residual's gradient."""
 
     name = "batchnorm_backward"
-    attrs = (Attr(ACT.name, enum(*ACTIVATIONS), spec=False, default="none"),)
+    attrs = (Attr(ACT.name, enum(*ACTIVATIONS), spec=False, default="none"), RESIDUAL)
     arguments = ("grad", "data", "scale", "mean", "invstd", "output")
-    outputs = ("grad_data", "grad_scale", "grad_shift")
+    outputs = ("grad_data", "grad_scale", "grad_shift", "grad_sum")   # grad_sum: with residual only
     visible = 3
     kernel = Kernel("batchnorm_backward", sync_entry="batchnorm_backward_sync")
 
@@ -208,7 +252,8 @@ class BatchNormBackward(OpDef):
         if fused != (len(in_shapes) == 6):
             raise ShapeError("batchnorm_backward takes the forward's output (a sixth input) exactly when it "
                              "has an activation to undo")
-        return [dy, dy, (c,), (c,), (c,), *([dy] if fused else [])], [dy, (c,), (c,)]
+        outs = [dy, (c,), (c,), *([dy] if attrs.get(RESIDUAL.name) else [])]
+        return [dy, dy, (c,), (c,), (c,), *([dy] if fused else [])], outs
 
     def flops(self, attrs, in_shapes, out_shapes):
         # Per element: x^ (2), dz * x^ (1), the two sums (2), then dx from them (6: x^ again, the
@@ -217,4 +262,4 @@ class BatchNormBackward(OpDef):
         return 11 * n + act_flops(attrs.get(ACT.name, "none"), n, grad=True)
 
     def kernel_args(self, node: Node) -> dict[str, Any]:
-        return {ACT.name: node.attrs.get(ACT.name, "none")}
+        return {ACT.name: node.attrs.get(ACT.name, "none"), RESIDUAL.name: has_residual(node)}

@@ -3,7 +3,8 @@ running statistics), the evaluation forward (running statistics) and the backwar
 
 The contract (docs/kernel-interface.md): x is (N, C, H, W) or (N, C); per channel over the other axes,
 mean and biased variance normalise; running_var moves towards the unbiased variance (M / (M - 1), M the
-values per channel; M = 1 uses the biased one); `act` is applied after scale and shift.
+values per channel; M = 1 uses the biased one); `act` is applied after scale and shift and after the
+`residual` when there is one (ResNet's add folded in: the backward then also returns dz, its gradient).
 
 In float64 (the oracle in the tests) every step is written out on ATen's elementwise ops. In fp32 and
 16-bit, where the executor runs it on the CPU: on channels-last fp32 maps our C kernels
@@ -38,32 +39,41 @@ def _fused(x: torch.Tensor, count: int) -> bool:
             and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)))
 
 
-def batchnorm(x, scale, shift, running_mean, running_var, *, eps, momentum, act):
+def _finish(y, residual, act):
+    """act(y + residual) over y, a fresh fp32 (or float64) result the caller owns."""
+    if residual is not None:
+        y += f32(residual)
+    return activation.act_fresh(y, act)
+
+
+def batchnorm(x, scale, shift, running_mean, running_var, residual=None, *, eps, momentum, act):
     xf = f32(x)
     count = x.numel() // x.shape[1]
-    if count > 1 and native.takes(xf):
-        return _native_forward(x, xf, scale, shift, running_mean, running_var, count, eps, momentum, act)
+    rf = None if residual is None else f32(residual)
+    if count > 1 and native.takes(xf, *([] if rf is None else [rf])):
+        return _native_forward(x, xf, rf, scale, shift, running_mean, running_var, count, eps, momentum, act)
     if _fused(x, count):
         new_mean, new_var = f32(running_mean).clone(), f32(running_var).clone()   # ATen updates in place
         y, mean, invstd = torch.native_batch_norm(xf, f32(scale), f32(shift), new_mean, new_var, True,
                                                   momentum, eps)
-        y = activation.act_fresh(y, act)   # y is ATen's fresh output
+        y = _finish(y, residual, act)   # y is ATen's fresh output
         return y.to(x.dtype), mean, invstd, new_mean, new_var
     var, mean = torch.var_mean(xf, _dims(x), correction=0)
-    return _train_outputs(x, xf, scale, shift, running_mean, running_var, mean, var, count, eps, momentum, act)
+    return _train_outputs(x, xf, scale, shift, running_mean, running_var, residual, mean, var, count, eps,
+                          momentum, act)
 
 
-def _native_forward(x, xf, scale, shift, running_mean, running_var, count, eps, momentum, act):
+def _native_forward(x, xf, rf, scale, shift, running_mean, running_var, count, eps, momentum, act):
     """The training forward on csrc/batchnorm.c: one pass for the statistics, one for y with the
-    activation (relu in C, any other after it)."""
+    residual `rf` (None: none) and the activation (relu in C, any other after it)."""
     C = x.shape[1]
     g, b = f32(scale).contiguous(), f32(shift).contiguous()
     y = torch.empty_like(xf)
     mean, var, invstd = (torch.empty(C, dtype=torch.float32) for _ in range(3))
     code = native.ACT_CODES.get(act, 0)
-    if native.library().alx_bn_forward(xf.data_ptr(), count, C, g.data_ptr(), b.data_ptr(), float(eps), code,
-                                       native.threads(), y.data_ptr(), mean.data_ptr(), var.data_ptr(),
-                                       invstd.data_ptr()):
+    if native.library().alx_bn_forward(xf.data_ptr(), None if rf is None else rf.data_ptr(), count, C, g.data_ptr(),
+                                       b.data_ptr(), float(eps), code, native.threads(), y.data_ptr(),
+                                       mean.data_ptr(), var.data_ptr(), invstd.data_ptr()):
         raise MemoryError("batch norm: the native kernel could not allocate its per-block sums")
     if act not in native.ACT_CODES:
         y = activation.act_fresh(y, act)
@@ -78,60 +88,69 @@ def _running(running_mean, running_var, mean, var, count, momentum):
     return new_mean, new_var
 
 
-def _train_outputs(x, xf, scale, shift, running_mean, running_var, mean, var, count, eps, momentum, act):
+def _train_outputs(x, xf, scale, shift, running_mean, running_var, residual, mean, var, count, eps, momentum, act):
     """The training forward's five outputs from the statistics it normalises with (over `count` values),
     written out on ATen (`xf`: x's compute copy)."""
     invstd = torch.rsqrt(var + eps)
     a = f32(scale) * invstd
-    y = activation.act_fresh((xf - _c(mean, x)) * _c(a, x) + _c(f32(shift), x), act)
+    y = _finish((xf - _c(mean, x)) * _c(a, x) + _c(f32(shift), x), residual, act)
     new_mean, new_var = _running(running_mean, running_var, mean, var, count, momentum)
     return y.to(x.dtype), mean, invstd, new_mean, new_var
 
 
-def batchnorm_eval(x, scale, shift, running_mean, running_var, *, eps, momentum, act):
+def batchnorm_eval(x, scale, shift, running_mean, running_var, residual=None, *, eps, momentum, act):
     xf = f32(x)
     if _fused(x, 2):
         y = torch.nn.functional.batch_norm(xf, f32(running_mean), f32(running_var), f32(scale),
                                            f32(shift), False, 0.0, eps)
-        return activation.act_fresh(y, act).to(x.dtype)
+        return _finish(y, residual, act).to(x.dtype)
     a = f32(scale) * torch.rsqrt(f32(running_var) + eps)
-    y = activation.act_fresh((xf - _c(f32(running_mean), x)) * _c(a, x) + _c(f32(shift), x), act)
+    y = _finish((xf - _c(f32(running_mean), x)) * _c(a, x) + _c(f32(shift), x), residual, act)
     return y.to(x.dtype)
 
 
-def batchnorm_backward(dy, x, scale, mean, invstd, y=None, *, act="none"):
-    """dx, dscale, dshift; with an activation, dy is the gradient of its output y and is taken through
-    it first (in the C kernel's first pass for relu, else by `activation.act_backward`)."""
+def batchnorm_backward(dy, x, scale, mean, invstd, y=None, *, act="none", residual=False):
+    """dx, dscale, dshift (and with `residual`, dz: the gradient of the sum the activation read, the
+    residual's); with an activation, dy is the gradient of its output y and is taken through it first
+    (in the C kernel's first pass for relu, which then also writes dz, else by `activation.act_backward`)."""
     d, xf = f32(dy), f32(x)
     count = x.numel() // x.shape[1]
     yf = f32(y) if act == "relu" else None
     read = [d, xf] if yf is None else [d, xf, yf]
     if act in native.ACT_CODES and native.takes(*read):
-        return _native_backward(dy, d, xf, yf, scale, mean, invstd, count)
+        return _native_backward(dy, d, xf, yf, scale, mean, invstd, count, residual)
     if act != "none":
         dy = activation.act_backward(dy, y, act=act)
         d = f32(dy)
     if _fused(x, count):
         dx, dscale, dshift = torch.ops.aten.native_batch_norm_backward(
             d, xf, f32(scale), None, None, f32(mean), f32(invstd), True, 0.0, [True, True, True])
-        return dx.to(dy.dtype), dscale, dshift
+        return _with_dz((dx.to(dy.dtype), dscale, dshift), dy, residual)
     xhat, dshift, dscale = _grad_sums(d, xf, x, mean, invstd)
-    return _dx(d, xhat, x, scale, invstd, dshift, dscale, count).to(dy.dtype), dscale, dshift
+    return _with_dz((_dx(d, xhat, x, scale, invstd, dshift, dscale, count).to(dy.dtype), dscale, dshift), dy,
+                    residual)
 
 
-def _native_backward(dy, d, xf, yf, scale, mean, invstd, count):
+def _with_dz(grads, dz, residual):
+    """The backward's outputs: (dx, dscale, dshift), and dz after them when the forward had a residual."""
+    return (*grads, dz) if residual else grads
+
+
+def _native_backward(dy, d, xf, yf, scale, mean, invstd, count, residual):
     """The backward on csrc/batchnorm.c: one pass for the two sums, one for dx (relu's mask from the
-    output `yf` applied to d as it is read in both, when given)."""
+    output `yf` applied to d as it is read in both, when given; with `residual`, the first pass writes
+    the masked d as dz and the second reads it)."""
     C = xf.shape[1]
     g, m, s = f32(scale).contiguous(), f32(mean).contiguous(), f32(invstd).contiguous()
     dx = torch.empty_like(xf)
+    dz = torch.empty_like(xf) if residual and yf is not None else None
     dscale, dshift = torch.empty(C, dtype=torch.float32), torch.empty(C, dtype=torch.float32)
     y_ptr = None if yf is None else yf.data_ptr()
     if native.library().alx_bn_backward(d.data_ptr(), y_ptr, xf.data_ptr(), count, C, g.data_ptr(), m.data_ptr(),
                                         s.data_ptr(), native.threads(), dx.data_ptr(), dscale.data_ptr(),
-                                        dshift.data_ptr()):
+                                        dshift.data_ptr(), None if dz is None else dz.data_ptr()):
         raise MemoryError("batch norm backward: the native kernel could not allocate its per-block sums")
-    return dx.to(dy.dtype), dscale, dshift
+    return _with_dz((dx.to(dy.dtype), dscale, dshift), dy if dz is None else dz, residual)
 
 
 def _grad_sums(d, xf, x, mean, invstd):
@@ -172,14 +191,15 @@ def combine_shard_statistics(local_mean, local_m2, n, sync):
     return mean, m2 / count, count
 
 
-def batchnorm_sync(x, scale, shift, running_mean, running_var, *, eps, momentum, act, sync):
+def batchnorm_sync(x, scale, shift, running_mean, running_var, residual=None, *, eps, momentum, act, sync):
     xf, n = f32(x), float(x.numel() // x.shape[1])
     var_l, mean_l = torch.var_mean(xf, _dims(x), correction=0)
     mean, var, count = combine_shard_statistics(mean_l, var_l * n, n, sync)
-    return _train_outputs(x, xf, scale, shift, running_mean, running_var, mean, var, count, eps, momentum, act)
+    return _train_outputs(x, xf, scale, shift, running_mean, running_var, residual, mean, var, count, eps,
+                          momentum, act)
 
 
-def batchnorm_backward_sync(dy, x, scale, mean, invstd, y=None, *, act="none", sync):
+def batchnorm_backward_sync(dy, x, scale, mean, invstd, y=None, *, act="none", residual=False, sync):
     if act != "none":
         dy = activation.act_backward(dy, y, act=act)
     d, C = f32(dy), x.shape[1]
@@ -187,4 +207,4 @@ def batchnorm_backward_sync(dy, x, scale, mean, invstd, y=None, *, act="none", s
     w = float(sync.weight)
     total = sync.all_sum(torch.cat([dshift * w, dscale * w, d.new_tensor([float(x.numel() // C)])]))
     dx = _dx(d, xhat, x, scale, invstd, total[:C] / w, total[C:2 * C] / w, float(total[2 * C]))
-    return dx.to(dy.dtype), dscale, dshift
+    return _with_dz((dx.to(dy.dtype), dscale, dshift), dy, residual)

@@ -33,8 +33,8 @@ ACT_CODES = {"none": 0, "relu": 1}   # the activations the C kernels apply thems
 
 _P, _I64, _INT, _DBL = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_double
 _SIGNATURES = {
-    "alx_bn_forward": ((_P, _I64, _I64, _P, _P, _DBL, _INT, _INT, _P, _P, _P, _P), _INT),
-    "alx_bn_backward": ((_P, _P, _P, _I64, _I64, _P, _P, _P, _INT, _P, _P, _P), _INT),
+    "alx_bn_forward": ((_P, _P, _I64, _I64, _P, _P, _DBL, _INT, _INT, _P, _P, _P, _P), _INT),
+    "alx_bn_backward": ((_P, _P, _P, _I64, _I64, _P, _P, _P, _INT, _P, _P, _P, _P), _INT),
     "alx_add": ((_P, _INT, _I64, _INT, _INT, _P), None),
 }
 

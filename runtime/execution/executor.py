@@ -192,7 +192,7 @@ class Executor:
                 fn = getattr(backend, op.kernel.entry)
                 run, kwargs = _call_kernel, op.kernel_args(node)
                 groups = op.channel_groups(node) if op.kernel.grouped else 1
-            absent = len(op.arguments) - len(node.inputs) if op.arguments is not None else 0
+            absent = max(0, len(op.arguments) - len(node.inputs)) if op.arguments is not None else 0
             run_values = any(isinstance(v, RunValue) for v in kwargs.values())
             eval_fn = getattr(backend, op.kernel.eval_entry) if op.kernel is not None and op.kernel.eval_entry else None
             sync_fn = getattr(backend, op.kernel.sync_entry) if op.kernel is not None and op.kernel.sync_entry else None

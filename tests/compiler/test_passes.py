@@ -1,4 +1,5 @@
-"""Passes: gradients on their parameter's device, placement check, memory plan per device, fusion."""
+"""Passes: gradients on their parameter's device, placement check, memory plan per device, fusion
+(activations into their producer, residual adds into the batch norm before them)."""
 from __future__ import annotations
 
 from collections import Counter
@@ -7,7 +8,15 @@ from pathlib import Path
 import pytest
 
 from alexnetc.compiler import Graph, compile_spec, sym
-from alexnetc.compiler.passes import check_placement, fuse_activations, gradient, infer_shapes, plan_memory
+from alexnetc.compiler.passes import (
+    absorbed_into,
+    check_placement,
+    fuse_activations,
+    fuse_residual_adds,
+    gradient,
+    infer_shapes,
+    plan_memory,
+)
 
 SPECS = Path(__file__).resolve().parents[2] / "specs"
 ALL = ["alexnet.yaml", "alexnet-1gpu.yaml", "variants/mini.yaml", "variants/one-gpu-half.yaml",
@@ -131,6 +140,72 @@ def test_fused_activation_layer_names_the_node_holding_its_output(tmp_path):
     r = next(i for i in net.layers if i.name == "r")
     assert [(n, d) for n, d, _ in r.outputs] == [("c_g0", "gpu0"), ("c_g1", "gpu1")]
     assert all(net.graph.node(n).attrs["act"] == "relu" for n, _, _ in r.outputs)
+
+
+def _fused(*heads):
+    """The graph of `heads` after both fusion passes, as the pipeline runs them, and before them."""
+    before = sym.Group(list(heads)).graph() if len(heads) > 1 else heads[0].graph()
+    return before, fuse_residual_adds(fuse_activations(before))
+
+
+def _bn(x, name, **attrs):
+    return sym.batchnorm(sym.conv(x, filters=4, kernel=3, pad=1, name=f"{name}_conv"), name=name, **attrs)
+
+
+def _ops(g):
+    return [(n.op, n.name, n.attrs.get("act"), n.attrs.get("residual")) for n in g.nodes() if not n.is_variable]
+
+
+@pytest.mark.parametrize("bn_first", [True, False])
+def test_a_residual_add_and_its_relu_fold_into_the_batch_norm(bn_first):
+    x = sym.var("data")
+    bn = _bn(x, "bn")
+    before, g = _fused(sym.relu(sym.add(*((bn, x) if bn_first else (x, bn)), name="sum"), name="out"))
+    assert _ops(g) == [("conv", "bn_conv", "none", None), ("batchnorm", "bn", "relu", True)]
+    fused = g.node("bn")
+    assert fused.inputs[-1].node.name == "data" and len(fused.inputs) == 6
+    # what the folded nodes became: the relu's output and the add's are the batch norm's now
+    assert absorbed_into(before, g) == {"sum": "bn", "out": "bn"}
+
+
+def test_residual_fusion_takes_the_first_batch_norm_of_two():
+    x = sym.var("data")
+    _, g = _fused(sym.add(_bn(x, "a"), _bn(x, "b"), name="sum"))
+    assert g.node("a").attrs["residual"] and not g.node("b").attrs.get("residual")
+    assert g.node("a").inputs[-1].node.name == "b" and g.node("a").attrs["act"] == "none"
+
+
+@pytest.mark.parametrize("case", ["bn read twice", "bn has its act", "three inputs", "other device"])
+def test_no_residual_fusion(case):
+    x = sym.var("data")
+    if case == "bn read twice":
+        bn = _bn(x, "bn")
+        heads = [sym.add(bn, x, name="sum"), bn]
+    elif case == "bn has its act":
+        heads = [sym.add(_bn(x, "bn", act="tanh"), x, name="sum")]
+    elif case == "three inputs":
+        heads = [sym.add(_bn(x, "bn"), x, x, name="sum")]
+    else:
+        bn = sym.batchnorm(sym.conv(x, filters=4, kernel=3, pad=1, name="c", device="gpu0"), name="bn",
+                           device="gpu0")
+        heads = [sym.add(bn, sym.copy(x, name="xc", device="gpu1", src="gpu0"), name="sum", device="gpu1")]
+    _, g = _fused(*heads)
+    assert "add" in {n.op for n in g.nodes()} and not g.node("bn").attrs.get("residual")
+
+
+def test_residual_fusion_in_a_spec_keeps_the_layers_nodes_and_parameters(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("input: {channels: 3, height: 8, width: 8}\nclasses: 2\nlayers:\n"
+                    "  - {name: c0, op: conv, filters: 4, kernel: 3, pad: 1}\n"
+                    "  - {name: c1, op: conv, filters: 4, kernel: 3, pad: 1, bias: false}\n"
+                    "  - {name: bn, op: batchnorm}\n"
+                    "  - {name: sum, op: add, inputs: [c0, bn]}\n  - {name: r, op: relu}\n"
+                    "  - {name: f, op: fc, units: 2}\n  - {name: loss, op: softmax_loss}\n")
+    net = compile_spec(path)
+    assert {n.op for n in net.graph.nodes()} >= {"batchnorm"} and "add" not in {n.op for n in net.graph.nodes()}
+    outputs = {i.name: [n for n, _, _ in i.outputs] for i in net.layers}
+    assert outputs["sum"] == outputs["r"] == ["bn"]
+    assert {v.name for v in net.graph.variables() if v.role == "param"} >= {"bn_scale", "bn_shift"}
 
 
 def test_gradient_needs_shapes():

@@ -53,18 +53,21 @@ static void shifted_moments(const float *x, int64_t C, int64_t lo, int64_t hi, c
 }
 
 /* Sum of dz and of dz * (x - mean) per channel over rows [lo, hi); dz = dy, or dy where y > 0 when
- * y is given (relu's backward fused in: dy where the output was positive, as ATen's threshold_backward). */
+ * y is given (relu's backward fused in: dy where the output was positive, as ATen's threshold_backward),
+ * and dz itself written to dz_out when given (a residual's gradient). */
 static void grad_sums(const float *dy, const float *y, const float *x, const float *mean, int64_t C,
-                      int64_t lo, int64_t hi, double *s, double *q, float *fs, float *fq) {
+                      int64_t lo, int64_t hi, double *s, double *q, float *fs, float *fq, float *dz_out) {
     for (int64_t r0 = lo; r0 < hi; r0 += ROWS) {
         int64_t r1 = r0 + ROWS < hi ? r0 + ROWS : hi;
         memset(fs, 0, sizeof(float) * C);
         memset(fq, 0, sizeof(float) * C);
         for (int64_t r = r0; r < r1; r++) {
             const float *dr = dy + r * C, *xr = x + r * C, *yr = y ? y + r * C : 0;
+            float *zr = dz_out ? dz_out + r * C : 0;
 #pragma omp simd
             for (int64_t c = 0; c < C; c++) {
                 float d = (yr && !(yr[c] > 0.f)) ? 0.f : dr[c];
+                if (zr) zr[c] = d;
                 fs[c] += d;
                 fq[c] += d * (xr[c] - mean[c]);
             }
@@ -92,10 +95,10 @@ static void reduce_blocks(const double *work, int64_t nb, int64_t C, double *s, 
 /* Per-channel sums s and q over all M rows: block j of BLOCK rows summed into its own 2*C slots of
  * `work` (on any thread), the blocks then added in order. With `mask_or_null`/`ref` as below:
  * moments (grad == 0): sums of a - ref and (a - ref)^2; gradient sums (grad == 1): of dz and
- * dz * (b - ref), dz = a masked by relu's output `mask_or_null` when given. Returns 0, or -1 when a
- * thread's buffer could not be allocated. */
+ * dz * (b - ref), dz = a masked by relu's output `mask_or_null` when given, and written to `dz_out`
+ * when given. Returns 0, or -1 when a thread's buffer could not be allocated. */
 static int block_sums(int grad, const float *a, const float *b, const float *mask_or_null, const float *ref,
-                      int64_t M, int64_t C, int T, double *work, double *s, double *q) {
+                      float *dz_out, int64_t M, int64_t C, int T, double *work, double *s, double *q) {
     int64_t nb = (M + BLOCK - 1) / BLOCK;
     int failed = 0;
 #pragma omp parallel num_threads(T)
@@ -111,7 +114,7 @@ static int block_sums(int grad, const float *a, const float *b, const float *mas
             int64_t lo = j * BLOCK, hi = lo + BLOCK < M ? lo + BLOCK : M;
             double *ws = work + (size_t)2 * C * j, *wq = ws + C;
             if (grad)
-                grad_sums(a, mask_or_null, b, ref, C, lo, hi, ws, wq, f, f + C);
+                grad_sums(a, mask_or_null, b, ref, C, lo, hi, ws, wq, f, f + C, dz_out);
             else
                 shifted_moments(a, C, lo, hi, ref, ws, wq, f, f + C);
         }
@@ -123,9 +126,10 @@ static int block_sums(int grad, const float *a, const float *b, const float *mas
 }
 
 /* Training forward. Outputs y (M, C), and per channel mean, biased variance and invstd =
- * 1/sqrt(var + eps). y = act((x - mean) * invstd * scale + shift), computed as x * a + b with
- * a = scale * invstd and b = shift - mean * a (as ATen's kernel). Returns 0, or -1 when out of memory. */
-int alx_bn_forward(const float *x, int64_t M, int64_t C, const float *scale, const float *shift,
+ * 1/sqrt(var + eps). y = act((x - mean) * invstd * scale + shift [+ res]), computed as x * a + b with
+ * a = scale * invstd and b = shift - mean * a (as ATen's kernel), rounded to float before the residual
+ * `res` (NULL: none) is added, as a separate add would see it. Returns 0, or -1 when out of memory. */
+int alx_bn_forward(const float *x, const float *res, int64_t M, int64_t C, const float *scale, const float *shift,
                    double eps, int act, int threads, float *y, float *mean, float *var, float *invstd) {
     int T = threads > 0 ? threads : 1;
     int64_t nb = (M + BLOCK - 1) / BLOCK;
@@ -138,7 +142,7 @@ int alx_bn_forward(const float *x, int64_t M, int64_t C, const float *scale, con
     }
     memcpy(k, x, sizeof(float) * C);   /* the shift: row 0 */
     double *s = work + (size_t)2 * C * nb, *q = s + C;
-    if (block_sums(0, x, 0, 0, k, M, C, T, work, s, q)) {
+    if (block_sums(0, x, 0, 0, k, 0, M, C, T, work, s, q)) {
         free(work); free(coef); free(k);
         return -1;
     }
@@ -157,10 +161,18 @@ int alx_bn_forward(const float *x, int64_t M, int64_t C, const float *scale, con
     }
 #pragma omp parallel for num_threads(T) schedule(static)
     for (int64_t r = 0; r < M; r++) {
-        const float *xr = x + r * C;
+        const float *xr = x + r * C, *rr = res ? res + r * C : 0;
         float *yr = y + r * C;
+        if (rr) {
 #pragma omp simd
-        for (int64_t c = 0; c < C; c++) yr[c] = act_apply(xr[c] * a[c] + b[c], act);
+            for (int64_t c = 0; c < C; c++) {
+                float v = xr[c] * a[c] + b[c];
+                yr[c] = act_apply(v + rr[c], act);
+            }
+        } else {
+#pragma omp simd
+            for (int64_t c = 0; c < C; c++) yr[c] = act_apply(xr[c] * a[c] + b[c], act);
+        }
     }
     free(work); free(coef); free(k);
     return 0;
@@ -169,10 +181,12 @@ int alx_bn_forward(const float *x, int64_t M, int64_t C, const float *scale, con
 /* Backward from the output gradient dy (and, for a fused relu, the output y; else NULL), the input x
  * and the saved mean and invstd. dshift = sum dz, dscale = sum dz * xhat, and
  * dx = scale * invstd / M * (M * dz - dshift - xhat * dscale), xhat = (x - mean) * invstd, written
- * as dx = dz * a + (x - mean) * b + e per channel (x - mean first: no cancellation of two large terms). Returns 0, or -1 when out of memory. */
+ * as dx = dz * a + (x - mean) * b + e per channel (x - mean first: no cancellation of two large terms).
+ * With dz_out (a fused residual's gradient; NULL: none) and y, the first pass writes dz there and the
+ * second reads it instead of dy and y (one stream fewer). Returns 0, or -1 when out of memory. */
 int alx_bn_backward(const float *dy, const float *y, const float *x, int64_t M, int64_t C,
                     const float *scale, const float *mean, const float *invstd, int threads,
-                    float *dx, float *dscale, float *dshift) {
+                    float *dx, float *dscale, float *dshift, float *dz_out) {
     int T = threads > 0 ? threads : 1;
     int64_t nb = (M + BLOCK - 1) / BLOCK;
     double *work = calloc((size_t)2 * C * nb + 2 * (size_t)C, sizeof(double));
@@ -182,7 +196,7 @@ int alx_bn_backward(const float *dy, const float *y, const float *x, int64_t M, 
         return -1;
     }
     double *s = work + (size_t)2 * C * nb, *q = s + C;
-    if (block_sums(1, dy, x, y, mean, M, C, T, work, s, q)) {
+    if (block_sums(1, dy, x, y, mean, y ? dz_out : 0, M, C, T, work, s, q)) {
         free(work); free(coef);
         return -1;
     }
@@ -197,6 +211,10 @@ int alx_bn_backward(const float *dy, const float *y, const float *x, int64_t M, 
         a[c] = (float)k1;
         b[c] = (float)(-k2);
         e[c] = (float)(-k1 * ds / (double)M);
+    }
+    if (y && dz_out) {   /* dz is written: read it instead of dy and relu's output */
+        dy = dz_out;
+        y = 0;
     }
 #pragma omp parallel for num_threads(T) schedule(static)
     for (int64_t r = 0; r < M; r++) {

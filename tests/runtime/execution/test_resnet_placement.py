@@ -57,14 +57,17 @@ def test_copies_exactly_at_the_cut_and_same_results_as_one_device():
     one = compile_dict(_flat(), "resnet-one", batch=4)
     assert not [n for n in one.graph.nodes() if n.op == "copy"]
     copies = [n for n in two.graph.nodes() if n.op == "copy"]
-    # the nodes holding those layers' values (a block's `out` relu is folded into its add: its value
-    # is the fused add node's output)
+    # the nodes holding those layers' values (a block's `out` relu is folded into its add, and the add
+    # into the batch norm before it: layer1's output is its bn2's)
     holding = {node for info in two.layers if info.name in expected for node, _, _ in info.outputs}
-    assert holding == {"layer1.add", "layer2.bn2"}
+    assert holding == {"layer1.bn2", "layer2.bn2"}
     assert {c.inputs[0].node.name for c in copies} == holding and len(copies) == len(expected)
     assert all(c.device == "gpu1" and c.inputs[0].node.device == "gpu0" for c in copies)
-    adds = {n.layer: n for n in two.graph.nodes() if n.op == "add"}
-    assert [e.node.op for e in adds["layer2.add"].inputs].count("copy") == 1   # the add reading across
+    # layer2's add runs on gpu1, so the batch norm on its side (proj_bn) takes it, reading layer2.bn2
+    # from gpu0 as its residual through a copy
+    summing = two.graph.node("layer2.proj_bn")
+    assert summing.attrs["residual"] and summing.device == "gpu1"
+    assert summing.inputs[-1].node.op == "copy" and summing.inputs[-1].node.inputs[0].node.name == "layer2.bn2"
     # the gradient pass sends each crossing value's gradient back: one copy the other way each
     back = [n for n in two.training().graph.nodes() if n.op == "copy" and n.device == "gpu0"]
     assert len(back) == len(expected)
