@@ -1,12 +1,14 @@
 """Triton batch normalisation: training forward (batch statistics + new running statistics), evaluation
-forward (running statistics) and backward, for (N, C, H, W) and (N, C) inputs, activation fused.
+forward (running statistics) and backward, for (N, C, H, W) and (N, C) inputs, activation and an optional
+residual add fused (ResNet's bn -> add(shortcut) -> act as one node).
 
     mean_c, var_c = mean and biased variance of x[:, c] over N (and H, W);  invstd_c = 1/sqrt(var_c + eps)
-    y = act((x - mean_c) * a_c + shift_c),  a_c = scale_c * invstd_c   (centred first: no cancellation
-        when the mean is large against the spread)
+    y = act((x - mean_c) * a_c + shift_c [+ residual]),  a_c = scale_c * invstd_c   (centred first: no
+        cancellation when the mean is large against the spread; the sum in fp32, then act, then x's dtype)
     running_mean' = (1 - m) running_mean + m mean;  running_var' = (1 - m) running_var + m var M/(M-1)
     backward (dz: the gradient after the activation, x^ = (x - mean) invstd, M values per channel):
     dshift = sum dz,  dscale = sum dz x^,  dx = scale invstd (dz - dshift/M - x^ dscale/M)
+    with a residual, dz is also its gradient: written by the reduction as it reads dy (dy itself without act)
 
 Two kinds of kernel. The per-channel reductions (`_bn_partial_kernel`, `_bn_bwd_partial_kernel`): a
 program owns BLOCK_C channels and one of S chunks of their M = N*H*W values (flat index r -> image
@@ -51,9 +53,10 @@ def _bn_partial_kernel(x_ptr, mu_ptr, out_ptr, C, P, R, sn, sc, sp, CHUNK,
 
 
 @triton.jit
-def _bn_apply_kernel(x_ptr, y_ptr, scale_ptr, shift_ptr, mean_ptr, stat_ptr, C, P,
-                     xsn, xsc, xsp, ysn, ysc, ysp, eps,
-                     FROM_VAR: tl.constexpr, ACT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+def _bn_apply_kernel(x_ptr, y_ptr, res_ptr, scale_ptr, shift_ptr, mean_ptr, stat_ptr, C, P,
+                     xsn, xsc, xsp, ysn, ysc, ysp, rsn, rsc, rsp, eps, FROM_VAR: tl.constexpr,
+                     HAS_RES: tl.constexpr, ACT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """y = act(bn(x) [+ residual]) on one tile; the residual (HAS_RES) is added in fp32 before act."""
     p = (tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)).to(tl.int64)
     c = (tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)).to(tl.int64)
     n = tl.program_id(2).to(tl.int64)
@@ -68,15 +71,20 @@ def _bn_apply_kernel(x_ptr, y_ptr, scale_ptr, shift_ptr, mean_ptr, stat_ptr, C, 
     b = tl.load(shift_ptr + c, mask=cm, other=0.0).to(tl.float32)
     m = (p < P)[:, None] & cm[None, :]
     x = tl.load(x_ptr + n * xsn + p[:, None] * xsp + c[None, :] * xsc, mask=m, other=0.0).to(tl.float32)
-    y = apply_act((x - mean[None, :]) * a[None, :] + b[None, :], ACT)
+    z = (x - mean[None, :]) * a[None, :] + b[None, :]
+    if HAS_RES:
+        z += tl.load(res_ptr + n * rsn + p[:, None] * rsp + c[None, :] * rsc, mask=m, other=0.0).to(tl.float32)
+    y = apply_act(z, ACT)
     tl.store(y_ptr + n * ysn + p[:, None] * ysp + c[None, :] * ysc, y.to(y_ptr.dtype.element_ty), mask=m)
 
 
 @triton.jit
-def _bn_bwd_partial_kernel(g_ptr, x_ptr, y_ptr, mean_ptr, invstd_ptr, out_ptr, C, P, R, gsn, gsc, gsp, xsn, xsc, xsp,
-                           ysn, ysc, ysp, CHUNK, ACT: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
+def _bn_bwd_partial_kernel(g_ptr, x_ptr, y_ptr, dz_ptr, mean_ptr, invstd_ptr, out_ptr, C, P, R, gsn, gsc, gsp,
+                           xsn, xsc, xsp, ysn, ysc, ysp, zsn, zsc, zsp, CHUNK, ACT: tl.constexpr,
+                           WRITE_DZ: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr):
     """Per channel, over one chunk: sum dz (out[0]) and sum dz * x^ (out[1]), dz = act'(dy, y) as dy is
-    read (y, the forward's output, is read only when there is an activation)."""
+    read (y, the forward's output, is read only when there is an activation); WRITE_DZ: dz is also
+    stored (a fused residual's gradient), in dz_ptr's dtype."""
     c = (tl.program_id(0) * BLOCK_C + tl.arange(0, BLOCK_C)).to(tl.int64)
     s = tl.program_id(1).to(tl.int64)
     S = tl.num_programs(1)
@@ -94,6 +102,8 @@ def _bn_bwd_partial_kernel(g_ptr, x_ptr, y_ptr, mean_ptr, invstd_ptr, out_ptr, C
         if ACT != "none":
             y = tl.load(y_ptr + (n * ysn + p * ysp)[:, None] + c[None, :] * ysc, mask=m, other=0.0).to(tl.float32)
             g = act_grad_from_y(g, y, ACT)
+        if WRITE_DZ:
+            tl.store(dz_ptr + (n * zsn + p * zsp)[:, None] + c[None, :] * zsc, g.to(dz_ptr.dtype.element_ty), mask=m)
         x = tl.load(x_ptr + (n * xsn + p * xsp)[:, None] + c[None, :] * xsc, mask=m, other=0.0).to(tl.float32)
         acc_g += g
         acc_gx += g * tl.where(m, (x - mu[None, :]) * inv[None, :], 0.0)
@@ -171,13 +181,26 @@ def _vec(t: torch.Tensor) -> torch.Tensor:
     return t.float().contiguous()
 
 
-def _apply(x, scale, shift, mean, stat, eps, act, from_var):
+def _residual(residual, x):
+    """The residual added before the activation, as the kernels read it (None: none)."""
+    if residual is None:
+        return None
+    if tuple(residual.shape) != tuple(x.shape):
+        raise ValueError(f"batchnorm: residual of shape {tuple(residual.shape)} does not match the input's "
+                         f"{tuple(x.shape)}")
+    return _ncp(residual)
+
+
+def _apply(x, scale, shift, mean, stat, eps, act, from_var, residual=None):
+    """act(bn(x) + residual): without a residual x stands in for its pointer (never read)."""
     y = _out_like(x)
+    res = _residual(residual, x)
     if x.numel():
         bp, bc, grid = _tiles_grid(x)
-        _bn_apply_kernel[grid](x, y, _vec(scale), _vec(shift), mean, stat, x.shape[1], _pixels(x),
-                               *_strides(x), *_strides(y), float(eps), FROM_VAR=from_var, ACT=act_code(act),
-                               BLOCK_P=bp, BLOCK_C=bc)
+        r = x if res is None else res
+        _bn_apply_kernel[grid](x, y, r, _vec(scale), _vec(shift), mean, stat, x.shape[1], _pixels(x),
+                               *_strides(x), *_strides(y), *_strides(r), float(eps), FROM_VAR=from_var,
+                               HAS_RES=res is not None, ACT=act_code(act), BLOCK_P=bp, BLOCK_C=bc)
     return y
 
 
@@ -220,33 +243,37 @@ def _local_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
     return mean, _channel_sum(x, mean, True), R
 
 
-def _train_outputs(x, scale, shift, running_mean, running_var, mean, var, count, eps, momentum, act):
+def _train_outputs(x, scale, shift, running_mean, running_var, residual, mean, var, count, eps, momentum, act):
     """The training forward's five outputs from the statistics it normalises with (over `count` values)."""
     invstd = torch.rsqrt(var + eps)
     new_rm = running_mean.float() * (1 - momentum) + mean * momentum
     new_rv = running_var.float() * (1 - momentum) + var * (momentum * count / max(count - 1, 1))
-    return _apply(x, scale, shift, mean, invstd, eps, act, False), mean, invstd, new_rm, new_rv
+    return _apply(x, scale, shift, mean, invstd, eps, act, False, residual), mean, invstd, new_rm, new_rv
 
 
-def batchnorm(x, scale, shift, running_mean, running_var, *, eps, momentum, act):
+def batchnorm(x, scale, shift, running_mean, running_var, residual=None, *, eps, momentum, act):
     x = _ncp(x)
     if x.numel() // max(x.shape[1], 1) == 0:
         raise ValueError("batchnorm: no values per channel to take statistics over")
     mean, m2, R = _local_moments(x)
-    return _train_outputs(x, scale, shift, running_mean, running_var, mean, m2.div_(R), R, eps, momentum, act)
+    return _train_outputs(x, scale, shift, running_mean, running_var, residual, mean, m2.div_(R), R, eps,
+                          momentum, act)
 
 
-def batchnorm_eval(x, scale, shift, running_mean, running_var, *, eps, momentum, act):
-    return _apply(_ncp(x), scale, shift, _vec(running_mean), _vec(running_var), eps, act, True)
+def batchnorm_eval(x, scale, shift, running_mean, running_var, residual=None, *, eps, momentum, act):
+    return _apply(_ncp(x), scale, shift, _vec(running_mean), _vec(running_var), eps, act, True, residual)
 
 
-def _grad_sums(dy, x, mean, invstd, y, act) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per channel over this tensor's values: (sum dz, sum dz·x̂), dz = act'(dy, y) (dy without act)."""
+def _grad_sums(dy, x, mean, invstd, y, act, dz=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per channel over this tensor's values: (sum dz, sum dz·x̂), dz = act'(dy, y) (dy without act);
+    given a `dz` tensor, the kernel also writes dz into it as it goes."""
     C, R = x.shape[1], x.numel() // max(x.shape[1], 1)
     br, bc, chunk, s, grid = _split(dy)
     part = torch.empty(2, s, C, dtype=torch.float32, device=x.device)
-    _bn_bwd_partial_kernel[grid](dy, x, y, mean, invstd, part, C, _pixels(x), R, *_strides(dy), *_strides(x),
-                                 *_strides(y), chunk, ACT=act_code(act), BLOCK_R=br, BLOCK_C=bc)
+    z = dy if dz is None else dz
+    _bn_bwd_partial_kernel[grid](dy, x, y, z, mean, invstd, part, C, _pixels(x), R, *_strides(dy), *_strides(x),
+                                 *_strides(y), *_strides(z), chunk, ACT=act_code(act), WRITE_DZ=dz is not None,
+                                 BLOCK_R=br, BLOCK_C=bc)
     dshift, dscale = part.sum(1).unbind(0)
     return dshift, dscale
 
@@ -264,19 +291,41 @@ def _dx(dy, x, scale, mean, invstd, dscale, dshift, count, y, act) -> torch.Tens
 def _act_output(dy, y, act):
     """The forward's output the backward kernels read for act' (without an activation they read none,
     and dy stands in for the pointer)."""
-    return _ncp(y) if act != "none" else dy
+    if act == "none":
+        return dy
+    if y is None:
+        raise ValueError(f"batchnorm backward: act={act!r} needs the forward's output y")
+    return _ncp(y)
 
 
-def batchnorm_backward(dy, x, scale, mean, invstd, y=None, *, act="none"):
-    # The fused activation's backward is taken as dy is read, in both kernels (no dz map written)
-    dy, x = _ncp(dy), _ncp(x)
+def _first_pass(given, dy, x, mean, invstd, y, act, residual):
+    """The backward's reduction pass: (dshift, dscale), dz (the residual's gradient, or None without a
+    residual) and what the dx pass reads for dz, (g, y, act). The fused activation's backward is taken
+    as dy is read; with a residual and an activation the reduction also writes dz = act'(dy, y) and the
+    dx pass reads dz instead of dy and y (one read fewer); without an activation dz is `given`, the
+    caller's dy itself."""
     y = _act_output(dy, y, act)
+    dz = _out_like(dy) if residual and act != "none" else None
+    dshift, dscale = _grad_sums(dy, x, mean, invstd, y, act, dz)
+    if dz is None:
+        return dshift, dscale, (given if residual else None), (dy, y, act)
+    return dshift, dscale, dz, (dz, dz, "none")
+
+
+def _with_dz(grads, dz, residual):
+    return (*grads, dz) if residual else grads
+
+
+def batchnorm_backward(dy, x, scale, mean, invstd, y=None, *, act="none", residual=False):
+    given, (dy, x) = dy, (_ncp(dy), _ncp(x))
     C, R = x.shape[1], x.numel() // max(x.shape[1], 1)
     mean, invstd = _vec(mean), _vec(invstd)
     if R == 0:
-        return _out_like(dy), torch.zeros(C, device=x.device), torch.zeros(C, device=x.device)
-    dshift, dscale = _grad_sums(dy, x, mean, invstd, y, act)
-    return _dx(dy, x, scale, mean, invstd, dscale, dshift, R, y, act), dscale, dshift
+        dz = given if act == "none" else _out_like(dy)
+        return _with_dz((_out_like(dy), torch.zeros(C, device=x.device), torch.zeros(C, device=x.device)), dz,
+                        residual)
+    dshift, dscale, dz, (g, gy, gact) = _first_pass(given, dy, x, mean, invstd, y, act, residual)
+    return _with_dz((_dx(g, x, scale, mean, invstd, dscale, dshift, R, gy, gact), dscale, dshift), dz, residual)
 
 
 # -- synchronised across processes: the contract and the `sync` object are the reference's
@@ -296,21 +345,22 @@ def _combine(local_mean, local_m2, n, sync):
     return mean.contiguous(), (rows[:, C:2 * C] + ns * (rows[:, :C] - mean) ** 2).sum(0) / count, count
 
 
-def batchnorm_sync(x, scale, shift, running_mean, running_var, *, eps, momentum, act, sync):
+def batchnorm_sync(x, scale, shift, running_mean, running_var, residual=None, *, eps, momentum, act, sync):
     x = _ncp(x)
     mean_l, m2_l, n = _local_moments(x)
     mean, var, count = _combine(mean_l, m2_l, float(n), sync)
-    return _train_outputs(x, scale, shift, running_mean, running_var, mean, var, count, eps, momentum, act)
+    return _train_outputs(x, scale, shift, running_mean, running_var, residual, mean, var, count, eps, momentum,
+                          act)
 
 
-def batchnorm_backward_sync(dy, x, scale, mean, invstd, y=None, *, act="none", sync):
-    dy, x = _ncp(dy), _ncp(x)
-    y = _act_output(dy, y, act)
+def batchnorm_backward_sync(dy, x, scale, mean, invstd, y=None, *, act="none", residual=False, sync):
+    # dz is elementwise, so this shard's own: only the sums go through the all_sum
+    given, (dy, x) = dy, (_ncp(dy), _ncp(x))
     C, R = x.shape[1], x.numel() // max(x.shape[1], 1)
     mean, invstd = _vec(mean), _vec(invstd)
-    dshift, dscale = _grad_sums(dy, x, mean, invstd, y, act)
+    dshift, dscale, dz, (g, gy, gact) = _first_pass(given, dy, x, mean, invstd, y, act, residual)
     w = float(sync.weight)
     total = sync.all_sum(torch.cat([dshift * w, dscale * w, dshift.new_tensor([float(R)])]))
-    dx = _dx(dy, x, scale, mean, invstd, (total[C:2 * C] / w).contiguous(), (total[:C] / w).contiguous(),
-             float(total[2 * C]), y, act)
-    return dx, dscale, dshift
+    dx = _dx(g, x, scale, mean, invstd, (total[C:2 * C] / w).contiguous(), (total[:C] / w).contiguous(),
+             float(total[2 * C]), gy, gact)
+    return _with_dz((dx, dscale, dshift), dz, residual)

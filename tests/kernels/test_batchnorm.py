@@ -1,6 +1,8 @@
 """Batch norm kernels: the reference (kernels/reference/batchnorm.py) against ATen's own batch norm and
 torch.autograd in float64, and the Triton kernels (kernels/batchnorm.py) against the reference in
-float64 -- in the interpreter on small shapes without CUDA, compiled on real shapes with one.
+float64 -- in the interpreter on small shapes without CUDA, compiled on real shapes with one. The fused
+residual add (y = act(bn(x) + r), dz the residual's gradient) against torch's own float64 formula
+(F.batch_norm) and autograd through it, the reference's residual entries not being the oracle here.
 
 Tolerances: fp32 kernels vs the float64 oracle rtol 1e-5 / atol 1e-5 (reductions of up to a few
 hundred thousand fp32 terms on the GPU: atol 1e-4 there); the reference in float64 vs ATen in float64
@@ -345,3 +347,148 @@ def test_sync_backward_takes_the_fused_activation(mod, act):
     want = mod.batchnorm_backward_sync(dz, x, scale, mean, invstd, sync=_Alone())
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+# -- a fused residual add: y = act(bn(x) + residual), ResNet's bn -> add(shortcut) -> act as one node --------
+RES_ACTS = ("none", "relu", "tanh")
+# (shape, x's layout, the residual's layout): the residual need not share x's layout
+RES_CASES = [((3, 5, 4, 6), "contiguous", "contiguous"), ((3, 5, 4, 6), "channels_last", "channels_last"),
+             ((3, 5, 4, 6), "channels_last", "contiguous"), ((3, 5, 4, 6), "contiguous", "sliced"),
+             ((9, 7), "contiguous", "contiguous"), ((9, 7), "sliced", "sliced")]
+RES_IDS = [f"{len(s)}d-{a}-{b}" for s, a, b in RES_CASES]
+
+
+def _res_inputs(shape, layout, res_layout, dtype=torch.float32, seed=6):
+    g = torch.Generator().manual_seed(seed)
+    x = _layout((torch.randn(shape, generator=g) * 2 + 1).to(DEVICE, dtype), layout)
+    r = _layout((torch.randn(shape, generator=g) * 1.5).to(DEVICE, dtype), res_layout)
+    dy = _layout(torch.randn(shape, generator=g).to(DEVICE, dtype), layout)
+    return x, r, dy
+
+
+def _res_oracle(x, r, p, act, training, dy=None, eps=1e-5, momentum=0.1):
+    """float64: act(F.batch_norm(x) + r), the running statistics ATen updates, and with dy the gradients
+    of x, scale, shift and r by autograd."""
+    x, r = x.double().cpu().requires_grad_(), r.double().cpu().requires_grad_()
+    scale, shift, rm, rv = (t.double().cpu() for t in p)
+    scale, shift = scale.requires_grad_(), shift.requires_grad_()
+    y = apply_act(F.batch_norm(x, rm, rv, scale, shift, training, momentum, eps) + r, act)
+    if dy is None:
+        return y.detach(), rm, rv
+    y.backward(dy.double().cpu())
+    return x.grad, scale.grad, shift.grad, r.grad
+
+
+def _close(a, b, rtol=1e-5, atol=1e-5):
+    """fp32 against the float64 oracle: rtol/atol 1e-5, atol relative to the oracle's largest value."""
+    b = b.double().cpu()
+    torch.testing.assert_close(a.double().cpu(), b, rtol=rtol, atol=atol * max(1.0, float(b.abs().max())))
+
+
+@pytest.mark.parametrize("act", RES_ACTS)
+@pytest.mark.parametrize("shape,layout,res_layout", RES_CASES, ids=RES_IDS)
+def test_residual_forward_matches_float64(shape, layout, res_layout, act):
+    """oracle: act(F.batch_norm(x) + r) in float64, training (statistics and running statistics from
+    ATen's update) and evaluation; fp32 rtol/atol 1e-5. The statistics are x's alone: bit-identical to
+    the call without a residual; y keeps x's layout whatever the residual's."""
+    x, r, _ = _res_inputs(shape, layout, res_layout)
+    p = _params(shape[1])
+    out = T.batchnorm(x, *p, r, eps=1e-5, momentum=0.1, act=act)
+    y64, rm64, rv64 = _res_oracle(x, r, p, act, True)
+    _close(out[0], y64)
+    _close(out[3], rm64)
+    _close(out[4], rv64)
+    assert out[0].dtype == x.dtype and out[0].stride() == T.batchnorm(x, *p, eps=1e-5, momentum=0.1, act=act)[0].stride()
+    plain = T.batchnorm(x, *p, eps=1e-5, momentum=0.1, act=act)
+    assert all(torch.equal(a, b) for a, b in zip(out[1:], plain[1:]))
+    ye = T.batchnorm_eval(x, *p, r, eps=1e-5, momentum=0.1, act=act)
+    _close(ye, _res_oracle(x, r, p, act, False)[0])
+
+
+@pytest.mark.parametrize("act", RES_ACTS)
+@pytest.mark.parametrize("shape,layout,res_layout", RES_CASES, ids=RES_IDS)
+def test_residual_backward_matches_float64_autograd(shape, layout, res_layout, act):
+    """oracle: torch.autograd through act(F.batch_norm(x) + r) in float64: dx, dscale, dshift and
+    dz = the gradient of r; fp32 rtol 1e-5, atol 1e-5 times the oracle's largest value. dx, dscale,
+    dshift agree with residual=False's (which returns three outputs) to fp32 rounding (the dx pass
+    reads the dz the reduction wrote instead of taking act' again); without an activation dz is the
+    dy tensor itself; dz keeps dy's layout and dtype."""
+    x, r, dy = _res_inputs(shape, layout, res_layout)
+    p = _params(shape[1])
+    y, mean, invstd, _, _ = T.batchnorm(x, *p, r, eps=1e-5, momentum=0.1, act=act)
+    got = T.batchnorm_backward(dy, x, p[0], mean, invstd, y, act=act, residual=True)
+    assert len(got) == 4
+    for a, b in zip(got, _res_oracle(x, r, p, act, True, dy)):
+        _close(a, b)
+    dz = got[3]
+    assert dz.dtype == dy.dtype and dz.shape == dy.shape
+    if act == "none":
+        assert dz is dy
+    else:
+        assert dz.stride() == T._out_like(T._ncp(dy)).stride()
+    plain = T.batchnorm_backward(dy, x, p[0], mean, invstd, y, act=act)
+    assert len(plain) == 3
+    for a, b in zip(got, plain):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("act", RES_ACTS)
+@pytest.mark.parametrize("shape,layout,res_layout", [RES_CASES[2], RES_CASES[4]], ids=[RES_IDS[2], RES_IDS[4]])
+def test_residual_sync_entries_equal_the_plain_ones_in_one_process(shape, layout, res_layout, act):
+    """oracle: batchnorm / batchnorm_backward (checked against float64 above) on the same inputs; one
+    process (`_Alone`), so the global statistics and sums are this shard's: rtol/atol 1e-6."""
+    x, r, dy = _res_inputs(shape, layout, res_layout)
+    p = _params(shape[1])
+    kw = dict(eps=1e-5, momentum=0.1, act=act)
+    want = T.batchnorm(x, *p, r, **kw)
+    got = T.batchnorm_sync(x, *p, r, sync=_Alone(), **kw)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    y, mean, invstd = want[:3]
+    want_b = T.batchnorm_backward(dy, x, p[0], mean, invstd, y, act=act, residual=True)
+    got_b = T.batchnorm_backward_sync(dy, x, p[0], mean, invstd, y, act=act, residual=True, sync=_Alone())
+    assert len(got_b) == 4 and (got_b[3] is dy) == (act == "none")
+    for a, b in zip(got_b, want_b):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    assert len(T.batchnorm_backward_sync(dy, x, p[0], mean, invstd, y, act=act, sync=_Alone())) == 3
+
+
+def test_residual_of_another_shape_is_a_clear_error():
+    x, r, _ = _res_inputs((2, 3, 4, 4), "contiguous", "contiguous")
+    with pytest.raises(ValueError, match=r"residual of shape \(2, 3, 4, 3\) does not match the input's \(2, 3, 4, 4\)"):
+        T.batchnorm(x, *_params(3), r[..., :3], eps=1e-5, momentum=0.1, act="relu")
+    with pytest.raises(ValueError, match="act='relu' needs the forward's output y"):
+        T.batchnorm_backward(x, x, *_params(3)[:3], act="relu", residual=True)
+
+
+@pytest.mark.parametrize("act", RES_ACTS[1:])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_residual_in_bfloat16(layout, act):
+    """oracle: the float64 formulas and autograd above on the same bf16 values; y, dx and dz are bf16
+    (the sum is taken in fp32 and rounded once, after the activation), so rtol/atol 2e-2 (atol times
+    the oracle's largest value), as the 16-bit GPU tests."""
+    x, r, dy = _res_inputs((4, 6, 5, 3), layout, layout, dtype=torch.bfloat16)
+    p = _params(6)
+    y, mean, invstd, _, _ = T.batchnorm(x, *p, r, eps=1e-5, momentum=0.1, act=act)
+    assert y.dtype == torch.bfloat16
+    _close(y, _res_oracle(x, r, p, act, True)[0], rtol=2e-2, atol=2e-2)
+    got = T.batchnorm_backward(dy, x, p[0], mean, invstd, y, act=act, residual=True)
+    assert [t.dtype for t in got] == [torch.bfloat16, torch.float32, torch.float32, torch.bfloat16]
+    for a, b in zip(got, _res_oracle(x, r, p, act, True, dy)):
+        _close(a, b, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_residual_on_real_shapes_on_the_gpu(layout, dtype):
+    """oracle: the float64 formulas and autograd above (compiled kernels, a ResNet stage's shape); fp32
+    rtol/atol 1e-4 (sums of 50K fp32 terms), bf16 2e-2."""
+    x, r, dy = _res_inputs((64, 64, 28, 28), layout, layout, dtype=dtype)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
+    p = _params(64)
+    y, mean, invstd, _, _ = T.batchnorm(x, *p, r, eps=1e-5, momentum=0.1, act="relu")
+    _close(y, _res_oracle(x, r, p, "relu", True)[0], **tol)
+    got = T.batchnorm_backward(dy, x, p[0], mean, invstd, y, act="relu", residual=True)
+    for a, b in zip(got, _res_oracle(x, r, p, "relu", True, dy)):
+        _close(a, b, **tol)
