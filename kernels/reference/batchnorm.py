@@ -65,19 +65,21 @@ def batchnorm(x, scale, shift, running_mean, running_var, residual=None, *, eps,
 
 def _native_forward(x, xf, rf, scale, shift, running_mean, running_var, count, eps, momentum, act):
     """The training forward on csrc/batchnorm.c: one pass for the statistics, one for y with the
-    residual `rf` (None: none) and the activation (relu in C, any other after it)."""
+    residual `rf` (None: none) and the activation (relu in C, any other after it), and the new running
+    statistics (as `_running` computes them, bit for bit)."""
     C = x.shape[1]
     g, b = f32(scale).contiguous(), f32(shift).contiguous()
+    rm, rv = f32(running_mean).contiguous(), f32(running_var).contiguous()
     y = torch.empty_like(xf)
-    mean, var, invstd = (torch.empty(C, dtype=torch.float32) for _ in range(3))
+    mean, var, invstd, new_mean, new_var = (torch.empty(C, dtype=torch.float32) for _ in range(5))
     code = native.ACT_CODES.get(act, 0)
-    if native.library().alx_bn_forward(xf.data_ptr(), None if rf is None else rf.data_ptr(), count, C, g.data_ptr(),
-                                       b.data_ptr(), float(eps), code, native.threads(), y.data_ptr(),
-                                       mean.data_ptr(), var.data_ptr(), invstd.data_ptr()):
+    if native.library().alx_bn_forward(xf.data_ptr(), native.pointer(rf), count, C, g.data_ptr(), b.data_ptr(),
+                                       float(eps), code, native.threads(), y.data_ptr(), mean.data_ptr(),
+                                       var.data_ptr(), invstd.data_ptr(), rm.data_ptr(), rv.data_ptr(),
+                                       float(momentum), new_mean.data_ptr(), new_var.data_ptr()):
         raise MemoryError("batch norm: the native kernel could not allocate its per-block sums")
     if act not in native.ACT_CODES:
         y = activation.act_fresh(y, act)
-    new_mean, new_var = _running(running_mean, running_var, mean, var, count, momentum)
     return y.to(x.dtype), mean, invstd, new_mean, new_var
 
 

@@ -33,7 +33,7 @@ ACT_CODES = {"none": 0, "relu": 1}   # the activations the C kernels apply thems
 
 _P, _I64, _INT, _DBL = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_double
 _SIGNATURES = {
-    "alx_bn_forward": ((_P, _P, _I64, _I64, _P, _P, _DBL, _INT, _INT, _P, _P, _P, _P), _INT),
+    "alx_bn_forward": ((_P, _P, _I64, _I64, _P, _P, _DBL, _INT, _INT, _P, _P, _P, _P, _P, _P, _DBL, _P, _P), _INT),
     "alx_bn_backward": ((_P, _P, _P, _I64, _I64, _P, _P, _P, _INT, _P, _P, _P, _P), _INT),
     "alx_add": ((_P, _INT, _I64, _INT, _INT, _P), None),
 }
@@ -151,6 +151,11 @@ def takes(*ts: torch.Tensor) -> bool:
 
 def threads() -> int:
     return torch.get_num_threads()
+
+
+def pointer(t: torch.Tensor | None) -> int | None:
+    """A tensor's data pointer for an optional `const float *` argument (None: NULL)."""
+    return None if t is None else t.data_ptr()
 
 
 def pointers(ts) -> ctypes.Array:

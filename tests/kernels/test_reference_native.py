@@ -1,7 +1,7 @@
 """The reference backend's native CPU kernels (kernels/reference/csrc/*.c through native.py): batch norm
-forward and backward against the float64 formulas of kernels/reference/batchnorm.py, the add against
-ATen bit for bit, and the ATen fallback when there is no library (the same bits on any thread count:
-tests/kernels/test_batchnorm.py).
+forward and backward against the float64 formulas of kernels/reference/batchnorm.py, its running
+statistics against the ATen formula (`_running`) bit for bit, the add against ATen bit for bit, and the
+ATen fallback when there is no library (the same bits on any thread count: tests/kernels/test_batchnorm.py).
 
 Tolerances: fp32 outputs vs the float64 oracle rtol 1e-5 / atol 1e-5 (per-channel sums of up to
 100,352 terms kept in double); the add is exact (the same roundings in the same order as ATen's).
@@ -70,6 +70,39 @@ def test_batchnorm_backward_matches_the_float64_formulas(shape):
     for a, b in zip(got, want):
         torch.testing.assert_close(a.double(), b, rtol=1e-5, atol=1e-5)
     assert got[0].stride() == x.stride()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("momentum", [0.1, 0.01, 0.9, 1.0])
+def test_batchnorm_running_statistics_are_atens_bit_for_bit(shape, momentum):
+    """oracle: `_running`, the ATen expression the other paths use, on the kernel's own batch mean and
+    variance: every product and sum rounded to fp32 in the same order (the running statistics are
+    checkpointed and pinned by the training-step goldens)."""
+    g = torch.Generator().manual_seed(3)
+    c = shape[1]
+    x = _cl(torch.randn(shape, generator=g) * 2 + 3)
+    scale, shift = torch.rand(c, generator=g) + 0.5, torch.randn(c, generator=g)
+    rm, rv = torch.randn(c, generator=g) * 7, torch.rand(c, generator=g) * 3 + 0.1
+    count = x.numel() // c
+    if count < 2:
+        pytest.skip("one value per channel: the ATen path")
+    _, mean, invstd, new_rm, new_rv = R.batchnorm(x, scale, shift, rm, rv, eps=1e-5, momentum=momentum, act="none")
+    _, _, var, _ = _stats(x)
+    want_rm, want_rv = R._running(rm, rv, mean, var, count, momentum)
+    assert torch.equal(new_rm, want_rm) and torch.equal(new_rv, want_rv)
+
+
+def _stats(x):
+    """The native kernel's mean, var and invstd (what alx_bn_forward writes), through ctypes."""
+    c = x.shape[1]
+    m = x.numel() // c
+    y = torch.empty_like(x)
+    mean, var, invstd = (torch.empty(c) for _ in range(3))
+    ones, zeros = torch.ones(c), torch.zeros(c)
+    native.library().alx_bn_forward(x.data_ptr(), None, m, c, ones.data_ptr(), zeros.data_ptr(), 1e-5, 0, 1,
+                                    y.data_ptr(), mean.data_ptr(), var.data_ptr(), invstd.data_ptr(), None, None,
+                                    0.0, None, None)
+    return y, mean, var, invstd
 
 
 @pytest.mark.parametrize("act", ["none", "relu"])

@@ -249,9 +249,12 @@ static void elementwise_rows(int apply, const float *x, const float *d_in, const
 /* Training forward. Outputs y (M, C), and per channel mean, biased variance and invstd =
  * 1/sqrt(var + eps). y = act((x - mean) * invstd * scale + shift [+ res]), computed as x * a + b with
  * a = scale * invstd and b = shift - mean * a (as ATen's kernel), rounded to float before the residual
- * `res` (NULL: none) is added, as a separate add would see it. Returns 0, or -1 when out of memory. */
+ * `res` (NULL: none) is added, as a separate add would see it. With running_mean (else NULL), also the
+ * new running statistics. Returns 0, or -1 when out of memory. */
 int alx_bn_forward(const float *x, const float *res, int64_t M, int64_t C, const float *scale, const float *shift,
-                   double eps, int act, int threads, float *y, float *mean, float *var, float *invstd) {
+                   double eps, int act, int threads, float *y, float *mean, float *var, float *invstd,
+                   const float *running_mean, const float *running_var, double momentum, float *new_mean,
+                   float *new_var) {
     int T = threads > 0 ? threads : 1;
     int64_t nb = (M + BLOCK - 1) / BLOCK;
     double *work = calloc((size_t)2 * C * nb + 2 * (size_t)C, sizeof(double));
@@ -281,6 +284,19 @@ int alx_bn_forward(const float *x, const float *res, int64_t M, int64_t C, const
         b[c] = shift[c] - mean[c] * a[c];
     }
     elementwise_rows(1, x, 0, 0, res, a, b, 0, 0, act, y, M, C, T);
+    if (running_mean) {
+        /* (1 - m) * running + m * batch, the variance unbiased (M / (M - 1), M > 1 here), each product
+         * and sum rounded to float in this order: ATen's ops on fp32 tensors with Python scalars, bit
+         * for bit (kernels/reference/batchnorm.py `_running`, which the other paths still call) */
+        float keep = (float)(1.0 - momentum), take = (float)momentum;
+        float unbias = (float)((double)M / (double)(M > 1 ? M - 1 : 1));
+        for (int64_t c = 0; c < C; c++) {
+            float old_m = keep * running_mean[c], new_m = take * mean[c];
+            new_mean[c] = old_m + new_m;
+            float old_v = keep * running_var[c], new_v = (take * var[c]) * unbias;
+            new_var[c] = old_v + new_v;
+        }
+    }
     free(work); free(coef); free(k);
     return 0;
 }
