@@ -69,7 +69,10 @@ def test_subset_covers_every_kernel_both_archs_and_each_dtype(subset):
     assert {r["arch"] for r in rows} == set(ARCHS)
     assert {r["dtype"] for r in rows} == {"fp32", "bf16", "fp16"}
     families = {k.split(".")[0] for k in subset["kernels_in_matrix"]}
-    assert {"conv", "lrn", "pool", "batchnorm", "activation", "dropout", "elementwise", "loss"} <= families
+    # No shipped spec launches the elementwise add any more: every residual add of the ResNets follows a
+    # batch norm and is folded into it (compiler/passes/fusion.py); the add kernel runs for adds that
+    # do not (its interpreter tests: tests/kernels/test_elementwise.py)
+    assert {"conv", "lrn", "pool", "batchnorm", "activation", "dropout", "loss"} <= families
     for name in ("conv._conv_fwd_kernel", "conv._conv_bwd_data_kernel", "conv._conv_bwd_weight_kernel"):
         precs = {r["constexprs"].get("PREC") for r in rows if r["kernel"] == name and r["dtype"] == "fp32"}
         assert precs == {"tf32", "ieee"}, (name, precs)
