@@ -204,15 +204,17 @@ def _apply(x, scale, shift, mean, stat, eps, act, from_var, residual=None):
     return y
 
 
-def _split(x: torch.Tensor) -> tuple[int, int, int, int, tuple[int, int]]:
+def _split(x: torch.Tensor, narrow: bool = False) -> tuple[int, int, int, int, tuple[int, int]]:
     """(BLOCK_R, BLOCK_C, CHUNK, S, grid) of the per-channel reductions: tiles wide along whichever axis
-    is contiguous; the M values of a channel cut into S chunks so that about 2K programs run."""
+    is contiguous; the M values of a channel cut into S chunks so that about 2K programs run. `narrow`:
+    a pixel-contiguous (NCHW) reduction that also stores dz takes 64-row tiles (128 x 16 spills 8 bytes
+    at 168 registers in bf16 on sm_80 with relu: benchmarks/results/aot-compile-*.json)."""
     C, R = x.shape[1], x.numel() // x.shape[1]
     if x.stride(1) == 1 and C > 1:
         bc = min(64, max(16, triton.next_power_of_2(C)))
         br = max(16, 2048 // bc)
     else:
-        bc, br = 16, 128
+        bc, br = 16, 64 if narrow else 128
     cblocks = triton.cdiv(C, bc)
     rblocks = triton.cdiv(R, br)
     s = max(1, min(rblocks, PROGRAMS // cblocks))
@@ -268,7 +270,7 @@ def _grad_sums(dy, x, mean, invstd, y, act, dz=None) -> tuple[torch.Tensor, torc
     """Per channel over this tensor's values: (sum dz, sum dz·x̂), dz = act'(dy, y) (dy without act);
     given a `dz` tensor, the kernel also writes dz into it as it goes."""
     C, R = x.shape[1], x.numel() // max(x.shape[1], 1)
-    br, bc, chunk, s, grid = _split(dy)
+    br, bc, chunk, s, grid = _split(dy, narrow=dz is not None)
     part = torch.empty(2, s, C, dtype=torch.float32, device=x.device)
     z = dy if dz is None else dz
     _bn_bwd_partial_kernel[grid](dy, x, y, z, mean, invstd, part, C, _pixels(x), R, *_strides(dy), *_strides(x),
