@@ -72,11 +72,17 @@ for i in range(int(sys.argv[2])):
 print("done")
 """
 
+# One float of zero bytes past the end of each of three tensors. glibc checks a block at free() by
+# walking a chain of length bytes back to a magic byte after the requested size (the magic depends on
+# the block's address); a zero length byte stops the walk as corrupt, unless the magic itself is zero
+# (about one block in 256), hence three blocks. Writing 0x41 instead let the walk run on into the
+# block's uninitialised data, where a byte equal to the magic passes it: 6 runs in 60 survived.
 OVERFLOW = r"""
 import ctypes, torch
-t = torch.empty(1000)
-ctypes.memset(t.data_ptr() + 4 * t.numel(), 0x41, 4)   # one float past the end
-del t
+for n in (1000, 1537, 4099):
+    t = torch.empty(n)
+    ctypes.memset(t.data_ptr() + 4 * n, 0, 4)
+    del t
 print("done")
 """
 
