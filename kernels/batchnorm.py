@@ -27,6 +27,7 @@ import triton
 import triton.language as tl
 
 from .activation import act_code, act_grad_from_y, apply_act
+from .shared import bn_backward_outputs
 
 PROGRAMS = 2048   # the per-channel reductions cut each channel's values into chunks until about this many run
 
@@ -314,20 +315,16 @@ def _first_pass(given, dy, x, mean, invstd, y, act, residual):
     return dshift, dscale, dz, (dz, dz, "none")
 
 
-def _with_dz(grads, dz, residual):
-    return (*grads, dz) if residual else grads
-
-
 def batchnorm_backward(dy, x, scale, mean, invstd, y=None, *, act="none", residual=False):
     given, (dy, x) = dy, (_ncp(dy), _ncp(x))
     C, R = x.shape[1], x.numel() // max(x.shape[1], 1)
     mean, invstd = _vec(mean), _vec(invstd)
     if R == 0:
         dz = given if act == "none" else _out_like(dy)
-        return _with_dz((_out_like(dy), torch.zeros(C, device=x.device), torch.zeros(C, device=x.device)), dz,
+        return bn_backward_outputs((_out_like(dy), torch.zeros(C, device=x.device), torch.zeros(C, device=x.device)), dz,
                         residual)
     dshift, dscale, dz, (g, gy, gact) = _first_pass(given, dy, x, mean, invstd, y, act, residual)
-    return _with_dz((_dx(g, x, scale, mean, invstd, dscale, dshift, R, gy, gact), dscale, dshift), dz, residual)
+    return bn_backward_outputs((_dx(g, x, scale, mean, invstd, dscale, dshift, R, gy, gact), dscale, dshift), dz, residual)
 
 
 # -- synchronised across processes: the contract and the `sync` object are the reference's
@@ -365,4 +362,4 @@ def batchnorm_backward_sync(dy, x, scale, mean, invstd, y=None, *, act="none", r
     total = sync.all_sum(torch.cat([dshift * w, dscale * w, dshift.new_tensor([float(R)])]))
     dx = _dx(g, x, scale, mean, invstd, (total[C:2 * C] / w).contiguous(), (total[:C] / w).contiguous(),
              float(total[2 * C]), gy, gact)
-    return _with_dz((dx, dscale, dshift), dz, residual)
+    return bn_backward_outputs((dx, dscale, dshift), dz, residual)

@@ -1,5 +1,5 @@
 """Definitions both backends must agree on: the dropout hash's constants and keys, the argmax dtype,
-the inputs `add` accepts.
+the inputs `add` accepts, what batch norm's backward returns.
 
 The Triton kernels and the reference (`kernels/reference/`) each import these from here, so neither
 depends on the other: the reference is the Triton kernels' test oracle, and an oracle that shares
@@ -23,6 +23,12 @@ def fp32_partial_sums(xs) -> bool:
     """Whether a left-to-right sum of `xs` keeps its partial sums in fp32 and rounds once at the end:
     three or more half-precision inputs (add, add_n; rounded after each input they would drift)."""
     return len(xs) > 2 and xs[0].dtype in (torch.float16, torch.bfloat16)
+
+
+def bn_backward_outputs(grads, dz, residual: bool) -> tuple:
+    """Batch norm's backward outputs: (dx, dscale, dshift), and with a residual in the forward, dz (the
+    residual's gradient) after them."""
+    return (*grads, dz) if residual else grads
 
 
 def pair(v) -> tuple[int, int]:

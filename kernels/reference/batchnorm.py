@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from ..shared import bn_backward_outputs
 from . import activation, native
 from ._common import f32
 
@@ -50,17 +51,16 @@ def batchnorm(x, scale, shift, running_mean, running_var, residual=None, *, eps,
     xf = f32(x)
     count = x.numel() // x.shape[1]
     rf = None if residual is None else f32(residual)
-    if count > 1 and native.takes(xf, *([] if rf is None else [rf])):
+    if count > 1 and native.takes(*(t for t in (xf, rf) if t is not None)):
         return _native_forward(x, xf, rf, scale, shift, running_mean, running_var, count, eps, momentum, act)
     if _fused(x, count):
         new_mean, new_var = f32(running_mean).clone(), f32(running_var).clone()   # ATen updates in place
         y, mean, invstd = torch.native_batch_norm(xf, f32(scale), f32(shift), new_mean, new_var, True,
                                                   momentum, eps)
-        y = _finish(y, residual, act)   # y is ATen's fresh output
+        y = _finish(y, rf, act)   # y is ATen's fresh output
         return y.to(x.dtype), mean, invstd, new_mean, new_var
     var, mean = torch.var_mean(xf, _dims(x), correction=0)
-    return _train_outputs(x, xf, scale, shift, running_mean, running_var, residual, mean, var, count, eps,
-                          momentum, act)
+    return _train_outputs(x, xf, scale, shift, running_mean, running_var, rf, mean, var, count, eps, momentum, act)
 
 
 def _native_forward(x, xf, rf, scale, shift, running_mean, running_var, count, eps, momentum, act):
@@ -127,15 +127,10 @@ def batchnorm_backward(dy, x, scale, mean, invstd, y=None, *, act="none", residu
     if _fused(x, count):
         dx, dscale, dshift = torch.ops.aten.native_batch_norm_backward(
             d, xf, f32(scale), None, None, f32(mean), f32(invstd), True, 0.0, [True, True, True])
-        return _with_dz((dx.to(dy.dtype), dscale, dshift), dy, residual)
+        return bn_backward_outputs((dx.to(dy.dtype), dscale, dshift), dy, residual)
     xhat, dshift, dscale = _grad_sums(d, xf, x, mean, invstd)
-    return _with_dz((_dx(d, xhat, x, scale, invstd, dshift, dscale, count).to(dy.dtype), dscale, dshift), dy,
+    return bn_backward_outputs((_dx(d, xhat, x, scale, invstd, dshift, dscale, count).to(dy.dtype), dscale, dshift), dy,
                     residual)
-
-
-def _with_dz(grads, dz, residual):
-    """The backward's outputs: (dx, dscale, dshift), and dz after them when the forward had a residual."""
-    return (*grads, dz) if residual else grads
 
 
 def _native_backward(dy, d, xf, yf, scale, mean, invstd, count, residual):
@@ -147,12 +142,11 @@ def _native_backward(dy, d, xf, yf, scale, mean, invstd, count, residual):
     dx = torch.empty_like(xf)
     dz = torch.empty_like(xf) if residual and yf is not None else None
     dscale, dshift = torch.empty(C, dtype=torch.float32), torch.empty(C, dtype=torch.float32)
-    y_ptr = None if yf is None else yf.data_ptr()
-    if native.library().alx_bn_backward(d.data_ptr(), y_ptr, xf.data_ptr(), count, C, g.data_ptr(), m.data_ptr(),
-                                        s.data_ptr(), native.threads(), dx.data_ptr(), dscale.data_ptr(),
-                                        dshift.data_ptr(), None if dz is None else dz.data_ptr()):
+    if native.library().alx_bn_backward(d.data_ptr(), native.pointer(yf), xf.data_ptr(), count, C, g.data_ptr(),
+                                        m.data_ptr(), s.data_ptr(), native.threads(), dx.data_ptr(),
+                                        dscale.data_ptr(), dshift.data_ptr(), native.pointer(dz)):
         raise MemoryError("batch norm backward: the native kernel could not allocate its per-block sums")
-    return _with_dz((dx.to(dy.dtype), dscale, dshift), dy if dz is None else dz, residual)
+    return bn_backward_outputs((dx.to(dy.dtype), dscale, dshift), dy if dz is None else dz, residual)
 
 
 def _grad_sums(d, xf, x, mean, invstd):
@@ -209,4 +203,4 @@ def batchnorm_backward_sync(dy, x, scale, mean, invstd, y=None, *, act="none", r
     w = float(sync.weight)
     total = sync.all_sum(torch.cat([dshift * w, dscale * w, d.new_tensor([float(x.numel() // C)])]))
     dx = _dx(d, xhat, x, scale, invstd, total[:C] / w, total[C:2 * C] / w, float(total[2 * C]))
-    return _with_dz((dx.to(dy.dtype), dscale, dshift), dy, residual)
+    return bn_backward_outputs((dx.to(dy.dtype), dscale, dshift), dy, residual)
