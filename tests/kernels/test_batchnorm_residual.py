@@ -18,6 +18,8 @@ from alexnetc.kernels.reference import batchnorm as R
 from alexnetc.kernels.reference import elementwise as RE
 from alexnetc.kernels.reference import native
 
+from .test_batchnorm import _Alone
+
 KW = dict(eps=1e-5, momentum=0.1)
 # (shape, layout, dtype): the C kernels (channels-last fp32 maps, 2-D features), ATen's fused kernel
 # (NCHW fp32), and the written-out float64 formulas
@@ -108,25 +110,17 @@ def test_eval_adds_the_residual_before_the_activation(case):
     torch.testing.assert_close(got.double(), want, **tol)
 
 
-class _OneProcess:
-    """`sync` of a single process: all_sum leaves its tensor as it is."""
-    rank, world, weight = 0, 1, 1.0
-
-    def all_sum(self, t):
-        return t
-
-
 @pytest.mark.parametrize("act", ["none", "relu"])
 def test_sync_entries_take_the_residual_as_the_plain_ones(act):
     x, r, dy, (scale, shift, rm, rv) = _data((4, 5, 3, 6), "contiguous", torch.float64, seed=3)
     plain = R.batchnorm(x, scale, shift, rm, rv, r, act=act, **KW)
-    synced = R.batchnorm_sync(x, scale, shift, rm, rv, r, act=act, sync=_OneProcess(), **KW)
+    synced = R.batchnorm_sync(x, scale, shift, rm, rv, r, act=act, sync=_Alone(), **KW)
     for a, b in zip(plain, synced):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     y, mean, invstd = plain[:3]
     args = (dy, x, scale, mean, invstd, y)
     want = R.batchnorm_backward(*args, act=act, residual=True)
-    got = R.batchnorm_backward_sync(*args, act=act, residual=True, sync=_OneProcess())
+    got = R.batchnorm_backward_sync(*args, act=act, residual=True, sync=_Alone())
     assert len(got) == 4
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
